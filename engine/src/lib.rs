@@ -1,0 +1,41 @@
+//! Postwire: postback (webhook) delivery for affiliate platforms.
+//!
+//! When an action inquiry is created or resolved, the partner's server receives a postback: an
+//! HTTP request built from the partner's notification settings and the event's values.
+//!
+//! # Layout
+//!
+//! Modules are listed in the order a postback flows through them:
+//!
+//! - [`event`]: the envelope the platform posts, validated into typed values.
+//! - [`catalogue`]: every placeholder a template may name (name, type, description, example).
+//! - [`settings`]: a partner's notification settings, validated and compiled on save; renders
+//!   a [`settings::Request`] for an event.
+//! - [`render`]: the template compiler and renderer, with escaping decided per placeholder by
+//!   where it stands (JSON string or value, XML, form, URL, header).
+//! - [`classify`]: the default reading of a receiver's answer: success, retry, fail or disable.
+//! - [`error`]: the one error type, and field-level validation errors.
+//!
+//! ```
+//! use postwire::{event::Event, settings::NotificationSettings};
+//!
+//! let settings = NotificationSettings::from_json(r#"{
+//!     "url": "https://partner.example/postbacks",
+//!     "body_template": "{\"order\": \"{OrderId}\", \"amount\": {TransactionAmount}}"
+//! }"#)?;
+//! let event = Event::from_json(r#"{"id": "evt_1", "type": "action_inquiry.created",
+//!     "partner_id": "ptn_1", "occurred_at": "2026-11-20T14:03:00Z",
+//!     "data": {"ActionInquiryId": "42", "OrderId": "A-1", "TransactionAmount": 9.5}}"#)?;
+//! let request = settings.render(&event);
+//! assert_eq!(request.body, r#"{"order": "A-1", "amount": 9.5}"#);
+//! # Ok::<(), postwire::Error>(())
+//! ```
+
+pub mod catalogue;
+pub mod classify;
+pub mod error;
+pub mod event;
+pub mod render;
+pub mod settings;
+
+pub use error::Error;

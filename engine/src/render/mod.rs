@@ -1,0 +1,359 @@
+//! The renderer: templates compiled once per settings, rendered once per postback.
+//!
+//! Compiling parses the text ([`parse`]), resolves every placeholder to its catalogue index,
+//! checks helper calls ([`helpers`]) and decides, from the literal text around each placeholder,
+//! the place it stands in and so how its value is escaped ([`escape::Context`]): inside a JSON
+//! string or where a JSON value goes, XML text or CDATA, a form body, the URL after the host, a
+//! header value. Rendering then only appends literals and escaped values to one buffer.
+//!
+//! The escaping depends on the position inside the body, which a general-purpose template
+//! engine (that escapes every value the same way) cannot know; that is why Postwire compiles its
+//! own small subset of handlebars instead of using one.
+
+mod escape;
+mod helpers;
+mod parse;
+
+use std::fmt;
+
+pub use escape::Context;
+pub use parse::Pos;
+
+use crate::catalogue::{self, CATALOGUE};
+use crate::event::Event;
+use crate::settings::BodyFormat;
+use helpers::{Expr, Out};
+use parse::{Ast, Piece};
+
+/// What a template produces, which decides how its placeholders are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The request body in the given format.
+    Body(BodyFormat),
+    /// The request URL: placeholders only after the host.
+    Url,
+    /// An HTTP header value.
+    Header,
+}
+
+/// A syntax or name error in a template, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(Box<str>),
+    Value(Expr, Context),
+}
+
+/// A compiled template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    segments: Vec<Segment>,
+    /// Bytes of literal text, to size the output buffer in one allocation.
+    literal_len: usize,
+}
+
+impl Template {
+    /// Compiles `text` for `place`.
+    pub fn compile(text: &str, place: Place) -> Result<Template, TemplateError> {
+        let mut places = PlaceTracker::new(place);
+        let mut segments = Vec::new();
+        let mut literal_len = 0;
+        for piece in parse::parse(text)? {
+            match piece {
+                Piece::Literal(literal) => {
+                    places.advance(&literal);
+                    literal_len += literal.len();
+                    segments.push(Segment::Literal(literal.into_boxed_str()));
+                }
+                Piece::Expr(ast, pos) => {
+                    let context = places.context().map_err(|message| error(pos, message))?;
+                    segments.push(Segment::Value(expr(ast)?, context));
+                }
+            }
+        }
+        Ok(Template { segments, literal_len })
+    }
+
+    /// Appends the template rendered for `event` to `out`.
+    pub fn render_into(&self, event: &Event, out: &mut String) {
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Value(Expr::Field(field), context) => helpers::field(event, *field).write(*context, out),
+                Segment::Value(expr, context) => expr.eval(event).write(*context, out),
+            }
+        }
+    }
+
+    /// The template rendered for `event`.
+    pub fn render(&self, event: &Event) -> String {
+        let mut out = String::with_capacity(self.literal_len + 16 * self.segments.len());
+        self.render_into(event, &mut out);
+        out
+    }
+
+    /// True when the template holds no placeholder.
+    pub fn is_constant(&self) -> bool {
+        self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
+    }
+}
+
+fn error(pos: Pos, message: impl Into<String>) -> TemplateError {
+    TemplateError {
+        line: pos.line,
+        column: pos.column,
+        message: message.into(),
+    }
+}
+
+fn expr(ast: Ast) -> Result<Expr, TemplateError> {
+    match ast {
+        Ast::Name(name, pos) => match catalogue::lookup(&name) {
+            Some(field) => Ok(Expr::Field(field)),
+            None if helpers::NAMES.split(", ").any(|h| h == name) => Err(error(
+                pos,
+                format!("the helper {name} needs an argument, e.g. {{{{{name} OrderId}}}}"),
+            )),
+            None => {
+                let hint = match catalogue::suggest(&name) {
+                    Some(known) => format!("did you mean {{{known}}}?"),
+                    None => "run `postwire placeholders` to list the known names".into(),
+                };
+                Err(error(pos, format!("unknown placeholder {{{name}}}; {hint}")))
+            }
+        },
+        Ast::Str(text) => Ok(Expr::Const(Out::Text(text.into()))),
+        Ast::Int(int) => Ok(Expr::Const(Out::Int(int))),
+        Ast::Call { helper, args, pos } => {
+            let args = args.into_iter().map(expr).collect::<Result<Vec<_>, _>>()?;
+            helpers::call(&helper, args).map_err(|message| error(pos, message))
+        }
+    }
+}
+
+/// Follows the literal text of a template to know where the next placeholder stands.
+struct PlaceTracker {
+    place: Place,
+    json_in_string: bool,
+    json_escaped: bool,
+    xml: XmlState,
+    url_seen: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum XmlState {
+    Markup,
+    Cdata,
+    Comment,
+}
+
+impl PlaceTracker {
+    fn new(place: Place) -> Self {
+        PlaceTracker {
+            place,
+            json_in_string: false,
+            json_escaped: false,
+            xml: XmlState::Markup,
+            url_seen: String::new(),
+        }
+    }
+
+    fn advance(&mut self, literal: &str) {
+        match self.place {
+            Place::Body(BodyFormat::Json) => {
+                for b in literal.bytes() {
+                    if self.json_escaped {
+                        self.json_escaped = false;
+                    } else if self.json_in_string && b == b'\\' {
+                        self.json_escaped = true;
+                    } else if b == b'"' {
+                        self.json_in_string = !self.json_in_string;
+                    }
+                }
+            }
+            Place::Body(BodyFormat::Xml) => {
+                let mut rest = literal;
+                loop {
+                    let (marker, next) = match self.xml {
+                        XmlState::Markup => match (rest.find("<![CDATA["), rest.find("<!--")) {
+                            (Some(c), Some(m)) if m < c => ("<!--", XmlState::Comment),
+                            (Some(_), _) => ("<![CDATA[", XmlState::Cdata),
+                            (None, Some(_)) => ("<!--", XmlState::Comment),
+                            (None, None) => break,
+                        },
+                        XmlState::Cdata => ("]]>", XmlState::Markup),
+                        XmlState::Comment => ("-->", XmlState::Markup),
+                    };
+                    match rest.find(marker) {
+                        Some(at) => {
+                            rest = &rest[at + marker.len()..];
+                            self.xml = next;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Place::Url => self.url_seen.push_str(literal),
+            _ => {}
+        }
+    }
+
+    fn context(&self) -> Result<Context, String> {
+        Ok(match self.place {
+            Place::Body(BodyFormat::Json) if self.json_in_string => Context::JsonString,
+            Place::Body(BodyFormat::Json) => Context::JsonValue,
+            Place::Body(BodyFormat::Xml) => match self.xml {
+                XmlState::Markup => Context::Xml,
+                XmlState::Cdata => Context::XmlCdata,
+                XmlState::Comment => {
+                    return Err("placeholders inside XML comments are not allowed; move it out of <!-- -->".into());
+                }
+            },
+            Place::Body(BodyFormat::Form) => Context::Form,
+            Place::Body(BodyFormat::Text) => Context::Text,
+            Place::Header => Context::Header,
+            Place::Url => {
+                let after_host = self
+                    .url_seen
+                    .find("://")
+                    .map(|at| &self.url_seen[at + 3..])
+                    .is_some_and(|rest| rest.contains(['/', '?', '#']));
+                if !after_host {
+                    return Err("placeholders may only stand in the URL's path, query or fragment: the scheme and host are fixed so a postback cannot be sent elsewhere".into());
+                }
+                Context::Url
+            }
+        })
+    }
+}
+
+/// Every placeholder name in the catalogue, for listings.
+pub fn placeholder_names() -> impl Iterator<Item = &'static str> {
+    CATALOGUE.iter().map(|p| p.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventType};
+
+    fn event() -> Event {
+        Event::from_value(&serde_json::json!({
+            "id": "evt_1", "type": "action_inquiry.created", "partner_id": "ptn_1",
+            "occurred_at": "2026-11-20T14:03:00+01:00",
+            "data": {"ActionInquiryId": "42", "OrderId": "O\"1", "TransactionAmount": "149.905",
+                     "Currency": "USD", "InquiryNotes": "a <b> & c"}
+        }))
+        .unwrap()
+    }
+
+    fn render(text: &str, place: Place) -> String {
+        Template::compile(text, place).unwrap().render(&event())
+    }
+
+    fn compile_error(text: &str, place: Place) -> String {
+        Template::compile(text, place).unwrap_err().to_string()
+    }
+
+    const JSON: Place = Place::Body(BodyFormat::Json);
+
+    #[test]
+    fn json_braces_are_not_placeholders() {
+        let out = render(
+            r#"{"order":"{OrderId}","amount":{TransactionAmount},"sub":{SubId1},"n":{{InquiryNotes}}}"#,
+            JSON,
+        );
+        assert_eq!(out, r#"{"order":"O\"1","amount":149.905,"sub":null,"n":"a <b> & c"}"#);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
+    }
+
+    #[test]
+    fn helpers_format_values() {
+        let out = render(
+            "{{amount TransactionAmount 2}} {{cents TransactionAmount}} {{iso8601 EventDate}} {{unix EventDate}} \
+             {{date EventDate \"%Y/%m/%d %H\"}} {{default SubId1 \"none\"}} {{upper (default SubId2 \"x\")}} \
+             {{lower Currency}} {{urlencode OrderId}} {{json OrderId}} {{json SubId1}} [{{SubId1}}]",
+            Place::Body(BodyFormat::Text),
+        );
+        assert_eq!(
+            out,
+            "149.91 14991 2026-11-20T13:03:00Z 1795179780 2026/11/20 13 none X usd O%221 \"O\\\"1\" null []"
+        );
+    }
+
+    #[test]
+    fn default_keeps_json_numbers_numbers() {
+        let out = render(
+            r#"{"a":{{default FinalPayout 0}},"b":{{amount (default FinalPayout "1.5") 2}}}"#,
+            JSON,
+        );
+        assert_eq!(out, r#"{"a":0,"b":1.50}"#);
+    }
+
+    #[test]
+    fn xml_places() {
+        let xml = Place::Body(BodyFormat::Xml);
+        let out = render(
+            "<a n=\"{InquiryNotes}\">{InquiryNotes}<![CDATA[{InquiryNotes}]]></a>",
+            xml,
+        );
+        assert_eq!(
+            out,
+            "<a n=\"a &lt;b&gt; &amp; c\">a &lt;b&gt; &amp; c<![CDATA[a <b> & c]]></a>"
+        );
+        assert!(compile_error("<!-- {OrderId} -->", xml).contains("XML comments"));
+    }
+
+    #[test]
+    fn url_placeholders_only_after_the_host() {
+        assert_eq!(
+            render("https://p.example/cb/{OrderId}?a={InquiryNotes}", Place::Url),
+            "https://p.example/cb/O%221?a=a%20%3Cb%3E%20%26%20c"
+        );
+        assert!(compile_error("https://{SubId1}.example/", Place::Url).contains("path, query or fragment"));
+        assert!(compile_error("{TrackingLink}", Place::Url).contains("path, query or fragment"));
+    }
+
+    #[test]
+    fn unknown_names_get_suggestions_and_positions() {
+        assert_eq!(
+            compile_error("{\n  \"order\": \"{OrderID}\"\n}", JSON),
+            "line 2, column 13: unknown placeholder {OrderID}; did you mean {OrderId}?"
+        );
+        assert_eq!(
+            compile_error("x {{ Ordr }}", JSON),
+            "line 1, column 6: unknown placeholder {Ordr}; did you mean {OrderId}?"
+        );
+        assert!(compile_error("{{amount OrderId}}", JSON).contains("amount needs an amount, but its argument is text"));
+        assert!(compile_error("{{date EventDate \"%Q\"}}", JSON).contains("not a valid strftime pattern"));
+        assert!(compile_error("{{frobnicate OrderId}}", JSON).contains("unknown helper frobnicate"));
+        assert!(compile_error("{{upper}}", JSON).contains("needs an argument"));
+    }
+
+    #[test]
+    fn samples_render_every_field() {
+        let sample = Event::sample(EventType::ActionInquiryResolved, "ptn_1");
+        let all: String = placeholder_names().map(|n| format!("{{{n}}}|")).collect();
+        let out = Template::compile(&all, Place::Body(BodyFormat::Text))
+            .unwrap()
+            .render(&sample);
+        assert!(!out.contains("||"), "{out}");
+    }
+}
