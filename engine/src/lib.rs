@@ -7,14 +7,22 @@
 //!
 //! Modules are listed in the order a postback flows through them:
 //!
+//! - [`api`]: the HTTP API (axum); [`serve`] runs it with the worker in one process.
 //! - [`event`]: the envelope the platform posts, validated into typed values.
 //! - [`catalogue`]: every placeholder a template may name (name, type, description, example).
 //! - [`settings`]: a partner's notification settings, validated and compiled on save; renders
 //!   a [`settings::Request`] for an event.
+//! - [`store`]: the durable store; accepting an event and recording its deliveries is one
+//!   transaction.
+//! - [`worker`]: claims due deliveries and runs each through the pipeline below.
 //! - [`render`]: the template compiler and renderer, with escaping decided per placeholder by
 //!   where it stands (JSON string or value, XML, form, URL, header).
+//! - [`ratelimit`]: `max_requests_per_sec` per endpoint (GCRA).
+//! - [`sign`]: Standard Webhooks signatures.
+//! - [`send`]: the HTTP exchange, with timeouts, no redirects and the SSRF guard.
 //! - [`classify`]: the default reading of a receiver's answer: success, retry, fail or disable.
-//! - [`error`]: the one error type, and field-level validation errors.
+//! - [`retry`]: the retry schedule.
+//! - [`error`]: the engine's error type, and field-level validation errors.
 //!
 //! ```
 //! use postwire::{event::Event, settings::NotificationSettings};
@@ -31,11 +39,19 @@
 //! # Ok::<(), postwire::Error>(())
 //! ```
 
+pub mod api;
 pub mod catalogue;
 pub mod classify;
 pub mod error;
 pub mod event;
+pub mod ratelimit;
 pub mod render;
+pub mod retry;
+pub mod send;
+pub mod serve;
 pub mod settings;
+pub mod sign;
+pub mod store;
+pub mod worker;
 
 pub use error::Error;

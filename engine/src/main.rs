@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use postwire::catalogue::CATALOGUE;
 use postwire::event::Event;
+use postwire::serve::ServeOptions;
 use postwire::settings::NotificationSettings;
+use tokio_util::sync::CancellationToken;
 
 /// Postwire: templated, signed, retried postbacks.
 #[derive(Parser)]
@@ -30,6 +32,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the API and the delivery worker (SQLite by default).
+    Serve(Box<ServeOptions>),
     /// List the placeholders templates may use.
     Placeholders {
         /// Print the catalogue as JSON.
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render { settings, event, json } => render(&settings, &event, json),
+        Command::Serve(options) => serve(*options),
         Command::Placeholders { json } => {
             placeholders(json);
             Ok(())
@@ -54,6 +59,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTWIRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(options: ServeOptions) -> Result<(), String> {
+    let config = options.resolve()?;
+    init_logs();
+    runtime().block_on(async {
+        let shutdown = CancellationToken::new();
+        postwire::serve::cancel_on_signal(shutdown.clone());
+        let running = postwire::serve::start(config.clone(), shutdown).await?;
+        println!(
+            "postwire listening on http://{} (database {})",
+            running.addr, config.database
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        running.wait().await;
+        Ok(())
+    })
 }
 
 fn read(path: &Path) -> Result<String, String> {

@@ -1,0 +1,70 @@
+//! The HTTP API (axum): one router per resource, one error type, one partner extractor.
+//!
+//! Every partner-scoped route takes a [`Partner`] extractor, so a handler cannot run without the
+//! partner it acts for, and every query it makes is scoped to that partner. Authentication will
+//! live in that extractor.
+
+mod deliveries;
+mod error;
+mod events;
+mod partners;
+mod settings;
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::{Router, routing::get};
+
+pub use error::ApiError;
+
+use crate::send::Sender;
+use crate::store::{self, Store};
+use crate::worker::Worker;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The worker, woken when deliveries become due.
+    pub worker: Worker,
+    /// Sends test postbacks, with the same rules as the worker.
+    pub sender: Sender,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(partners::router())
+        .merge(settings::router())
+        .merge(events::router())
+        .merge(deliveries::router())
+        .with_state(state)
+}
+
+/// The partner a request acts for, from the `{partner_id}` in its path.
+pub struct Partner(pub store::Partner);
+
+impl FromRequestParts<AppState> for Partner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let id = params
+            .get("partner_id")
+            .ok_or_else(|| ApiError::bad_request("the route names no partner"))?;
+        match state.store.partner(id).await? {
+            Some(partner) => Ok(Partner(partner)),
+            None => Err(ApiError::not_found(format!("no partner {id}"))),
+        }
+    }
+}
+
+/// Parses a JSON request body, with the parser's line and column on failure.
+pub(crate) fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+}

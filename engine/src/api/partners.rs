@@ -1,0 +1,46 @@
+//! `POST /v1/partners`: create a partner and its signing secret.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::{ApiError, AppState, Partner, parse_json};
+use crate::error::FieldError;
+use crate::store;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/partners", post(create))
+        .route("/v1/partners/{partner_id}", get(show))
+}
+
+async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<store::Partner>), ApiError> {
+    let json = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        parse_json(&body)?
+    };
+    let name = match json.get("name") {
+        None | Some(serde_json::Value::Null) => "",
+        Some(serde_json::Value::String(name)) if name.len() <= 200 => name.as_str(),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                FieldError::new(
+                    "name",
+                    Some(&other.to_string()),
+                    "must be a string of at most 200 bytes",
+                )
+                .into(),
+                "",
+            ));
+        }
+    };
+    let partner = state.store.create_partner(name).await?;
+    Ok((StatusCode::CREATED, Json(partner)))
+}
+
+async fn show(Partner(partner): Partner) -> Json<store::Partner> {
+    Json(partner)
+}

@@ -1,0 +1,106 @@
+//! `/v1/partners/{partner_id}/settings/action-inquiry`: save, read, re-enable and test a
+//! partner's notification settings.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, Partner, parse_json};
+use crate::event::{Event, EventType};
+use crate::settings::NotificationSettings;
+use crate::store::{SettingsRecord, now_ms};
+
+const PATH: &str = "/v1/partners/{partner_id}/settings/action-inquiry";
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(PATH, get(show).put(save))
+        .route(&format!("{PATH}/enable"), post(enable))
+        .route(&format!("{PATH}/test"), post(test))
+}
+
+fn view(record: &SettingsRecord) -> Value {
+    json!({
+        "settings": serde_json::from_str::<Value>(&record.body).unwrap_or(Value::Null),
+        "version": record.version,
+        "enabled": record.disabled_at.is_none(),
+        "disabled_reason": record.disabled_reason,
+        "disabled_at": record.disabled_at,
+        "updated_at": record.updated_at,
+    })
+}
+
+async fn save(State(state): State<AppState>, Partner(partner): Partner, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let compiled = NotificationSettings::validate(&parse_json(&body)?).map_err(|e| ApiError::invalid(e, ""))?;
+    let body = serde_json::to_string(compiled.settings()).expect("settings serialize");
+    state.store.put_settings(&partner.id, &body, now_ms()).await?;
+    state.worker.wake();
+    let record = state.store.settings(&partner.id).await?.expect("just saved");
+    Ok(Json(view(&record)))
+}
+
+async fn show(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
+    match state.store.settings(&partner.id).await? {
+        Some(record) => Ok(Json(view(&record))),
+        None => Err(ApiError::not_found(format!(
+            "partner {} has no action inquiry settings yet; PUT them first",
+            partner.id
+        ))),
+    }
+}
+
+async fn enable(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
+    let released = state.store.enable(&partner.id, now_ms()).await?;
+    state.worker.wake();
+    Ok(Json(json!({"enabled": true, "released_deliveries": released})))
+}
+
+#[derive(Deserialize)]
+struct TestQuery {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+/// Sends a postback built from a sample event now, and answers with what happened.
+async fn test(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Query(query): Query<TestQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let event_type = match query.event_type.as_deref() {
+        None => EventType::ActionInquiryCreated,
+        Some(name) => EventType::parse(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "type {name:?} is not an event type; use action_inquiry.created or action_inquiry.resolved"
+            ))
+        })?,
+    };
+    let record = state
+        .store
+        .settings(&partner.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no settings to test; PUT them first"))?;
+    let settings: NotificationSettings = serde_json::from_str(&record.body)
+        .map_err(|e| ApiError::conflict(format!("the saved settings are unreadable: {e}")))?;
+    let compiled = settings.compile().map_err(|e| ApiError::invalid(e, ""))?;
+    let event = Event::sample(event_type, &partner.id);
+    let request = compiled.render(&event);
+    let test_id = crate::store::new_id("test");
+    let (attempt, verdict) =
+        crate::worker::attempt(&state.sender, &compiled, &partner.secret, &request, &test_id, 1).await;
+    Ok(Json(json!({
+        "event": event.to_json(),
+        "request": attempt.request,
+        "response": attempt.response_status.map(|status| json!({
+            "status": status,
+            "headers": attempt.response_headers,
+            "body": attempt.response_body,
+        })),
+        "duration_ms": attempt.duration_ms,
+        "verdict": verdict,
+        "error": attempt.error,
+    })))
+}

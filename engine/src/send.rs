@@ -1,0 +1,294 @@
+//! Sending a postback: one HTTP exchange with timeouts, no redirects, a capped response, and an
+//! SSRF guard that refuses internal destinations unless the operator allow-listed them.
+//!
+//! The guard sits in the DNS resolver, so the address checked is the address connected to (no
+//! window for a DNS answer to change between check and connect); IP-literal URLs, which skip the
+//! resolver, are checked before sending.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+use crate::settings::Request;
+
+/// Where postbacks may not go unless allow-listed.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    allow: Vec<IpNet>,
+}
+
+impl Guard {
+    /// A guard that lets the `allow` networks through.
+    pub fn new(allow: Vec<IpNet>) -> Guard {
+        Guard { allow }
+    }
+
+    /// `Err(why)` when `ip` is internal and not allow-listed.
+    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+        if self.allow.iter().any(|net| net.contains(&ip)) {
+            return Ok(());
+        }
+        match forbidden_kind(ip) {
+            Some(kind) => Err(format!(
+                "destination {ip} is a {kind} address; postbacks may not go there unless the operator \
+                 allow-lists it (serve --allow-destination {ip}/32)"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The kind of internal address `ip` is, if it is one.
+fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() {
+                Some("private")
+            } else if v4.is_link_local() {
+                Some("link-local (cloud metadata)")
+            } else if v4.is_unspecified() || a == 0 {
+                Some("unspecified")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("shared (carrier-grade NAT)")
+            } else if v4.is_broadcast() || v4.is_multicast() || a >= 240 {
+                Some("broadcast, multicast or reserved")
+            } else if a == 192 && b == 0 && v4.octets()[2] == 0 {
+                Some("IETF protocol")
+            } else if a == 198 && (18..20).contains(&b) {
+                Some("benchmarking")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_kind(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("unique-local (cloud metadata)")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if first == 0x64 && v6.segments()[1] == 0xff9b {
+                Some("NAT64")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Resolves names and drops internal addresses.
+struct GuardedResolver {
+    guard: Arc<Guard>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|addr| match guard.check(addr.ip()) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refused.get_or_insert(why);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = refused.unwrap_or_else(|| format!("{host} has no address"));
+                return Err(format!("{host}: {why}").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// How the sender behaves.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole exchange.
+    pub timeout: Duration,
+    /// Response bytes kept; the rest is not read.
+    pub response_cap: usize,
+}
+
+impl Default for SendConfig {
+    fn default() -> Self {
+        SendConfig {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            response_cap: 16 * 1024,
+        }
+    }
+}
+
+/// The receiver's answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers as received.
+    pub headers: Vec<(String, String)>,
+    /// The body up to the cap.
+    pub body: Vec<u8>,
+}
+
+/// An exchange that produced no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(pub String);
+
+/// Sends postbacks; cheap to clone, connections are pooled and reused.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    guard: Arc<Guard>,
+    config: SendConfig,
+}
+
+impl Sender {
+    /// A sender with its own connection pool.
+    pub fn new(guard: Guard, config: SendConfig) -> Sender {
+        let guard = Arc::new(guard);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .pool_max_idle_per_host(512)
+            .tcp_nodelay(true)
+            .user_agent(concat!("Postwire/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver { guard: guard.clone() }))
+            .build()
+            .expect("the HTTP client configuration is valid");
+        Sender { client, guard, config }
+    }
+
+    /// Sends `request` with `extra` headers (the signature) and reads the answer.
+    pub async fn send(&self, request: &Request, extra: &[(&str, String)]) -> (Result<Answer, SendError>, Duration) {
+        let started = Instant::now();
+        let result = self.exchange(request, extra).await;
+        (result, started.elapsed())
+    }
+
+    async fn exchange(&self, request: &Request, extra: &[(&str, String)]) -> Result<Answer, SendError> {
+        let url =
+            reqwest::Url::parse(&request.url).map_err(|e| SendError(format!("invalid url {:?}: {e}", request.url)))?;
+        if let Some(host) = url.host() {
+            let literal = match host {
+                url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+                url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+                url::Host::Domain(_) => None,
+            };
+            if let Some(ip) = literal {
+                self.guard.check(ip).map_err(SendError)?;
+            }
+        }
+        let method = reqwest::Method::from_bytes(request.method.as_str().as_bytes()).expect("known methods");
+        let mut builder = self.client.request(method, url);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_bytes());
+        }
+        for (name, value) in extra {
+            builder = builder.header(*name, value.as_str());
+        }
+        if !request.body.is_empty() {
+            builder = builder.body(request.body.clone());
+        }
+        let mut response = builder.send().await.map_err(|e| describe(&e, &self.config))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        while body.len() < self.config.response_cap {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.config.response_cap - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(describe(&e, &self.config)),
+            }
+        }
+        Ok(Answer { status, headers, body })
+    }
+}
+
+/// Words for a failed exchange, with the root cause.
+fn describe(error: &reqwest::Error, config: &SendConfig) -> SendError {
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        cause = inner.to_string();
+        source = inner.source();
+    }
+    let text = if error.is_timeout() {
+        format!("timed out after {:?}", config.timeout)
+    } else if error.is_connect() {
+        format!("could not connect: {cause}")
+    } else if error.is_body() || error.is_decode() {
+        format!("the response broke off: {cause}")
+    } else if cause.is_empty() {
+        error.to_string()
+    } else {
+        format!("the exchange failed: {cause}")
+    };
+    SendError(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_internal_addresses() {
+        let guard = Guard::default();
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(guard.check(ip.parse().unwrap()).is_err(), "{ip} should be refused");
+        }
+        for ip in ["93.184.216.34", "2606:4700::1111"] {
+            assert!(guard.check(ip.parse().unwrap()).is_ok(), "{ip} should pass");
+        }
+        let allowed = Guard::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        assert!(allowed.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(allowed.check("127.0.0.2".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! `postwire serve`: configuration (file, environment, flags) and one process running the API
+//! and the worker until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api::{self, AppState};
+use crate::retry::{Schedule, parse_duration};
+use crate::send::{Guard, SendConfig, Sender};
+use crate::store::{Durability, Store};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Options of `postwire serve`. Each comes from a flag, else the environment, else the config
+/// file, else its default.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// A TOML file with any of these options (keys as the flags, with underscores).
+    #[arg(long, env = "POSTWIRE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address the API listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "POSTWIRE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL [default: sqlite://postwire.db].
+    #[arg(long, env = "POSTWIRE_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    /// `process`: commits survive a killed process; `power`: they survive power loss too (an
+    /// fsync per commit) [default: process].
+    #[arg(long, env = "POSTWIRE_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Networks postbacks may reach although they are internal (loopback, private, link-local
+    /// ...), e.g. 127.0.0.1/32; repeat or separate with commas [default: none].
+    #[arg(
+        long = "allow-destination",
+        env = "POSTWIRE_ALLOW_DESTINATION",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub allow_destination: Vec<IpNet>,
+    /// Delays before each attempt [default: 0s,5s,5m,30m,2h,5h,10h,14h,20h,24h].
+    #[arg(long, env = "POSTWIRE_RETRY_SCHEDULE", value_name = "LIST")]
+    pub retry_schedule: Option<String>,
+    /// Postbacks in flight at once [default: 256].
+    #[arg(long, env = "POSTWIRE_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Time allowed for one exchange with a receiver [default: 15s].
+    #[arg(long, env = "POSTWIRE_TIMEOUT", value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Time allowed to connect to a receiver [default: 5s].
+    #[arg(long, env = "POSTWIRE_CONNECT_TIMEOUT", value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The database URL.
+    pub database: String,
+    /// Commit durability.
+    pub durability: Durability,
+    /// SSRF allow-list.
+    pub allow: Vec<IpNet>,
+    /// The worker.
+    pub worker: WorkerConfig,
+    /// The sender.
+    pub send: SendConfig,
+}
+
+impl ServeOptions {
+    /// Merges flags and environment over the config file over defaults.
+    pub fn resolve(self) -> Result<Config, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<ServeOptions>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => ServeOptions::default(),
+        };
+        let pick = |flag: Option<String>, file: Option<String>| flag.or(file);
+        let duration = |name: &str, value: Option<String>, default: Duration| -> Result<Duration, String> {
+            value.map_or(Ok(default), |v| parse_duration(&v).map_err(|e| format!("{name}: {e}")))
+        };
+        let mut worker = WorkerConfig::default();
+        if let Some(schedule) = pick(self.retry_schedule, file.retry_schedule) {
+            worker.schedule = schedule
+                .parse::<Schedule>()
+                .map_err(|e| format!("retry_schedule: {e}"))?;
+        }
+        if let Some(concurrency) = self.concurrency.or(file.concurrency) {
+            if concurrency == 0 {
+                return Err("concurrency: 0 would send nothing; use at least 1".into());
+            }
+            worker.concurrency = concurrency;
+        }
+        let defaults = SendConfig::default();
+        let send = SendConfig {
+            timeout: duration("timeout", pick(self.timeout, file.timeout), defaults.timeout)?,
+            connect_timeout: duration(
+                "connect_timeout",
+                pick(self.connect_timeout, file.connect_timeout),
+                defaults.connect_timeout,
+            )?,
+            ..defaults
+        };
+        worker.lease = worker.lease.max(send.timeout * 2 + worker.rate_horizon);
+        worker.shutdown_grace = send.timeout + Duration::from_secs(5);
+        Ok(Config {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            database: pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into()),
+            durability: self.durability.or(file.durability).unwrap_or_default(),
+            allow: if self.allow_destination.is_empty() {
+                file.allow_destination
+            } else {
+                self.allow_destination
+            },
+            worker,
+            send,
+        })
+    }
+}
+
+/// A running engine: the API and the worker.
+pub struct Running {
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    /// The store, for callers that run the engine in-process.
+    pub store: Store,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks the engine to stop and waits until it has: no new claims, postbacks in flight
+    /// finished or released, attempts committed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the engine stops (after `shutdown` is cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the store, binds the API and starts the worker; stops when `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, String> {
+    let store = Store::open(&config.database, config.durability)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", config.database))?;
+    let sender = Sender::new(Guard::new(config.allow.clone()), config.send.clone());
+    let worker = Worker::new(store.clone(), sender.clone(), config.worker.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = api::router(AppState {
+        store: store.clone(),
+        worker: worker.clone(),
+        sender,
+    });
+    let task = {
+        let shutdown = shutdown.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            let worker_task = tokio::spawn({
+                let shutdown = shutdown.clone();
+                async move { worker.run(shutdown).await }
+            });
+            let server = axum::serve(listener, app).with_graceful_shutdown({
+                let shutdown = shutdown.clone();
+                async move { shutdown.cancelled().await }
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the API server failed");
+                shutdown.cancel();
+            }
+            let _ = worker_task.await;
+            store.close().await;
+            info!("stopped");
+        })
+    };
+    Ok(Running {
+        addr,
+        store,
+        shutdown,
+        task,
+    })
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutting down: finishing postbacks in flight");
+        token.cancel();
+    });
+}

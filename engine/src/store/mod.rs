@@ -1,0 +1,244 @@
+//! The durable store: partners, settings, events, deliveries and attempts.
+//!
+//! Every state change of a postback is one transaction here, so a process killed at any point
+//! loses nothing: an accepted event is committed together with its deliveries; a claimed
+//! delivery carries a lease (its `next_at` moves forward by the lease) that simply expires if
+//! the worker dies; an attempt and the delivery's new state are committed together.
+//!
+//! The public API is the contract a backend fulfils. This build stores into SQLite (one file,
+//! WAL); the schema keeps to types and statements both SQLite and PostgreSQL have (times are
+//! Unix milliseconds, ids are text).
+
+mod sqlite;
+
+use serde::Serialize;
+
+pub use sqlite::Store;
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A committed event survives the process being killed (WAL, `synchronous=NORMAL`).
+    #[default]
+    Process,
+    /// A committed event also survives power loss (`synchronous=FULL`: an fsync per commit).
+    Power,
+}
+
+/// The event family whose settings the API's `action-inquiry` routes hold.
+pub const ACTION_INQUIRY: &str = "action_inquiry";
+
+/// A partner (tenant).
+#[derive(Debug, Clone, Serialize)]
+pub struct Partner {
+    /// `ptn_…`
+    pub id: String,
+    /// A display name.
+    pub name: String,
+    /// The Standard Webhooks signing secret, `whsec_…`.
+    pub secret: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Saved settings with their state.
+#[derive(Debug, Clone)]
+pub struct SettingsRecord {
+    /// The settings JSON as validated.
+    pub body: String,
+    /// Grows on every save.
+    pub version: i64,
+    /// Why the endpoint is disabled, when it is.
+    pub disabled_reason: Option<String>,
+    /// When it was disabled.
+    pub disabled_at: Option<i64>,
+    /// When the settings were last saved.
+    pub updated_at: i64,
+}
+
+/// The state of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for its time, or being sent.
+    Pending,
+    /// Waiting for the created postback of the same inquiry to succeed or fail for good.
+    Blocked,
+    /// The endpoint is disabled; sent again once it is re-enabled.
+    Held,
+    /// The receiver accepted it.
+    Delivered,
+    /// Given up for good.
+    Failed,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Blocked => "blocked",
+            Status::Held => "held",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::Blocked,
+            Status::Held,
+            Status::Delivered,
+            Status::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+/// One postback of one event to one partner.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// `dlv_…`; also the `webhook-id` the receiver sees on every attempt.
+    pub id: String,
+    /// The partner.
+    pub partner_id: String,
+    /// The event.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The inquiry the event is about.
+    pub inquiry_id: String,
+    /// Where it stands.
+    pub status: Status,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// When it is due next (Unix ms); meaningful while pending.
+    pub next_at: i64,
+    /// The delivery it waits for, while blocked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
+    /// The last failure, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// One attempt as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// `att_…`
+    pub id: String,
+    /// The delivery.
+    pub delivery_id: String,
+    /// 1 for the first attempt.
+    pub number: i64,
+    /// Unix ms.
+    pub started_at: i64,
+    /// How long the exchange took.
+    pub duration_ms: i64,
+    /// The request as sent (method, url, headers with secrets redacted, body).
+    pub request: serde_json::Value,
+    /// The status the receiver answered, if it answered.
+    pub response_status: Option<i64>,
+    /// The receiver's headers.
+    pub response_headers: Option<serde_json::Value>,
+    /// The receiver's body, cut at the capture limit.
+    pub response_body: Option<String>,
+    /// `success`, `retry`, `fail` or `disable`.
+    pub verdict: String,
+    /// What went wrong, in words.
+    pub error: Option<String>,
+}
+
+/// An accepted event and what it became.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    /// The event id.
+    pub event_id: String,
+    /// The deliveries made for it (none when the partner has no settings for its type).
+    pub delivery_ids: Vec<String>,
+    /// True when the event had been accepted before; nothing new was recorded.
+    pub duplicate: bool,
+}
+
+/// A delivery claimed by a worker, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The delivery.
+    pub delivery_id: String,
+    /// The partner.
+    pub partner_id: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// The event envelope JSON.
+    pub event: String,
+    /// The version of the partner's settings now.
+    pub settings_version: i64,
+}
+
+/// A partner's settings and secret, as a worker needs them.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The settings JSON.
+    pub settings: String,
+    /// Its version.
+    pub version: i64,
+    /// The signing secret.
+    pub secret: String,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Delivered: done.
+    Delivered,
+    /// Try again at this time (Unix ms).
+    RetryAt(i64),
+    /// Failed for good.
+    Failed,
+    /// Hold it and disable the partner's endpoint, with this reason.
+    Disable(String),
+}
+
+/// An attempt to record, with the delivery's next state.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The attempt.
+    pub attempt: Attempt,
+    /// The delivery's next state.
+    pub next: Next,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No such partner.
+    #[error("no partner {0}")]
+    UnknownPartner(String),
+    /// The URL names no supported database.
+    #[error("unsupported database URL {0:?}: use sqlite://FILE (PostgreSQL comes with the postgres backend)")]
+    Unsupported(String),
+}
+
+/// A new prefixed, sortable id such as `dlv_01JD7Y3M4W1Q9ZB6V2K8T5XH0C`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new())
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

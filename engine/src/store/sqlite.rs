@@ -1,0 +1,593 @@
+//! The SQLite backend: one file in WAL mode, one writer connection, a few readers.
+//!
+//! SQLite allows one writer at a time; giving writes a pool of exactly one connection queues
+//! them in the process instead of having connections spin on `SQLITE_BUSY`. Readers (the API's
+//! listings) use their own pool and never wait for the writer.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    ACTION_INQUIRY, Accepted, Attempt, Claimed, Delivery, Durability, Endpoint, Next, Outcome, Partner, SettingsRecord,
+    Status, StoreError, new_id,
+};
+use crate::event::{Event, EventType};
+use crate::settings::NotificationSettings;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+/// `status` for deliveries of a partner whose endpoint may be disabled: held while it is.
+const PENDING_UNLESS_DISABLED: &str = "CASE WHEN EXISTS (SELECT 1 FROM settings s WHERE s.partner_id = deliveries.partner_id \
+     AND s.disabled_at IS NOT NULL) THEN 'held' ELSE 'pending' END";
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` (`sqlite://FILE`) and migrates it.
+    pub async fn open(url: &str, durability: Durability) -> Result<Store> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::Unsupported(url.to_owned()));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Process => SqliteSynchronous::Normal,
+                Durability::Power => SqliteSynchronous::Full,
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Store { write, read })
+    }
+
+    /// Closes both pools, waiting for queries under way.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    /// Creates a partner with a fresh signing secret.
+    pub async fn create_partner(&self, name: &str) -> Result<Partner> {
+        let partner = Partner {
+            id: new_id("ptn"),
+            name: name.to_owned(),
+            secret: crate::sign::new_secret(),
+            created_at: super::now_ms(),
+        };
+        sqlx::query("INSERT INTO partners (id, name, secret, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(&partner.id)
+            .bind(&partner.name)
+            .bind(&partner.secret)
+            .bind(partner.created_at)
+            .execute(&self.write)
+            .await?;
+        Ok(partner)
+    }
+
+    /// A partner by id.
+    pub async fn partner(&self, id: &str) -> Result<Option<Partner>> {
+        let row = sqlx::query("SELECT id, name, secret, created_at FROM partners WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.map(|row| Partner {
+            id: row.get(0),
+            name: row.get(1),
+            secret: row.get(2),
+            created_at: row.get(3),
+        }))
+    }
+
+    /// Saves validated settings; saving re-enables a disabled endpoint and releases its held
+    /// deliveries, since a partner saving settings has looked at them. Returns the new version.
+    pub async fn put_settings(&self, partner_id: &str, body: &str, now: i64) -> Result<i64> {
+        let mut tx = self.write.begin().await?;
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO settings (partner_id, family, body, version, updated_at) VALUES (?1, ?2, ?3, 1, ?4)
+             ON CONFLICT (partner_id, family) DO UPDATE SET body = excluded.body, version = settings.version + 1,
+                 updated_at = excluded.updated_at, disabled_reason = NULL, disabled_at = NULL
+             RETURNING version",
+        )
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .bind(body)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        release_held(&mut tx, partner_id, now).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// A partner's saved settings.
+    pub async fn settings(&self, partner_id: &str) -> Result<Option<SettingsRecord>> {
+        let row = sqlx::query(
+            "SELECT body, version, disabled_reason, disabled_at, updated_at FROM settings
+             WHERE partner_id = ?1 AND family = ?2",
+        )
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(row.map(|row| SettingsRecord {
+            body: row.get(0),
+            version: row.get(1),
+            disabled_reason: row.get(2),
+            disabled_at: row.get(3),
+            updated_at: row.get(4),
+        }))
+    }
+
+    /// Re-enables a disabled endpoint and releases its held deliveries; returns how many.
+    pub async fn enable(&self, partner_id: &str, now: i64) -> Result<u64> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE settings SET disabled_reason = NULL, disabled_at = NULL WHERE partner_id = ?1")
+            .bind(partner_id)
+            .execute(&mut *tx)
+            .await?;
+        let released = release_held(&mut tx, partner_id, now).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// Records events and their deliveries in one transaction: all of them, or none.
+    ///
+    /// An event whose id the partner sent before is not recorded again; its first deliveries are
+    /// returned. A `resolved` postback waits (status `blocked`) while the `created` postback of
+    /// the same inquiry is still on its way, and a `created` postback that arrives second goes
+    /// before a `resolved` one that has not been tried yet.
+    pub async fn accept(&self, events: &[Event], now: i64) -> Result<Vec<Accepted>> {
+        let mut tx = self.write.begin().await?;
+        let mut endpoints: HashMap<String, Option<(NotificationSettings, bool)>> = HashMap::new();
+        let mut accepted = Vec::with_capacity(events.len());
+        for event in events {
+            if !endpoints.contains_key(&event.partner_id) {
+                let endpoint = load_for_accept(&mut tx, &event.partner_id).await?;
+                endpoints.insert(event.partner_id.clone(), endpoint);
+            }
+            let body = event.to_json().to_string();
+            let occurred_at = event.occurred_at.timestamp_millis();
+            let inserted = sqlx::query(
+                "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )
+            .bind(&event.partner_id)
+            .bind(&event.id)
+            .bind(event.event_type.as_str())
+            .bind(occurred_at)
+            .bind(&body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let delivery_ids =
+                    sqlx::query_scalar("SELECT id FROM deliveries WHERE partner_id = ?1 AND event_id = ?2")
+                        .bind(&event.partner_id)
+                        .bind(&event.id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                accepted.push(Accepted {
+                    event_id: event.id.clone(),
+                    delivery_ids,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let mut delivery_ids = Vec::new();
+            let wanted = match endpoints.get(&event.partner_id).expect("loaded above") {
+                Some((settings, disabled)) if settings.events.contains(&event.event_type) => {
+                    Some((settings.min_delay_secs, *disabled))
+                }
+                _ => None,
+            };
+            if let Some((min_delay_secs, disabled)) = wanted {
+                let id = new_id("dlv");
+                let due = (occurred_at + min_delay_secs as i64 * 1000).max(now);
+                let inquiry = event.action_inquiry_id();
+                let blocked_by = order_after_created(&mut tx, event, &id).await?;
+                let status = match (&blocked_by, disabled) {
+                    (Some(_), _) => Status::Blocked,
+                    (None, true) => Status::Held,
+                    (None, false) => Status::Pending,
+                };
+                sqlx::query(
+                    "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
+                         blocked_by, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                )
+                .bind(&id)
+                .bind(&event.partner_id)
+                .bind(&event.id)
+                .bind(event.event_type.as_str())
+                .bind(inquiry)
+                .bind(status.as_str())
+                .bind(due)
+                .bind(&blocked_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                delivery_ids.push(id);
+            }
+            accepted.push(Accepted {
+                event_id: event.id.clone(),
+                delivery_ids,
+                duplicate: false,
+            });
+        }
+        tx.commit().await?;
+        Ok(accepted)
+    }
+
+    /// Claims up to `limit` due deliveries for `lease_ms`: until the lease ends no other worker
+    /// claims them, and if this worker dies they become due again when it does.
+    pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+        let mut tx = self.write.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE deliveries SET next_at = ?2, updated_at = ?1
+             WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= ?1
+                          ORDER BY next_at LIMIT ?3)
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(now + lease_ms)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT d.id, d.partner_id, d.attempts, e.body, COALESCE(s.version, 0)
+             FROM deliveries d
+             JOIN events e ON e.partner_id = d.partner_id AND e.id = d.event_id
+             LEFT JOIN settings s ON s.partner_id = d.partner_id AND s.family = ?2
+             WHERE d.id IN (SELECT value FROM json_each(?1))
+             ORDER BY d.next_at",
+        )
+        .bind(serde_json::to_string(&ids).expect("ids serialize"))
+        .bind(ACTION_INQUIRY)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Claimed {
+                delivery_id: row.get(0),
+                partner_id: row.get(1),
+                attempts: row.get(2),
+                event: row.get(3),
+                settings_version: row.get(4),
+            })
+            .collect())
+    }
+
+    /// When the earliest pending delivery is due, if any is.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
+                .fetch_one(&self.write)
+                .await?,
+        )
+    }
+
+    /// A partner's settings and secret for sending.
+    pub async fn endpoint(&self, partner_id: &str) -> Result<Option<Endpoint>> {
+        let row = sqlx::query(
+            "SELECT s.body, s.version, p.secret FROM settings s JOIN partners p ON p.id = s.partner_id
+             WHERE s.partner_id = ?1 AND s.family = ?2",
+        )
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(row.map(|row| Endpoint {
+            settings: row.get(0),
+            version: row.get(1),
+            secret: row.get(2),
+        }))
+    }
+
+    /// Records attempts and moves their deliveries on, all in one transaction.
+    pub async fn record(&self, outcomes: &[Outcome], now: i64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for Outcome { attempt, next } in outcomes {
+            insert_attempt(&mut tx, attempt).await?;
+            let id = &attempt.delivery_id;
+            match next {
+                Next::Delivered | Next::Failed => {
+                    let status = if *next == Next::Delivered {
+                        Status::Delivered
+                    } else {
+                        Status::Failed
+                    };
+                    sqlx::query(
+                        "UPDATE deliveries SET status = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4
+                         WHERE id = ?1",
+                    )
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(&attempt.error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(&format!(
+                        "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, blocked_by = NULL,
+                             next_at = MAX(next_at, ?2), updated_at = ?2
+                         WHERE blocked_by = ?1 AND status = 'blocked'"
+                    ))
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Next::RetryAt(at) => {
+                    sqlx::query(&format!(
+                        "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, next_at = ?2, attempts = attempts + 1,
+                             last_error = ?3, updated_at = ?4
+                         WHERE id = ?1"
+                    ))
+                    .bind(id)
+                    .bind(at)
+                    .bind(&attempt.error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Next::Disable(reason) => {
+                    let partner_id: String = sqlx::query_scalar(
+                        "UPDATE deliveries SET status = 'held', attempts = attempts + 1, last_error = ?2, updated_at = ?3
+                         WHERE id = ?1 RETURNING partner_id",
+                    )
+                    .bind(id)
+                    .bind(reason)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE settings SET disabled_reason = ?2, disabled_at = ?3 WHERE partner_id = ?1")
+                        .bind(&partner_id)
+                        .bind(reason)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'held', updated_at = ?2 WHERE partner_id = ?1 AND status = 'pending'",
+                    )
+                    .bind(&partner_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves claimed deliveries to new due times without counting an attempt (rate limiting,
+    /// shutdown).
+    pub async fn reschedule(&self, due: &[(String, i64)]) -> Result<()> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for (id, at) in due {
+            sqlx::query("UPDATE deliveries SET next_at = ?2 WHERE id = ?1 AND status = 'pending'")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A partner's deliveries, newest first, `limit` at a time after the cursor `before`.
+    pub async fn deliveries(
+        &self,
+        partner_id: &str,
+        status: Option<Status>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE partner_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
+        ))
+        .bind(partner_id)
+        .bind(status.map(Status::as_str))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(delivery).collect())
+    }
+
+    /// One delivery with its attempts, oldest attempt first.
+    pub async fn delivery(&self, partner_id: &str, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE partner_id = ?1 AND id = ?2"
+        ))
+        .bind(partner_id)
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let attempts = sqlx::query(
+            "SELECT id, delivery_id, number, started_at, duration_ms, request, response_status, response_headers,
+                    response_body, verdict, error
+             FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?;
+        let attempts = attempts
+            .into_iter()
+            .map(|row| Attempt {
+                id: row.get(0),
+                delivery_id: row.get(1),
+                number: row.get(2),
+                started_at: row.get(3),
+                duration_ms: row.get(4),
+                request: parse_json(row.get(5)),
+                response_status: row.get(6),
+                response_headers: row.get::<Option<String>, _>(7).map(parse_json),
+                response_body: row.get(8),
+                verdict: row.get(9),
+                error: row.get(10),
+            })
+            .collect();
+        Ok(Some((delivery(&row), attempts)))
+    }
+
+    /// Makes a delivery due now again (a manual retry or replay). Refused (`Ok(None)`) for
+    /// deliveries that wait on another or whose endpoint is disabled.
+    pub async fn retry(&self, partner_id: &str, id: &str, now: i64) -> Result<Option<Delivery>> {
+        let row = sqlx::query(&format!(
+            "UPDATE deliveries SET status = 'pending', next_at = ?3, updated_at = ?3
+             WHERE partner_id = ?1 AND id = ?2 AND status IN ('pending', 'delivered', 'failed')
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(partner_id)
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(row.as_ref().map(delivery))
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, partner_id, event_id, event_type, inquiry_id, status, attempts, next_at, \
+     blocked_by, last_error, created_at, updated_at";
+
+fn delivery(row: &sqlx::sqlite::SqliteRow) -> Delivery {
+    Delivery {
+        id: row.get(0),
+        partner_id: row.get(1),
+        event_id: row.get(2),
+        event_type: row.get(3),
+        inquiry_id: row.get(4),
+        status: Status::parse(row.get(5)).unwrap_or(Status::Pending),
+        attempts: row.get(6),
+        next_at: row.get(7),
+        blocked_by: row.get(8),
+        last_error: row.get(9),
+        created_at: row.get(10),
+        updated_at: row.get(11),
+    }
+}
+
+fn parse_json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+async fn release_held(tx: &mut Transaction<'_, Sqlite>, partner_id: &str, now: i64) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE deliveries SET status = 'pending', next_at = ?2, updated_at = ?2 WHERE partner_id = ?1 AND status = 'held'",
+    )
+    .bind(partner_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
+/// The partner's settings (and whether its endpoint is disabled), or `None` without settings.
+async fn load_for_accept(
+    tx: &mut Transaction<'_, Sqlite>,
+    partner_id: &str,
+) -> Result<Option<(NotificationSettings, bool)>> {
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM partners WHERE id = ?1")
+        .bind(partner_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if known.is_none() {
+        return Err(StoreError::UnknownPartner(partner_id.to_owned()));
+    }
+    let row = sqlx::query("SELECT body, disabled_at IS NOT NULL FROM settings WHERE partner_id = ?1 AND family = ?2")
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.and_then(|row| {
+        let settings = serde_json::from_str::<NotificationSettings>(row.get::<&str, _>(0)).ok()?;
+        Some((settings, row.get::<bool, _>(1)))
+    }))
+}
+
+/// Keeps an inquiry's postbacks in order. For a `resolved` event: the `created` delivery it must
+/// wait for, if one is still on its way. For a `created` event: makes untried `resolved`
+/// deliveries of the inquiry wait for `new_id`.
+async fn order_after_created(tx: &mut Transaction<'_, Sqlite>, event: &Event, new_id: &str) -> Result<Option<String>> {
+    match event.event_type {
+        EventType::ActionInquiryResolved => Ok(sqlx::query_scalar(
+            "SELECT id FROM deliveries WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3
+                 AND status IN ('pending', 'blocked', 'held')
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&event.partner_id)
+        .bind(event.action_inquiry_id())
+        .bind(EventType::ActionInquiryCreated.as_str())
+        .fetch_optional(&mut **tx)
+        .await?),
+        EventType::ActionInquiryCreated => {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'blocked', blocked_by = ?4
+                 WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3 AND attempts = 0
+                     AND status IN ('pending', 'held')",
+            )
+            .bind(&event.partner_id)
+            .bind(event.action_inquiry_id())
+            .bind(EventType::ActionInquiryResolved.as_str())
+            .bind(new_id)
+            .execute(&mut **tx)
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn insert_attempt(tx: &mut Transaction<'_, Sqlite>, attempt: &Attempt) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request, response_status,
+             response_headers, response_body, verdict, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .bind(&attempt.id)
+    .bind(&attempt.delivery_id)
+    .bind(attempt.number)
+    .bind(attempt.started_at)
+    .bind(attempt.duration_ms)
+    .bind(attempt.request.to_string())
+    .bind(attempt.response_status)
+    .bind(attempt.response_headers.as_ref().map(ToString::to_string))
+    .bind(&attempt.response_body)
+    .bind(&attempt.verdict)
+    .bind(&attempt.error)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

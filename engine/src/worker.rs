@@ -1,0 +1,473 @@
+//! The worker: claims due deliveries and takes each through the pipeline, in this order:
+//!
+//! 1. [`claim`](Worker::run): a batch of due deliveries, leased;
+//! 2. [`render`](prepare): the event with the settings current now, so a partner who fixes a
+//!    template fixes the pending retries too;
+//! 3. rate limit: wait for the endpoint's next slot, or go back to the store due at that slot;
+//! 4. [`sign`](crate::sign), [`send`](crate::send), [`classify`](crate::classify): one exchange
+//!    ([`attempt`]);
+//! 5. record: the attempt and the delivery's next state, committed in batches by one recorder
+//!    task, so the store sees few large transactions instead of many small ones.
+//!
+//! A delivery is marked delivered only after its attempt is committed; a crash before that
+//! leaves the lease to expire and the postback to be sent again (at least once, same
+//! `webhook-id`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::classify::{self, Outcome as Exchange, Response, Verdict};
+use crate::event::Event;
+use crate::ratelimit::RateLimits;
+use crate::retry::Schedule;
+use crate::send::Sender;
+use crate::settings::{CompiledSettings, NotificationSettings, Request};
+use crate::store::{Attempt, Claimed, Next, Outcome, Store, new_id, now_ms};
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Deliveries claimed at once.
+    pub batch: usize,
+    /// How long a claim lasts; longer than the send timeout plus the rate-limit horizon.
+    pub lease: Duration,
+    /// Postbacks in flight at once.
+    pub concurrency: usize,
+    /// Longest sleep when nothing is due (new events wake the worker at once).
+    pub idle_poll: Duration,
+    /// How far ahead a rate-limited delivery may wait in memory for its slot.
+    pub rate_horizon: Duration,
+    /// Retry delays.
+    pub schedule: Schedule,
+    /// How long in-flight postbacks may finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch: 256,
+            lease: Duration::from_secs(60),
+            concurrency: 256,
+            idle_poll: Duration::from_secs(1),
+            rate_horizon: Duration::from_secs(2),
+            schedule: Schedule::default(),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A partner's compiled settings, kept while their version is current.
+struct Compiled {
+    version: i64,
+    settings: CompiledSettings,
+    secret: String,
+}
+
+struct Inner {
+    store: Store,
+    sender: Sender,
+    config: WorkerConfig,
+    limits: RateLimits,
+    endpoints: Mutex<HashMap<String, Arc<Compiled>>>,
+    wake: Notify,
+}
+
+/// The delivery worker; clones share one worker.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+/// What the recorder writes.
+enum Record {
+    Outcome(Box<Outcome>),
+    /// Back to the store due at this time, no attempt counted.
+    Later(String, i64),
+}
+
+impl Worker {
+    /// A worker over `store`, sending with `sender`.
+    pub fn new(store: Store, sender: Sender, config: WorkerConfig) -> Worker {
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                sender,
+                config,
+                limits: RateLimits::default(),
+                endpoints: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Tells the worker that deliveries may be due now (new events, a retry, an enabled endpoint).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops claiming, lets postbacks in flight finish
+    /// (within the grace period) and commits what they recorded.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        let (records, receiver) = mpsc::channel::<Record>(inner.config.batch * 4);
+        let recorder = tokio::spawn(record(inner.store.clone(), receiver));
+        let permits = Arc::new(Semaphore::new(inner.config.concurrency));
+        let tasks = TaskTracker::new();
+        let mut last_prune = Instant::now();
+        loop {
+            let first = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = shutdown.cancelled() => break,
+            };
+            let mut held = vec![first];
+            while held.len() < inner.config.batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => held.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let lease = inner.config.lease.as_millis() as i64;
+            let claimed = match inner.store.claim(now_ms(), lease, held.len() as i64).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    error!(error = %e, "claiming deliveries failed; trying again");
+                    drop(held);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            let full = claimed.len() == held.len();
+            debug!(count = claimed.len(), "claimed deliveries");
+            for (delivery, permit) in claimed.into_iter().zip(held.drain(..)) {
+                let worker = self.clone();
+                let records = records.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    worker.deliver(delivery, records, shutdown).await;
+                    drop(permit);
+                });
+            }
+            drop(held);
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                inner.limits.prune(Instant::now());
+                last_prune = Instant::now();
+            }
+            if !full {
+                let idle = match inner.store.next_due().await {
+                    Ok(Some(at)) => {
+                        Duration::from_millis((at - now_ms()).clamp(0, inner.config.idle_poll.as_millis() as i64) as u64)
+                    }
+                    _ => inner.config.idle_poll,
+                };
+                tokio::select! {
+                    () = inner.wake.notified() => {}
+                    () = tokio::time::sleep(idle) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        }
+        tasks.close();
+        if tokio::time::timeout(inner.config.shutdown_grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("postbacks still in flight at shutdown; their leases expire and they are sent again");
+        }
+        drop(records);
+        if recorder.await.is_err() {
+            error!("the recorder stopped abnormally");
+        }
+        info!("worker stopped");
+    }
+
+    /// One delivery through render, rate limit, sign, send, classify; the result goes to the
+    /// recorder.
+    async fn deliver(&self, claimed: Claimed, records: mpsc::Sender<Record>, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        let number = claimed.attempts + 1;
+        let prepared = match self.prepare(&claimed).await {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                let attempt = unsent_attempt(&claimed.delivery_id, number, &reason);
+                let _ = records
+                    .send(Record::Outcome(Box::new(Outcome {
+                        attempt,
+                        next: Next::Failed,
+                    })))
+                    .await;
+                return;
+            }
+        };
+        if let Some(rate) = prepared.compiled.settings.settings().max_requests_per_sec {
+            let now = Instant::now();
+            match inner
+                .limits
+                .reserve(&claimed.partner_id, rate, now, inner.config.rate_horizon)
+            {
+                Ok(slot) if slot > now => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(slot.into()) => {}
+                        () = shutdown.cancelled() => {
+                            let _ = records.send(Record::Later(claimed.delivery_id, now_ms())).await;
+                            return;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(slot) => {
+                    let at = now_ms() + slot.duration_since(now).as_millis() as i64;
+                    let _ = records.send(Record::Later(claimed.delivery_id, at)).await;
+                    return;
+                }
+            }
+        }
+        let (attempt, verdict) = attempt(
+            &inner.sender,
+            &prepared.compiled.settings,
+            &prepared.compiled.secret,
+            &prepared.request,
+            &claimed.delivery_id,
+            number,
+        )
+        .await;
+        let next = match verdict {
+            Verdict::Success => Next::Delivered,
+            Verdict::Fail { .. } => Next::Failed,
+            Verdict::Disable { reason } => Next::Disable(reason),
+            Verdict::Retry { after, .. } => match inner.config.schedule.next_delay(number as usize, after) {
+                Some(delay) => Next::RetryAt(now_ms() + delay.as_millis() as i64),
+                None => Next::Failed,
+            },
+        };
+        let _ = records.send(Record::Outcome(Box::new(Outcome { attempt, next }))).await;
+    }
+
+    /// The render step: the partner's current settings (compiled once per version) applied to
+    /// the event.
+    async fn prepare(&self, claimed: &Claimed) -> Result<Prepared, String> {
+        let compiled = self.compiled(&claimed.partner_id, claimed.settings_version).await?;
+        let event = Event::from_json(&claimed.event).map_err(|e| format!("the stored event is unreadable: {e}"))?;
+        let request = compiled.settings.render(&event);
+        Ok(Prepared { compiled, request })
+    }
+
+    async fn compiled(&self, partner_id: &str, version: i64) -> Result<Arc<Compiled>, String> {
+        let cached = self
+            .inner
+            .endpoints
+            .lock()
+            .expect("never poisoned")
+            .get(partner_id)
+            .cloned();
+        if let Some(compiled) = cached.filter(|c| c.version == version) {
+            return Ok(compiled);
+        }
+        let endpoint = self
+            .inner
+            .store
+            .endpoint(partner_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("partner {partner_id} has no notification settings"))?;
+        let settings: NotificationSettings = serde_json::from_str(&endpoint.settings).map_err(|e| e.to_string())?;
+        let settings = settings
+            .compile()
+            .map_err(|e| format!("the saved settings no longer compile: {e}"))?;
+        let compiled = Arc::new(Compiled {
+            version: endpoint.version,
+            settings,
+            secret: endpoint.secret,
+        });
+        self.inner
+            .endpoints
+            .lock()
+            .expect("never poisoned")
+            .insert(partner_id.to_owned(), compiled.clone());
+        Ok(compiled)
+    }
+}
+
+struct Prepared {
+    compiled: Arc<Compiled>,
+    request: Request,
+}
+
+/// One exchange with the receiver: sign, send, classify. Used by the worker and by test
+/// postbacks, so both behave the same.
+pub async fn attempt(
+    sender: &Sender,
+    settings: &CompiledSettings,
+    secret: &str,
+    request: &Request,
+    delivery_id: &str,
+    number: i64,
+) -> (Attempt, Verdict) {
+    let started_at = now_ms();
+    let signature = match crate::sign::headers(secret, delivery_id, started_at / 1000, request.body.as_bytes()) {
+        Ok(headers) => headers,
+        Err(e) => {
+            let attempt = unsent_attempt(delivery_id, number, &e.to_string());
+            return (attempt, Verdict::Fail { reason: e.to_string() });
+        }
+    };
+    let (result, elapsed) = sender.send(request, &signature).await;
+    let options = settings.settings();
+    let verdict = match &result {
+        Ok(answer) => classify::classify(
+            Exchange::Response(Response {
+                status: answer.status,
+                headers: &answer.headers,
+                body: &answer.body,
+            }),
+            options.success_response.as_deref(),
+            options.error_response.as_deref(),
+            Utc::now(),
+        ),
+        Err(e) => classify::classify(Exchange::Transport(&e.0), None, None, Utc::now()),
+    };
+    let mut sent = request.clone();
+    sent.headers
+        .extend(signature.iter().map(|(n, v)| ((*n).to_owned(), v.clone())));
+    let (verdict_name, error) = describe(&verdict);
+    let attempt = Attempt {
+        id: new_id("att"),
+        delivery_id: delivery_id.to_owned(),
+        number,
+        started_at,
+        duration_ms: elapsed.as_millis() as i64,
+        request: redacted(&sent),
+        response_status: result.as_ref().ok().map(|a| a.status.into()),
+        response_headers: result.as_ref().ok().map(|a| json!(a.headers)),
+        response_body: result
+            .as_ref()
+            .ok()
+            .map(|a| String::from_utf8_lossy(&a.body).into_owned()),
+        verdict: verdict_name.to_owned(),
+        error,
+    };
+    (attempt, verdict)
+}
+
+fn describe(verdict: &Verdict) -> (&'static str, Option<String>) {
+    match verdict {
+        Verdict::Success => ("success", None),
+        Verdict::Retry { reason, .. } => ("retry", Some(reason.clone())),
+        Verdict::Fail { reason } => ("fail", Some(reason.clone())),
+        Verdict::Disable { reason } => ("disable", Some(reason.clone())),
+    }
+}
+
+fn unsent_attempt(delivery_id: &str, number: i64, reason: &str) -> Attempt {
+    Attempt {
+        id: new_id("att"),
+        delivery_id: delivery_id.to_owned(),
+        number,
+        started_at: now_ms(),
+        duration_ms: 0,
+        request: serde_json::Value::Null,
+        response_status: None,
+        response_headers: None,
+        response_body: None,
+        verdict: "fail".into(),
+        error: Some(reason.to_owned()),
+    }
+}
+
+/// Words in header names and query parameters whose values are secrets.
+const SECRET_WORDS: &[&str] = &[
+    "authorization",
+    "auth",
+    "cookie",
+    "key",
+    "token",
+    "secret",
+    "password",
+    "signature",
+];
+
+fn is_secret(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower != "webhook-signature" && SECRET_WORDS.iter().any(|w| lower.contains(w))
+}
+
+/// The request for the attempt log, with secret header values and query parameters redacted.
+pub fn redacted(request: &Request) -> serde_json::Value {
+    let headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), if is_secret(n) { "[redacted]".into() } else { v.clone() }))
+        .collect();
+    let url = match url::Url::parse(&request.url) {
+        Ok(mut url) if url.query_pairs().any(|(k, _)| is_secret(&k)) => {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if is_secret(&k) {
+                        "[redacted]".to_owned()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+            url.to_string()
+        }
+        _ => request.url.clone(),
+    };
+    json!({"method": request.method.as_str(), "url": url, "headers": headers, "body": request.body})
+}
+
+/// The recorder: commits outcomes in batches, retrying the store for a while when it fails.
+async fn record(store: Store, mut receiver: mpsc::Receiver<Record>) {
+    let mut outcomes = Vec::new();
+    let mut later = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                Record::Outcome(outcome) => outcomes.push(*outcome),
+                Record::Later(id, at) => later.push((id, at)),
+            }
+            next = if outcomes.len() + later.len() < 1024 {
+                receiver.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        persist("recording attempts", || store.record(&outcomes, now_ms())).await;
+        persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
+        outcomes.clear();
+        later.clear();
+    }
+}
+
+/// Runs a store write, retrying with backoff for a while; if the store stays down, the leases
+/// of the deliveries concerned expire and they are sent again.
+async fn persist<F, Fut>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+{
+    for round in 0..10u32 {
+        match write().await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << round.min(4))).await;
+            }
+        }
+    }
+    error!("{what} failed for good; the leases expire and the postbacks are sent again");
+}
