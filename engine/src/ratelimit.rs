@@ -59,7 +59,7 @@ mod tests {
         }
         assert_eq!(
             limits.reserve("a", 20, now, horizon),
-            Err(now + Duration::from_millis(500))
+            Err(now + Duration::from_millis(450))
         );
         assert_eq!(
             limits.reserve("b", 20, now, horizon),
