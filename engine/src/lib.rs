@@ -7,7 +7,8 @@
 //!
 //! Modules are listed in the order a postback flows through them:
 //!
-//! - [`api`]: the HTTP API (axum); [`serve`] runs it with the worker in one process.
+//! - [`api`]: the HTTP API (axum); [`serve`] runs it with the worker in one process; [`demo`]
+//!   shows it all in one command.
 //! - [`event`]: the envelope the platform posts, validated into typed values.
 //! - [`catalogue`]: every placeholder a template may name (name, type, description, example).
 //! - [`settings`]: a partner's notification settings, validated and compiled on save; renders
@@ -42,6 +43,7 @@
 pub mod api;
 pub mod catalogue;
 pub mod classify;
+pub mod demo;
 pub mod error;
 pub mod event;
 pub mod ratelimit;

@@ -34,6 +34,8 @@ enum Command {
     },
     /// Run the API and the delivery worker (SQLite by default).
     Serve(Box<ServeOptions>),
+    /// See Postwire work: an engine, a receiver and two postbacks on a temporary database.
+    Demo,
     /// List the placeholders templates may use.
     Placeholders {
         /// Print the catalogue as JSON.
@@ -47,6 +49,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Render { settings, event, json } => render(&settings, &event, json),
         Command::Serve(options) => serve(*options),
+        Command::Demo => {
+            init_logs_at("warn");
+            runtime().block_on(postwire::demo::run())
+        }
         Command::Placeholders { json } => {
             placeholders(json);
             Ok(())
@@ -69,8 +75,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn init_logs() {
+    init_logs_at("info,sqlx=warn");
+}
+
+fn init_logs_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTWIRE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
