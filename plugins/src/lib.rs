@@ -1,14 +1,58 @@
 //! The WebAssembly plugin host of Postwire.
 //!
+//! Partners upload WebAssembly components that transform a postback before it is sent or
+//! classify the receiver's answer. The contract is `sdk/wit/postwire.wit`, read here by
+//! `bindgen!` and by guests through `wit-bindgen`, so the two sides cannot drift.
+//!
 //! # Layout
 //!
-//! Partners upload WebAssembly components that transform a postback before it is sent or
-//! classify the receiver's answer. This crate will hold everything that touches wasmtime:
+//! The lifecycle, in the order it happens:
 //!
-//! - `validate`: refuse anything that is not a component honouring the contract in `sdk/wit/`,
-//!   or that imports a capability it may not have.
-//! - `compile`: precompile at upload, cached by the binary's sha256.
-//! - `sandbox`: fuel, memory, deadline and output limits for every call.
-//! - `run`: instantiate from a pooling allocator and call `transform` or `classify`.
+//! - [`Host`]: one wasmtime `Engine` per process, with fuel, epoch interruption and a pooling
+//!   allocator with copy-on-write memory images; a thread ticks the epoch for deadlines.
+//! - [`validate`]: what an upload must be: a component, within the size cap, exporting the
+//!   contract's `transform` and/or `classify`, importing nothing but `log` and capability-free
+//!   WASI.
+//! - [`Host::load`]: compile once, keep the artifact by sha256 so a restart does not compile
+//!   again, and resolve imports once (`InstancePre`).
+//! - `sandbox`: per call, a fresh `Store` with a fuel budget, a memory cap, a deadline, no
+//!   filesystem, network or environment, fixed clocks and seeded randomness, bounded logs.
+//! - [`Host::transform`] and [`Host::classify`]: one call each, returning the output with the
+//!   fuel used, peak memory, time and logs, or a [`PluginError`] a partner understands.
 //!
-//! It knows nothing of postbacks' storage or HTTP; the engine calls it through its API.
+//! This crate knows nothing of postbacks' storage or HTTP; the engine talks to it only through
+//! the plain types in [`types`].
+//!
+//! ```no_run
+//! # fn main() -> Result<(), postwire_plugins::PluginError> {
+//! use postwire_plugins::{Host, Limits, types::*};
+//!
+//! let host = Host::new(Limits::default(), None)?;
+//! let plugin = host.load(&std::fs::read("reshape.wasm").unwrap())?;
+//! let event = Event { id: "evt_1".into(), event_type: "action_inquiry.created".into(),
+//!     partner_id: "ptn_1".into(), occurred_at: "2026-11-20T14:03:00Z".into(), data: vec![] };
+//! let request = Request { method: "POST".into(), url: "https://p.example/".into(),
+//!     headers: vec![], body: "{}".into() };
+//! let run = host.transform(&plugin, &event, &request, "{}");
+//! println!("{:?} fuel {} logs {:?}", run.result, run.fuel_used, run.logs);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod host;
+mod limits;
+mod sandbox;
+pub mod types;
+pub mod validate;
+
+pub use error::PluginError;
+pub use host::{CacheStats, Host, Plugin};
+pub use limits::Limits;
+pub use types::{Exports, Run};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "plugin",
+    });
+}

@@ -1,0 +1,100 @@
+//! Everything that can go wrong with a plugin, in words its author understands.
+
+use crate::limits::{bytes, thousands};
+
+/// Why a plugin was refused at upload or produced no output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// Nothing was uploaded.
+    #[error("the upload is empty; send the .wasm file as the request body")]
+    Empty,
+    /// The binary is over the size cap.
+    #[error("the binary is {}, over the {} limit", bytes(*size), bytes(*limit))]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly binary (it does not start with \\0asm)")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error(
+        "this is a core WebAssembly module, not a component; build the plugin for wasm32-wasip2 \
+         (cargo build --target wasm32-wasip2) or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    /// Wasmtime could not compile it.
+    #[error("not a valid component: {0}")]
+    Invalid(String),
+    /// It imports something plugins may not have.
+    #[error(
+        "it imports {0}, which plugins may not use: plugins get no filesystem, network, environment, \
+         real clock or randomness; they may import only postwire:plugin/log and the capability-free \
+         WASI interfaces Rust's std needs"
+    )]
+    ForbiddenImport(String),
+    /// It exports neither function of the contract.
+    #[error("it exports neither postwire:plugin/transform nor postwire:plugin/classify (version 0.1.0)")]
+    NoExports,
+    /// Its export does not have the contract's shape.
+    #[error("its export {0} does not match the contract in sdk/wit/postwire.wit")]
+    BadExport(String),
+    /// The plugin lacks the function the call needs.
+    #[error("the plugin does not export {0}")]
+    MissingExport(&'static str),
+    /// The input is over the input cap.
+    #[error("the input is {}, over the {} limit", bytes(*size), bytes(*limit))]
+    InputTooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The output is over the output cap.
+    #[error("the plugin's output is {}, over the {} limit", bytes(*size), bytes(*limit))]
+    OutputTooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// Fuel ran out.
+    #[error("ran out of fuel after {} instructions", thousands(*limit))]
+    OutOfFuel {
+        /// The budget.
+        limit: u64,
+    },
+    /// Memory grew past the cap.
+    #[error("grew memory past {}", bytes(*limit))]
+    OutOfMemory {
+        /// The cap.
+        limit: usize,
+    },
+    /// The wall-clock deadline passed.
+    #[error("ran past its {0} ms deadline")]
+    Deadline(u128),
+    /// The call stack overflowed.
+    #[error("overflowed its stack (recursion too deep)")]
+    StackOverflow,
+    /// The plugin panicked.
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// Another trap.
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The plugin returned an error.
+    #[error("the plugin refused: {0}")]
+    Refused(String),
+    /// The host could not run it (pool exhausted, artifact unreadable, ...).
+    #[error("the plugin could not be run: {0}")]
+    Host(String),
+}
+
+impl PluginError {
+    /// True for failures of the host rather than of the plugin, worth retrying as they are.
+    pub fn is_host_failure(&self) -> bool {
+        matches!(self, PluginError::Host(_))
+    }
+}

@@ -1,0 +1,409 @@
+//! The host: one engine per process, plugins loaded once, a fresh sandbox per call.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use crate::bindings::exports::postwire::plugin::{classify, transform};
+use crate::bindings::postwire::plugin::types as wit;
+use crate::sandbox::{CallState, explain};
+use crate::types::{Event, Request, Response, Run, Verdict};
+use crate::{Exports, Limits, PluginError, validate};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const TICK: Duration = Duration::from_millis(2);
+
+/// Plugin instances that may exist at once; a call beyond that waits for a slot.
+const POOL_INSTANCES: u32 = 128;
+
+/// Artifact cache counters.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Plugins loaded from a precompiled artifact.
+    pub hits: AtomicU64,
+    /// Plugins compiled.
+    pub compiles: AtomicU64,
+}
+
+/// The plugin host.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+    stats: CacheStats,
+    ticking: Arc<AtomicBool>,
+    slots: std::sync::Mutex<u32>,
+    slot_freed: std::sync::Condvar,
+}
+
+/// A loaded plugin, ready to instantiate.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Loaded>,
+}
+
+struct Loaded {
+    sha256: String,
+    size: usize,
+    exports: Exports,
+    pre: InstancePre<CallState>,
+    transform: Option<transform::GuestIndices>,
+    classify: Option<classify::GuestIndices>,
+}
+
+impl Plugin {
+    /// The sha256 of the binary, hex.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// The binary's size.
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    /// What it exports.
+    pub fn exports(&self) -> Exports {
+        self.inner.exports
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Host {
+    /// A host with `limits`, keeping precompiled artifacts in `cache_dir` when given.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Host, PluginError> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memory_size(limits.memory);
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Host(format!("cannot start the engine: {e:#}")))?;
+        let mut linker = Linker::<CallState>::new(&engine);
+        crate::sandbox::link(&mut linker).map_err(|e| PluginError::Host(format!("cannot link WASI: {e:#}")))?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| PluginError::Host(format!("cannot create the artifact cache {}: {e}", dir.display())))?;
+        }
+        let ticking = Arc::new(AtomicBool::new(true));
+        {
+            let engine = engine.clone();
+            let ticking = ticking.clone();
+            std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    while ticking.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Host(e.to_string()))?;
+        }
+        Ok(Host {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+            stats: CacheStats::default(),
+            ticking,
+            slots: std::sync::Mutex::new(POOL_INSTANCES),
+            slot_freed: std::sync::Condvar::new(),
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Artifact cache counters.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// The hex sha256 of `bytes`, the plugin's content address.
+    pub fn sha256(bytes: &[u8]) -> String {
+        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Validates, compiles (or loads the precompiled artifact of) and links a plugin.
+    pub fn load(&self, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        validate::check_binary(bytes, self.limits.binary)?;
+        let sha256 = Host::sha256(bytes);
+        let component = self.component(bytes, &sha256)?;
+        let exports = validate::check_component(&self.engine, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let transform = if exports.transform {
+            Some(transform::GuestIndices::new(&pre).map_err(|e| PluginError::BadExport(format!("transform: {e:#}")))?)
+        } else {
+            None
+        };
+        let classify = if exports.classify {
+            Some(classify::GuestIndices::new(&pre).map_err(|e| PluginError::BadExport(format!("classify: {e:#}")))?)
+        } else {
+            None
+        };
+        Ok(Plugin {
+            inner: Arc::new(Loaded {
+                sha256,
+                size: bytes.len(),
+                exports,
+                pre,
+                transform,
+                classify,
+            }),
+        })
+    }
+
+    /// The compiled component: from the artifact cache when this binary was compiled before
+    /// by a compatible engine, else compiled now and cached.
+    fn component(&self, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
+        let artifact = self.cache_dir.as_ref().map(|dir| dir.join(format!("{sha256}.cwasm")));
+        if let Some(path) = artifact.as_ref().filter(|p| p.exists()) {
+            // SAFETY: artifacts in the cache directory are written only by `serialize` below,
+            // named by the sha256 of their source; wasmtime refuses artifacts from an
+            // incompatible engine or version, in which case the plugin is compiled again.
+            if let Ok(component) = unsafe { Component::deserialize_file(&self.engine, path) } {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(component);
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        self.stats.compiles.fetch_add(1, Ordering::Relaxed);
+        if let Some(path) = artifact {
+            let serialized = component.serialize().map_err(|e| PluginError::Host(e.to_string()))?;
+            let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&temporary, serialized)
+                .and_then(|()| std::fs::rename(&temporary, &path))
+                .map_err(|e| PluginError::Host(format!("cannot write the artifact {}: {e}", path.display())))?;
+        }
+        Ok(component)
+    }
+
+    /// Runs `transform`.
+    pub fn transform(&self, plugin: &Plugin, event: &Event, request: &Request, config: &str) -> Run<Request> {
+        let input = event.id.len()
+            + event.data.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+            + request_size(request)
+            + config.len();
+        self.call(
+            input,
+            |store, instance| {
+                let indices = plugin
+                    .inner
+                    .transform
+                    .as_ref()
+                    .ok_or(PluginError::MissingExport("transform"))?;
+                let guest = indices
+                    .load(&mut *store, instance)
+                    .map_err(|e| PluginError::BadExport(e.to_string()))?;
+                let event = wit::Event {
+                    id: event.id.clone(),
+                    event_type: event.event_type.clone(),
+                    partner_id: event.partner_id.clone(),
+                    occurred_at: event.occurred_at.clone(),
+                    data: event
+                        .data
+                        .iter()
+                        .map(|(name, value)| wit::Field {
+                            name: name.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                };
+                match guest.call_transform(&mut *store, &event, &to_wit(request), config) {
+                    Ok(Ok(out)) => {
+                        let out = Request {
+                            method: out.method,
+                            url: out.url,
+                            headers: out.headers,
+                            body: out.body,
+                        };
+                        self.check_output(request_size(&out))?;
+                        Ok(out)
+                    }
+                    Ok(Err(message)) => {
+                        self.check_output(message.len())?;
+                        Err(PluginError::Refused(message).into())
+                    }
+                    Err(e) => Err(CallError::Wasm(e)),
+                }
+            },
+            plugin,
+        )
+    }
+
+    /// Runs `classify`.
+    pub fn classify(&self, plugin: &Plugin, request: &Request, response: &Response, config: &str) -> Run<Verdict> {
+        let input = request_size(request)
+            + response.body.len()
+            + response.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+            + config.len();
+        self.call(
+            input,
+            |store, instance| {
+                let indices = plugin
+                    .inner
+                    .classify
+                    .as_ref()
+                    .ok_or(PluginError::MissingExport("classify"))?;
+                let guest = indices
+                    .load(&mut *store, instance)
+                    .map_err(|e| PluginError::BadExport(e.to_string()))?;
+                let response = wit::Response {
+                    status: response.status,
+                    headers: response.headers.clone(),
+                    body: response.body.clone(),
+                    duration_ms: response.duration_ms,
+                };
+                match guest.call_classify(&mut *store, &to_wit(request), &response, config) {
+                    Ok(wit::Verdict::Success) => Ok(Verdict::Success),
+                    Ok(wit::Verdict::Retry(retry)) => {
+                        self.check_output(retry.reason.len())?;
+                        Ok(Verdict::Retry {
+                            after_secs: retry.after_secs,
+                            reason: retry.reason,
+                        })
+                    }
+                    Ok(wit::Verdict::Fail(reason)) => {
+                        self.check_output(reason.len())?;
+                        Ok(Verdict::Fail(reason))
+                    }
+                    Err(e) => Err(CallError::Wasm(e)),
+                }
+            },
+            plugin,
+        )
+    }
+
+    fn check_output(&self, size: usize) -> Result<(), PluginError> {
+        if size > self.limits.output {
+            return Err(PluginError::OutputTooLarge {
+                size,
+                limit: self.limits.output,
+            });
+        }
+        Ok(())
+    }
+
+    /// A fresh store from the pool, limits set, the plugin instantiated, `body` called; traps
+    /// explained with what the store saw.
+    fn call<T>(
+        &self,
+        input: usize,
+        body: impl FnOnce(&mut Store<CallState>, &wasmtime::component::Instance) -> Result<T, CallError>,
+        plugin: &Plugin,
+    ) -> Run<T> {
+        let started = Instant::now();
+        if input > self.limits.input {
+            return Run {
+                result: Err(PluginError::InputTooLarge {
+                    size: input,
+                    limit: self.limits.input,
+                }),
+                fuel_used: 0,
+                peak_memory: 0,
+                duration: started.elapsed(),
+                logs: Vec::new(),
+            };
+        }
+        let _slot = self.take_slot();
+        let mut store = Store::new(&self.engine, CallState::new(&self.limits));
+        store.limiter(|state| &mut state.memory);
+        let fuel = self.limits.fuel;
+        let _ = store.set_fuel(fuel);
+        let ticks = self.limits.deadline.as_nanos().div_ceil(TICK.as_nanos()) as u64;
+        store.set_epoch_deadline(ticks.max(1));
+        store.epoch_deadline_trap();
+        let result = match plugin.inner.pre.instantiate(&mut store) {
+            Ok(instance) => body(&mut store, &instance),
+            Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() => Err(CallError::Wasm(e)),
+            Err(e) => Err(CallError::Plugin(PluginError::Host(format!(
+                "instantiation failed: {e:#}"
+            )))),
+        };
+        let result = result.map_err(|error| match error {
+            CallError::Wasm(e) => explain(e, store.data(), &self.limits),
+            CallError::Plugin(e) => e,
+        });
+        let fuel_used = fuel - store.get_fuel().unwrap_or(0);
+        let state = store.into_data();
+        Run {
+            result,
+            fuel_used,
+            peak_memory: state.memory.peak,
+            duration: started.elapsed(),
+            logs: state.into_logs(),
+        }
+    }
+
+    fn take_slot(&self) -> SlotGuard<'_> {
+        let mut free = self.slots.lock().expect("never poisoned");
+        while *free == 0 {
+            free = self.slot_freed.wait(free).expect("never poisoned");
+        }
+        *free -= 1;
+        SlotGuard { host: self }
+    }
+}
+
+/// Keeps calls within the pool's instance count, so a burst waits instead of failing.
+struct SlotGuard<'a> {
+    host: &'a Host,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.host.slots.lock().expect("never poisoned") += 1;
+        self.host.slot_freed.notify_one();
+    }
+}
+
+/// How a call failed: by the plugin's own doing, or in wasmtime (explained once the store's
+/// state, such as the memory limiter's record and stderr, can be read).
+enum CallError {
+    Plugin(PluginError),
+    Wasm(wasmtime::Error),
+}
+
+impl From<PluginError> for CallError {
+    fn from(error: PluginError) -> Self {
+        CallError::Plugin(error)
+    }
+}
+
+fn request_size(request: &Request) -> usize {
+    request.method.len()
+        + request.url.len()
+        + request.body.len()
+        + request.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+}
+
+fn to_wit(request: &Request) -> wit::Request {
+    wit::Request {
+        method: request.method.clone(),
+        url: request.url.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+    }
+}

@@ -1,0 +1,109 @@
+//! The plain values that cross the plugin boundary, free of wasmtime types.
+
+use std::time::Duration;
+
+use crate::PluginError;
+
+/// The event a postback is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The platform's event id.
+    pub id: String,
+    /// `action_inquiry.created` or `action_inquiry.resolved`.
+    pub event_type: String,
+    /// The partner.
+    pub partner_id: String,
+    /// RFC 3339.
+    pub occurred_at: String,
+    /// Data fields by placeholder name, in text form.
+    pub data: Vec<(String, String)>,
+}
+
+/// A postback request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST` or `PUT`.
+    pub method: String,
+    /// The full URL.
+    pub url: String,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+/// A receiver's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers as received.
+    pub headers: Vec<(String, String)>,
+    /// The body, capped.
+    pub body: Vec<u8>,
+    /// How long the exchange took.
+    pub duration_ms: u32,
+}
+
+/// A classifier's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered.
+    Success,
+    /// Failed this time; try again, after `after_secs` when given.
+    Retry {
+        /// Requested delay.
+        after_secs: Option<u32>,
+        /// Why.
+        reason: String,
+    },
+    /// Failed for good.
+    Fail(String),
+}
+
+/// Which functions of the contract a plugin exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Exports {
+    /// `postwire:plugin/transform`.
+    pub transform: bool,
+    /// `postwire:plugin/classify`.
+    pub classify: bool,
+}
+
+impl Exports {
+    /// `["transform", "classify"]`, as shown to users.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.transform {
+            names.push("transform");
+        }
+        if self.classify {
+            names.push("classify");
+        }
+        names
+    }
+}
+
+/// One line the plugin logged (or wrote to stdout or stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// `debug`, `info`, `warn`, `error`, `stdout` or `stderr`.
+    pub level: &'static str,
+    /// The text.
+    pub message: String,
+}
+
+/// The result of one call with what it cost.
+#[derive(Debug, Clone)]
+pub struct Run<T> {
+    /// The output, or why there is none.
+    pub result: Result<T, PluginError>,
+    /// Fuel (roughly, instructions) consumed.
+    pub fuel_used: u64,
+    /// The largest linear memory the plugin had, in bytes.
+    pub peak_memory: usize,
+    /// Wall-clock time of the call, instantiation included.
+    pub duration: Duration,
+    /// What the plugin logged, capped.
+    pub logs: Vec<LogLine>,
+}

@@ -1,0 +1,265 @@
+//! The plugin host against real components built from `plugins/guests`: well-behaved plugins
+//! do their job; hostile ones are refused at upload or contained at run time, with a reason.
+
+use std::time::Duration;
+
+use postwire_plugins::types::{Event, Request, Response, Verdict};
+use postwire_plugins::{Host, Limits, PluginError};
+use postwire_test_plugins::bytes;
+
+fn event() -> Event {
+    Event {
+        id: "evt_1".into(),
+        event_type: "action_inquiry.resolved".into(),
+        partner_id: "ptn_1".into(),
+        occurred_at: "2026-11-20T14:03:00Z".into(),
+        data: vec![
+            ("ActionInquiryId".into(), "1000123".into()),
+            ("OrderId".into(), "ORD-1".into()),
+            ("TransactionAmount".into(), "149.90".into()),
+            ("Currency".into(), "USD".into()),
+            ("ResolutionStatus".into(), "VALID".into()),
+        ],
+    }
+}
+
+fn request() -> Request {
+    Request {
+        method: "POST".into(),
+        url: "https://partner.example/pb".into(),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: r#"{"order":"ORD-1"}"#.into(),
+    }
+}
+
+fn response(status: u16, body: &str) -> Response {
+    Response {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.as_bytes().to_vec(),
+        duration_ms: 12,
+    }
+}
+
+fn host() -> Host {
+    Host::new(Limits::default(), None).expect("the host starts")
+}
+
+#[test]
+fn a_transform_reshapes_the_body() {
+    let host = host();
+    let plugin = host.load(&bytes("reshape")).unwrap();
+    assert!(plugin.exports().transform && !plugin.exports().classify);
+    let run = host.transform(&plugin, &event(), &request(), "{}");
+    let out = run.result.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&out.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"inquiry": {"id": "1000123", "order": "ORD-1"},
+                           "money": {"amount_cents": 14990, "currency": "USD"}, "status": "VALID"})
+    );
+    assert!(out.headers.contains(&("X-Reshaped".into(), "1".into())));
+    assert!(run.fuel_used > 0 && run.fuel_used < Limits::default().fuel);
+    assert!(run.peak_memory > 0);
+    assert_eq!(run.logs.len(), 1, "{:?}", run.logs);
+    assert_eq!(run.logs[0].level, "info");
+    let prefixed = host
+        .transform(&plugin, &event(), &request(), r#"{"key_prefix":"x_"}"#)
+        .result
+        .unwrap();
+    assert!(prefixed.body.contains("\"x_inquiry\""), "{}", prefixed.body);
+    let refused = host.transform(
+        &plugin,
+        &event(),
+        &Request {
+            body: "not json".into(),
+            ..request()
+        },
+        "{}",
+    );
+    assert!(matches!(refused.result, Err(PluginError::Refused(ref m)) if m.starts_with("body is not JSON")));
+}
+
+#[test]
+fn a_classifier_reads_a_json_acknowledgement() {
+    let host = host();
+    let plugin = host.load(&bytes("json-ack")).unwrap();
+    let classify = |status, body: &str| {
+        host.classify(&plugin, &request(), &response(status, body), "{}")
+            .result
+            .unwrap()
+    };
+    assert_eq!(classify(200, r#"{"status":"ok"}"#), Verdict::Success);
+    assert!(matches!(
+        classify(200, r#"{"status":"error","retryable":true,"retry_after":30}"#),
+        Verdict::Retry {
+            after_secs: Some(30),
+            ..
+        }
+    ));
+    assert!(
+        matches!(classify(200, r#"{"status":"error","retryable":false,"message":"unknown order"}"#),
+        Verdict::Fail(ref m) if m.contains("unknown order"))
+    );
+    assert!(matches!(classify(502, "<html>"), Verdict::Retry { .. }));
+    let missing = host.transform(&plugin, &event(), &request(), "{}");
+    assert_eq!(missing.result.unwrap_err(), PluginError::MissingExport("transform"));
+}
+
+#[test]
+fn a_plugin_may_export_both() {
+    let host = host();
+    let plugin = host.load(&bytes("both")).unwrap();
+    assert!(plugin.exports().transform && plugin.exports().classify);
+    assert!(host.transform(&plugin, &event(), &request(), "{}").result.is_ok());
+    assert_eq!(
+        host.classify(&plugin, &request(), &response(204, ""), "{}")
+            .result
+            .unwrap(),
+        Verdict::Success
+    );
+}
+
+#[test]
+fn hostile_plugins_are_contained_with_a_reason() {
+    let host = host();
+    let run = |name: &str| {
+        let plugin = host.load(&bytes(name)).unwrap();
+        let run = host.transform(&plugin, &event(), &request(), "{}");
+        let error = run.result.clone().expect_err(name);
+        (error.to_string(), run)
+    };
+    let (spin, _) = run("spin");
+    assert_eq!(spin, "ran out of fuel after 50,000,000 instructions");
+    let (grow, grow_run) = run("grow");
+    assert_eq!(grow, "grew memory past 16 MiB");
+    assert!(grow_run.peak_memory <= 16 << 20);
+    let (recurse, _) = run("recurse");
+    assert!(
+        recurse == "overflowed its stack (recursion too deep)"
+            || recurse
+                == "trapped: accessed memory out of bounds; recursion too deep overflows a plugin's stack this way",
+        "{recurse}"
+    );
+    let (bloat, _) = run("bloat");
+    assert_eq!(bloat, "the plugin's output is 2.0 MiB, over the 1 MiB limit");
+    let (panic, panic_run) = run("panic");
+    assert_eq!(panic, "panicked: plugin panicked on purpose");
+    assert!(
+        panic_run
+            .logs
+            .iter()
+            .any(|l| l.level == "stderr" && l.message.contains("on purpose"))
+    );
+}
+
+#[test]
+fn a_deadline_stops_a_plugin_with_fuel_to_spare() {
+    let host = Host::new(
+        Limits {
+            fuel: u64::MAX / 2,
+            deadline: Duration::from_millis(50),
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
+    let plugin = host.load(&bytes("spin")).unwrap();
+    let run = host.transform(&plugin, &event(), &request(), "{}");
+    assert_eq!(run.result.unwrap_err().to_string(), "ran past its 50 ms deadline");
+    assert!(run.duration < Duration::from_secs(5), "{:?}", run.duration);
+}
+
+#[test]
+fn uploads_that_are_not_plugins_are_refused() {
+    let host = host();
+    let refuse = |bytes: &[u8]| host.load(bytes).err().expect("refused").to_string();
+    assert!(
+        refuse(&bytes("socket")).starts_with("it imports wasi:sockets/"),
+        "{}",
+        refuse(&bytes("socket"))
+    );
+    assert!(refuse(b"\0asm\x01\0\0\0").contains("core WebAssembly module, not a component"));
+    assert_eq!(
+        refuse(b"\x13\x37 random bytes \xff\xfe"),
+        "not a WebAssembly binary (it does not start with \\0asm)"
+    );
+    assert_eq!(
+        refuse(b""),
+        "the upload is empty; send the .wasm file as the request body"
+    );
+    let mut truncated = bytes("trivial");
+    truncated.truncate(truncated.len() / 2);
+    assert!(refuse(&truncated).starts_with("not a valid component"));
+    let small = Host::new(
+        Limits {
+            binary: 1024,
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert!(
+        small
+            .load(&bytes("trivial"))
+            .err()
+            .unwrap()
+            .to_string()
+            .ends_with("over the 1 KiB limit")
+    );
+}
+
+#[test]
+fn inputs_over_the_limit_are_refused_before_running() {
+    let host = Host::new(
+        Limits {
+            input: 1024,
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
+    let plugin = host.load(&bytes("trivial")).unwrap();
+    let big = Request {
+        body: "x".repeat(2048),
+        ..request()
+    };
+    let run = host.transform(&plugin, &event(), &big, "{}");
+    assert!(matches!(
+        run.result,
+        Err(PluginError::InputTooLarge { limit: 1024, .. })
+    ));
+    assert_eq!(run.fuel_used, 0);
+}
+
+#[test]
+fn a_restart_loads_the_precompiled_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = bytes("reshape");
+    let first = Host::new(Limits::default(), Some(dir.path().to_owned())).unwrap();
+    let plugin = first.load(&wasm).unwrap();
+    assert_eq!(
+        first.cache_stats().compiles.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(dir.path().join(format!("{}.cwasm", plugin.sha256())).exists());
+    drop(first);
+    let second = Host::new(Limits::default(), Some(dir.path().to_owned())).unwrap();
+    let plugin = second.load(&wasm).unwrap();
+    assert_eq!(second.cache_stats().hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        second.cache_stats().compiles.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(second.transform(&plugin, &event(), &request(), "{}").result.is_ok());
+}
+
+#[test]
+fn the_same_input_gives_the_same_output() {
+    let host = host();
+    let plugin = host.load(&bytes("reshape")).unwrap();
+    let a = host.transform(&plugin, &event(), &request(), "{}");
+    let b = host.transform(&plugin, &event(), &request(), "{}");
+    assert_eq!(a.result.unwrap(), b.result.unwrap());
+    assert_eq!(a.fuel_used, b.fuel_used);
+}
