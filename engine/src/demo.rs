@@ -40,7 +40,13 @@ struct Receiver {
     seen: mpsc::UnboundedSender<Received>,
 }
 
-async fn receive(State(receiver): State<Receiver>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn receive(
+    State(receiver): State<Receiver>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
     let number = receiver.count.fetch_add(1, Ordering::SeqCst) + 1;
     let (status, answer) = if number == 1 {
         (StatusCode::SERVICE_UNAVAILABLE, r#"{"ok":false,"error":"warming up"}"#)
@@ -73,7 +79,9 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
         count: Arc::new(AtomicUsize::new(0)),
         seen,
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let receiver_addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = axum::Router::new().fallback(receive).with_state(receiver);
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -96,7 +104,13 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
     println!("  engine    {api}  (temporary SQLite database)");
     println!("  receiver  http://{receiver_addr}/postbacks  (answers the first postback with 503)\n");
 
-    let partner: Value = call(&http, reqwest::Method::POST, &format!("{api}/v1/partners"), json!({"name": "Trail Deals"})).await?;
+    let partner: Value = call(
+        &http,
+        reqwest::Method::POST,
+        &format!("{api}/v1/partners"),
+        json!({"name": "Trail Deals"}),
+    )
+    .await?;
     let partner_id = partner["id"].as_str().ok_or("no partner id")?.to_owned();
     let secret = partner["secret"].as_str().ok_or("no secret")?.to_owned();
     println!("1. Created partner {partner_id}; it verifies postbacks with its secret {secret}");
@@ -110,7 +124,10 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
         settings.clone(),
     )
     .await?;
-    println!("2. Saved its settings (examples/settings/json.json): POST {} with a JSON body template", settings["url"].as_str().unwrap_or_default());
+    println!(
+        "2. Saved its settings (examples/settings/json.json): POST {} with a JSON body template",
+        settings["url"].as_str().unwrap_or_default()
+    );
 
     let mut ids = Vec::new();
     for (name, text) in [("created", CREATED), ("resolved", RESOLVED)] {
@@ -118,7 +135,10 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
         event["partner_id"] = json!(partner_id);
         let accepted = call(&http, reqwest::Method::POST, &format!("{api}/v1/events"), event).await?;
         let delivery = accepted["delivery_ids"][0].as_str().ok_or("no delivery")?.to_owned();
-        println!("3. Posted the {name} event {} -> delivery {delivery}", accepted["event_id"].as_str().unwrap_or_default());
+        println!(
+            "3. Posted the {name} event {} -> delivery {delivery}",
+            accepted["event_id"].as_str().unwrap_or_default()
+        );
         ids.push(delivery);
     }
     println!("\nPostbacks as the receiver got them:\n");
@@ -140,9 +160,19 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     println!("Attempt log (GET /v1/partners/{partner_id}/deliveries/{{id}}):\n");
     for id in &ids {
-        let log = call(&http, reqwest::Method::GET, &format!("{api}/v1/partners/{partner_id}/deliveries/{id}"), Value::Null).await?;
+        let log = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{api}/v1/partners/{partner_id}/deliveries/{id}"),
+            Value::Null,
+        )
+        .await?;
         let delivery = &log["delivery"];
-        println!("  {id}  {}  {}", delivery["event_type"].as_str().unwrap_or_default(), delivery["status"].as_str().unwrap_or_default());
+        println!(
+            "  {id}  {}  {}",
+            delivery["event_type"].as_str().unwrap_or_default(),
+            delivery["status"].as_str().unwrap_or_default()
+        );
         for attempt in log["attempts"].as_array().into_iter().flatten() {
             println!(
                 "    attempt {}  status {}  {:>4} ms  {}{}",
@@ -160,15 +190,31 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
 }
 
 fn print_arrival(arrival: &Received, secret: &str) {
-    let header = |name: &str| arrival.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    println!("  #{} {} {}  -> answered {}", arrival.number, arrival.method, arrival.uri, arrival.status);
+    let header = |name: &str| {
+        arrival
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    println!(
+        "  #{} {} {}  -> answered {}",
+        arrival.number, arrival.method, arrival.uri, arrival.status
+    );
     for (name, value) in &arrival.headers {
         println!("     {name}: {}", value.to_str().unwrap_or("<binary>"));
     }
     let timestamp: i64 = header("webhook-timestamp").parse().unwrap_or_default();
     let expected = crate::sign::signature(secret, header("webhook-id"), timestamp, &arrival.body).unwrap_or_default();
     let verified = header("webhook-signature").split(' ').any(|s| s == expected);
-    println!("     (signature {})", if verified { "verified with the partner's secret" } else { "DOES NOT VERIFY" });
+    println!(
+        "     (signature {})",
+        if verified {
+            "verified with the partner's secret"
+        } else {
+            "DOES NOT VERIFY"
+        }
+    );
     let body = String::from_utf8_lossy(&arrival.body);
     for line in body.lines() {
         println!("     | {line}");

@@ -16,6 +16,8 @@
 //! - [`store`]: the durable store; accepting an event and recording its deliveries is one
 //!   transaction.
 //! - [`worker`]: claims due deliveries and runs each through the pipeline below.
+//! - [`plugins`]: a partner's transform and classify plugins in the pipeline (the wasm host
+//!   is the `postwire-plugins` crate).
 //! - [`render`]: the template compiler and renderer, with escaping decided per placeholder by
 //!   where it stands (JSON string or value, XML, form, URL, header).
 //! - [`ratelimit`]: `max_requests_per_sec` per endpoint (GCRA).
@@ -46,6 +48,7 @@ pub mod classify;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod plugins;
 pub mod ratelimit;
 pub mod render;
 pub mod retry;

@@ -5,12 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
+use postwire_plugins::{Host, Limits};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::api::{self, AppState};
+use crate::plugins::Plugins;
 use crate::retry::{Schedule, parse_duration};
 use crate::send::{Guard, SendConfig, Sender};
 use crate::store::{Durability, Store};
@@ -57,6 +61,22 @@ pub struct ServeOptions {
     /// Time allowed to connect to a receiver [default: 5s].
     #[arg(long, env = "POSTWIRE_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub connect_timeout: Option<String>,
+    /// Fuel (roughly, instructions) a plugin call may use [default: 50000000].
+    #[arg(long, env = "POSTWIRE_PLUGIN_FUEL")]
+    pub plugin_fuel: Option<u64>,
+    /// Linear memory a plugin may grow to, in MiB [default: 16].
+    #[arg(long, env = "POSTWIRE_PLUGIN_MEMORY_MIB")]
+    pub plugin_memory_mib: Option<usize>,
+    /// Wall-clock time a plugin call may take [default: 100ms].
+    #[arg(long, env = "POSTWIRE_PLUGIN_DEADLINE", value_name = "DURATION")]
+    pub plugin_deadline: Option<String>,
+    /// Largest plugin binary accepted, in MiB [default: 16].
+    #[arg(long, env = "POSTWIRE_PLUGIN_BINARY_MIB")]
+    pub plugin_binary_mib: Option<usize>,
+    /// Folder for compiled plugin artifacts, kept by sha256 so a restart does not compile
+    /// again [default: the database file's name with `.plugins` appended, or none in memory].
+    #[arg(long, env = "POSTWIRE_PLUGIN_CACHE", value_name = "DIR")]
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// Resolved configuration.
@@ -74,6 +94,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The sender.
     pub send: SendConfig,
+    /// Plugin sandbox limits.
+    pub plugin_limits: Limits,
+    /// Where compiled plugins are kept.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -112,6 +136,35 @@ impl ServeOptions {
             )?,
             ..defaults
         };
+        let defaults = Limits::default();
+        let plugin_limits = Limits {
+            fuel: self.plugin_fuel.or(file.plugin_fuel).unwrap_or(defaults.fuel),
+            memory: self
+                .plugin_memory_mib
+                .or(file.plugin_memory_mib)
+                .map_or(defaults.memory, |m| m << 20),
+            deadline: duration(
+                "plugin_deadline",
+                pick(self.plugin_deadline, file.plugin_deadline),
+                defaults.deadline,
+            )?,
+            binary: self
+                .plugin_binary_mib
+                .or(file.plugin_binary_mib)
+                .map_or(defaults.binary, |m| m << 20),
+            ..defaults
+        };
+        if plugin_limits.fuel == 0 || plugin_limits.memory == 0 || plugin_limits.binary == 0 {
+            return Err("plugin limits must be above zero".into());
+        }
+        let database = pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into());
+        let plugin_cache = self.plugin_cache.or(file.plugin_cache).or_else(|| {
+            let path = database
+                .strip_prefix("sqlite://")
+                .or_else(|| database.strip_prefix("sqlite:"))?;
+            let path = path.split('?').next().unwrap_or(path);
+            (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(format!("{path}.plugins")))
+        });
         worker.lease = worker.lease.max(send.timeout * 2 + worker.rate_horizon);
         worker.shutdown_grace = send.timeout + Duration::from_secs(5);
         Ok(Config {
@@ -119,7 +172,7 @@ impl ServeOptions {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
-            database: pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into()),
+            database,
             durability: self.durability.or(file.durability).unwrap_or_default(),
             allow: if self.allow_destination.is_empty() {
                 file.allow_destination
@@ -128,6 +181,8 @@ impl ServeOptions {
             },
             worker,
             send,
+            plugin_limits,
+            plugin_cache,
         })
     }
 }
@@ -162,7 +217,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.database))?;
     let sender = Sender::new(Guard::new(config.allow.clone()), config.send.clone());
-    let worker = Worker::new(store.clone(), sender.clone(), config.worker.clone());
+    let host = Host::new(config.plugin_limits.clone(), config.plugin_cache.clone())
+        .map_err(|e| format!("cannot start the plugin host: {e}"))?;
+    let plugins = Arc::new(Plugins::new(host, store.clone()));
+    let worker = Worker::new(store.clone(), sender.clone(), plugins.clone(), config.worker.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -171,6 +229,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         store: store.clone(),
         worker: worker.clone(),
         sender,
+        plugins,
     });
     let task = {
         let shutdown = shutdown.clone();

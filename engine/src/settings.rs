@@ -86,6 +86,8 @@ pub mod limits {
     pub const REQUESTS_PER_SEC: u32 = 10_000;
     /// Longest success or error response text, in bytes.
     pub const RESPONSE_TEXT_LEN: usize = 1024;
+    /// Longest `plugin_config`, as JSON text.
+    pub const PLUGIN_CONFIG_LEN: usize = 64 * 1024;
 }
 
 /// Headers Postwire writes itself; a partner may not set them.
@@ -135,6 +137,15 @@ pub struct NotificationSettings {
     /// The event types that produce postbacks; every type by default.
     #[serde(default = "all_event_types")]
     pub events: Vec<EventType>,
+    /// A plugin (id) that transforms the rendered request before it is signed and sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform_plugin: Option<String>,
+    /// A plugin (id) that classifies the receiver's answer instead of the default rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classify_plugin: Option<String>,
+    /// Configuration handed to the plugins (any JSON; may hold secrets, shown redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config: Option<Json>,
 }
 
 fn all_event_types() -> Vec<EventType> {
@@ -152,6 +163,9 @@ const FIELDS: &[&str] = &[
     "success_response",
     "error_response",
     "events",
+    "transform_plugin",
+    "classify_plugin",
+    "plugin_config",
 ];
 
 impl NotificationSettings {
@@ -251,6 +265,20 @@ impl NotificationSettings {
         let success_response = response_text(object, "success_response", &mut problems);
         let error_response = response_text(object, "error_response", &mut problems);
         let events = read_events(object.get("events"), &mut problems);
+        let transform_plugin = plugin_id(object, "transform_plugin", &mut problems);
+        let classify_plugin = plugin_id(object, "classify_plugin", &mut problems);
+        let plugin_config = match object.get("plugin_config") {
+            None | Some(Json::Null) => None,
+            Some(config) if config.to_string().len() > limits::PLUGIN_CONFIG_LEN => {
+                problems.push(FieldError::new(
+                    "plugin_config",
+                    None,
+                    format!("is longer than {} bytes as JSON", limits::PLUGIN_CONFIG_LEN),
+                ));
+                None
+            }
+            Some(config) => Some(config.clone()),
+        };
         let settings = NotificationSettings {
             url,
             method,
@@ -262,6 +290,9 @@ impl NotificationSettings {
             success_response,
             error_response,
             events,
+            transform_plugin,
+            classify_plugin,
+            plugin_config,
         };
         if !problems.is_empty() {
             return Err(problems.finish(()).unwrap_err());
@@ -394,6 +425,25 @@ fn response_text(object: &Map<String, Json>, field: &str, problems: &mut Problem
         return None;
     }
     Some(text.to_owned())
+}
+
+/// A plugin id (`plg_…`); whether it names a plugin of this partner with the right export is
+/// checked by the API against the store.
+fn plugin_id(object: &Map<String, Json>, field: &str, problems: &mut Problems) -> Option<String> {
+    let id = optional_str(object, field, problems)?;
+    if id.is_empty() {
+        return None;
+    }
+    let ok = id.starts_with("plg_") && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        problems.push(FieldError::new(
+            field,
+            Some(id),
+            "is not a plugin id; upload the plugin (POST /v1/partners/{partner_id}/plugins) and use the id it returns, such as plg_01…",
+        ));
+        return None;
+    }
+    Some(id.to_owned())
 }
 
 fn read_headers(json: Option<&Json>, problems: &mut Problems) -> BTreeMap<String, String> {

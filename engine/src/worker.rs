@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::classify::{self, Outcome as Exchange, Response, Verdict};
 use crate::event::Event;
+use crate::plugins::Plugins;
 use crate::ratelimit::RateLimits;
 use crate::retry::Schedule;
 use crate::send::Sender;
@@ -75,6 +76,7 @@ struct Compiled {
 struct Inner {
     store: Store,
     sender: Sender,
+    plugins: Arc<Plugins>,
     config: WorkerConfig,
     limits: RateLimits,
     endpoints: Mutex<HashMap<String, Arc<Compiled>>>,
@@ -95,12 +97,13 @@ enum Record {
 }
 
 impl Worker {
-    /// A worker over `store`, sending with `sender`.
-    pub fn new(store: Store, sender: Sender, config: WorkerConfig) -> Worker {
+    /// A worker over `store`, sending with `sender`, running plugins with `plugins`.
+    pub fn new(store: Store, sender: Sender, plugins: Arc<Plugins>, config: WorkerConfig) -> Worker {
         Worker {
             inner: Arc::new(Inner {
                 store,
                 sender,
+                plugins,
                 config,
                 limits: RateLimits::default(),
                 endpoints: Mutex::new(HashMap::new()),
@@ -119,7 +122,7 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken) {
         let inner = &self.inner;
         let (records, receiver) = mpsc::channel::<Record>(inner.config.batch * 4);
-        let recorder = tokio::spawn(record(inner.store.clone(), receiver));
+        let recorder = tokio::spawn(record(self.clone(), receiver));
         let permits = Arc::new(Semaphore::new(inner.config.concurrency));
         let tasks = TaskTracker::new();
         let mut last_prune = Instant::now();
@@ -196,20 +199,20 @@ impl Worker {
     async fn deliver(&self, claimed: Claimed, records: mpsc::Sender<Record>, shutdown: CancellationToken) {
         let inner = &self.inner;
         let number = claimed.attempts + 1;
-        let prepared = match self.prepare(&claimed).await {
-            Ok(prepared) => prepared,
-            Err(reason) => {
-                let attempt = unsent_attempt(&claimed.delivery_id, number, &reason);
-                let _ = records
-                    .send(Record::Outcome(Box::new(Outcome {
-                        attempt,
-                        next: Next::Failed,
-                    })))
-                    .await;
-                return;
+        let send_outcome = |attempt: Attempt, next: Next| {
+            let records = records.clone();
+            async move {
+                let _ = records.send(Record::Outcome(Box::new(Outcome { attempt, next }))).await;
             }
         };
-        if let Some(rate) = prepared.compiled.settings.settings().max_requests_per_sec {
+        let (compiled, event) = match self.prepare(&claimed).await {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                let attempt = unsent_attempt(&claimed.delivery_id, number, &reason, None);
+                return send_outcome(attempt, Next::Failed).await;
+            }
+        };
+        if let Some(rate) = compiled.settings.settings().max_requests_per_sec {
             let now = Instant::now();
             match inner
                 .limits
@@ -232,34 +235,54 @@ impl Worker {
                 }
             }
         }
+        let rendered = compiled.settings.render(&event);
+        let (request, transform_report) = match transform(&inner.plugins, &compiled.settings, &event, rendered).await {
+            Ok(transformed) => transformed,
+            Err((reason, report, host_failure)) => {
+                let plugins = Some(json!({ "transform": report }));
+                let attempt = unsent_attempt(&claimed.delivery_id, number, &reason, plugins);
+                let next = if host_failure {
+                    self.retry_at(number, None)
+                } else {
+                    Next::Failed
+                };
+                return send_outcome(attempt, next).await;
+            }
+        };
         let (attempt, verdict) = attempt(
             &inner.sender,
-            &prepared.compiled.settings,
-            &prepared.compiled.secret,
-            &prepared.request,
+            &inner.plugins,
+            &claimed.partner_id,
+            &compiled.settings,
+            &compiled.secret,
+            &request,
             &claimed.delivery_id,
             number,
+            transform_report,
         )
         .await;
         let next = match verdict {
             Verdict::Success => Next::Delivered,
             Verdict::Fail { .. } => Next::Failed,
             Verdict::Disable { reason } => Next::Disable(reason),
-            Verdict::Retry { after, .. } => match inner.config.schedule.next_delay(number as usize, after) {
-                Some(delay) => Next::RetryAt(now_ms() + delay.as_millis() as i64),
-                None => Next::Failed,
-            },
+            Verdict::Retry { after, .. } => self.retry_at(number, after),
         };
-        let _ = records.send(Record::Outcome(Box::new(Outcome { attempt, next }))).await;
+        send_outcome(attempt, next).await;
     }
 
-    /// The render step: the partner's current settings (compiled once per version) applied to
-    /// the event.
-    async fn prepare(&self, claimed: &Claimed) -> Result<Prepared, String> {
+    /// The next attempt's time after `attempts` attempts, or failure when the schedule is spent.
+    fn retry_at(&self, attempts: i64, after: Option<Duration>) -> Next {
+        match self.inner.config.schedule.next_delay(attempts as usize, after) {
+            Some(delay) => Next::RetryAt(now_ms() + delay.as_millis() as i64),
+            None => Next::Failed,
+        }
+    }
+
+    /// The partner's current settings (compiled once per version) and the event.
+    async fn prepare(&self, claimed: &Claimed) -> Result<(Arc<Compiled>, Event), String> {
         let compiled = self.compiled(&claimed.partner_id, claimed.settings_version).await?;
         let event = Event::from_json(&claimed.event).map_err(|e| format!("the stored event is unreadable: {e}"))?;
-        let request = compiled.settings.render(&event);
-        Ok(Prepared { compiled, request })
+        Ok((compiled, event))
     }
 
     async fn compiled(&self, partner_id: &str, version: i64) -> Result<Arc<Compiled>, String> {
@@ -298,33 +321,83 @@ impl Worker {
     }
 }
 
-struct Prepared {
-    compiled: Arc<Compiled>,
-    request: Request,
+/// The transform step: the rendered request through the partner's transform plugin, if it has
+/// one. `Err((reason, report, host_failure))` when the plugin failed.
+pub async fn transform(
+    plugins: &Plugins,
+    settings: &CompiledSettings,
+    event: &Event,
+    rendered: Request,
+) -> Result<(Request, Option<serde_json::Value>), (String, serde_json::Value, bool)> {
+    let options = settings.settings();
+    let Some(id) = &options.transform_plugin else {
+        return Ok((rendered, None));
+    };
+    let config = crate::plugins::config_text(options.plugin_config.as_ref());
+    let call = plugins
+        .transform(&event.partner_id, id, event, &rendered, &config)
+        .await;
+    match call.result {
+        Ok(request) => Ok((request, Some(call.report))),
+        Err(e) => Err((format!("transform plugin failed: {e}"), call.report, call.host_failure)),
+    }
 }
 
-/// One exchange with the receiver: sign, send, classify. Used by the worker and by test
-/// postbacks, so both behave the same.
+/// One exchange with the receiver: sign, send, classify (by the partner's classify plugin or
+/// the default rules). Used by the worker and by test postbacks, so both behave the same.
+#[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     sender: &Sender,
+    plugins: &Plugins,
+    partner_id: &str,
     settings: &CompiledSettings,
     secret: &str,
     request: &Request,
     delivery_id: &str,
     number: i64,
+    transform_report: Option<serde_json::Value>,
 ) -> (Attempt, Verdict) {
     let started_at = now_ms();
+    let mut reports = serde_json::Map::new();
+    if let Some(report) = transform_report {
+        reports.insert("transform".into(), report);
+    }
     let signature = match crate::sign::headers(secret, delivery_id, started_at / 1000, request.body.as_bytes()) {
         Ok(headers) => headers,
         Err(e) => {
-            let attempt = unsent_attempt(delivery_id, number, &e.to_string());
+            let attempt = unsent_attempt(delivery_id, number, &e.to_string(), None);
             return (attempt, Verdict::Fail { reason: e.to_string() });
         }
     };
     let (result, elapsed) = sender.send(request, &signature).await;
     let options = settings.settings();
-    let verdict = match &result {
-        Ok(answer) => classify::classify(
+    let verdict = match (&result, &options.classify_plugin) {
+        (Ok(answer), Some(id)) => {
+            let response = postwire_plugins::types::Response {
+                status: answer.status,
+                headers: answer.headers.clone(),
+                body: answer.body.clone(),
+                duration_ms: elapsed.as_millis().min(u32::MAX as u128) as u32,
+            };
+            let config = crate::plugins::config_text(options.plugin_config.as_ref());
+            let call = plugins.classify(partner_id, id, request, response, &config).await;
+            reports.insert("classify".into(), call.report);
+            match call.result {
+                Ok(postwire_plugins::types::Verdict::Success) => Verdict::Success,
+                Ok(postwire_plugins::types::Verdict::Retry { after_secs, reason }) => Verdict::Retry {
+                    after: after_secs.map(|s| Duration::from_secs(s.into())),
+                    reason: format!("classify plugin: {reason}"),
+                },
+                Ok(postwire_plugins::types::Verdict::Fail(reason)) => Verdict::Fail {
+                    reason: format!("classify plugin: {reason}"),
+                },
+                Err(e) => Verdict::Retry {
+                    after: None,
+                    reason: format!("classify plugin failed: {e}"),
+                },
+            }
+        }
+        (Ok(answer), None) => classify::classify(
             Exchange::Response(Response {
                 status: answer.status,
                 headers: &answer.headers,
@@ -334,7 +407,7 @@ pub async fn attempt(
             options.error_response.as_deref(),
             Utc::now(),
         ),
-        Err(e) => classify::classify(Exchange::Transport(&e.0), None, None, Utc::now()),
+        (Err(e), _) => classify::classify(Exchange::Transport(&e.0), None, None, Utc::now()),
     };
     let mut sent = request.clone();
     sent.headers
@@ -355,6 +428,7 @@ pub async fn attempt(
             .map(|a| String::from_utf8_lossy(&a.body).into_owned()),
         verdict: verdict_name.to_owned(),
         error,
+        plugins: (!reports.is_empty()).then(|| serde_json::Value::Object(reports)),
     };
     (attempt, verdict)
 }
@@ -368,7 +442,7 @@ fn describe(verdict: &Verdict) -> (&'static str, Option<String>) {
     }
 }
 
-fn unsent_attempt(delivery_id: &str, number: i64, reason: &str) -> Attempt {
+fn unsent_attempt(delivery_id: &str, number: i64, reason: &str, plugins: Option<serde_json::Value>) -> Attempt {
     Attempt {
         id: new_id("att"),
         delivery_id: delivery_id.to_owned(),
@@ -381,6 +455,7 @@ fn unsent_attempt(delivery_id: &str, number: i64, reason: &str) -> Attempt {
         response_body: None,
         verdict: "fail".into(),
         error: Some(reason.to_owned()),
+        plugins,
     }
 }
 
@@ -430,7 +505,10 @@ pub fn redacted(request: &Request) -> serde_json::Value {
 }
 
 /// The recorder: commits outcomes in batches, retrying the store for a while when it fails.
-async fn record(store: Store, mut receiver: mpsc::Receiver<Record>) {
+/// Each commit wakes the claimer, since it may have made deliveries due (an inquiry's resolved
+/// postback once its created one is done, an immediate retry).
+async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
+    let store = &worker.inner.store;
     let mut outcomes = Vec::new();
     let mut later = Vec::new();
     while let Some(first) = receiver.recv().await {
@@ -448,6 +526,7 @@ async fn record(store: Store, mut receiver: mpsc::Receiver<Record>) {
         }
         persist("recording attempts", || store.record(&outcomes, now_ms())).await;
         persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
+        worker.wake();
         outcomes.clear();
         later.clear();
     }

@@ -96,6 +96,7 @@ async fn retry(
                 delivery.status.as_str(),
                 match delivery.status {
                     Status::Held => "the endpoint is disabled; re-enable it (POST .../settings/action-inquiry/enable)",
+                    Status::Pending => "it is being sent right now; its attempt will show in the log",
                     _ => "it waits for the created postback of its inquiry",
                 }
             ))),

@@ -8,6 +8,7 @@ mod deliveries;
 mod error;
 mod events;
 mod partners;
+mod plugins;
 mod settings;
 
 use std::collections::HashMap;
@@ -18,6 +19,9 @@ use axum::{Router, routing::get};
 
 pub use error::ApiError;
 
+use std::sync::Arc;
+
+use crate::plugins::Plugins;
 use crate::send::Sender;
 use crate::store::{self, Store};
 use crate::worker::Worker;
@@ -31,17 +35,30 @@ pub struct AppState {
     pub worker: Worker,
     /// Sends test postbacks, with the same rules as the worker.
     pub sender: Sender,
+    /// Runs partners' plugins.
+    pub plugins: Arc<Plugins>,
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .merge(partners::router())
+        .merge(plugins::router())
         .merge(settings::router())
         .merge(events::router())
         .merge(deliveries::router())
         .with_state(state)
+}
+
+/// Liveness, with the plugin artifact cache's counters.
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = state.plugins.host().cache_stats();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "plugin_cache": {"hits": stats.hits.load(Relaxed), "compiles": stats.compiles.load(Relaxed)},
+    }))
 }
 
 /// The partner a request acts for, from the `{partner_id}` in its path.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Partner, parse_json};
+use crate::error::{FieldError, Invalid};
 use crate::event::{Event, EventType};
 use crate::settings::NotificationSettings;
 use crate::store::{SettingsRecord, now_ms};
@@ -23,8 +24,12 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 fn view(record: &SettingsRecord) -> Value {
+    let mut settings = serde_json::from_str::<Value>(&record.body).unwrap_or(Value::Null);
+    if let Some(config) = settings.get_mut("plugin_config") {
+        *config = crate::plugins::redact_config(config);
+    }
     json!({
-        "settings": serde_json::from_str::<Value>(&record.body).unwrap_or(Value::Null),
+        "settings": settings,
         "version": record.version,
         "enabled": record.disabled_at.is_none(),
         "disabled_reason": record.disabled_reason,
@@ -35,6 +40,33 @@ fn view(record: &SettingsRecord) -> Value {
 
 async fn save(State(state): State<AppState>, Partner(partner): Partner, body: Bytes) -> Result<Json<Value>, ApiError> {
     let compiled = NotificationSettings::validate(&parse_json(&body)?).map_err(|e| ApiError::invalid(e, ""))?;
+    let options = compiled.settings();
+    let mut problems = Vec::new();
+    for (field, id, export) in [
+        ("transform_plugin", &options.transform_plugin, "transform"),
+        ("classify_plugin", &options.classify_plugin, "classify"),
+    ] {
+        let Some(id) = id else { continue };
+        match state.store.plugin(&partner.id, id).await? {
+            None => problems.push(FieldError::new(
+                field,
+                Some(id),
+                "names no plugin of this partner; upload it first (POST /v1/partners/{partner_id}/plugins)",
+            )),
+            Some(plugin) if !plugin.exports.iter().any(|e| e == export) => problems.push(FieldError::new(
+                field,
+                Some(id),
+                format!(
+                    "does not export {export} (it exports {}); pick a plugin that does",
+                    plugin.exports.join(", ")
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(Invalid(problems), ""));
+    }
     let body = serde_json::to_string(compiled.settings()).expect("settings serialize");
     state.store.put_settings(&partner.id, &body, now_ms()).await?;
     state.worker.wake();
@@ -87,10 +119,33 @@ async fn test(
         .map_err(|e| ApiError::conflict(format!("the saved settings are unreadable: {e}")))?;
     let compiled = settings.compile().map_err(|e| ApiError::invalid(e, ""))?;
     let event = Event::sample(event_type, &partner.id);
-    let request = compiled.render(&event);
     let test_id = crate::store::new_id("test");
-    let (attempt, verdict) =
-        crate::worker::attempt(&state.sender, &compiled, &partner.secret, &request, &test_id, 1).await;
+    let (request, transform_report) =
+        match crate::worker::transform(&state.plugins, &compiled, &event, compiled.render(&event)).await {
+            Ok(transformed) => transformed,
+            Err((reason, report, _)) => {
+                return Ok(Json(json!({
+                    "event": event.to_json(),
+                    "request": null,
+                    "response": null,
+                    "verdict": "fail",
+                    "error": reason,
+                    "plugins": {"transform": report},
+                })));
+            }
+        };
+    let (attempt, verdict) = crate::worker::attempt(
+        &state.sender,
+        &state.plugins,
+        &partner.id,
+        &compiled,
+        &partner.secret,
+        &request,
+        &test_id,
+        1,
+        transform_report,
+    )
+    .await;
     Ok(Json(json!({
         "event": event.to_json(),
         "request": attempt.request,
@@ -100,7 +155,12 @@ async fn test(
             "body": attempt.response_body,
         })),
         "duration_ms": attempt.duration_ms,
-        "verdict": verdict,
+        "verdict": attempt.verdict,
+        "retry_after_secs": match verdict {
+            crate::classify::Verdict::Retry { after: Some(after), .. } => Some(after.as_secs()),
+            _ => None,
+        },
         "error": attempt.error,
+        "plugins": attempt.plugins,
     })))
 }

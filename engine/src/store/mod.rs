@@ -155,6 +155,28 @@ pub struct Attempt {
     pub verdict: String,
     /// What went wrong, in words.
     pub error: Option<String>,
+    /// What plugins did: per plugin, its output or error, fuel used, peak memory, time and logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<serde_json::Value>,
+}
+
+/// An uploaded plugin (without its binary).
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRecord {
+    /// `plg_…`
+    pub id: String,
+    /// Its owner.
+    pub partner_id: String,
+    /// The name it was uploaded with.
+    pub name: String,
+    /// The sha256 of the binary, hex.
+    pub sha256: String,
+    /// The binary's size in bytes.
+    pub size: i64,
+    /// `transform`, `classify` or both.
+    pub exports: Vec<String>,
+    /// Unix ms.
+    pub created_at: i64,
 }
 
 /// An accepted event and what it became.

@@ -4,7 +4,10 @@
 //! them in the process instead of having connections spin on `SQLITE_BUSY`. Readers (the API's
 //! listings) use their own pool and never wait for the writer.
 
-use std::collections::HashMap;
+mod batch;
+mod plugins;
+
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -47,7 +50,9 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Room for the batched statements' few sizes (see `batch`) besides the others.
+            .statement_cache_capacity(256);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -159,83 +164,11 @@ impl Store {
     /// before a `resolved` one that has not been tried yet.
     pub async fn accept(&self, events: &[Event], now: i64) -> Result<Vec<Accepted>> {
         let mut tx = self.write.begin().await?;
-        let mut endpoints: HashMap<String, Option<(NotificationSettings, bool)>> = HashMap::new();
-        let mut accepted = Vec::with_capacity(events.len());
-        for event in events {
-            if !endpoints.contains_key(&event.partner_id) {
-                let endpoint = load_for_accept(&mut tx, &event.partner_id).await?;
-                endpoints.insert(event.partner_id.clone(), endpoint);
-            }
-            let body = event.to_json().to_string();
-            let occurred_at = event.occurred_at.timestamp_millis();
-            let inserted = sqlx::query(
-                "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            )
-            .bind(&event.partner_id)
-            .bind(&event.id)
-            .bind(event.event_type.as_str())
-            .bind(occurred_at)
-            .bind(&body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                let delivery_ids =
-                    sqlx::query_scalar("SELECT id FROM deliveries WHERE partner_id = ?1 AND event_id = ?2")
-                        .bind(&event.partner_id)
-                        .bind(&event.id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                accepted.push(Accepted {
-                    event_id: event.id.clone(),
-                    delivery_ids,
-                    duplicate: true,
-                });
-                continue;
-            }
-            let mut delivery_ids = Vec::new();
-            let wanted = match endpoints.get(&event.partner_id).expect("loaded above") {
-                Some((settings, disabled)) if settings.events.contains(&event.event_type) => {
-                    Some((settings.min_delay_secs, *disabled))
-                }
-                _ => None,
-            };
-            if let Some((min_delay_secs, disabled)) = wanted {
-                let id = new_id("dlv");
-                let due = (occurred_at + min_delay_secs as i64 * 1000).max(now);
-                let inquiry = event.action_inquiry_id();
-                let blocked_by = order_after_created(&mut tx, event, &id).await?;
-                let status = match (&blocked_by, disabled) {
-                    (Some(_), _) => Status::Blocked,
-                    (None, true) => Status::Held,
-                    (None, false) => Status::Pending,
-                };
-                sqlx::query(
-                    "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
-                         blocked_by, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-                )
-                .bind(&id)
-                .bind(&event.partner_id)
-                .bind(&event.id)
-                .bind(event.event_type.as_str())
-                .bind(inquiry)
-                .bind(status.as_str())
-                .bind(due)
-                .bind(&blocked_by)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                delivery_ids.push(id);
-            }
-            accepted.push(Accepted {
-                event_id: event.id.clone(),
-                delivery_ids,
-                duplicate: false,
-            });
-        }
+        let accepted = if batch::independent(events) {
+            batch::accept(&mut tx, events, now).await?
+        } else {
+            accept_one_by_one(&mut tx, events, now).await?
+        };
         tx.commit().await?;
         Ok(accepted)
     }
@@ -243,35 +176,22 @@ impl Store {
     /// Claims up to `limit` due deliveries for `lease_ms`: until the lease ends no other worker
     /// claims them, and if this worker dies they become due again when it does.
     pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
-        let mut tx = self.write.begin().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE deliveries SET next_at = ?2, updated_at = ?1
+        // One statement (atomic on its own): lease the rows and read what sending them needs.
+        let rows = sqlx::query(
+            "UPDATE deliveries SET next_at = ?2, leased_until = ?2, updated_at = ?1
              WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= ?1
                           ORDER BY next_at LIMIT ?3)
-             RETURNING id",
+             RETURNING id, partner_id, attempts,
+                 (SELECT e.body FROM events e WHERE e.partner_id = deliveries.partner_id AND e.id = deliveries.event_id),
+                 COALESCE((SELECT s.version FROM settings s
+                           WHERE s.partner_id = deliveries.partner_id AND s.family = ?4), 0)",
         )
         .bind(now)
         .bind(now + lease_ms)
         .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        if ids.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "SELECT d.id, d.partner_id, d.attempts, e.body, COALESCE(s.version, 0)
-             FROM deliveries d
-             JOIN events e ON e.partner_id = d.partner_id AND e.id = d.event_id
-             LEFT JOIN settings s ON s.partner_id = d.partner_id AND s.family = ?2
-             WHERE d.id IN (SELECT value FROM json_each(?1))
-             ORDER BY d.next_at",
-        )
-        .bind(serde_json::to_string(&ids).expect("ids serialize"))
         .bind(ACTION_INQUIRY)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.write)
         .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|row| Claimed {
@@ -311,77 +231,37 @@ impl Store {
     }
 
     /// Records attempts and moves their deliveries on, all in one transaction.
+    ///
+    /// The attempts are written together, the deliveries in runs of outcomes (see
+    /// `batch::apply`); an outcome that disables its endpoint, or a second outcome of the same
+    /// delivery, ends a run, so whatever depends on the order is recorded in order.
     pub async fn record(&self, outcomes: &[Outcome], now: i64) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        for Outcome { attempt, next } in outcomes {
-            insert_attempt(&mut tx, attempt).await?;
-            let id = &attempt.delivery_id;
-            match next {
-                Next::Delivered | Next::Failed => {
-                    let status = if *next == Next::Delivered {
-                        Status::Delivered
-                    } else {
-                        Status::Failed
-                    };
-                    sqlx::query(
-                        "UPDATE deliveries SET status = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4
-                         WHERE id = ?1",
-                    )
-                    .bind(id)
-                    .bind(status.as_str())
-                    .bind(&attempt.error)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(&format!(
-                        "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, blocked_by = NULL,
-                             next_at = MAX(next_at, ?2), updated_at = ?2
-                         WHERE blocked_by = ?1 AND status = 'blocked'"
-                    ))
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Next::RetryAt(at) => {
-                    sqlx::query(&format!(
-                        "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, next_at = ?2, attempts = attempts + 1,
-                             last_error = ?3, updated_at = ?4
-                         WHERE id = ?1"
-                    ))
-                    .bind(id)
-                    .bind(at)
-                    .bind(&attempt.error)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Next::Disable(reason) => {
-                    let partner_id: String = sqlx::query_scalar(
-                        "UPDATE deliveries SET status = 'held', attempts = attempts + 1, last_error = ?2, updated_at = ?3
-                         WHERE id = ?1 RETURNING partner_id",
-                    )
-                    .bind(id)
-                    .bind(reason)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    sqlx::query("UPDATE settings SET disabled_reason = ?2, disabled_at = ?3 WHERE partner_id = ?1")
-                        .bind(&partner_id)
-                        .bind(reason)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'held', updated_at = ?2 WHERE partner_id = ?1 AND status = 'pending'",
-                    )
-                    .bind(&partner_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        if outcomes.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.write.begin().await?;
+        let attempts: Vec<&Attempt> = outcomes.iter().map(|o| &o.attempt).collect();
+        batch::insert_attempts(&mut tx, &attempts).await?;
+        let mut run: Vec<&Outcome> = Vec::new();
+        let mut in_run: HashSet<&str> = HashSet::new();
+        for outcome in outcomes {
+            let id = outcome.attempt.delivery_id.as_str();
+            let Next::Disable(reason) = &outcome.next else {
+                if !in_run.insert(id) {
+                    batch::apply(&mut tx, &run, now).await?;
+                    run.clear();
+                    in_run.clear();
+                    in_run.insert(id);
+                }
+                run.push(outcome);
+                continue;
+            };
+            batch::apply(&mut tx, &run, now).await?;
+            run.clear();
+            in_run.clear();
+            disable(&mut tx, id, reason, now).await?;
+        }
+        batch::apply(&mut tx, &run, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -392,14 +272,16 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
+        // One row per delivery, with the last time given for it, as if set one after another.
+        let last: HashMap<&str, usize> = due.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
+        let rows: Vec<(&str, i64)> = due
+            .iter()
+            .enumerate()
+            .filter(|(i, (id, _))| last[id.as_str()] == *i)
+            .map(|(_, (id, at))| (id.as_str(), *at))
+            .collect();
         let mut tx = self.write.begin().await?;
-        for (id, at) in due {
-            sqlx::query("UPDATE deliveries SET next_at = ?2 WHERE id = ?1 AND status = 'pending'")
-                .bind(id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-        }
+        batch::reschedule(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -438,7 +320,7 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let attempts = sqlx::query(
             "SELECT id, delivery_id, number, started_at, duration_ms, request, response_status, response_headers,
-                    response_body, verdict, error
+                    response_body, verdict, error, plugins
              FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at",
         )
         .bind(id)
@@ -458,17 +340,21 @@ impl Store {
                 response_body: row.get(8),
                 verdict: row.get(9),
                 error: row.get(10),
+                plugins: row.get::<Option<String>, _>(11).map(parse_json),
             })
             .collect();
         Ok(Some((delivery(&row), attempts)))
     }
 
     /// Makes a delivery due now again (a manual retry or replay). Refused (`Ok(None)`) for
-    /// deliveries that wait on another or whose endpoint is disabled.
+    /// deliveries that wait on another, whose endpoint is disabled, or that a worker is sending
+    /// right now.
     pub async fn retry(&self, partner_id: &str, id: &str, now: i64) -> Result<Option<Delivery>> {
         let row = sqlx::query(&format!(
             "UPDATE deliveries SET status = 'pending', next_at = ?3, updated_at = ?3
-             WHERE partner_id = ?1 AND id = ?2 AND status IN ('pending', 'delivered', 'failed')
+             WHERE partner_id = ?1 AND id = ?2
+                 AND (status IN ('delivered', 'failed')
+                      OR (status = 'pending' AND (leased_until IS NULL OR leased_until <= ?3)))
              RETURNING {DELIVERY_COLUMNS}"
         ))
         .bind(partner_id)
@@ -544,7 +430,10 @@ async fn load_for_accept(
 async fn order_after_created(tx: &mut Transaction<'_, Sqlite>, event: &Event, new_id: &str) -> Result<Option<String>> {
     match event.event_type {
         EventType::ActionInquiryResolved => Ok(sqlx::query_scalar(
-            "SELECT id FROM deliveries WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3
+            // Without the hint SQLite walks the partner's deliveries newest first (an index that
+            // spares the sort) and, when no created postback is on its way, reads all of them.
+            "SELECT id FROM deliveries INDEXED BY deliveries_by_inquiry
+             WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3
                  AND status IN ('pending', 'blocked', 'held')
              ORDER BY id DESC LIMIT 1",
         )
@@ -570,24 +459,110 @@ async fn order_after_created(tx: &mut Transaction<'_, Sqlite>, event: &Event, ne
     }
 }
 
-async fn insert_attempt(tx: &mut Transaction<'_, Sqlite>, attempt: &Attempt) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request, response_status,
-             response_headers, response_body, verdict, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
-    .bind(&attempt.id)
-    .bind(&attempt.delivery_id)
-    .bind(attempt.number)
-    .bind(attempt.started_at)
-    .bind(attempt.duration_ms)
-    .bind(attempt.request.to_string())
-    .bind(attempt.response_status)
-    .bind(attempt.response_headers.as_ref().map(ToString::to_string))
-    .bind(&attempt.response_body)
-    .bind(&attempt.verdict)
-    .bind(&attempt.error)
-    .execute(&mut **tx)
-    .await?;
+/// [`Store::accept`] event by event, for batches in which events bear on each other (the same
+/// id twice, or two events of one inquiry).
+async fn accept_one_by_one(tx: &mut Transaction<'_, Sqlite>, events: &[Event], now: i64) -> Result<Vec<Accepted>> {
+    let mut endpoints: HashMap<String, Option<(NotificationSettings, bool)>> = HashMap::new();
+    let mut accepted = Vec::with_capacity(events.len());
+    for event in events {
+        if !endpoints.contains_key(&event.partner_id) {
+            let endpoint = load_for_accept(tx, &event.partner_id).await?;
+            endpoints.insert(event.partner_id.clone(), endpoint);
+        }
+        let body = event.to_json().to_string();
+        let occurred_at = event.occurred_at.timestamp_millis();
+        let inserted = sqlx::query(
+            "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&event.partner_id)
+        .bind(&event.id)
+        .bind(event.event_type.as_str())
+        .bind(occurred_at)
+        .bind(&body)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            let delivery_ids = sqlx::query_scalar("SELECT id FROM deliveries WHERE partner_id = ?1 AND event_id = ?2")
+                .bind(&event.partner_id)
+                .bind(&event.id)
+                .fetch_all(&mut **tx)
+                .await?;
+            accepted.push(Accepted {
+                event_id: event.id.clone(),
+                delivery_ids,
+                duplicate: true,
+            });
+            continue;
+        }
+        let mut delivery_ids = Vec::new();
+        let wanted = match endpoints.get(&event.partner_id).expect("loaded above") {
+            Some((settings, disabled)) if settings.events.contains(&event.event_type) => {
+                Some((settings.min_delay_secs, *disabled))
+            }
+            _ => None,
+        };
+        if let Some((min_delay_secs, disabled)) = wanted {
+            let id = new_id("dlv");
+            let due = (occurred_at + min_delay_secs as i64 * 1000).max(now);
+            let inquiry = event.action_inquiry_id();
+            let blocked_by = order_after_created(tx, event, &id).await?;
+            let status = match (&blocked_by, disabled) {
+                (Some(_), _) => Status::Blocked,
+                (None, true) => Status::Held,
+                (None, false) => Status::Pending,
+            };
+            sqlx::query(
+                "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
+                     blocked_by, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            )
+            .bind(&id)
+            .bind(&event.partner_id)
+            .bind(&event.id)
+            .bind(event.event_type.as_str())
+            .bind(inquiry)
+            .bind(status.as_str())
+            .bind(due)
+            .bind(&blocked_by)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            delivery_ids.push(id);
+        }
+        accepted.push(Accepted {
+            event_id: event.id.clone(),
+            delivery_ids,
+            duplicate: false,
+        });
+    }
+    Ok(accepted)
+}
+
+/// Records that an attempt disabled its endpoint: the delivery and every pending one of its
+/// partner are held until the endpoint is enabled again.
+async fn disable(tx: &mut Transaction<'_, Sqlite>, id: &str, reason: &str, now: i64) -> Result<()> {
+    let partner_id: String = sqlx::query_scalar(
+            "UPDATE deliveries SET status = 'held', attempts = attempts + 1, last_error = ?2, updated_at = ?3, leased_until = NULL
+             WHERE id = ?1 RETURNING partner_id",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE settings SET disabled_reason = ?2, disabled_at = ?3 WHERE partner_id = ?1")
+        .bind(&partner_id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE deliveries SET status = 'held', updated_at = ?2 WHERE partner_id = ?1 AND status = 'pending'")
+        .bind(&partner_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -1,0 +1,560 @@
+//! The delivery pipeline end to end, with a plain HTTP client as the baseline, and the cost of a
+//! claim on a small and on a large backlog.
+//!
+//! Run with `cargo bench -p postwire --bench pipeline`. It prints figures (no criterion: a run is
+//! seconds long and already averages thousands of postbacks):
+//!
+//! - BASELINE: a `reqwest` loop sending the rendered, signed postback to a loopback receiver with
+//!   the worker's concurrency, so the figure is what HTTP alone costs on this machine;
+//! - POSTWIRE: the engine in this process (`serve::start`, SQLite in a temporary directory), N
+//!   events posted through `POST /v1/events/batch` (1000 a batch), timed from the first POST to
+//!   the receiver having seen N postbacks; with durability `process` and `power`;
+//! - CLAIM COST: `Store::claim(now, lease, 100)` and giving the rows back (`Store::reschedule`)
+//!   with 1,000 and with 1,000,000 due deliveries waiting.
+//!
+//! Each measurement runs 3 times; medians are reported. Knobs, from the environment:
+//! `PW_BENCH_N` (postbacks per run, default 20000), `PW_BENCH_REPEATS` (3),
+//! `PW_BENCH_CONCURRENCY` (256, for both sides), `PW_BENCH_CLAIM_BIG` (1000000),
+//! `PW_BENCH_CLAIM_ITERS` (300).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use postwire::event::{Event, EventType};
+use postwire::serve::ServeOptions;
+use postwire::settings::{NotificationSettings, Request};
+use postwire::store::{Durability, Store, now_ms};
+use serde_json::{Value, json};
+use sqlx::{Connection, Row};
+use tokio_util::sync::CancellationToken;
+
+/// A typical partner template: 10 fields in a JSON body, a placeholder in the URL and a header.
+const BODY_TEMPLATE: &str = r#"{"inquiry":"{ActionInquiryId}","order":"{OrderId}","campaign":"{CampaignName}","amount":{TransactionAmount},"currency":"{Currency}","payout":{ExpectedPayout},"type":"{InquiryType}","date":"{TransactionDate}","notes":"{InquiryNotes}","sub1":"{SubId1}"}"#;
+
+/// Events per `POST /v1/events/batch`.
+const BATCH: usize = 1000;
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn settings_json(receiver: SocketAddr) -> Value {
+    json!({
+        "url": format!("http://{receiver}/hook?inquiry={{ActionInquiryId}}"),
+        "method": "POST",
+        "body_format": "json",
+        "headers": {"X-Partner": "{MediaPartnerId}"},
+        "body_template": BODY_TEMPLATE,
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) the receiver
+// ---------------------------------------------------------------------------------------------
+
+/// Answers 200 with a small body and counts requests.
+async fn start_receiver() -> (Arc<AtomicUsize>, SocketAddr) {
+    let count = Arc::new(AtomicUsize::new(0));
+    async fn hook(State(count): State<Arc<AtomicUsize>>, _body: Bytes) -> &'static str {
+        count.fetch_add(1, Ordering::Relaxed);
+        r#"{"ok":true}"#
+    }
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(count.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("the receiver runs") });
+    (count, addr)
+}
+
+/// Waits until `count` reaches `target` (polling every millisecond; bounded).
+async fn wait_count(count: &AtomicUsize, target: usize, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    while count.load(Ordering::Relaxed) < target {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) the baseline
+// ---------------------------------------------------------------------------------------------
+
+/// The postback the engine sends for a sample event: rendered from the same settings and signed,
+/// with the same User-Agent.
+fn baseline_request(receiver: SocketAddr) -> (Request, Vec<(&'static str, String)>) {
+    let settings = NotificationSettings::from_json(&settings_json(receiver).to_string()).expect("valid settings");
+    let request = settings.render(&Event::sample(EventType::ActionInquiryCreated, "ptn_bench"));
+    let secret = postwire::sign::new_secret();
+    let signature = postwire::sign::headers(
+        &secret,
+        &postwire::store::new_id("dlv"),
+        now_ms() / 1000,
+        request.body.as_bytes(),
+    )
+    .expect("a valid secret");
+    (request, signature.into_iter().collect())
+}
+
+/// Sends `n` copies of the postback with `concurrency` requests in flight; requests per second.
+async fn baseline(receiver: SocketAddr, count: &AtomicUsize, n: usize, concurrency: usize) -> f64 {
+    let (request, signature) = baseline_request(receiver);
+    let request = Arc::new(request);
+    let signature = Arc::new(signature);
+    // The same client configuration as `postwire::send::Sender`.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .pool_max_idle_per_host(512)
+        .tcp_nodelay(true)
+        .user_agent(concat!("Postwire/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let before = count.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, request, signature, next) = (client.clone(), request.clone(), signature.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let mut builder = client.post(request.url.as_str());
+                    for (name, value) in &request.headers {
+                        builder = builder.header(name.as_str(), value.as_bytes());
+                    }
+                    for (name, value) in signature.iter() {
+                        builder = builder.header(*name, value.as_str());
+                    }
+                    let mut response = builder
+                        .body(request.body.clone())
+                        .send()
+                        .await
+                        .expect("the receiver answers");
+                    assert_eq!(response.status().as_u16(), 200);
+                    let mut body = Vec::new();
+                    while let Some(chunk) = response.chunk().await.expect("the answer reads") {
+                        body.extend_from_slice(&chunk);
+                    }
+                    std::hint::black_box(body);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a baseline task");
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        count.load(Ordering::Relaxed) - before,
+        n,
+        "the receiver saw every request"
+    );
+    n as f64 / elapsed.as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) postwire end to end
+// ---------------------------------------------------------------------------------------------
+
+struct Run {
+    /// Postbacks per second, from the first batch POST to the receiver having seen all.
+    end_to_end: f64,
+    /// Events accepted per second, from the first batch POST to the last 202.
+    ingest: f64,
+}
+
+/// `{"events": [...]}` bodies of `n` distinct events (every data field the catalogue has).
+fn batches(partner: &str, n: usize) -> Vec<String> {
+    let template = Event::sample(EventType::ActionInquiryCreated, partner).to_json();
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(|chunk| {
+            let events: Vec<Value> = chunk
+                .iter()
+                .map(|i| {
+                    let mut event = template.clone();
+                    event["id"] = json!(format!("evt_bench_{i:08}"));
+                    event["data"]["ActionInquiryId"] = json!(format!("{}", 2_000_000 + i));
+                    event["data"]["OrderId"] = json!(format!("ORD-{i}"));
+                    event
+                })
+                .collect();
+            json!({ "events": events }).to_string()
+        })
+        .collect()
+}
+
+async fn api_call(client: &reqwest::Client, method: reqwest::Method, url: String, body: String) -> (u16, Value) {
+    let response = client
+        .request(method, url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the API answers");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("the API answer reads");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn postwire_run(
+    receiver: SocketAddr,
+    count: &AtomicUsize,
+    n: usize,
+    concurrency: usize,
+    durability: Durability,
+) -> Run {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database = format!("sqlite://{}", dir.path().join("pw.db").display());
+    let config = ServeOptions {
+        listen: Some("127.0.0.1:0".parse().expect("an address")),
+        database: Some(database.clone()),
+        durability: Some(durability),
+        allow_destination: vec!["127.0.0.1/32".parse().expect("a network")],
+        concurrency: Some(concurrency),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid options");
+    let running = postwire::serve::start(config, CancellationToken::new())
+        .await
+        .expect("the engine starts");
+    let base = format!("http://{}", running.addr);
+    let client = reqwest::Client::new();
+    let (status, partner) = api_call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/v1/partners"),
+        r#"{"name":"bench"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let partner = partner["id"].as_str().expect("a partner id").to_owned();
+    let (status, answer) = api_call(
+        &client,
+        reqwest::Method::PUT,
+        format!("{base}/v1/partners/{partner}/settings/action-inquiry"),
+        settings_json(receiver).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let bodies = batches(&partner, n);
+
+    let before = count.load(Ordering::Relaxed);
+    let started = Instant::now();
+    for body in bodies {
+        let response = client
+            .post(format!("{base}/v1/events/batch"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the API answers");
+        assert_eq!(response.status().as_u16(), 202);
+        response.bytes().await.expect("the answer reads");
+    }
+    let ingest = started.elapsed();
+    assert!(
+        wait_count(count, before + n, Duration::from_secs(600)).await,
+        "the receiver saw {} of {n} postbacks within 10 minutes",
+        count.load(Ordering::Relaxed) - before
+    );
+    let total = started.elapsed();
+    running.stop().await;
+
+    // Every delivery is recorded as delivered after one attempt.
+    let mut db = sqlx::SqliteConnection::connect(&database)
+        .await
+        .expect("the database opens");
+    let delivered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
+        .fetch_one(&mut db)
+        .await
+        .expect("a count");
+    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
+        .fetch_one(&mut db)
+        .await
+        .expect("a count");
+    if delivered as usize != n || attempts as usize != n {
+        println!("    note: {delivered} deliveries delivered and {attempts} attempts recorded for {n} events");
+    }
+    let received = count.load(Ordering::Relaxed) - before;
+    if received != n {
+        println!("    note: the receiver saw {received} postbacks for {n} events");
+    }
+    Run {
+        end_to_end: n as f64 / total.as_secs_f64(),
+        ingest: n as f64 / ingest.as_secs_f64(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) claim cost
+// ---------------------------------------------------------------------------------------------
+
+struct ClaimCost {
+    claim_us: f64,
+    give_back_us: f64,
+    both_us: f64,
+    fill_secs: f64,
+    plan: String,
+}
+
+/// A store with `due` due deliveries: the first 1000 through `Store::accept`, the rest inserted
+/// in bulk with plain SQL in one transaction (rows as `accept` writes them).
+async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("claim.db").display());
+    let filled = Instant::now();
+    let store = Store::open(&url, Durability::Process).await.expect("the store opens");
+    let partner = store.create_partner("bench").await.expect("a partner");
+    let settings = NotificationSettings::validate(&settings_json("127.0.0.1:9".parse().expect("an address")))
+        .expect("valid settings");
+    let body = serde_json::to_string(settings.settings()).expect("settings serialize");
+    let now = now_ms();
+    store
+        .put_settings(&partner.id, &body, now)
+        .await
+        .expect("settings saved");
+    let sample = Event::sample(EventType::ActionInquiryCreated, &partner.id).to_json();
+    let accepted = due.min(1000);
+    let events: Vec<Event> = (0..accepted)
+        .map(|i| {
+            let mut event = sample.clone();
+            event["id"] = json!(format!("evt_claim_{i}"));
+            event["data"]["ActionInquiryId"] = json!(format!("{}", 3_000_000 + i));
+            Event::from_value(&event).expect("a valid event")
+        })
+        .collect();
+    store.accept(&events, now).await.expect("events accepted");
+    if due > accepted {
+        // A smaller event body than the sample keeps the file small; the claim reads 100 bodies
+        // whatever their size, so the backlog's size is what is measured.
+        let mut db = sqlx::SqliteConnection::connect(&url).await.expect("the database opens");
+        let mut tx = db.begin().await.expect("a transaction");
+        let small = json!({"id": "", "type": "action_inquiry.created", "partner_id": partner.id,
+            "occurred_at": "2026-11-20T14:03:00Z", "data": {"ActionInquiryId": ""}})
+        .to_string();
+        let past = now - 3_700_000;
+        sqlx::query(
+            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1)
+             INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
+             SELECT ?2, printf('evt_%08d', i), 'action_inquiry.created', ?3,
+                    json_set(?4, '$.id', printf('evt_%08d', i), '$.data.ActionInquiryId', printf('%d', 10000000 + i)),
+                    ?5
+             FROM seq",
+        )
+        .bind((due - accepted) as i64)
+        .bind(&partner.id)
+        .bind(past)
+        .bind(&small)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .expect("events inserted");
+        sqlx::query(
+            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1)
+             INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
+                 created_at, updated_at)
+             SELECT printf('dlv_%08d', i), ?2, printf('evt_%08d', i), 'action_inquiry.created',
+                    printf('%d', 10000000 + i), 'pending', ?3 + (i % 3600000), ?4, ?4
+             FROM seq",
+        )
+        .bind((due - accepted) as i64)
+        .bind(&partner.id)
+        .bind(past)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .expect("deliveries inserted");
+        tx.commit().await.expect("committed");
+        db.close().await.expect("closed");
+    }
+    let fill_secs = filled.elapsed().as_secs_f64();
+    let mut db = sqlx::SqliteConnection::connect(&url).await.expect("the database opens");
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+        .fetch_one(&mut db)
+        .await
+        .expect("a count");
+    assert_eq!(pending as usize, due);
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= 0
+         ORDER BY next_at LIMIT 100",
+    )
+    .fetch_all(&mut db)
+    .await
+    .map(|rows| rows.iter().map(|row| row.get::<String, _>(3)).collect())
+    .unwrap_or_default();
+    drop(db);
+
+    let lease = 60_000;
+    let mut claim = Vec::with_capacity(iterations);
+    let mut give_back = Vec::with_capacity(iterations);
+    let mut both = Vec::with_capacity(iterations);
+    for i in 0..iterations + 20 {
+        let now = now_ms();
+        let started = Instant::now();
+        let claimed = store.claim(now, lease, 100).await.expect("a claim");
+        let claimed_in = started.elapsed();
+        assert_eq!(claimed.len(), 100);
+        let rows: Vec<(String, i64)> = claimed.into_iter().map(|c| (c.delivery_id, now)).collect();
+        let given = Instant::now();
+        store.reschedule(&rows).await.expect("given back");
+        let given_in = given.elapsed();
+        if i >= 20 {
+            claim.push(claimed_in.as_secs_f64() * 1e6);
+            give_back.push(given_in.as_secs_f64() * 1e6);
+            both.push((claimed_in + given_in).as_secs_f64() * 1e6);
+        }
+    }
+    store.close().await;
+    ClaimCost {
+        claim_us: median(&mut claim),
+        give_back_us: median(&mut give_back),
+        both_us: median(&mut both),
+        fill_secs,
+        plan: plan.join("; "),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    // `cargo bench` passes `--bench`; a name filter is not supported: everything runs.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the runtime starts");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let n = knob("PW_BENCH_N", 20_000);
+    let repeats = knob("PW_BENCH_REPEATS", 3).max(1);
+    let concurrency = knob("PW_BENCH_CONCURRENCY", 256).max(1);
+    let claim_big = knob("PW_BENCH_CLAIM_BIG", 1_000_000).max(1000);
+    let claim_iterations = knob("PW_BENCH_CLAIM_ITERS", 300).max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "pipeline bench: N={n} postbacks a run, concurrency {concurrency} (baseline and worker), {repeats} runs each, \
+         {threads} CPUs, tokio multi-thread runtime"
+    );
+    let (count, receiver) = start_receiver().await;
+
+    // Warm up the receiver and the loopback path.
+    baseline(receiver, &count, 2_000.min(n), concurrency).await;
+
+    let mut base = Vec::new();
+    let mut process = Vec::new();
+    let mut power = Vec::new();
+    for round in 1..=repeats {
+        let rate = baseline(receiver, &count, n, concurrency).await;
+        println!("  round {round}: baseline           {rate:>9.0} requests/s");
+        base.push(rate);
+        for (durability, runs) in [(Durability::Process, &mut process), (Durability::Power, &mut power)] {
+            let run = postwire_run(receiver, &count, n, concurrency, durability).await;
+            println!(
+                "  round {round}: postwire {:<8}  {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s",
+                format!("{durability:?}").to_lowercase(),
+                run.end_to_end,
+                run.ingest
+            );
+            runs.push(run);
+        }
+    }
+
+    println!("  claim cost: filling stores ...");
+    let small = claim_cost(1000, claim_iterations).await;
+    let big = claim_cost(claim_big, claim_iterations).await;
+    println!(
+        "  claim cost: stores filled in {:.1}s and {:.1}s; plan of the due query: {}",
+        small.fill_secs, big.fill_secs, big.plan
+    );
+
+    let base_rate = median(&mut base);
+    let e2e = |runs: &[Run]| median(&mut runs.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
+    let ingest = |runs: &[Run]| median(&mut runs.iter().map(|r| r.ingest).collect::<Vec<_>>());
+    let (process_e2e, power_e2e) = (e2e(&process), e2e(&power));
+    let (process_ingest, power_ingest) = (ingest(&process), ingest(&power));
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+
+    println!();
+    println!("summary (medians of {repeats} runs; N={n}, concurrency {concurrency})");
+    println!("{:-<100}", "");
+    println!("{:<46} {:>16} {:>10}  target", "measure", "median", "ratio");
+    println!("{:-<100}", "");
+    println!(
+        "{:<46} {:>12.0} r/s {:>10}",
+        "baseline: reqwest loop, same requests", base_rate, "1.00"
+    );
+    println!(
+        "{:<46} {:>12.0} p/s {:>9.0}%  >= 10000 p/s: {}; >= 50% of baseline: {}",
+        "postwire end to end, durability process",
+        process_e2e,
+        100.0 * process_e2e / base_rate,
+        verdict(process_e2e >= 10_000.0),
+        verdict(process_e2e >= 0.5 * base_rate)
+    );
+    println!(
+        "{:<46} {:>12.0} e/s",
+        "postwire ingest alone, durability process", process_ingest
+    );
+    println!(
+        "{:<46} {:>12.0} p/s {:>9.0}%  >= 10000 p/s: {}; >= 50% of baseline: {}",
+        "postwire end to end, durability power",
+        power_e2e,
+        100.0 * power_e2e / base_rate,
+        verdict(power_e2e >= 10_000.0),
+        verdict(power_e2e >= 0.5 * base_rate)
+    );
+    println!(
+        "{:<46} {:>12.0} e/s",
+        "postwire ingest alone, durability power", power_ingest
+    );
+    println!(
+        "{:<46} {:>15.0}% {:>10}  (end to end), ingest {:+.0}%",
+        "cost of durability power vs process",
+        100.0 * (power_e2e / process_e2e - 1.0),
+        "",
+        100.0 * (power_ingest / process_ingest - 1.0)
+    );
+    println!(
+        "{:<46} {:>13.0} us {:>10}  claim {:.0} us + give back {:.0} us",
+        "claim(100) + give back, 1,000 due", small.both_us, "1.00", small.claim_us, small.give_back_us
+    );
+    let ratio = big.both_us / small.both_us;
+    println!(
+        "{:<46} {:>13.0} us {:>10.2}  flat (<= 2x): {}; claim {:.0} us + give back {:.0} us",
+        format!("claim(100) + give back, {claim_big} due"),
+        big.both_us,
+        ratio,
+        verdict(ratio <= 2.0),
+        big.claim_us,
+        big.give_back_us
+    );
+    println!("{:-<100}", "");
+}

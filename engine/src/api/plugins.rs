@@ -1,0 +1,223 @@
+//! `/v1/partners/{partner_id}/plugins`: upload, list, show, delete and dry-run plugins.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, Partner, parse_json};
+use crate::error::FieldError;
+use crate::event::{Event, EventType};
+use crate::plugins::{DryRun, dry_run};
+use crate::settings::NotificationSettings;
+use crate::store::{PluginRecord, now_ms};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/partners/{partner_id}/plugins",
+            post(upload).get(list).layer(DefaultBodyLimit::max(64 << 20)),
+        )
+        .route(
+            "/v1/partners/{partner_id}/plugins/{plugin_id}",
+            get(show).delete(remove),
+        )
+        .route("/v1/partners/{partner_id}/plugins/{plugin_id}/run", post(run))
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PluginPath {
+    plugin_id: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid(FieldError::new(field, None, message).into(), "")
+}
+
+/// The body is the component's bytes (`application/wasm`).
+async fn upload(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Query(query): Query<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PluginRecord>), ApiError> {
+    let name = query.name.unwrap_or_default();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "name",
+            "give the plugin a name of 1 to 100 characters: ?name=reshape",
+        ));
+    }
+    let plugin = state
+        .plugins
+        .compile(body.to_vec())
+        .await
+        .map_err(|e| invalid("body", e.to_string()))?;
+    let record = state
+        .store
+        .create_plugin(
+            &partner.id,
+            &name,
+            plugin.sha256(),
+            &plugin.exports().names(),
+            &body,
+            now_ms(),
+        )
+        .await?;
+    state.plugins.remember(&record.id, plugin);
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn list(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"data": state.store.plugins(&partner.id).await?})))
+}
+
+async fn find(state: &AppState, partner_id: &str, id: &str) -> Result<PluginRecord, ApiError> {
+    state
+        .store
+        .plugin(partner_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("partner {partner_id} has no plugin {id}")))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Path(path): Path<PluginPath>,
+) -> Result<Json<PluginRecord>, ApiError> {
+    Ok(Json(find(&state, &partner.id, &path.plugin_id).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Path(path): Path<PluginPath>,
+) -> Result<StatusCode, ApiError> {
+    match state.store.delete_plugin(&partner.id, &path.plugin_id).await? {
+        Ok(true) => {
+            state.plugins.forget(&path.plugin_id);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(false) => Err(ApiError::not_found(format!(
+            "partner {} has no plugin {}",
+            partner.id, path.plugin_id
+        ))),
+        Err(()) => Err(ApiError::conflict(format!(
+            "plugin {} is named by the partner's settings; remove it from transform_plugin / classify_plugin first",
+            path.plugin_id
+        ))),
+    }
+}
+
+/// A dry run: `{"event"?, "event_type"?, "request"?, "response"?, "config"?}`. Without an event,
+/// a sample of `event_type` is used; without a request, the saved settings render one; without
+/// a config, the saved `plugin_config` is used.
+async fn run(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Path(path): Path<PluginPath>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &partner.id, &path.plugin_id).await?;
+    let input = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+    let saved = match state.store.settings(&partner.id).await? {
+        Some(record) => serde_json::from_str::<NotificationSettings>(&record.body).ok(),
+        None => None,
+    };
+    let event = match input.get("event") {
+        Some(event) => Event::from_value(event).map_err(|e| ApiError::invalid(e, "event."))?,
+        None => {
+            let ty = match input.get("event_type").and_then(Value::as_str) {
+                None => EventType::ActionInquiryCreated,
+                Some(name) => EventType::parse(name)
+                    .ok_or_else(|| invalid("event_type", format!("{name:?} is not an event type")))?,
+            };
+            Event::sample(ty, &partner.id)
+        }
+    };
+    let request = match input.get("request") {
+        Some(request) => parse_request(request)?,
+        None => {
+            let settings = saved.clone().ok_or_else(|| {
+                invalid(
+                    "request",
+                    "the partner has no settings to render a request from; give a request",
+                )
+            })?;
+            settings
+                .compile()
+                .map_err(|e| ApiError::invalid(e, "settings."))?
+                .render(&event)
+        }
+    };
+    let response = input.get("response").map(parse_response).transpose()?;
+    let config = match input.get("config") {
+        Some(config) => config.to_string(),
+        None => crate::plugins::config_text(saved.as_ref().and_then(|s| s.plugin_config.as_ref())),
+    };
+    let out = dry_run(
+        &state.plugins,
+        &partner.id,
+        &path.plugin_id,
+        DryRun {
+            event: &event,
+            request,
+            response,
+            config,
+        },
+    )
+    .await
+    .map_err(|e| invalid("response", e))?;
+    Ok(Json(out))
+}
+
+fn headers(value: Option<&Value>) -> Vec<(String, String)> {
+    match value {
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|pair| Some((pair.get(0)?.as_str()?.to_owned(), pair.get(1)?.as_str()?.to_owned())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn parse_request(value: &Value) -> Result<crate::settings::Request, ApiError> {
+    let plugin_request = postwire_plugins::types::Request {
+        method: value.get("method").and_then(Value::as_str).unwrap_or("POST").to_owned(),
+        url: value.get("url").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        headers: headers(value.get("headers")),
+        body: value.get("body").and_then(Value::as_str).unwrap_or_default().to_owned(),
+    };
+    crate::plugins::engine_request(&plugin_request).map_err(|e| invalid("request", e))
+}
+
+fn parse_response(value: &Value) -> Result<postwire_plugins::types::Response, ApiError> {
+    let status = value
+        .get("status")
+        .and_then(Value::as_u64)
+        .filter(|s| (100..=599).contains(s))
+        .ok_or_else(|| invalid("response.status", "give the receiver's status, 100 to 599"))?;
+    Ok(postwire_plugins::types::Response {
+        status: status as u16,
+        headers: headers(value.get("headers")),
+        body: value
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
+        duration_ms: value.get("duration_ms").and_then(Value::as_u64).unwrap_or(0) as u32,
+    })
+}

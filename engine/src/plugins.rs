@@ -1,0 +1,372 @@
+//! Plugins in the pipeline: the engine's side of the `postwire-plugins` host.
+//!
+//! Loads a partner's plugins from the store once (the host keeps compiled artifacts by sha256),
+//! runs calls on blocking threads so a slow plugin never stalls the async workers, lets each
+//! partner run at most [`PER_PARTNER`] calls at once so one partner's hostile plugin cannot
+//! take every core from the others, and turns each call into a report for the attempt log.
+//!
+//! Failure semantics:
+//! - a transform that fails (traps, runs out of fuel, refuses, returns a malformed request)
+//!   fails the delivery with the plugin's message: sending what the partner did not want is
+//!   worse than not sending; once the plugin is fixed, a manual retry replays it;
+//! - a classifier that fails is recorded and the attempt is retried on the schedule: the
+//!   postback did reach the receiver, only its meaning is unknown;
+//! - a failure of the host itself (no sandbox slot, a broken artifact) is retried.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use postwire_plugins::types::{self as wit, LogLine, Run};
+use postwire_plugins::{Host, Plugin, PluginError};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::catalogue::{CATALOGUE, Source};
+use crate::event::{Event, format_timestamp};
+use crate::settings::{Method, Request};
+use crate::store::Store;
+
+/// Plugin calls one partner may have running at once.
+pub const PER_PARTNER: usize = 2;
+
+/// The engine's plugin runtime.
+pub struct Plugins {
+    host: Arc<Host>,
+    store: Store,
+    loaded: Mutex<HashMap<String, Plugin>>,
+    running: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// One plugin call as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct Call<T> {
+    /// The output, or the error in words.
+    pub result: Result<T, String>,
+    /// True when the host, not the plugin, failed.
+    pub host_failure: bool,
+    /// For the attempt log: plugin id, output or error, fuel, memory, time, logs.
+    pub report: Value,
+}
+
+impl Plugins {
+    /// A runtime over `host`, loading plugin binaries from `store`.
+    pub fn new(host: Host, store: Store) -> Plugins {
+        Plugins {
+            host: Arc::new(host),
+            store,
+            loaded: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Validates and compiles an upload (on a blocking thread: compiling takes a while).
+    pub async fn compile(&self, wasm: Vec<u8>) -> Result<Plugin, PluginError> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.load(&wasm))
+            .await
+            .unwrap_or_else(|e| Err(PluginError::Host(e.to_string())))
+    }
+
+    /// Keeps a loaded plugin under its id.
+    pub fn remember(&self, id: &str, plugin: Plugin) {
+        self.loaded
+            .lock()
+            .expect("never poisoned")
+            .insert(id.to_owned(), plugin);
+    }
+
+    /// Forgets a deleted plugin.
+    pub fn forget(&self, id: &str) {
+        self.loaded.lock().expect("never poisoned").remove(id);
+    }
+
+    /// The plugin with this id, loaded from the store the first time.
+    pub async fn get(&self, id: &str) -> Result<Plugin, String> {
+        if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id).cloned() {
+            return Ok(plugin);
+        }
+        let wasm = self
+            .store
+            .plugin_wasm(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("plugin {id} does not exist (was it deleted?)"))?;
+        let plugin = self.compile(wasm).await.map_err(|e| e.to_string())?;
+        self.remember(id, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn slot(&self, partner_id: &str) -> Arc<Semaphore> {
+        self.running
+            .lock()
+            .expect("never poisoned")
+            .entry(partner_id.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_PARTNER)))
+            .clone()
+    }
+
+    /// Runs `transform` of plugin `id` for `partner_id`.
+    pub async fn transform(
+        &self,
+        partner_id: &str,
+        id: &str,
+        event: &Event,
+        request: &Request,
+        config: &str,
+    ) -> Call<Request> {
+        let plugin = match self.get(id).await {
+            Ok(plugin) => plugin,
+            Err(e) => return unavailable(id, e),
+        };
+        let (event, input, config) = (plugin_event(event), plugin_request(request), config.to_owned());
+        let host = self.host.clone();
+        let slot = self.slot(partner_id);
+        let _permit = slot.acquire().await.expect("never closed");
+        let run = tokio::task::spawn_blocking(move || host.transform(&plugin, &event, &input, &config)).await;
+        let Ok(run) = run else {
+            return unavailable(id, "the plugin call was cancelled".into());
+        };
+        let output = run
+            .result
+            .as_ref()
+            .ok()
+            .map(|r| json!({"method": r.method, "url": r.url, "headers": r.headers, "body": r.body}));
+        let checked = match &run.result {
+            Ok(out) => engine_request(out).map_err(|e| format!("transform returned an unusable request: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        finish(id, &run, checked, output)
+    }
+
+    /// Runs `classify` of plugin `id` for `partner_id`.
+    pub async fn classify(
+        &self,
+        partner_id: &str,
+        id: &str,
+        request: &Request,
+        response: wit::Response,
+        config: &str,
+    ) -> Call<wit::Verdict> {
+        let plugin = match self.get(id).await {
+            Ok(plugin) => plugin,
+            Err(e) => return unavailable(id, e),
+        };
+        let (input, config) = (plugin_request(request), config.to_owned());
+        let host = self.host.clone();
+        let slot = self.slot(partner_id);
+        let _permit = slot.acquire().await.expect("never closed");
+        let run = tokio::task::spawn_blocking(move || host.classify(&plugin, &input, &response, &config)).await;
+        let Ok(run) = run else {
+            return unavailable(id, "the plugin call was cancelled".into());
+        };
+        let output = run.result.as_ref().ok().map(verdict_json);
+        let result = run.result.clone().map_err(|e| e.to_string());
+        finish(id, &run, result, output)
+    }
+}
+
+fn unavailable<T>(id: &str, error: String) -> Call<T> {
+    Call {
+        report: json!({"plugin": id, "error": error}),
+        result: Err(error),
+        host_failure: true,
+    }
+}
+
+fn finish<T, U>(id: &str, run: &Run<U>, result: Result<T, String>, output: Option<Value>) -> Call<T> {
+    let host_failure = matches!(&run.result, Err(e) if e.is_host_failure());
+    let mut report = report(run);
+    report["plugin"] = json!(id);
+    if let Some(output) = output {
+        report["output"] = output;
+    }
+    if let Err(error) = &result {
+        report["error"] = json!(error);
+    }
+    Call {
+        result,
+        host_failure,
+        report,
+    }
+}
+
+/// Fuel, memory, time and logs of a call, as shown to partners and plugin authors.
+pub fn report<T>(run: &Run<T>) -> Value {
+    json!({
+        "fuel_used": run.fuel_used,
+        "peak_memory": run.peak_memory,
+        "duration_us": run.duration.as_micros() as u64,
+        "logs": run.logs.iter().map(log_json).collect::<Vec<_>>(),
+    })
+}
+
+fn log_json(line: &LogLine) -> Value {
+    json!({"level": line.level, "message": line.message})
+}
+
+/// A verdict as JSON: `{"verdict": "retry", "after_secs": 30, "reason": "..."}`.
+pub fn verdict_json(verdict: &wit::Verdict) -> Value {
+    match verdict {
+        wit::Verdict::Success => json!({"verdict": "success"}),
+        wit::Verdict::Retry { after_secs, reason } => {
+            json!({"verdict": "retry", "after_secs": after_secs, "reason": reason})
+        }
+        wit::Verdict::Fail(reason) => json!({"verdict": "fail", "reason": reason}),
+    }
+}
+
+/// The event as plugins see it: envelope fields and the data fields it carries, as text.
+pub fn plugin_event(event: &Event) -> wit::Event {
+    let data = CATALOGUE
+        .iter()
+        .filter(|p| p.source == Source::Data)
+        .filter_map(|p| {
+            let value = event.get(p.name)?;
+            let mut text = String::new();
+            value.write_text(&mut text);
+            Some((p.name.to_owned(), text))
+        })
+        .collect();
+    wit::Event {
+        id: event.id.clone(),
+        event_type: event.event_type.as_str().to_owned(),
+        partner_id: event.partner_id.clone(),
+        occurred_at: format_timestamp(&event.occurred_at),
+        data,
+    }
+}
+
+/// The engine's request as plugins see it.
+pub fn plugin_request(request: &Request) -> wit::Request {
+    wit::Request {
+        method: request.method.as_str().to_owned(),
+        url: request.url.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+    }
+}
+
+/// A plugin's request checked the way settings are: a known method, an http(s) URL with a
+/// host, valid header names and single-line values, no body on GET, no header Postwire sets.
+pub fn engine_request(request: &wit::Request) -> Result<Request, String> {
+    let method = match request.method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        other => return Err(format!("method {other:?} is not GET, POST or PUT")),
+    };
+    match url::Url::parse(&request.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+        _ => return Err(format!("url {:?} is not an http(s) URL with a host", request.url)),
+    }
+    for (name, value) in &request.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("header name {name:?} is not valid"));
+        }
+        if http::HeaderValue::from_bytes(value.as_bytes()).is_err() || value.contains(['\r', '\n']) {
+            return Err(format!(
+                "the value of header {name} is not a valid single-line header value"
+            ));
+        }
+        if name.to_ascii_lowercase().starts_with("webhook-")
+            || name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("content-length")
+        {
+            return Err(format!("header {name} is set by Postwire itself"));
+        }
+    }
+    if method == Method::Get && !request.body.is_empty() {
+        return Err("a GET request carries no body".into());
+    }
+    Ok(Request {
+        method,
+        url: request.url.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+    })
+}
+
+/// `plugin_config` as the JSON text plugins receive (`{}` when unset).
+pub fn config_text(config: Option<&Value>) -> String {
+    config.map_or_else(|| "{}".to_owned(), Value::to_string)
+}
+
+/// `plugin_config` with the values of secret-looking keys replaced, for display.
+pub fn redact_config(config: &Value) -> Value {
+    match config {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| {
+                    let lower = key.to_ascii_lowercase();
+                    let secret = ["secret", "key", "token", "password", "auth", "credential"]
+                        .iter()
+                        .any(|w| lower.contains(w));
+                    let shown = if secret && !value.is_object() && !value.is_array() {
+                        json!("[redacted]")
+                    } else {
+                        redact_config(value)
+                    };
+                    (key.clone(), shown)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact_config).collect()),
+        other => other.clone(),
+    }
+}
+
+/// What a dry run is given.
+pub struct DryRun<'a> {
+    /// The event.
+    pub event: &'a Event,
+    /// The request before the transform (normally the template's rendering).
+    pub request: Request,
+    /// A receiver's answer to classify, if any.
+    pub response: Option<wit::Response>,
+    /// `plugin_config` as JSON text.
+    pub config: String,
+}
+
+/// Runs a plugin as the pipeline would, without sending anything: `transform` on the request,
+/// then `classify` on the response when one is given. The JSON is what the dry-run endpoint and
+/// `postwire plugin run` print.
+pub async fn dry_run(plugins: &Plugins, partner_id: &str, plugin_id: &str, input: DryRun<'_>) -> Result<Value, String> {
+    let plugin = plugins.get(plugin_id).await?;
+    let exports = plugin.exports();
+    let mut out = json!({"plugin": plugin_id, "exports": exports.names()});
+    let mut request = input.request;
+    if exports.transform {
+        let call = plugins
+            .transform(partner_id, plugin_id, input.event, &request, &input.config)
+            .await;
+        let mut report = call.report;
+        report["input"] = request_json(&request);
+        if let Ok(transformed) = call.result {
+            request = transformed;
+        }
+        out["transform"] = report;
+    }
+    if exports.classify {
+        match input.response {
+            Some(response) => {
+                let call = plugins
+                    .classify(partner_id, plugin_id, &request, response, &input.config)
+                    .await;
+                out["classify"] = call.report;
+            }
+            None if !exports.transform => return Err("this plugin only classifies: give a response to classify".into()),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A request as JSON: `{"method","url","headers","body"}`.
+pub fn request_json(request: &Request) -> Value {
+    json!({"method": request.method.as_str(), "url": request.url, "headers": request.headers, "body": request.body})
+}

@@ -1,0 +1,111 @@
+//! Plugins in the SQLite store.
+
+use sqlx::Row;
+
+use super::{Result, Store};
+use crate::store::{ACTION_INQUIRY, PluginRecord, new_id};
+
+const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at";
+
+fn record(row: &sqlx::sqlite::SqliteRow) -> PluginRecord {
+    PluginRecord {
+        id: row.get(0),
+        partner_id: row.get(1),
+        name: row.get(2),
+        sha256: row.get(3),
+        size: row.get(4),
+        exports: row
+            .get::<String, _>(5)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        created_at: row.get(6),
+    }
+}
+
+impl Store {
+    /// Stores an uploaded, validated plugin.
+    pub async fn create_plugin(
+        &self,
+        partner_id: &str,
+        name: &str,
+        sha256: &str,
+        exports: &[&str],
+        wasm: &[u8],
+        now: i64,
+    ) -> Result<PluginRecord> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO plugins (id, partner_id, name, sha256, size, exports, wasm, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING {COLUMNS}"
+        ))
+        .bind(new_id("plg"))
+        .bind(partner_id)
+        .bind(name)
+        .bind(sha256)
+        .bind(wasm.len() as i64)
+        .bind(exports.join(","))
+        .bind(wasm)
+        .bind(now)
+        .fetch_one(&self.write)
+        .await?;
+        Ok(record(&row))
+    }
+
+    /// A partner's plugins, newest first.
+    pub async fn plugins(&self, partner_id: &str) -> Result<Vec<PluginRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE partner_id = ?1 ORDER BY id DESC"
+        ))
+        .bind(partner_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(record).collect())
+    }
+
+    /// One of a partner's plugins.
+    pub async fn plugin(&self, partner_id: &str, id: &str) -> Result<Option<PluginRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE partner_id = ?1 AND id = ?2"
+        ))
+        .bind(partner_id)
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(row.as_ref().map(record))
+    }
+
+    /// A plugin's binary, by id (workers load plugins by the id the settings name).
+    pub async fn plugin_wasm(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT wasm FROM plugins WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?)
+    }
+
+    /// Deletes a plugin unless settings name it: `Ok(Err(()))` when in use, `Ok(Ok(false))`
+    /// when there is no such plugin.
+    pub async fn delete_plugin(&self, partner_id: &str, id: &str) -> Result<std::result::Result<bool, ()>> {
+        let mut tx = self.write.begin().await?;
+        let used: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM settings WHERE partner_id = ?1 AND family = ?3
+                 AND (json_extract(body, '$.transform_plugin') = ?2 OR json_extract(body, '$.classify_plugin') = ?2)",
+        )
+        .bind(partner_id)
+        .bind(id)
+        .bind(ACTION_INQUIRY)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if used.is_some() {
+            return Ok(Err(()));
+        }
+        let deleted = sqlx::query("DELETE FROM plugins WHERE partner_id = ?1 AND id = ?2")
+            .bind(partner_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Ok(deleted > 0))
+    }
+}

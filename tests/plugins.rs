@@ -1,0 +1,403 @@
+//! Plugins through the whole engine: uploaded over the API, attached to settings, run in the
+//! pipeline against a real receiver, shown in the attempt log; hostile ones contained.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Uploads `name` (a crate of plugins/guests) for `partner`.
+async fn upload(engine: &Engine, partner: &Partner, name: &str) -> Answer {
+    engine
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/partners/{}/plugins?name={name}", partner.id),
+            Some(postwire_test_plugins::bytes(name)),
+        )
+        .await
+}
+
+async fn upload_ok(engine: &Engine, partner: &Partner, name: &str) -> String {
+    let answer = upload(engine, partner, name).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    answer.json["id"].as_str().expect("an id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_and_a_classifier_shape_a_postback_end_to_end() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok(r#"{"status":"ok"}"#)).await;
+    let partner = engine.create_partner("Plugged").await;
+
+    let answer = upload(&engine, &partner, "reshape").await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    let wasm = postwire_test_plugins::bytes("reshape");
+    assert_eq!(answer.json["sha256"], postwire_plugins::Host::sha256(&wasm));
+    assert_eq!(answer.json["size"], wasm.len());
+    assert_eq!(answer.json["exports"], json!(["transform"]));
+    let reshape = answer.json["id"].as_str().unwrap().to_owned();
+    assert!(reshape.starts_with("plg_"));
+    let ack = upload_ok(&engine, &partner, "json-ack").await;
+    let list = engine.get(&format!("/v1/partners/{}/plugins", partner.id)).await;
+    assert_eq!(list.json["data"].as_array().unwrap().len(), 2);
+    let one = engine
+        .get(&format!("/v1/partners/{}/plugins/{reshape}", partner.id))
+        .await;
+    assert_eq!(one.json["name"], "reshape");
+
+    let mut settings = sample_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = json!(reshape);
+    settings["classify_plugin"] = json!(ack);
+    settings["plugin_config"] = json!({"key_prefix": "p_", "api_key": "s3cret"});
+    let saved = engine.put_settings(&partner, &settings).await;
+    assert_eq!(saved.status, StatusCode::OK, "{saved:?}");
+    assert_eq!(saved.json["settings"]["plugin_config"]["api_key"], "[redacted]");
+
+    let event = created(&partner, "evt_p1", "inq-p1");
+    let delivery_id = engine.send_event(&event).await;
+    let delivery = engine.wait_status(&partner, &delivery_id, "delivered").await;
+
+    let hits = receiver.wait_hits(1).await;
+    let hit = &hits[0];
+    assert_eq!(hit.header("x-reshaped"), Some("1"));
+    let body = hit.json();
+    assert_eq!(body["p_inquiry"]["p_id"], "inq-p1");
+    assert!(body["p_money"]["p_amount_cents"].is_i64(), "{body}");
+    assert_signed(hit, &partner.secret, &delivery_id);
+
+    let attempt = &attempts(&delivery)[0];
+    assert_eq!(attempt["verdict"], "success");
+    let transform = &attempt["plugins"]["transform"];
+    assert_eq!(transform["plugin"], reshape);
+    assert!(transform["fuel_used"].as_u64().unwrap() > 0);
+    assert!(transform["duration_us"].as_u64().is_some());
+    assert_eq!(transform["logs"][0]["level"], "info");
+    assert_eq!(transform["output"]["body"], hit.body);
+    let classify = &attempt["plugins"]["classify"];
+    assert_eq!(classify["output"]["verdict"], "success");
+    assert!(classify["fuel_used"].as_u64().unwrap() > 0);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_classifier_decides_on_a_200_that_says_error() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::sequence(
+        vec![Reply::ok(r#"{"status":"error","retryable":true,"message":"busy"}"#)],
+        Reply::ok(r#"{"status":"ok"}"#),
+    )
+    .await;
+    let partner = engine.create_partner("Ack").await;
+    let ack = upload_ok(&engine, &partner, "json-ack").await;
+    let mut settings = simple_settings(&receiver.url("/pb"));
+    settings["classify_plugin"] = json!(ack);
+    assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
+    let delivery_id = engine.send_event(&created(&partner, "evt_a1", "inq-a1")).await;
+    let delivery = engine.wait_status(&partner, &delivery_id, "delivered").await;
+    assert_eq!(verdicts(&delivery), ["retry", "success"]);
+    let first = &attempts(&delivery)[0];
+    assert!(
+        first["error"].as_str().unwrap().starts_with("classify plugin:"),
+        "{first}"
+    );
+    assert_eq!(first["response_status"], 200);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_may_name_only_the_partners_own_plugins_with_the_right_export() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let partner = engine.create_partner("A").await;
+    let other = engine.create_partner("B").await;
+    let ack = upload_ok(&engine, &partner, "json-ack").await;
+    let foreign = upload_ok(&engine, &other, "reshape").await;
+    let mut settings = simple_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = json!(ack);
+    let answer = engine.put_settings(&partner, &settings).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = answer.error_about("transform_plugin").expect("names the field");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("does not export transform"),
+        "{error}"
+    );
+
+    settings["transform_plugin"] = json!(foreign);
+    let answer = engine.put_settings(&partner, &settings).await;
+    assert!(
+        answer.error_about("transform_plugin").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("names no plugin of this partner")
+    );
+
+    settings["transform_plugin"] = json!("not-an-id");
+    let answer = engine.put_settings(&partner, &settings).await;
+    assert!(
+        answer.error_about("transform_plugin").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a plugin id")
+    );
+
+    // In use, a plugin cannot be deleted; once unused it can.
+    settings["transform_plugin"] = Value::Null;
+    settings["classify_plugin"] = json!(ack);
+    assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
+    let path = format!("/v1/partners/{}/plugins/{ack}", partner.id);
+    let refused = engine.raw(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    settings["classify_plugin"] = Value::Null;
+    assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
+    assert_eq!(
+        engine.raw(reqwest::Method::DELETE, &path, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(engine.get(&path).await.status, StatusCode::NOT_FOUND);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_that_are_not_plugins_are_refused_with_the_reason() {
+    let engine = Engine::start().await;
+    let partner = engine.create_partner("Uploader").await;
+    let path = format!("/v1/partners/{}/plugins?name=x", partner.id);
+    let refuse = async |bytes: Vec<u8>| {
+        let answer = engine.raw(reqwest::Method::POST, &path, Some(bytes)).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{answer:?}");
+        answer.error_about("body").expect("names the body")["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        refuse(postwire_test_plugins::bytes("socket"))
+            .await
+            .starts_with("it imports wasi:sockets/")
+    );
+    assert!(
+        refuse(b"\0asm\x01\0\0\0".to_vec())
+            .await
+            .contains("core WebAssembly module")
+    );
+    assert!(
+        refuse(b"random bytes, not wasm".to_vec())
+            .await
+            .starts_with("not a WebAssembly binary")
+    );
+    assert!(refuse(Vec::new()).await.starts_with("the upload is empty"));
+    let no_name = engine
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/partners/{}/plugins", partner.id),
+            Some(postwire_test_plugins::bytes("trivial")),
+        )
+        .await;
+    assert!(no_name.error_about("name").is_some(), "{no_name:?}");
+    assert_eq!(
+        engine.get(&format!("/v1/partners/{}/plugins", partner.id)).await.json["data"],
+        json!([])
+    );
+    engine.assert_healthy().await;
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_plugin_fails_its_own_postbacks_while_others_flow() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let hostile = engine.create_partner("Hostile").await;
+    let spin = upload_ok(&engine, &hostile, "spin").await;
+    let mut settings = simple_settings(&receiver.url("/hostile"));
+    settings["transform_plugin"] = json!(spin);
+    assert_eq!(engine.put_settings(&hostile, &settings).await.status, StatusCode::OK);
+    let calm = engine
+        .partner_with("Calm", &simple_settings(&receiver.url("/calm")))
+        .await;
+
+    // The hostile partner's flood first: its plugin burns its whole fuel budget on every call.
+    let hostile_events: Vec<Value> = (0..100)
+        .map(|i| created(&hostile, &format!("evt_h{i}"), &format!("inq-h{i}")))
+        .collect();
+    assert_eq!(engine.post_batch(&hostile_events).await.status, StatusCode::ACCEPTED);
+    eventually("the hostile plugin to be running", async || {
+        (!engine.delivery_ids(&hostile, "failed").await.is_empty()).then_some(())
+    })
+    .await;
+    // While it runs, the calm partner's postbacks go out.
+    let calm_events: Vec<Value> = (0..30)
+        .map(|i| created(&calm, &format!("evt_c{i}"), &format!("inq-c{i}")))
+        .collect();
+    assert_eq!(engine.post_batch(&calm_events).await.status, StatusCode::ACCEPTED);
+    eventually("the calm partner's postbacks", async || {
+        let delivered = engine.delivery_ids(&calm, "delivered").await;
+        (delivered.len() == 30).then_some(())
+    })
+    .await;
+    let hostile_failed = engine.delivery_ids(&hostile, "failed").await.len();
+    assert!(
+        hostile_failed < 100,
+        "the calm partner's postbacks waited until every hostile one had failed"
+    );
+    let failed = eventually("the hostile partner's postbacks to fail", async || {
+        let failed = engine.delivery_ids(&hostile, "failed").await;
+        (failed.len() == 100).then_some(failed)
+    })
+    .await;
+    let delivery = engine.delivery(&hostile, &failed[0]).await;
+    let attempt = &attempts(&delivery)[0];
+    assert_eq!(
+        attempt["error"],
+        "transform plugin failed: ran out of fuel after 50,000,000 instructions"
+    );
+    assert_eq!(attempt["plugins"]["transform"]["fuel_used"], 50_000_000);
+    assert!(
+        receiver.hits().iter().all(|hit| hit.path == "/calm"),
+        "nothing of the hostile partner was sent"
+    );
+    assert_eq!(receiver.hits().len(), 30);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_shows_output_fuel_memory_time_and_logs() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let partner = engine.partner_with("Dry", &sample_settings(&receiver.url("/pb"))).await;
+    let reshape = upload_ok(&engine, &partner, "reshape").await;
+    let ack = upload_ok(&engine, &partner, "json-ack").await;
+
+    let run = engine
+        .post(
+            &format!("/v1/partners/{}/plugins/{reshape}/run", partner.id),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{run:?}");
+    let transform = &run.json["transform"];
+    assert_eq!(transform["input"]["url"], receiver.url("/pb"));
+    let output: Value = serde_json::from_str(transform["output"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(output["inquiry"]["id"], "1000123");
+    for key in ["fuel_used", "peak_memory", "duration_us"] {
+        assert!(transform[key].as_u64().unwrap() > 0, "{key}: {transform}");
+    }
+    assert!(!transform["logs"].as_array().unwrap().is_empty());
+
+    let body = json!({"response": {"status": 200, "body": "{\"status\":\"error\",\"retryable\":false,\"message\":\"unknown order\"}"}});
+    let run = engine
+        .post(&format!("/v1/partners/{}/plugins/{ack}/run", partner.id), &body)
+        .await;
+    assert_eq!(run.json["classify"]["output"]["verdict"], "fail", "{run:?}");
+    assert!(
+        run.json["classify"]["output"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown order")
+    );
+    let missing = engine
+        .post(&format!("/v1/partners/{}/plugins/{ack}/run", partner.id), &json!({}))
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(receiver.hits().is_empty(), "a dry run sends nothing");
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_survive_a_restart_without_compiling_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let options = || {
+        let mut options = Engine::options(&dir);
+        options.plugin_cache = Some(dir.path().join("artifacts"));
+        options
+    };
+    let start = async |options: postwire::serve::ServeOptions| {
+        let config = options.resolve().unwrap();
+        postwire::serve::start(config, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap()
+    };
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let first = start(options()).await;
+    let base = format!("http://{}", first.addr);
+    let partner: Value = http
+        .post(format!("{base}/v1/partners"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let partner_id = partner["id"].as_str().unwrap().to_owned();
+    let plugin: Value = http
+        .post(format!("{base}/v1/partners/{partner_id}/plugins?name=reshape"))
+        .body(postwire_test_plugins::bytes("reshape"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut settings = sample_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = plugin["id"].clone();
+    let saved = http
+        .put(format!("{base}/v1/partners/{partner_id}/settings/action-inquiry"))
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), StatusCode::OK);
+    let health: Value = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["plugin_cache"], json!({"hits": 0, "compiles": 1}));
+    first.stop().await;
+
+    let second = start(options()).await;
+    let base = format!("http://{}", second.addr);
+    let mut event = created(
+        &Partner {
+            id: partner_id.clone(),
+            secret: String::new(),
+        },
+        "evt_r1",
+        "inq-r1",
+    );
+    event["partner_id"] = json!(partner_id);
+    let accepted = http
+        .post(format!("{base}/v1/events"))
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let hits = receiver.wait_hits(1).await;
+    assert_eq!(hits[0].header("x-reshaped"), Some("1"));
+    let health: Value = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["plugin_cache"],
+        json!({"hits": 1, "compiles": 0}),
+        "the artifact was loaded, not compiled"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    second.stop().await;
+}
