@@ -194,14 +194,18 @@ fn event_id(i: usize) -> String {
     format!("evt_crash_{i:04}")
 }
 
-/// Event `i`: mostly `created` events, each of its own inquiry; every fourth resolves the inquiry
-/// of the event before it, so the ordering of an inquiry's postbacks is exercised across crashes.
+/// Event `i`: mostly `created` events, each of its own inquiry; every fourth resolves an earlier
+/// inquiry, so the ordering of an inquiry's postbacks is exercised across crashes. In the first
+/// half it resolves the inquiry of the event just before (mostly in the same batch, which the
+/// store records event by event), in the second half that of an event 51 places back (in an
+/// earlier batch, so batches hold distinct inquiries and the store records them together).
 fn event(partner: &str, i: usize) -> Value {
     if i % 4 == 3 {
+        let created = if i < EVENTS / 2 { i - 1 } else { i - 51 };
         json!({
             "id": event_id(i), "type": "action_inquiry.resolved", "partner_id": partner,
             "occurred_at": "2026-11-25T09:30:00Z",
-            "data": {"ActionInquiryId": format!("inq-{}", i - 1), "ResolutionStatus": "VALID"},
+            "data": {"ActionInquiryId": format!("inq-{created}"), "ResolutionStatus": "VALID"},
         })
     } else {
         json!({

@@ -13,7 +13,7 @@
 //!   with 1,000 and with 1,000,000 due deliveries waiting.
 //!
 //! Each measurement runs 3 times; medians are reported. Knobs, from the environment:
-//! `PW_BENCH_N` (postbacks per run, default 20000), `PW_BENCH_REPEATS` (3),
+//! `PW_BENCH_N` (postbacks per run, default 50000), `PW_BENCH_REPEATS` (3),
 //! `PW_BENCH_CONCURRENCY` (256, for both sides), `PW_BENCH_CLAIM_BIG` (1000000),
 //! `PW_BENCH_CLAIM_ITERS` (300).
 
@@ -27,7 +27,7 @@ use axum::extract::State;
 use postwire::event::{Event, EventType};
 use postwire::serve::ServeOptions;
 use postwire::settings::{NotificationSettings, Request};
-use postwire::store::{Durability, Store, now_ms};
+use postwire::store::{Attempt, Durability, Next, Outcome, Store, now_ms};
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 use tokio_util::sync::CancellationToken;
@@ -442,6 +442,100 @@ async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (e) the store's share of a postback
+// ---------------------------------------------------------------------------------------------
+
+/// Microseconds per event or delivery that each store step takes, in the sizes the API and the
+/// worker use: accept (batches of 1000), claim (256 at a time), record (1024 outcomes a commit).
+struct StorePath {
+    accept_us: f64,
+    claim_us: f64,
+    record_us: f64,
+}
+
+async fn store_path(n: usize, durability: Durability) -> StorePath {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("path.db").display());
+    let store = Store::open(&url, durability).await.expect("the store opens");
+    let partner = store.create_partner("bench").await.expect("a partner");
+    let settings = NotificationSettings::validate(&settings_json("127.0.0.1:9".parse().expect("an address")))
+        .expect("valid settings");
+    let body = serde_json::to_string(settings.settings()).expect("settings serialize");
+    store
+        .put_settings(&partner.id, &body, now_ms())
+        .await
+        .expect("settings saved");
+    let sample = Event::sample(EventType::ActionInquiryCreated, &partner.id);
+    let template = sample.to_json();
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let mut event = template.clone();
+            event["id"] = json!(format!("evt_path_{i}"));
+            event["data"]["ActionInquiryId"] = json!(format!("{}", 4_000_000 + i));
+            Event::from_value(&event).expect("a valid event")
+        })
+        .collect();
+
+    let started = Instant::now();
+    for chunk in events.chunks(BATCH) {
+        store.accept(chunk, now_ms()).await.expect("accepted");
+    }
+    let accept_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+
+    let started = Instant::now();
+    let mut claimed = Vec::with_capacity(n);
+    while claimed.len() < n {
+        let batch = store.claim(now_ms(), 60_000, 256).await.expect("claimed");
+        assert!(!batch.is_empty(), "every delivery is due");
+        claimed.extend(batch);
+    }
+    let claim_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+
+    // Outcomes as the worker makes them: the request as sent (redacted), the receiver's answer.
+    let (request, signature) = baseline_request("127.0.0.1:9".parse().expect("an address"));
+    let mut sent = request.clone();
+    sent.headers.extend(
+        signature
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone())),
+    );
+    let outcomes: Vec<Outcome> = claimed
+        .iter()
+        .map(|c| Outcome {
+            attempt: Attempt {
+                id: postwire::store::new_id("att"),
+                delivery_id: c.delivery_id.clone(),
+                number: 1,
+                started_at: now_ms(),
+                duration_ms: 1,
+                request: postwire::worker::redacted(&sent),
+                response_status: Some(200),
+                response_headers: Some(json!([
+                    ["content-type", "text/plain; charset=utf-8"],
+                    ["content-length", "11"]
+                ])),
+                response_body: Some(r#"{"ok":true}"#.into()),
+                verdict: "success".into(),
+                error: None,
+                plugins: None,
+            },
+            next: Next::Delivered,
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in outcomes.chunks(1024) {
+        store.record(chunk, now_ms()).await.expect("recorded");
+    }
+    let record_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    store.close().await;
+    StorePath {
+        accept_us,
+        claim_us,
+        record_us,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() {
     // `cargo bench` passes `--bench`; a name filter is not supported: everything runs.
@@ -453,7 +547,7 @@ fn main() {
 }
 
 async fn bench() {
-    let n = knob("PW_BENCH_N", 20_000);
+    let n = knob("PW_BENCH_N", 50_000);
     let repeats = knob("PW_BENCH_REPEATS", 3).max(1);
     let concurrency = knob("PW_BENCH_CONCURRENCY", 256).max(1);
     let claim_big = knob("PW_BENCH_CLAIM_BIG", 1_000_000).max(1000);
@@ -468,14 +562,22 @@ async fn bench() {
     // Warm up the receiver and the loopback path.
     baseline(receiver, &count, 2_000.min(n), concurrency).await;
 
+    // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power or claim.
+    let only = std::env::var("PW_BENCH_ONLY").ok();
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let mut base = Vec::new();
     let mut process = Vec::new();
     let mut power = Vec::new();
     for round in 1..=repeats {
-        let rate = baseline(receiver, &count, n, concurrency).await;
-        println!("  round {round}: baseline           {rate:>9.0} requests/s");
-        base.push(rate);
-        for (durability, runs) in [(Durability::Process, &mut process), (Durability::Power, &mut power)] {
+        if wanted("baseline") {
+            let rate = baseline(receiver, &count, n, concurrency).await;
+            println!("  round {round}: baseline           {rate:>9.0} requests/s");
+            base.push(rate);
+        }
+        for (durability, runs) in [(Durability::Process, &mut process), (Durability::Power, &mut power)]
+            .into_iter()
+            .filter(|(d, _)| wanted(&format!("{d:?}").to_lowercase()))
+        {
             let run = postwire_run(receiver, &count, n, concurrency, durability).await;
             println!(
                 "  round {round}: postwire {:<8}  {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s",
@@ -487,6 +589,9 @@ async fn bench() {
         }
     }
 
+    if !wanted("claim") {
+        return;
+    }
     println!("  claim cost: filling stores ...");
     let small = claim_cost(1000, claim_iterations).await;
     let big = claim_cost(claim_big, claim_iterations).await;
@@ -494,6 +599,38 @@ async fn bench() {
         "  claim cost: stores filled in {:.1}s and {:.1}s; plan of the due query: {}",
         small.fill_secs, big.fill_secs, big.plan
     );
+    let mut paths = Vec::new();
+    for durability in [Durability::Process, Durability::Power] {
+        let mut accept = Vec::new();
+        let mut claim = Vec::new();
+        let mut record = Vec::new();
+        for _ in 0..repeats {
+            let path = store_path(n, durability).await;
+            accept.push(path.accept_us);
+            claim.push(path.claim_us);
+            record.push(path.record_us);
+        }
+        let path = StorePath {
+            accept_us: median(&mut accept),
+            claim_us: median(&mut claim),
+            record_us: median(&mut record),
+        };
+        println!(
+            "  store path, durability {:<8} accept {:.1} us/event, claim {:.1} us/delivery, record {:.1} us/outcome",
+            format!("{durability:?}").to_lowercase(),
+            path.accept_us,
+            path.claim_us,
+            path.record_us
+        );
+        paths.push(path);
+    }
+    if only.is_some() {
+        println!(
+            "  claim cost: {:.0} us with 1000 due, {:.0} us with {claim_big} due",
+            small.both_us, big.both_us
+        );
+        return;
+    }
 
     let base_rate = median(&mut base);
     let e2e = |runs: &[Run]| median(&mut runs.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
@@ -556,5 +693,18 @@ async fn bench() {
         big.claim_us,
         big.give_back_us
     );
+    for (name, path) in ["process", "power"].iter().zip(&paths) {
+        let total = path.accept_us + path.claim_us + path.record_us;
+        println!(
+            "{:<46} {:>13.1} us {:>10}  accept {:.1} + claim {:.1} + record {:.1}; the writer alone allows {:.0} p/s",
+            format!("store work per postback, durability {name}"),
+            total,
+            "",
+            path.accept_us,
+            path.claim_us,
+            path.record_us,
+            1e6 / total
+        );
+    }
     println!("{:-<100}", "");
 }

@@ -25,6 +25,7 @@
 //! - [`send`]: the HTTP exchange, with timeouts, no redirects and the SSRF guard.
 //! - [`classify`]: the default reading of a receiver's answer: success, retry, fail or disable.
 //! - [`retry`]: the retry schedule.
+//! - [`runner`]: `postwire plugin ...`, the tools of plugin authors.
 //! - [`error`]: the engine's error type, and field-level validation errors.
 //!
 //! ```
@@ -52,6 +53,7 @@ pub mod plugins;
 pub mod ratelimit;
 pub mod render;
 pub mod retry;
+pub mod runner;
 pub mod send;
 pub mod serve;
 pub mod settings;

@@ -36,6 +36,9 @@ enum Command {
     Serve(Box<ServeOptions>),
     /// See Postwire work: an engine, a receiver and two postbacks on a temporary database.
     Demo,
+    /// Write, build, run and upload plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// List the placeholders templates may use.
     Placeholders {
         /// Print the catalogue as JSON.
@@ -44,11 +47,93 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Scaffold a plugin crate over the SDK that builds and passes its own test as generated.
+    New {
+        /// The crate's folder (its last part is the crate's name).
+        path: PathBuf,
+        /// What the plugin does.
+        #[arg(long, value_enum, default_value = "transform")]
+        kind: postwire::runner::Kind,
+        /// The SDK crate [default: sdk/ of the Postwire checkout this binary was built from].
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin crate at PATH for wasm32-wasip2 (release) and check it with the upload rules.
+    Build {
+        /// The crate's folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run a plugin's transform (and classify, given a response) locally, exactly as the server would.
+    Run {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// An event envelope (JSON) [default: a sample created event].
+        #[arg(long, value_name = "FILE")]
+        event: Option<PathBuf>,
+        /// Notification settings (JSON) to render the request with [default: examples/settings/json.json].
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// plugin_config (JSON) [default: the settings' plugin_config, or {}].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the result as JSON, as the server's dry-run endpoint does.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a plugin's classify on a receiver's answer, exactly as the server would.
+    Classify {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// The answer's status.
+        #[arg(long)]
+        status: u16,
+        /// The answer's body.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// An answer header, name:value; repeat for more.
+        #[arg(long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// An event envelope (JSON) [default: a sample created event].
+        #[arg(long, value_name = "FILE")]
+        event: Option<PathBuf>,
+        /// Notification settings (JSON) [default: examples/settings/json.json].
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// plugin_config (JSON).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a plugin to a server, and optionally attach it to the partner's settings.
+    Upload {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "POSTWIRE_SERVER")]
+        server: String,
+        /// The partner id (ptn_...).
+        #[arg(long)]
+        partner: String,
+        /// The plugin's name [default: the file's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Name it in the partner's settings as their transform or classify plugin.
+        #[arg(long, value_name = "transform|classify")]
+        attach: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Render { settings, event, json } => render(&settings, &event, json),
         Command::Serve(options) => serve(*options),
+        Command::Plugin(command) => plugin(command),
         Command::Demo => {
             init_logs_at("warn");
             runtime().block_on(postwire::demo::run())
@@ -105,6 +190,99 @@ fn serve(options: ServeOptions) -> Result<(), String> {
         running.wait().await;
         Ok(())
     })
+}
+
+fn plugin(command: PluginCommand) -> Result<(), String> {
+    use postwire::runner;
+    let limits = postwire_plugins::Limits::default();
+    let (input, json) = match command {
+        PluginCommand::Build { path } => return runner::build(&path, limits).map(|_| ()),
+        PluginCommand::New { path, kind, sdk } => {
+            runner::scaffold(&path, kind, &sdk.unwrap_or_else(runner::default_sdk))?;
+            println!(
+                "created {}: `cargo test` runs its test, `postwire plugin build {}` builds it",
+                path.display(),
+                path.display()
+            );
+            return Ok(());
+        }
+        PluginCommand::Upload {
+            wasm,
+            server,
+            partner,
+            name,
+            attach,
+        } => {
+            let name = name.unwrap_or_else(|| {
+                wasm.file_stem()
+                    .map_or("plugin".into(), |s| s.to_string_lossy().into_owned())
+            });
+            let record = runtime().block_on(runner::upload(&server, &partner, &wasm, &name, attach.as_deref()))?;
+            println!("{}", serde_json::to_string_pretty(&record).expect("JSON serializes"));
+            return Ok(());
+        }
+        PluginCommand::Run {
+            wasm,
+            event,
+            settings,
+            config,
+            json,
+        } => (
+            runner::Input {
+                wasm,
+                event,
+                settings,
+                config,
+                response: None,
+            },
+            json,
+        ),
+        PluginCommand::Classify {
+            wasm,
+            status,
+            body,
+            headers,
+            event,
+            settings,
+            config,
+            json,
+        } => {
+            let headers = headers
+                .iter()
+                .map(|h| runner::parse_header(h))
+                .collect::<Result<Vec<_>, _>>()?;
+            let response = postwire_plugins::types::Response {
+                status,
+                headers,
+                body: body.into_bytes(),
+                duration_ms: 0,
+            };
+            (
+                runner::Input {
+                    wasm,
+                    event,
+                    settings,
+                    config,
+                    response: Some(response),
+                },
+                json,
+            )
+        }
+    };
+    let (out, failed) = runtime().block_on(runner::run(input, limits))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).expect("JSON serializes"));
+    } else {
+        runner::print(&out);
+    }
+    if failed {
+        let error = ["transform", "classify"]
+            .iter()
+            .find_map(|step| out[*step]["error"].as_str().map(|e| format!("{step}: {e}")))
+            .unwrap_or_default();
+        return Err(format!("the plugin failed: {error}"));
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String, String> {

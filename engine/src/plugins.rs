@@ -32,7 +32,8 @@ pub const PER_PARTNER: usize = 2;
 /// The engine's plugin runtime.
 pub struct Plugins {
     host: Arc<Host>,
-    store: Store,
+    /// Where binaries are loaded from; `None` for the local runner, which loads files itself.
+    store: Option<Store>,
     loaded: Mutex<HashMap<String, Plugin>>,
     running: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -51,6 +52,16 @@ pub struct Call<T> {
 impl Plugins {
     /// A runtime over `host`, loading plugin binaries from `store`.
     pub fn new(host: Host, store: Store) -> Plugins {
+        Plugins::with_store(host, Some(store))
+    }
+
+    /// A runtime without a store: plugins are only those [`Plugins::remember`]ed (the local
+    /// runner's case).
+    pub fn local(host: Host) -> Plugins {
+        Plugins::with_store(host, None)
+    }
+
+    fn with_store(host: Host, store: Option<Store>) -> Plugins {
         Plugins {
             host: Arc::new(host),
             store,
@@ -90,8 +101,11 @@ impl Plugins {
         if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id).cloned() {
             return Ok(plugin);
         }
-        let wasm = self
+        let store = self
             .store
+            .as_ref()
+            .ok_or_else(|| format!("plugin {id} is not loaded"))?;
+        let wasm = store
             .plugin_wasm(id)
             .await
             .map_err(|e| e.to_string())?

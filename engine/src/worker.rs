@@ -33,6 +33,9 @@ use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings, Request};
 use crate::store::{Attempt, Claimed, Next, Outcome, Store, new_id, now_ms};
 
+/// Longest wait for places to free up before claiming while deliveries are waiting.
+const CLAIM_GATHER: Duration = Duration::from_millis(5);
+
 /// How the worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -126,17 +129,39 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(inner.config.concurrency));
         let tasks = TaskTracker::new();
         let mut last_prune = Instant::now();
-        loop {
+        // While deliveries are waiting (the last claim was full), claim at least this many at
+        // once, waiting up to CLAIM_GATHER for postbacks in flight to free their places: each
+        // claim is a write, and claiming one or two as places free up one by one would keep the
+        // store's single writer busy with claims.
+        let gather = (inner.config.batch.min(inner.config.concurrency) / 4).max(1);
+        let mut backlog = false;
+        'run: loop {
             let first = tokio::select! {
                 permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 () = shutdown.cancelled() => break,
             };
             let mut held = vec![first];
-            while held.len() < inner.config.batch {
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => held.push(permit),
-                    Err(_) => break,
+            let top_up = |held: &mut Vec<_>| {
+                while held.len() < inner.config.batch {
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => held.push(permit),
+                        Err(_) => break,
+                    }
                 }
+            };
+            top_up(&mut held);
+            if backlog && held.len() < gather {
+                let until = tokio::time::Instant::now() + CLAIM_GATHER;
+                while held.len() < gather {
+                    tokio::select! {
+                        permit = permits.clone().acquire_owned() => {
+                            held.push(permit.expect("the semaphore is never closed"));
+                        }
+                        () = tokio::time::sleep_until(until) => break,
+                        () = shutdown.cancelled() => break 'run,
+                    }
+                }
+                top_up(&mut held);
             }
             let lease = inner.config.lease.as_millis() as i64;
             let claimed = match inner.store.claim(now_ms(), lease, held.len() as i64).await {
@@ -151,6 +176,7 @@ impl Worker {
                 }
             };
             let full = claimed.len() == held.len();
+            backlog = full;
             debug!(count = claimed.len(), "claimed deliveries");
             for (delivery, permit) in claimed.into_iter().zip(held.drain(..)) {
                 let worker = self.clone();

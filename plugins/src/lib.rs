@@ -46,7 +46,7 @@ pub mod types;
 pub mod validate;
 
 pub use error::PluginError;
-pub use host::{CacheStats, Host, Plugin};
+pub use host::{Allocator, CacheStats, Host, Plugin};
 pub use limits::Limits;
 pub use types::{Exports, Run};
 

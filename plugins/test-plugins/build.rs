@@ -1,6 +1,7 @@
-//! Builds the guest plugins of `plugins/guests` (a workspace of its own) as WebAssembly
-//! components, with a nested `cargo build --release --target wasm32-wasip2`, and tells the crate
-//! where they are (`POSTWIRE_TEST_PLUGINS_DIR`).
+//! Builds the guest plugins of `plugins/guests` and the example plugins of `examples/plugins`
+//! (two workspaces of their own) as WebAssembly components, each with a nested
+//! `cargo build --release --target wasm32-wasip2`, and tells the crate where they are
+//! (`POSTWIRE_TEST_PLUGINS_DIR`, `POSTWIRE_EXAMPLE_PLUGINS_DIR`).
 
 use std::env;
 use std::ffi::OsString;
@@ -11,7 +12,7 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 
 /// Variables the outer build sets (or passes through) that must not reach the nested build:
-/// they would compile the guests with the outer build's flags, target, wrappers or jobserver.
+/// they would compile the plugins with the outer build's flags, target, wrappers or jobserver.
 const LEAKING: &[&str] = &[
     "RUSTFLAGS",
     "CARGO_ENCODED_RUSTFLAGS",
@@ -34,25 +35,37 @@ fn main() {
         .and_then(Path::parent)
         .expect("plugins/test-plugins is two levels below the repository root");
     let guests = repo.join("plugins").join("guests");
-    let wit = repo.join("sdk").join("wit");
+    let examples = repo.join("examples").join("plugins");
+    let sdk = repo.join("sdk");
 
-    rerun_if_changed(&guests, &wit);
+    // The guests read the WIT contract; the examples are built on the SDK, which reads it too.
+    rerun_if_changed(&guests);
+    rerun_if_changed(&examples);
+    println!("cargo:rerun-if-changed={}", sdk.join("wit").display());
+    println!("cargo:rerun-if-changed={}", sdk.join("Cargo.toml").display());
+    println!("cargo:rerun-if-changed={}", sdk.join("src").display());
     ensure_target_installed();
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
-    let target_dir = outer_target_dir(&out_dir).join("wasm-guests");
-    build_guests(&guests, &target_dir);
+    let outer = outer_target_dir(&out_dir);
 
-    let plugins_dir = target_dir.join(TARGET).join("release");
+    let guests_dir = outer.join("wasm-guests");
+    build_workspace(&guests, &guests_dir, "plugins/guests");
+    let plugins_dir = guests_dir.join(TARGET).join("release");
     println!("cargo:rustc-env=POSTWIRE_TEST_PLUGINS_DIR={}", plugins_dir.display());
+
+    let examples_dir = outer.join("wasm-examples");
+    build_workspace(&examples, &examples_dir, "examples/plugins");
+    let plugins_dir = examples_dir.join(TARGET).join("release");
+    println!("cargo:rustc-env=POSTWIRE_EXAMPLE_PLUGINS_DIR={}", plugins_dir.display());
 }
 
-/// Rebuild when a guest, the guests' workspace or the WIT contract changes.
-fn rerun_if_changed(guests: &Path, wit: &Path) {
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", guests.join("Cargo.lock").display());
-    let mut crates: Vec<PathBuf> = fs::read_dir(guests)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", guests.display()))
+/// Rebuild when a crate of the workspace at `root`, or the workspace itself, changes.
+fn rerun_if_changed(root: &Path) {
+    println!("cargo:rerun-if-changed={}", root.join("Cargo.toml").display());
+    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    let mut crates: Vec<PathBuf> = fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
         .map(|entry| entry.expect("a directory entry").path())
         .filter(|dir| dir.join("Cargo.toml").is_file())
         .collect();
@@ -61,7 +74,6 @@ fn rerun_if_changed(guests: &Path, wit: &Path) {
         println!("cargo:rerun-if-changed={}", crate_dir.join("Cargo.toml").display());
         println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
     }
-    println!("cargo:rerun-if-changed={}", wit.display());
 }
 
 /// Makes sure the standard library for wasm32-wasip2 is installed, installing it with rustup if
@@ -102,7 +114,7 @@ fn ensure_target_installed() {
 /// (`<target>/[<triple>/]<profile>/build/<package>-<hash>/out`): the nearest ancestor cargo
 /// marked with `CACHEDIR.TAG` (or its parent, if that is the `<triple>` level of a `--target`
 /// build: cargo marks both), else four levels up (five with a `<triple>` level). So every
-/// profile and target of the outer build shares one guest build.
+/// profile and target of the outer build shares one build of each workspace.
 fn outer_target_dir(out_dir: &Path) -> PathBuf {
     let triple = env::var("TARGET").ok();
     let is_triple_level =
@@ -124,16 +136,17 @@ fn outer_target_dir(out_dir: &Path) -> PathBuf {
     }
 }
 
-/// `cargo build --release --target wasm32-wasip2` in the guests' workspace, into `target_dir`.
-fn build_guests(guests: &Path, target_dir: &Path) {
+/// `cargo build --release --target wasm32-wasip2` in the workspace at `root` (`shown` as the
+/// repository calls it), into `target_dir`.
+fn build_workspace(root: &Path, target_dir: &Path, shown: &str) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(&cargo);
     command
         .args(["build", "--release", "--target", TARGET, "--manifest-path"])
-        .arg(guests.join("Cargo.toml"))
+        .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir);
-    if guests.join("Cargo.lock").is_file() {
+    if root.join("Cargo.lock").is_file() {
         command.arg("--locked");
     }
     for (name, _) in env::vars_os() {
@@ -147,9 +160,9 @@ fn build_guests(guests: &Path, target_dir: &Path) {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.to_string_lossy()));
     if !output.status.success() {
         panic!(
-            "building the guest plugins failed ({}): {command:?}\n\
-             (if plugins/guests/Cargo.lock needs updating because a guest or a dependency was added, run \
-             `cargo update --workspace --manifest-path plugins/guests/Cargo.toml`)\n--- stdout\n{}\n--- stderr\n{}",
+            "building the plugins of {shown} failed ({}): {command:?}\n\
+             (if {shown}/Cargo.lock needs updating because a plugin or a dependency was added, run \
+             `cargo update --workspace --manifest-path {shown}/Cargo.toml`)\n--- stdout\n{}\n--- stderr\n{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)

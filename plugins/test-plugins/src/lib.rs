@@ -10,15 +10,37 @@
 //!
 //! Well behaved: `reshape`, `trivial` (transformers), `json-ack` (classifier), `both` (both).
 //! Hostile: `spin`, `grow`, `recurse`, `bloat`, `panic` and `socket` (imports `wasi:sockets`).
+//!
+//! The example plugins of `examples/plugins`, written with the SDK, are built the same way (into
+//! `<target>/wasm-examples`) and asked for with [`example_bytes`]:
+//!
+//! ```no_run
+//! let component: Vec<u8> = postwire_test_plugins::example_bytes("hmac-header");
+//! ```
+//!
+//! Transformers: `hmac-header`, `nested-json`, `soap-envelope`; classifiers: `json-status`,
+//! `plain-ack`.
 
 use std::path::PathBuf;
 
 /// The folder the guests' `.wasm` files are in.
 const DIR: &str = env!("POSTWIRE_TEST_PLUGINS_DIR");
 
+/// The folder the example plugins' `.wasm` files are in.
+const EXAMPLES_DIR: &str = env!("POSTWIRE_EXAMPLE_PLUGINS_DIR");
+
 /// The crate names of every guest in `plugins/guests`.
 pub const GUESTS: &[&str] = &[
     "bloat", "both", "grow", "json-ack", "panic", "recurse", "reshape", "socket", "spin", "trivial",
+];
+
+/// The crate names of every example plugin in `examples/plugins`.
+pub const EXAMPLES: &[&str] = &[
+    "hmac-header",
+    "json-status",
+    "nested-json",
+    "plain-ack",
+    "soap-envelope",
 ];
 
 /// The component built from the guest crate `name` (for example `json-ack`).
@@ -40,6 +62,30 @@ pub fn bytes(name: &str) -> Vec<u8> {
              (known: {}); if it is, its build output was removed: touch plugins/guests/Cargo.toml and build again",
             path.display(),
             GUESTS.join(", ")
+        )
+    })
+}
+
+/// The component built from the example plugin `name` (for example `hmac-header`).
+pub fn example_path(name: &str) -> PathBuf {
+    PathBuf::from(EXAMPLES_DIR).join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// The bytes of the component built from the example plugin `name` (for example
+/// `hmac-header`).
+///
+/// # Panics
+///
+/// If there is no such component: `name` is not a crate of `examples/plugins`, or its build
+/// output was removed since the last build (touch `examples/plugins/Cargo.toml` and build again).
+pub fn example_bytes(name: &str) -> Vec<u8> {
+    let path = example_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "no example plugin `{name}` at {} ({e}): is `{name}` a member of examples/plugins/Cargo.toml? \
+             (known: {}); if it is, its build output was removed: touch examples/plugins/Cargo.toml and build again",
+            path.display(),
+            EXAMPLES.join(", ")
         )
     })
 }

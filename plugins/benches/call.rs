@@ -1,0 +1,78 @@
+//! The cost of one plugin call, instantiation included: a fresh store, the instance, the call,
+//! the output read back. Run with `cargo bench -p postwire-plugins --bench call`.
+//!
+//! Measured in the same run: the trivial transform (returns its input) with the pooling
+//! allocator, which is how Postwire runs plugins, against the same call with on-demand
+//! allocation (new memory mappings per instance) as the baseline, plus a realistic transform
+//! (`reshape`: parses and rewrites the JSON body).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use postwire_plugins::types::{Event, Request};
+use postwire_plugins::{Allocator, Host, Limits};
+
+fn event() -> Event {
+    Event {
+        id: "evt_1".into(),
+        event_type: "action_inquiry.created".into(),
+        partner_id: "ptn_1".into(),
+        occurred_at: "2026-11-20T14:03:00Z".into(),
+        data: vec![
+            ("ActionInquiryId".into(), "1000123".into()),
+            ("OrderId".into(), "ORD-99812".into()),
+            ("TransactionAmount".into(), "149.90".into()),
+            ("Currency".into(), "USD".into()),
+        ],
+    }
+}
+
+fn request() -> Request {
+    Request {
+        method: "POST".into(),
+        url: "https://partner.example/postbacks".into(),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: r#"{"inquiry":"1000123","order":"ORD-99812","amount":149.90,"currency":"USD"}"#.into(),
+    }
+}
+
+fn calls(c: &mut Criterion) {
+    let (event, request) = (event(), request());
+    let mut group = c.benchmark_group("plugin_call");
+    for (label, allocator) in [
+        ("pooling", Allocator::Pooling),
+        ("on_demand_baseline", Allocator::OnDemand),
+    ] {
+        let host = Host::with_allocator(Limits::default(), None, allocator).expect("the host starts");
+        let plugin = host
+            .load(&postwire_test_plugins::bytes("trivial"))
+            .expect("trivial loads");
+        assert!(host.transform(&plugin, &event, &request, "{}").result.is_ok());
+        group.bench_function(format!("trivial_transform_{label}"), |b| {
+            b.iter(|| {
+                black_box(
+                    host.transform(&plugin, black_box(&event), black_box(&request), "{}")
+                        .result
+                        .is_ok(),
+                )
+            })
+        });
+    }
+    let host = Host::new(Limits::default(), None).expect("the host starts");
+    let reshape = host
+        .load(&postwire_test_plugins::bytes("reshape"))
+        .expect("reshape loads");
+    group.bench_function("reshape_transform_pooling", |b| {
+        b.iter(|| {
+            black_box(
+                host.transform(&reshape, black_box(&event), black_box(&request), "{}")
+                    .result
+                    .is_ok(),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, calls);
+criterion_main!(benches);
