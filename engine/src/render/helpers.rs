@@ -5,7 +5,7 @@
 //! | `amount X [decimals]` | `{{amount TransactionAmount 2}}` | `149.90`: fixed decimals (default 2), half away from zero |
 //! | `cents X` | `{{cents TransactionAmount}}` | `14990`: minor units as an integer |
 //! | `iso8601 X` | `{{iso8601 EventDate}}` | `2026-11-20T14:03:00Z`, in UTC |
-//! | `unix X` | `{{unix EventDate}}` | `1795701780`: seconds since 1970 |
+//! | `unix X` | `{{unix EventDate}}` | `1795183380`: seconds since 1970 |
 //! | `date X "pattern"` | `{{date EventDate "%Y-%m-%d"}}` | strftime pattern, in UTC |
 //! | `default X fallback` | `{{default SubId1 "none"}}` | X unless absent or empty |
 //! | `upper X` / `lower X` | `{{upper Currency}}` | case-converted text |
