@@ -228,6 +228,7 @@ async fn postwire_run(
     n: usize,
     concurrency: usize,
     durability: Durability,
+    transform: Option<Vec<u8>>,
 ) -> Run {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = format!("sqlite://{}", dir.path().join("pw.db").display());
@@ -255,11 +256,23 @@ async fn postwire_run(
     .await;
     assert_eq!(status, 201);
     let partner = partner["id"].as_str().expect("a partner id").to_owned();
+    let mut settings = settings_json(receiver);
+    if let Some(wasm) = transform {
+        let answer = client
+            .post(format!("{base}/v1/partners/{partner}/plugins?name=transform"))
+            .body(wasm)
+            .send()
+            .await
+            .expect("the API answers");
+        assert_eq!(answer.status().as_u16(), 201);
+        let plugin: Value = answer.json().await.expect("a plugin");
+        settings["transform_plugin"] = plugin["id"].clone();
+    }
     let (status, answer) = api_call(
         &client,
         reqwest::Method::PUT,
         format!("{base}/v1/partners/{partner}/settings/action-inquiry"),
-        settings_json(receiver).to_string(),
+        settings.to_string(),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
@@ -562,12 +575,17 @@ async fn bench() {
     // Warm up the receiver and the loopback path.
     baseline(receiver, &count, 2_000.min(n), concurrency).await;
 
-    // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power or claim.
+    // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power, plugin or claim;
+    // `plugin+process` runs the plugin comparison alone.
     let only = std::env::var("PW_BENCH_ONLY").ok();
-    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let wanted = |part: &str| {
+        only.as_deref()
+            .is_none_or(|o| o == part || o.split('+').any(|p| p == part))
+    };
     let mut base = Vec::new();
     let mut process = Vec::new();
     let mut power = Vec::new();
+    let mut plugin = Vec::new();
     for round in 1..=repeats {
         if wanted("baseline") {
             let rate = baseline(receiver, &count, n, concurrency).await;
@@ -578,7 +596,7 @@ async fn bench() {
             .into_iter()
             .filter(|(d, _)| wanted(&format!("{d:?}").to_lowercase()))
         {
-            let run = postwire_run(receiver, &count, n, concurrency, durability).await;
+            let run = postwire_run(receiver, &count, n, concurrency, durability, None).await;
             println!(
                 "  round {round}: postwire {:<8}  {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s",
                 format!("{durability:?}").to_lowercase(),
@@ -587,6 +605,24 @@ async fn bench() {
             );
             runs.push(run);
         }
+        if wanted("plugin") {
+            let wasm = postwire_test_plugins::bytes("trivial");
+            let run = postwire_run(receiver, &count, n, concurrency, Durability::Process, Some(wasm)).await;
+            println!(
+                "  round {round}: postwire process + trivial transform plugin {:>9.0} postbacks/s end to end",
+                run.end_to_end
+            );
+            plugin.push(run);
+        }
+    }
+    if only.as_deref() == Some("plugin+process") {
+        let with = median(&mut plugin.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
+        let without = median(&mut process.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
+        println!(
+            "summary: medians of {repeats} runs: without a plugin {without:.0} p/s, with a trivial transform plugin {with:.0} p/s: {:.0}% (target >= 80%)",
+            100.0 * with / without
+        );
+        return;
     }
 
     if !wanted("claim") {
@@ -636,6 +672,7 @@ async fn bench() {
     let e2e = |runs: &[Run]| median(&mut runs.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
     let ingest = |runs: &[Run]| median(&mut runs.iter().map(|r| r.ingest).collect::<Vec<_>>());
     let (process_e2e, power_e2e) = (e2e(&process), e2e(&power));
+    let plugin_e2e = e2e(&plugin);
     let (process_ingest, power_ingest) = (ingest(&process), ingest(&power));
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
 
@@ -671,6 +708,13 @@ async fn bench() {
     println!(
         "{:<46} {:>12.0} e/s",
         "postwire ingest alone, durability power", power_ingest
+    );
+    println!(
+        "{:<46} {:>12.0} p/s {:>9.0}%  of the run without a plugin; >= 80%: {}",
+        "postwire + trivial transform plugin (process)",
+        plugin_e2e,
+        100.0 * plugin_e2e / process_e2e,
+        verdict(plugin_e2e >= 0.8 * process_e2e)
     );
     println!(
         "{:<46} {:>15.0}% {:>10}  (end to end), ingest {:+.0}%",

@@ -165,7 +165,10 @@ impl ServeOptions {
             let path = path.split('?').next().unwrap_or(path);
             (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(format!("{path}.plugins")))
         });
-        worker.lease = worker.lease.max(send.timeout * 2 + worker.rate_horizon);
+        // A claim must outlast the longest a worker can hold a delivery: its wait for a rate
+        // slot, two plugin calls, the exchange, and the recorder's commit. Longer only delays
+        // recovery after a crash.
+        worker.lease = send.timeout * 2 + worker.rate_horizon + Duration::from_secs(5);
         worker.shutdown_grace = send.timeout + Duration::from_secs(5);
         Ok(Config {
             listen: self

@@ -59,7 +59,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             batch: 256,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(37),
             concurrency: 256,
             idle_poll: Duration::from_secs(1),
             rate_horizon: Duration::from_secs(2),
