@@ -70,18 +70,8 @@ enum PluginCommand {
     Run {
         /// The component (.wasm).
         wasm: PathBuf,
-        /// An event envelope (JSON) [default: a sample created event].
-        #[arg(long, value_name = "FILE")]
-        event: Option<PathBuf>,
-        /// Notification settings (JSON) to render the request with [default: examples/settings/json.json].
-        #[arg(long, value_name = "FILE")]
-        settings: Option<PathBuf>,
-        /// plugin_config (JSON) [default: the settings' plugin_config, or {}].
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Print the result as JSON, as the server's dry-run endpoint does.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        inputs: RunInputs,
     },
     /// Run a plugin's classify on a receiver's answer, exactly as the server would.
     Classify {
@@ -96,18 +86,8 @@ enum PluginCommand {
         /// An answer header, name:value; repeat for more.
         #[arg(long = "header", value_name = "NAME:VALUE")]
         headers: Vec<String>,
-        /// An event envelope (JSON) [default: a sample created event].
-        #[arg(long, value_name = "FILE")]
-        event: Option<PathBuf>,
-        /// Notification settings (JSON) [default: examples/settings/json.json].
-        #[arg(long, value_name = "FILE")]
-        settings: Option<PathBuf>,
-        /// plugin_config (JSON).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        inputs: RunInputs,
     },
     /// Upload a plugin to a server, and optionally attach it to the partner's settings.
     Upload {
@@ -126,6 +106,40 @@ enum PluginCommand {
         #[arg(long, value_name = "transform|classify")]
         attach: Option<String>,
     },
+}
+
+/// What `plugin run` and `plugin classify` run a plugin on.
+#[derive(clap::Args)]
+struct RunInputs {
+    /// An event envelope (JSON) [default: a sample created event].
+    #[arg(long, value_name = "FILE")]
+    event: Option<PathBuf>,
+    /// Notification settings (JSON) to render the request with [default: examples/settings/json.json].
+    #[arg(long, value_name = "FILE")]
+    settings: Option<PathBuf>,
+    /// plugin_config (JSON) [default: the settings' plugin_config, or {}].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the result as JSON, as the server's dry-run endpoint does.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunInputs {
+    fn into_input(
+        self,
+        wasm: PathBuf,
+        response: Option<postwire_plugins::types::Response>,
+    ) -> (postwire::runner::Input, bool) {
+        let input = postwire::runner::Input {
+            wasm,
+            event: self.event,
+            settings: self.settings,
+            config: self.config,
+            response,
+        };
+        (input, self.json)
+    }
 }
 
 fn main() -> ExitCode {
@@ -221,31 +235,13 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&record).expect("JSON serializes"));
             return Ok(());
         }
-        PluginCommand::Run {
-            wasm,
-            event,
-            settings,
-            config,
-            json,
-        } => (
-            runner::Input {
-                wasm,
-                event,
-                settings,
-                config,
-                response: None,
-            },
-            json,
-        ),
+        PluginCommand::Run { wasm, inputs } => inputs.into_input(wasm, None),
         PluginCommand::Classify {
             wasm,
             status,
             body,
             headers,
-            event,
-            settings,
-            config,
-            json,
+            inputs,
         } => {
             let headers = headers
                 .iter()
@@ -257,16 +253,7 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
                 body: body.into_bytes(),
                 duration_ms: 0,
             };
-            (
-                runner::Input {
-                    wasm,
-                    event,
-                    settings,
-                    config,
-                    response: Some(response),
-                },
-                json,
-            )
+            inputs.into_input(wasm, Some(response))
         }
     };
     let (out, failed) = runtime().block_on(runner::run(input, limits))?;

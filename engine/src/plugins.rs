@@ -124,6 +124,22 @@ impl Plugins {
             .clone()
     }
 
+    /// Runs `call` with plugin `id` on a blocking thread, once `partner_id` has a free slot.
+    async fn run<T: Send + 'static>(
+        &self,
+        partner_id: &str,
+        id: &str,
+        call: impl FnOnce(&Host, &Plugin) -> Run<T> + Send + 'static,
+    ) -> Result<Run<T>, String> {
+        let plugin = self.get(id).await?;
+        let host = self.host.clone();
+        let slot = self.slot(partner_id);
+        let _permit = slot.acquire().await.expect("never closed");
+        tokio::task::spawn_blocking(move || call(&host, &plugin))
+            .await
+            .map_err(|_| "the plugin call was cancelled".to_owned())
+    }
+
     /// Runs `transform` of plugin `id` for `partner_id`.
     pub async fn transform(
         &self,
@@ -133,17 +149,15 @@ impl Plugins {
         request: &Request,
         config: &str,
     ) -> Call<Request> {
-        let plugin = match self.get(id).await {
-            Ok(plugin) => plugin,
-            Err(e) => return unavailable(id, e),
-        };
         let (event, input, config) = (plugin_event(event), plugin_request(request), config.to_owned());
-        let host = self.host.clone();
-        let slot = self.slot(partner_id);
-        let _permit = slot.acquire().await.expect("never closed");
-        let run = tokio::task::spawn_blocking(move || host.transform(&plugin, &event, &input, &config)).await;
-        let Ok(run) = run else {
-            return unavailable(id, "the plugin call was cancelled".into());
+        let run = match self
+            .run(partner_id, id, move |host, plugin| {
+                host.transform(plugin, &event, &input, &config)
+            })
+            .await
+        {
+            Ok(run) => run,
+            Err(e) => return unavailable(id, e),
         };
         let output = run
             .result
@@ -166,17 +180,15 @@ impl Plugins {
         response: wit::Response,
         config: &str,
     ) -> Call<wit::Verdict> {
-        let plugin = match self.get(id).await {
-            Ok(plugin) => plugin,
-            Err(e) => return unavailable(id, e),
-        };
         let (input, config) = (plugin_request(request), config.to_owned());
-        let host = self.host.clone();
-        let slot = self.slot(partner_id);
-        let _permit = slot.acquire().await.expect("never closed");
-        let run = tokio::task::spawn_blocking(move || host.classify(&plugin, &input, &response, &config)).await;
-        let Ok(run) = run else {
-            return unavailable(id, "the plugin call was cancelled".into());
+        let run = match self
+            .run(partner_id, id, move |host, plugin| {
+                host.classify(plugin, &input, &response, &config)
+            })
+            .await
+        {
+            Ok(run) => run,
+            Err(e) => return unavailable(id, e),
         };
         let output = run.result.as_ref().ok().map(verdict_json);
         let result = run.result.clone().map_err(|e| e.to_string());
