@@ -156,10 +156,7 @@ async fn nested_json_reshapes_a_real_postback() {
     .await;
     let body = hit.json();
     assert!(body.is_object() && body.get("order_id").is_none(), "reshaped: {body}");
-    assert_eq!(
-        attempts(&delivery)[0]["plugins"]["transform"]["output"]["body"],
-        hit.body
-    );
+    assert_eq!(attempts(&delivery)[0]["request"]["body"], hit.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,16 +159,13 @@ impl Plugins {
             Ok(run) => run,
             Err(e) => return unavailable(id, e),
         };
-        let output = run
-            .result
-            .as_ref()
-            .ok()
-            .map(|r| json!({"method": r.method, "url": r.url, "headers": r.headers, "body": r.body}));
         let checked = match &run.result {
             Ok(out) => engine_request(out).map_err(|e| format!("transform returned an unusable request: {e}")),
             Err(e) => Err(e.to_string()),
         };
-        finish(id, &run, checked, output)
+        // The transformed request is the attempt's request (as sent, with its signature), so the
+        // report does not repeat it.
+        finish(id, &run, checked, None)
     }
 
     /// Runs `classify` of plugin `id` for `partner_id`.
@@ -373,6 +370,7 @@ pub async fn dry_run(plugins: &Plugins, partner_id: &str, plugin_id: &str, input
         let mut report = call.report;
         report["input"] = request_json(&request);
         if let Ok(transformed) = call.result {
+            report["output"] = request_json(&transformed);
             request = transformed;
         }
         out["transform"] = report;
