@@ -47,6 +47,11 @@ struct Engine {
 impl Engine {
     /// Starts the binary on `dir/pw.db` and reads the address from its first line.
     fn start(dir: &Path) -> Engine {
+        Engine::start_with(dir, &[])
+    }
+
+    /// [`Engine::start`] with more `serve` flags.
+    fn start_with(dir: &Path, extra: &[&str]) -> Engine {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -57,6 +62,7 @@ impl Engine {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
             .args(["--allow-destination", "127.0.0.1/32", "--timeout", TIMEOUT])
+            .args(extra)
             .env("POSTWIRE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -574,4 +580,86 @@ async fn no_accepted_event_is_lost_when_the_engine_is_killed() {
         requests - seen.len(),
         waited_for_all.as_secs_f64()
     );
+}
+
+/// SIGTERM is a graceful stop: the engine stops claiming, lets the postbacks in flight finish,
+/// commits their attempts and exits 0; started again, it sends each remaining postback once and
+/// none of the finished ones again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_postbacks_in_flight_and_sends_nothing_twice() {
+    const N: usize = 100;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (receiver, hook_url) = start_receiver().await;
+    let http = reqwest::Client::builder().timeout(STEP).build().unwrap();
+    // Few postbacks in flight at once, so that most are still waiting when the stop comes.
+    let mut engine = Engine::start_with(dir.path(), &["--concurrency", "8"]);
+    let answer = http
+        .post(format!("{}/v1/partners", engine.base))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let partner: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    let partner = partner["id"].as_str().unwrap().to_owned();
+    let settings = json!({"url": hook_url, "body_template": "{\"event_id\":\"{EventId}\"}"});
+    let saved = http
+        .put(format!("{}/v1/partners/{partner}/settings/action-inquiry", engine.base))
+        .header("content-type", "application/json")
+        .body(settings.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status().as_u16(), 200);
+    // Created events only, each of its own inquiry, so none waits for another.
+    let events: Vec<Value> = (0..N).map(|i| event(&partner, i * 4)).collect();
+    let accepted = http
+        .post(format!("{}/v1/events/batch", engine.base))
+        .header("content-type", "application/json")
+        .body(json!({ "events": events }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+
+    wait_for("postbacks in flight", STEP, || receiver.in_flight() > 0).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &engine.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + STEP;
+    let exit = loop {
+        if let Some(exit) = engine.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "postwire did not stop within {STEP:?} of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}\n{}", log_tail(dir.path()));
+    assert_eq!(
+        receiver.in_flight(),
+        0,
+        "every postback in flight was answered before the exit"
+    );
+    let before_restart = receiver.requests();
+    assert!(
+        before_restart > 0 && before_restart < N,
+        "{before_restart} of {N} sent before the stop"
+    );
+
+    let _engine = Engine::start(dir.path());
+    let ids: HashSet<String> = (0..N).map(|i| event_id(i * 4)).collect();
+    wait_for("every postback after the restart", STEP, || {
+        receiver.missing(&ids).is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = receiver.seen.lock().unwrap().clone();
+    let twice: Vec<&String> = seen.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    assert!(twice.is_empty(), "sent twice after a graceful stop: {twice:?}");
+    assert_eq!(receiver.requests(), N);
 }
