@@ -276,3 +276,58 @@ pub fn cancel_on_signal(token: CancellationToken) {
         token.cancel();
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> ServeOptions {
+        ServeOptions {
+            config: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/postwire.toml"
+            ))),
+            ..ServeOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_example_config_gives_the_defaults() {
+        let config = example().resolve().unwrap();
+        let defaults = ServeOptions::default().resolve().unwrap();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.database, defaults.database);
+        assert_eq!(config.worker.schedule, defaults.worker.schedule);
+        assert_eq!(config.send.timeout, defaults.send.timeout);
+        assert_eq!(config.plugin_limits, defaults.plugin_limits);
+        assert_eq!(config.allow, vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(config.plugin_cache, Some(PathBuf::from("postwire.db.plugins")));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_bad_values_are_named() {
+        let config = ServeOptions {
+            listen: Some("127.0.0.1:9999".parse().unwrap()),
+            timeout: Some("2s".into()),
+            ..example()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.send.timeout, Duration::from_secs(2));
+        let error = ServeOptions {
+            retry_schedule: Some("5 minutes".into()),
+            ..ServeOptions::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.starts_with("retry_schedule:"), "{error}");
+        let error = ServeOptions {
+            concurrency: Some(0),
+            ..ServeOptions::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.starts_with("concurrency:"), "{error}");
+    }
+}
