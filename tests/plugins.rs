@@ -370,24 +370,23 @@ async fn plugins_survive_a_restart_without_compiling_again() {
 
     let second = start(options()).await;
     let base = format!("http://{}", second.addr);
-    let mut event = created(
-        &Partner {
-            id: partner_id.clone(),
-            secret: String::new(),
-        },
-        "evt_r1",
-        "inq-r1",
-    );
-    event["partner_id"] = json!(partner_id);
+    // Twenty postbacks arriving together after the restart load the plugin once.
+    let partner = Partner {
+        id: partner_id.clone(),
+        secret: String::new(),
+    };
+    let events: Vec<Value> = (0..20)
+        .map(|i| created(&partner, &format!("evt_r{i}"), &format!("inq-r{i}")))
+        .collect();
     let accepted = http
-        .post(format!("{base}/v1/events"))
-        .json(&event)
+        .post(format!("{base}/v1/events/batch"))
+        .json(&json!({ "events": events }))
         .send()
         .await
         .unwrap();
     assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-    let hits = receiver.wait_hits(1).await;
-    assert_eq!(hits[0].header("x-reshaped"), Some("1"));
+    let hits = receiver.wait_hits(20).await;
+    assert!(hits.iter().all(|hit| hit.header("x-reshaped") == Some("1")));
     let health: Value = http
         .get(format!("{base}/health"))
         .send()

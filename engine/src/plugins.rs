@@ -35,6 +35,9 @@ pub struct Plugins {
     /// Where binaries are loaded from; `None` for the local runner, which loads files itself.
     store: Option<Store>,
     loaded: Mutex<HashMap<String, Plugin>>,
+    /// One loader per plugin id, so that postbacks arriving together for a plugin not loaded
+    /// yet (after a restart) load it once, not once each.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     running: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -66,6 +69,7 @@ impl Plugins {
             host: Arc::new(host),
             store,
             loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -98,6 +102,17 @@ impl Plugins {
 
     /// The plugin with this id, loaded from the store the first time.
     pub async fn get(&self, id: &str) -> Result<Plugin, String> {
+        if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id).cloned() {
+            return Ok(plugin);
+        }
+        let loader = self
+            .loading
+            .lock()
+            .expect("never poisoned")
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let _loading = loader.lock().await;
         if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id).cloned() {
             return Ok(plugin);
         }
