@@ -350,6 +350,8 @@ async fn plugins_survive_a_restart_without_compiling_again() {
         .unwrap();
     let mut settings = sample_settings(&receiver.url("/pb"));
     settings["transform_plugin"] = plugin["id"].clone();
+    // No rate limit, so that the postbacks after the restart go out together.
+    settings["max_requests_per_sec"] = Value::Null;
     let saved = http
         .put(format!("{base}/v1/partners/{partner_id}/settings/action-inquiry"))
         .json(&settings)
