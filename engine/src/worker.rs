@@ -260,6 +260,15 @@ impl Worker {
                     return;
                 }
             }
+            while let Some(until) = inner.limits.admit(&claimed.partner_id, rate, Instant::now()) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    () = shutdown.cancelled() => {
+                        let _ = records.send(Record::Later(claimed.delivery_id, now_ms())).await;
+                        return;
+                    }
+                }
+            }
         }
         let rendered = compiled.settings.render(&event);
         let (request, transform_report) = match transform(&inner.plugins, &compiled.settings, &event, rendered).await {
