@@ -45,7 +45,24 @@ pub const EXAMPLES: &[&str] = &[
 
 /// The component built from the guest crate `name` (for example `json-ack`).
 pub fn path(name: &str) -> PathBuf {
-    PathBuf::from(DIR).join(format!("{}.wasm", name.replace('-', "_")))
+    component(DIR, name)
+}
+
+/// The `.wasm` cargo names after crate `name` in `dir`.
+fn component(dir: &str, name: &str) -> PathBuf {
+    PathBuf::from(dir).join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Reads a built component, or explains which workspace `name` should belong to.
+fn read(path: PathBuf, name: &str, kind: &str, workspace: &str, known: &[&str]) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "no {kind} `{name}` at {} ({e}): is `{name}` a member of {workspace}/Cargo.toml? \
+             (known: {}); if it is, its build output was removed: touch {workspace}/Cargo.toml and build again",
+            path.display(),
+            known.join(", ")
+        )
+    })
 }
 
 /// The bytes of the component built from the guest crate `name` (for example `json-ack`).
@@ -55,20 +72,12 @@ pub fn path(name: &str) -> PathBuf {
 /// If there is no such component: `name` is not a crate of `plugins/guests`, or its build output
 /// was removed since the last build (touch `plugins/guests/Cargo.toml` and build again).
 pub fn bytes(name: &str) -> Vec<u8> {
-    let path = path(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "no test plugin `{name}` at {} ({e}): is `{name}` a member of plugins/guests/Cargo.toml? \
-             (known: {}); if it is, its build output was removed: touch plugins/guests/Cargo.toml and build again",
-            path.display(),
-            GUESTS.join(", ")
-        )
-    })
+    read(path(name), name, "test plugin", "plugins/guests", GUESTS)
 }
 
 /// The component built from the example plugin `name` (for example `hmac-header`).
 pub fn example_path(name: &str) -> PathBuf {
-    PathBuf::from(EXAMPLES_DIR).join(format!("{}.wasm", name.replace('-', "_")))
+    component(EXAMPLES_DIR, name)
 }
 
 /// The bytes of the component built from the example plugin `name` (for example
@@ -79,13 +88,5 @@ pub fn example_path(name: &str) -> PathBuf {
 /// If there is no such component: `name` is not a crate of `examples/plugins`, or its build
 /// output was removed since the last build (touch `examples/plugins/Cargo.toml` and build again).
 pub fn example_bytes(name: &str) -> Vec<u8> {
-    let path = example_path(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "no example plugin `{name}` at {} ({e}): is `{name}` a member of examples/plugins/Cargo.toml? \
-             (known: {}); if it is, its build output was removed: touch examples/plugins/Cargo.toml and build again",
-            path.display(),
-            EXAMPLES.join(", ")
-        )
-    })
+    read(example_path(name), name, "example plugin", "examples/plugins", EXAMPLES)
 }
