@@ -49,8 +49,6 @@ impl Store {
             })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory")
             // Room for the batched statements' few sizes (see `batch`) besides the others.
             .statement_cache_capacity(256);
         let write = SqlitePoolOptions::new()
@@ -334,7 +332,7 @@ impl Store {
                 number: row.get(2),
                 started_at: row.get(3),
                 duration_ms: row.get(4),
-                request: parse_json(row.get(5)),
+                request: raw_json(row.get(5)),
                 response_status: row.get(6),
                 response_headers: row.get::<Option<String>, _>(7).map(parse_json),
                 response_body: row.get(8),
@@ -383,6 +381,13 @@ fn delivery(row: &sqlx::sqlite::SqliteRow) -> Delivery {
         last_error: row.get(9),
         created_at: row.get(10),
         updated_at: row.get(11),
+    }
+}
+
+fn raw_json(text: String) -> Box<serde_json::value::RawValue> {
+    match serde_json::from_str::<&serde_json::value::RawValue>(&text) {
+        Ok(raw) => raw.to_owned(),
+        Err(_) => serde_json::value::to_raw_value(&text).expect("a string serializes"),
     }
 }
 
@@ -469,7 +474,7 @@ async fn accept_one_by_one(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
             let endpoint = load_for_accept(tx, &event.partner_id).await?;
             endpoints.insert(event.partner_id.clone(), endpoint);
         }
-        let body = event.to_json().to_string();
+        let body = event.to_json_string();
         let occurred_at = event.occurred_at.timestamp_millis();
         let inserted = sqlx::query(
             "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
