@@ -32,6 +32,10 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 use tokio_util::sync::CancellationToken;
 
+/// The allocator of the `postwire` binary; the baseline runs in this process with it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A typical partner template: 10 fields in a JSON body, a placeholder in the URL and a header.
 const BODY_TEMPLATE: &str = r#"{"inquiry":"{ActionInquiryId}","order":"{OrderId}","campaign":"{CampaignName}","amount":{TransactionAmount},"currency":"{Currency}","payout":{ExpectedPayout},"type":"{InquiryType}","date":"{TransactionDate}","notes":"{InquiryNotes}","sub1":"{SubId1}"}"#;
 
@@ -506,12 +510,7 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
 
     // Outcomes as the worker makes them: the request as sent (redacted), the receiver's answer.
     let (request, signature) = baseline_request("127.0.0.1:9".parse().expect("an address"));
-    let mut sent = request.clone();
-    sent.headers.extend(
-        signature
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), value.clone())),
-    );
+    let signature: Vec<(&str, String)> = signature.iter().map(|(n, v)| (*n, v.clone())).collect();
     let outcomes: Vec<Outcome> = claimed
         .iter()
         .map(|c| Outcome {
@@ -521,7 +520,7 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
                 number: 1,
                 started_at: now_ms(),
                 duration_ms: 1,
-                request: postwire::worker::redacted(&sent),
+                request: postwire::worker::redacted(&request, &signature),
                 response_status: Some(200),
                 response_headers: Some(json!([
                     ["content-type", "text/plain; charset=utf-8"],

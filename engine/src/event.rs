@@ -113,11 +113,57 @@ pub struct Event {
 impl Event {
     /// Parses and validates an envelope from JSON text.
     pub fn from_json(text: &str) -> Result<Event, crate::Error> {
+        if let Some(event) = Event::from_valid_json(text) {
+            return Ok(event);
+        }
         let json: Json = serde_json::from_str(text).map_err(|source| crate::Error::Json {
             what: "the event".into(),
             source,
         })?;
         Ok(Event::from_value(&json)?)
+    }
+
+    /// The event when `text` is a valid envelope, read without building a JSON tree; `None`
+    /// for anything else, including valid envelopes written unusually (a key twice, a `null`
+    /// field), which [`Event::from_value`] then reads or explains.
+    ///
+    /// Events are read on every accept and on every attempt, so the common case is kept
+    /// cheap; the values go through the same checks as in [`Event::from_value`].
+    pub fn from_valid_json(text: &str) -> Option<Event> {
+        let envelope: fast::Envelope = serde_json::from_str(text).ok()?;
+        let event_type = EventType::parse(&envelope.event_type)?;
+        if !valid_id(&envelope.id) || !valid_id(&envelope.partner_id) {
+            return None;
+        }
+        let occurred_at = DateTime::parse_from_rfc3339(&envelope.occurred_at).ok()?;
+        let mut values = vec![None; CATALOGUE.len()];
+        for (name, scalar) in envelope.data.0 {
+            let field = catalogue::lookup(&name)?;
+            let placeholder = &CATALOGUE[field];
+            if placeholder.source != Source::Data || values[field].is_some() {
+                return None;
+            }
+            let json = match scalar {
+                fast::Scalar::Null => return None,
+                fast::Scalar::Text(text) => Json::String(text.into_owned()),
+                fast::Scalar::Number(number) => Json::Number(number),
+            };
+            values[field] = Some(parse_value("", placeholder.ty, &json).ok()?);
+        }
+        for name in event_type.required() {
+            values[catalogue::lookup(name).expect("required fields are in the catalogue")].as_ref()?;
+        }
+        let id = envelope.id.into_owned();
+        values[catalogue::EVENT_ID] = Some(Value::Text(id.clone()));
+        values[catalogue::EVENT_TYPE] = Some(Value::Text(event_type.as_str().to_owned()));
+        values[catalogue::EVENT_DATE] = Some(Value::Timestamp(occurred_at));
+        Some(Event {
+            id,
+            event_type,
+            partner_id: envelope.partner_id.into_owned(),
+            occurred_at,
+            values,
+        })
     }
 
     /// Validates an envelope, reporting every problem at once.
@@ -259,6 +305,11 @@ impl Event {
         }
     }
 
+    /// The envelope as compact JSON text: exactly `to_json().to_string()`, written directly.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(&fast::Canonical(self)).expect("an event always serializes")
+    }
+
     /// The envelope as JSON, in the shape [`Event::from_value`] reads.
     pub fn to_json(&self) -> Json {
         let mut data = Map::new();
@@ -307,10 +358,7 @@ fn read_id(object: &Map<String, Json>, field: &str, problems: &mut Problems) -> 
             None
         }
         Some(Json::String(id)) => {
-            let ok = !id.is_empty()
-                && id.len() <= MAX_ID_LEN
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
-            if ok {
+            if valid_id(id) {
                 Some(id.clone())
             } else {
                 problems.push(FieldError::new(field, Some(id), format!("is not a valid id; {FIX}")));
@@ -322,6 +370,10 @@ fn read_id(object: &Map<String, Json>, field: &str, problems: &mut Problems) -> 
             None
         }
     }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
 }
 
 fn read_data(data: &Map<String, Json>, values: &mut [Option<Value>], problems: &mut Problems) {
@@ -425,6 +477,143 @@ fn parse_timestamp(path: &str, json: &Json) -> Result<DateTime<FixedOffset>, Fie
     }
 }
 
+/// The envelope read and written without a JSON tree in between.
+mod fast {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use serde::{Deserialize, Serialize};
+
+    use super::{CATALOGUE, Event, Source, Value, format_timestamp};
+
+    /// The envelope with its strings borrowed from the text where they need no unescaping.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Envelope<'a> {
+        #[serde(borrow)]
+        pub id: Cow<'a, str>,
+        #[serde(rename = "type", borrow)]
+        pub event_type: Cow<'a, str>,
+        #[serde(borrow)]
+        pub partner_id: Cow<'a, str>,
+        #[serde(borrow)]
+        pub occurred_at: Cow<'a, str>,
+        #[serde(borrow)]
+        pub data: Data<'a>,
+    }
+
+    /// `data`'s entries in order; anything but an object of scalars is refused.
+    pub(super) struct Data<'a>(pub Vec<(Cow<'a, str>, Scalar<'a>)>);
+
+    /// A value in `data`.
+    pub(super) enum Scalar<'a> {
+        Null,
+        Text(Cow<'a, str>),
+        Number(serde_json::Number),
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Entries<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for Entries<'a> {
+                type Value = Data<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an object of scalars")
+                }
+                fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Data<'a>, M::Error> {
+                    let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                    while let Some(key) = map.next_key::<Cow<'a, str>>()? {
+                        entries.push((key, map.next_value::<Scalar<'a>>()?));
+                    }
+                    Ok(Data(entries))
+                }
+            }
+            deserializer.deserialize_map(Entries(std::marker::PhantomData))
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct One<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for One<'a> {
+                type Value = Scalar<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string, a number or null")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Text(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Text(Cow::Owned(v.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Text(Cow::Owned(v)))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Number(v.into()))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Number(v.into()))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar<'a>, E> {
+                    serde_json::Number::from_f64(v)
+                        .map(Scalar::Number)
+                        .ok_or_else(|| E::custom("not a finite number"))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Null)
+                }
+            }
+            deserializer.deserialize_any(One(std::marker::PhantomData))
+        }
+    }
+
+    /// Writes what [`Event::to_json`] builds, in the same key order.
+    pub(super) struct Canonical<'a>(pub &'a Event);
+
+    impl Serialize for Canonical<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let event = self.0;
+            let mut map = serializer.serialize_map(Some(5))?;
+            map.serialize_entry("id", &event.id)?;
+            map.serialize_entry("type", event.event_type.as_str())?;
+            map.serialize_entry("partner_id", &event.partner_id)?;
+            map.serialize_entry("occurred_at", &format_timestamp(&event.occurred_at))?;
+            map.serialize_entry("data", &DataOf(event))?;
+            map.end()
+        }
+    }
+
+    struct DataOf<'a>(&'a Event);
+
+    impl Serialize for DataOf<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut map = serializer.serialize_map(None)?;
+            for (field, value) in self.0.values.iter().enumerate() {
+                if let (Some(value), Source::Data) = (value, CATALOGUE[field].source) {
+                    map.serialize_entry(CATALOGUE[field].name, &Text(value))?;
+                }
+            }
+            map.end()
+        }
+    }
+
+    /// A value as the text [`Value::write_text`] gives.
+    struct Text<'a>(&'a Value);
+
+    impl Serialize for Text<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                Value::Text(text) => serializer.serialize_str(text),
+                Value::Amount(amount) => serializer.collect_str(amount),
+                Value::Timestamp(at) => serializer.serialize_str(&format_timestamp(at)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +689,143 @@ mod tests {
         let errors = errors(envelope(json!({"ActionInquiryId": "1", "EventId": "x"})));
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("data.EventId: is set from the envelope"));
+    }
+
+    /// What the fast reading and writing of envelopes give is what the JSON-tree ones give.
+    mod fast_path {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn scalar() -> impl Strategy<Value = Json> {
+            prop_oneof![
+                Just(Json::Null),
+                any::<u32>().prop_map(Json::from),
+                any::<i64>().prop_map(Json::from),
+                (-1e9f64..1e9).prop_map(Json::from),
+                "[A-Z]{3}".prop_map(Json::from),
+                "[0-9]{1,6}(\\.[0-9]{1,3})?".prop_map(Json::from),
+                "2026-(0[1-9]|1[0-2])-1[0-9]T1[0-9]:00:00(Z|\\+02:00|\\.5Z)".prop_map(Json::from),
+                prop::sample::select(vec!["UNTRACKED", "VALID", "DECLINED", "", "x\"\\\u{1}<&>é"]).prop_map(Json::from),
+                any::<String>().prop_map(Json::from),
+                Just(json!(true)),
+                Just(json!([1])),
+            ]
+        }
+
+        fn envelope() -> impl Strategy<Value = Json> {
+            let names: Vec<&'static str> = CATALOGUE.iter().map(|p| p.name).chain(["Unknown", "orderid"]).collect();
+            (
+                prop::sample::select(vec!["evt_1", "evt 2", "", "a:b.c-d_e"]),
+                prop::sample::select(vec!["action_inquiry.created", "action_inquiry.resolved", "other"]),
+                prop::sample::select(vec!["2026-11-20T14:03:00Z", "2026-11-20T14:03:00.250+05:30", "today"]),
+                prop::collection::vec((prop::sample::select(names), scalar()), 0..12),
+                any::<bool>(),
+            )
+                .prop_map(|(id, ty, at, data, with_id)| {
+                    let mut data: Map<String, Json> = data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                    if with_id {
+                        data.insert("ActionInquiryId".into(), json!("1000123"));
+                    }
+                    json!({"id": id, "type": ty, "partner_id": "ptn_1", "occurred_at": at, "data": data})
+                })
+        }
+
+        /// A value its field accepts.
+        fn valid(ty: FieldType) -> BoxedStrategy<Json> {
+            match ty {
+                FieldType::Text => ".{0,40}".prop_map(Json::from).boxed(),
+                FieldType::Id => prop_oneof!["[A-Za-z0-9\"\\ -]{1,20}".prop_map(Json::from), any::<u64>().prop_map(Json::from)]
+                    .boxed(),
+                FieldType::Amount => prop_oneof![
+                    "-?[0-9]{1,7}(\\.[0-9]{1,4})?".prop_map(Json::from),
+                    (-1e7f64..1e7).prop_map(Json::from),
+                    any::<i32>().prop_map(Json::from)
+                ]
+                .boxed(),
+                FieldType::Currency => "[A-Z]{3}".prop_map(Json::from).boxed(),
+                FieldType::Timestamp => "20[0-9]{2}-0[1-9]-(1[0-9]|2[0-8])T[01][0-9]:[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]0[0-9]:[03]0)"
+                    .prop_map(Json::from)
+                    .boxed(),
+                FieldType::Enum(words) => prop::sample::select(words.to_vec()).prop_map(Json::from).boxed(),
+            }
+        }
+
+        /// A valid resolved event with any of the data fields.
+        fn valid_envelope() -> impl Strategy<Value = Json> {
+            let fields: Vec<BoxedStrategy<Option<(&'static str, Json)>>> = CATALOGUE
+                .iter()
+                .filter(|p| p.source == Source::Data)
+                .map(|p| {
+                    let name = p.name;
+                    let required = matches!(name, "ActionInquiryId" | "ResolutionStatus");
+                    let value = valid(p.ty).prop_map(move |v| Some((name, v)));
+                    if required {
+                        value.boxed()
+                    } else {
+                        prop_oneof![Just(None), value].boxed()
+                    }
+                })
+                .collect();
+            fields.prop_map(|fields| {
+                let data: Map<String, Json> = fields.into_iter().flatten().map(|(k, v)| (k.to_owned(), v)).collect();
+                json!({"id": "evt_1", "type": "action_inquiry.resolved", "partner_id": "ptn_1",
+                       "occurred_at": "2026-11-20T14:03:00+01:00", "data": data})
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+            #[test]
+            fn reads_valid_events_fast(json in valid_envelope()) {
+                // Both readings start from the text, as the API's do.
+                let text = json.to_string();
+                let slow = Event::from_value(&serde_json::from_str(&text).unwrap()).map_err(|e| e.to_string());
+                prop_assert!(slow.is_ok(), "{:?}", slow);
+                prop_assert_eq!(Event::from_valid_json(&text).ok_or_else(String::new), slow);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(600))]
+            #[test]
+            fn agrees_with_the_tree(json in envelope()) {
+                let text = json.to_string();
+                let json: Json = serde_json::from_str(&text).unwrap();
+                let slow = Event::from_value(&json);
+                match Event::from_valid_json(&text) {
+                    Some(fast) => prop_assert_eq!(Ok(fast), slow.map_err(|e| e.to_string())),
+                    // Only nulls in data may send a valid event the long way.
+                    None => prop_assert!(slow.is_err() || text.contains("null"), "{}", text),
+                }
+                if let Ok(event) = Event::from_value(&json) {
+                    let canonical = event.to_json_string();
+                    prop_assert_eq!(&canonical, &event.to_json().to_string());
+                    prop_assert_eq!(Event::from_valid_json(&canonical), Some(event));
+                }
+            }
+        }
+
+        #[test]
+        fn unusual_envelopes_take_the_long_way() {
+            let valid = r#"{"id":"e","type":"action_inquiry.created","partner_id":"p","occurred_at":"2026-11-20T14:03:00Z","data":{"ActionInquiryId":"1"}}"#;
+            assert!(Event::from_valid_json(valid).is_some());
+            for text in [
+                r#"{"id":"e","id":"e","type":"action_inquiry.created","partner_id":"p","occurred_at":"2026-11-20T14:03:00Z","data":{"ActionInquiryId":"1"}}"#,
+                r#"{"id":"e","type":"action_inquiry.created","partner_id":"p","occurred_at":"2026-11-20T14:03:00Z","data":{"ActionInquiryId":"1","ActionInquiryId":"2"}}"#,
+                r#"{"id":"e","type":"action_inquiry.created","partner_id":"p","occurred_at":"2026-11-20T14:03:00Z","data":{"ActionInquiryId":"1","EventId":"x"}}"#,
+                r#"{"id":"e","type":"action_inquiry.created","partner_id":"p","occurred_at":"2026-11-20T14:03:00Z","data":{"ActionInquiryId":"1"},"x":1}"#,
+                r#"{"id":"e","type":"action_inquiry.resolved","partner_id":"p","occurred_at":"2026-11-20T14:03:00Z","data":{"ActionInquiryId":"1"}}"#,
+                r#"[]"#,
+                r#"{"id":"e""#,
+            ] {
+                assert_eq!(Event::from_valid_json(text), None, "{text}");
+            }
+            // Escaped strings are read like any other.
+            let escaped = valid.replace(r#""1""#, r#""\u0031\"""#);
+            let event = Event::from_valid_json(&escaped).expect("valid");
+            assert_eq!(event.action_inquiry_id(), "1\"");
+        }
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use serde::Serialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -444,9 +446,6 @@ pub async fn attempt(
         ),
         (Err(e), _) => classify::classify(Exchange::Transport(&e.0), None, None, Utc::now()),
     };
-    let mut sent = request.clone();
-    sent.headers
-        .extend(signature.iter().map(|(n, v)| ((*n).to_owned(), v.clone())));
     let (verdict_name, error) = describe(&verdict);
     let attempt = Attempt {
         id: new_id("att"),
@@ -454,7 +453,7 @@ pub async fn attempt(
         number,
         started_at,
         duration_ms: elapsed.as_millis() as i64,
-        request: redacted(&sent),
+        request: redacted(request, &signature),
         response_status: result.as_ref().ok().map(|a| a.status.into()),
         response_headers: result.as_ref().ok().map(|a| json!(a.headers)),
         response_body: result
@@ -484,7 +483,7 @@ fn unsent_attempt(delivery_id: &str, number: i64, reason: &str, plugins: Option<
         number,
         started_at: now_ms(),
         duration_ms: 0,
-        request: serde_json::Value::Null,
+        request: RawValue::NULL.to_owned(),
         response_status: None,
         response_headers: None,
         response_body: None,
@@ -511,16 +510,46 @@ fn is_secret(name: &str) -> bool {
     lower != "webhook-signature" && SECRET_WORDS.iter().any(|w| lower.contains(w))
 }
 
-/// The request for the attempt log, with secret header values and query parameters redacted.
-pub fn redacted(request: &Request) -> serde_json::Value {
-    let headers: Vec<(String, String)> = request
+/// The request for the attempt log as JSON text (method, URL, headers, body), with `extra`
+/// headers after the request's own, and secret header values and query parameters redacted.
+pub fn redacted(request: &Request, extra: &[(&str, String)]) -> Box<RawValue> {
+    let url = redacted_url(&request.url);
+    let headers: Vec<(&str, &str)> = request
         .headers
         .iter()
-        .map(|(n, v)| (n.clone(), if is_secret(n) { "[redacted]".into() } else { v.clone() }))
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(extra.iter().map(|(n, v)| (*n, v.as_str())))
+        .map(|(n, v)| (n, if is_secret(n) { "[redacted]" } else { v }))
         .collect();
-    let url = match url::Url::parse(&request.url) {
-        Ok(mut url) if url.query_pairs().any(|(k, _)| is_secret(&k)) => {
-            let pairs: Vec<(String, String)> = url
+    #[derive(Serialize)]
+    struct Logged<'a> {
+        method: &'a str,
+        url: &'a str,
+        headers: Vec<(&'a str, &'a str)>,
+        body: &'a str,
+    }
+    let logged = Logged {
+        method: request.method.as_str(),
+        url: &url,
+        headers,
+        body: &request.body,
+    };
+    serde_json::value::to_raw_value(&logged).expect("a request always serializes")
+}
+
+/// The URL with the values of secret query parameters replaced.
+fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
+    // Most URLs have no query parameter that could be secret; they are not parsed.
+    let Some((_, query)) = url.split_once('?') else {
+        return url.into();
+    };
+    let lower = query.to_ascii_lowercase();
+    if !lower.contains(['%', '+']) && !SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+        return url.into();
+    }
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.query_pairs().any(|(k, _)| is_secret(&k)) => {
+            let pairs: Vec<(String, String)> = parsed
                 .query_pairs()
                 .map(|(k, v)| {
                     let v = if is_secret(&k) {
@@ -531,12 +560,11 @@ pub fn redacted(request: &Request) -> serde_json::Value {
                     (k.into_owned(), v)
                 })
                 .collect();
-            url.query_pairs_mut().clear().extend_pairs(pairs);
-            url.to_string()
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            parsed.to_string().into()
         }
-        _ => request.url.clone(),
-    };
-    json!({"method": request.method.as_str(), "url": url, "headers": headers, "body": request.body})
+        _ => url.into(),
+    }
 }
 
 /// The recorder: commits outcomes in batches, retrying the store for a while when it fails.

@@ -6,6 +6,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, parse_json};
@@ -25,17 +27,75 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 async fn accept_one(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let event = Event::from_value(&parse_json(&body)?).map_err(|e| ApiError::invalid(e, ""))?;
+    let event = match std::str::from_utf8(&body).ok().and_then(Event::from_valid_json) {
+        Some(event) => event,
+        None => Event::from_value(&parse_json(&body)?).map_err(|e| ApiError::invalid(e, ""))?,
+    };
     let accepted = state.store.accept(std::slice::from_ref(&event), now_ms()).await?;
     state.worker.wake();
     let accepted = accepted.into_iter().next().expect("one event in, one out");
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
 }
 
+/// `{"events": [...]}`, each event left as text to read on its own.
+#[derive(Deserialize)]
+struct Wrapped<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
 /// The body is `{"events": [...]}` or a bare array.
 async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let json = parse_json(&body)?;
-    let items = match &json {
+    // The events' texts without a JSON tree; anything unusual takes the reading below, which
+    // explains what is wrong.
+    let items: Option<Vec<&RawValue>> =
+        std::str::from_utf8(&body)
+            .ok()
+            .and_then(|text| match text.trim_start().as_bytes().first() {
+                Some(b'[') => serde_json::from_str(text).ok(),
+                Some(b'{') => serde_json::from_str::<Wrapped>(text).ok().map(|w| w.events),
+                _ => None,
+            });
+    let events = match items {
+        Some(items) => {
+            check_size(items.len())?;
+            let mut events = Vec::with_capacity(items.len());
+            let mut errors = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match Event::from_valid_json(item.get()) {
+                    Some(event) => events.push(event),
+                    None => match Event::from_value(&parse_json(item.get().as_bytes())?) {
+                        Ok(event) => events.push(event),
+                        Err(invalid) => {
+                            errors.extend(ApiError::invalid(invalid, &format!("events[{i}].")).into_errors())
+                        }
+                    },
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(crate::error::Invalid(errors), ""));
+            }
+            events
+        }
+        None => read_batch(&parse_json(&body)?)?,
+    };
+    let accepted = state.store.accept(&events, now_ms()).await?;
+    state.worker.wake();
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))))
+}
+
+fn check_size(len: usize) -> Result<(), ApiError> {
+    if len == 0 || len > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "a batch holds 1 to {MAX_BATCH} events; this one holds {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// The events of a batch body read as a JSON tree, with every problem named.
+fn read_batch(json: &Value) -> Result<Vec<Event>, ApiError> {
+    let items = match json {
         Value::Array(items) => items,
         Value::Object(object) => match object.get("events") {
             Some(Value::Array(items)) => items,
@@ -51,12 +111,7 @@ async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(Sta
             ));
         }
     };
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "a batch holds 1 to {MAX_BATCH} events; this one holds {}",
-            items.len()
-        )));
-    }
+    check_size(items.len())?;
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -68,7 +123,5 @@ async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(Sta
     if !errors.is_empty() {
         return Err(ApiError::invalid(crate::error::Invalid(errors), ""));
     }
-    let accepted = state.store.accept(&events, now_ms()).await?;
-    state.worker.wake();
-    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))))
+    Ok(events)
 }

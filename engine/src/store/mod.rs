@@ -144,7 +144,7 @@ pub struct Attempt {
     /// How long the exchange took.
     pub duration_ms: i64,
     /// The request as sent (method, url, headers with secrets redacted, body).
-    pub request: serde_json::Value,
+    pub request: Box<serde_json::value::RawValue>,
     /// The status the receiver answered, if it answered.
     pub response_status: Option<i64>,
     /// The receiver's headers.

@@ -57,7 +57,7 @@ pub(super) async fn insert_attempts(tx: &mut Transaction<'_, Sqlite>, attempts: 
                 .bind(attempt.number)
                 .bind(attempt.started_at)
                 .bind(attempt.duration_ms)
-                .bind(attempt.request.to_string())
+                .bind(attempt.request.get())
                 .bind(attempt.response_status)
                 .bind(attempt.response_headers.as_ref().map(ToString::to_string))
                 .bind(&attempt.response_body)
@@ -183,7 +183,7 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
     }
 
     // The events; those inserted come back.
-    let rows: Vec<(&Event, String)> = events.iter().map(|e| (e, e.to_json().to_string())).collect();
+    let rows: Vec<(&Event, String)> = events.iter().map(|e| (e, e.to_json_string())).collect();
     let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(events.len());
     for chunk in split(&rows) {
         let sql = format!(
@@ -500,7 +500,7 @@ mod tests {
             number: 1,
             started_at: now_ms(),
             duration_ms: 3,
-            request: json!({"method": "POST"}),
+            request: serde_json::value::to_raw_value(&json!({"method": "POST"})).expect("json"),
             response_status: Some(200),
             response_headers: Some(json!([["content-type", "text/plain"]])),
             response_body: Some("ok".into()),
