@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, parse_json};
+use crate::error::Invalid;
 use crate::event::Event;
 use crate::store::now_ms;
 
@@ -27,14 +28,20 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 async fn accept_one(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let event = match std::str::from_utf8(&body).ok().and_then(Event::from_valid_json) {
-        Some(event) => event,
-        None => Event::from_value(&parse_json(&body)?).map_err(|e| ApiError::invalid(e, ""))?,
-    };
+    let event = read_event(&body)?.map_err(|e| ApiError::invalid(e, ""))?;
     let accepted = state.store.accept(std::slice::from_ref(&event), now_ms()).await?;
     state.worker.wake();
     let accepted = accepted.into_iter().next().expect("one event in, one out");
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
+}
+
+/// One event from its JSON text: read directly when it is a plain valid envelope, else as a
+/// JSON tree, which names every problem.
+fn read_event(text: &[u8]) -> Result<Result<Event, Invalid>, ApiError> {
+    match std::str::from_utf8(text).ok().and_then(Event::from_valid_json) {
+        Some(event) => Ok(Ok(event)),
+        None => Ok(Event::from_value(&parse_json(text)?)),
+    }
 }
 
 /// `{"events": [...]}`, each event left as text to read on its own.
@@ -46,8 +53,8 @@ struct Wrapped<'a> {
 
 /// The body is `{"events": [...]}` or a bare array.
 async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    // The events' texts without a JSON tree; anything unusual takes the reading below, which
-    // explains what is wrong.
+    // The events' texts without a JSON tree; a body that is not plainly one of the two shapes
+    // is read as a tree, which explains what is wrong.
     let items: Option<Vec<&RawValue>> =
         std::str::from_utf8(&body)
             .ok()
@@ -57,71 +64,48 @@ async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(Sta
                 _ => None,
             });
     let events = match items {
-        Some(items) => {
-            check_size(items.len())?;
-            let mut events = Vec::with_capacity(items.len());
-            let mut errors = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                match Event::from_valid_json(item.get()) {
-                    Some(event) => events.push(event),
-                    None => match Event::from_value(&parse_json(item.get().as_bytes())?) {
-                        Ok(event) => events.push(event),
-                        Err(invalid) => {
-                            errors.extend(ApiError::invalid(invalid, &format!("events[{i}].")).into_errors())
-                        }
-                    },
-                }
-            }
-            if !errors.is_empty() {
-                return Err(ApiError::invalid(crate::error::Invalid(errors), ""));
-            }
-            events
+        Some(items) => read_all(&items, |item| read_event(item.get().as_bytes()))?,
+        None => {
+            let json = parse_json(&body)?;
+            let items = match &json {
+                Value::Array(items) => items,
+                Value::Object(object) => match object.get("events") {
+                    Some(Value::Array(items)) => items,
+                    _ => return Err(ApiError::bad_request(BATCH_SHAPE)),
+                },
+                _ => return Err(ApiError::bad_request(BATCH_SHAPE)),
+            };
+            read_all(items, |item| Ok(Event::from_value(item)))?
         }
-        None => read_batch(&parse_json(&body)?)?,
     };
     let accepted = state.store.accept(&events, now_ms()).await?;
     state.worker.wake();
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))))
 }
 
-fn check_size(len: usize) -> Result<(), ApiError> {
-    if len == 0 || len > MAX_BATCH {
+const BATCH_SHAPE: &str = "the body must be {\"events\": [...]} or an array of events";
+
+/// Every event of a batch, or every problem, each named by the event's place.
+fn read_all<T>(
+    items: &[T],
+    read: impl Fn(&T) -> Result<Result<Event, Invalid>, ApiError>,
+) -> Result<Vec<Event>, ApiError> {
+    if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::bad_request(format!(
-            "a batch holds 1 to {MAX_BATCH} events; this one holds {len}"
+            "a batch holds 1 to {MAX_BATCH} events; this one holds {}",
+            items.len()
         )));
     }
-    Ok(())
-}
-
-/// The events of a batch body read as a JSON tree, with every problem named.
-fn read_batch(json: &Value) -> Result<Vec<Event>, ApiError> {
-    let items = match json {
-        Value::Array(items) => items,
-        Value::Object(object) => match object.get("events") {
-            Some(Value::Array(items)) => items,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "the body must be {\"events\": [...]} or an array of events",
-                ));
-            }
-        },
-        _ => {
-            return Err(ApiError::bad_request(
-                "the body must be {\"events\": [...]} or an array of events",
-            ));
-        }
-    };
-    check_size(items.len())?;
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match Event::from_value(item) {
+        match read(item)? {
             Ok(event) => events.push(event),
             Err(invalid) => errors.extend(ApiError::invalid(invalid, &format!("events[{i}].")).into_errors()),
         }
     }
     if !errors.is_empty() {
-        return Err(ApiError::invalid(crate::error::Invalid(errors), ""));
+        return Err(ApiError::invalid(Invalid(errors), ""));
     }
     Ok(events)
 }
