@@ -59,6 +59,28 @@ fn settings_json(receiver: SocketAddr) -> Value {
     })
 }
 
+/// CPU time this process has used so far (user and system, all threads), from `/proc`; zero
+/// where there is no `/proc`.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, in clock ticks of 1/100 s on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Cores busy on average between `cpu` and now, over `wall`.
+fn cores_since(cpu: Duration, wall: Duration) -> f64 {
+    cpu_time().saturating_sub(cpu).as_secs_f64() / wall.as_secs_f64().max(1e-9)
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let n = values.len();
@@ -131,8 +153,9 @@ fn baseline_request(receiver: SocketAddr) -> (Request, Vec<(&'static str, String
     (request, signature.into_iter().collect())
 }
 
-/// Sends `n` copies of the postback with `concurrency` requests in flight; requests per second.
-async fn baseline(receiver: SocketAddr, count: &AtomicUsize, n: usize, concurrency: usize) -> f64 {
+/// Sends `n` copies of the postback with `concurrency` requests in flight; requests per second
+/// and the cores busy meanwhile.
+async fn baseline(receiver: SocketAddr, count: &AtomicUsize, n: usize, concurrency: usize) -> (f64, f64) {
     let (request, signature) = baseline_request(receiver);
     let request = Arc::new(request);
     let signature = Arc::new(signature);
@@ -149,6 +172,7 @@ async fn baseline(receiver: SocketAddr, count: &AtomicUsize, n: usize, concurren
     let next = Arc::new(AtomicUsize::new(0));
     let before = count.load(Ordering::Relaxed);
     let started = Instant::now();
+    let cpu = cpu_time();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (client, request, signature, next) = (client.clone(), request.clone(), signature.clone(), next.clone());
@@ -180,12 +204,13 @@ async fn baseline(receiver: SocketAddr, count: &AtomicUsize, n: usize, concurren
         task.await.expect("a baseline task");
     }
     let elapsed = started.elapsed();
+    let cores = cores_since(cpu, elapsed);
     assert_eq!(
         count.load(Ordering::Relaxed) - before,
         n,
         "the receiver saw every request"
     );
-    n as f64 / elapsed.as_secs_f64()
+    (n as f64 / elapsed.as_secs_f64(), cores)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +224,8 @@ struct Run {
     ingest: f64,
     /// Postbacks per second once every event was accepted: delivery without ingest beside it.
     after_ingest: f64,
+    /// Cores busy on average from the first batch POST to the last postback.
+    cores: f64,
 }
 
 /// `{"events": [...]}` bodies of `n` distinct events (every data field the catalogue has).
@@ -243,6 +270,7 @@ async fn postwire_run(
     concurrency: usize,
     durability: Durability,
     transform: Option<Vec<u8>>,
+    ingest_concurrency: usize,
 ) -> Run {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = format!("sqlite://{}", dir.path().join("pw.db").display());
@@ -294,16 +322,32 @@ async fn postwire_run(
 
     let before = count.load(Ordering::Relaxed);
     let started = Instant::now();
-    for body in bodies {
-        let response = client
-            .post(format!("{base}/v1/events/batch"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("the API answers");
-        assert_eq!(response.status().as_u16(), 202);
-        response.bytes().await.expect("the answer reads");
+    let cpu = cpu_time();
+    // Senders take the batches in turn, each posting its next one when the last is answered.
+    let bodies = Arc::new(std::sync::Mutex::new(bodies.into_iter()));
+    let senders: Vec<_> = (0..ingest_concurrency)
+        .map(|_| {
+            let (client, bodies, url) = (client.clone(), bodies.clone(), format!("{base}/v1/events/batch"));
+            tokio::spawn(async move {
+                loop {
+                    let Some(body) = bodies.lock().expect("never poisoned").next() else {
+                        break;
+                    };
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("the API answers");
+                    assert_eq!(response.status().as_u16(), 202);
+                    response.bytes().await.expect("the answer reads");
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("a sender");
     }
     let ingest = started.elapsed();
     let arrived_during_ingest = count.load(Ordering::Relaxed) - before;
@@ -316,6 +360,7 @@ async fn postwire_run(
         count.load(Ordering::Relaxed) - before
     );
     let total = started.elapsed();
+    let cores = cores_since(cpu, total);
     running.stop().await;
 
     // Every delivery is recorded as delivered after one attempt.
@@ -341,6 +386,7 @@ async fn postwire_run(
         end_to_end: n as f64 / total.as_secs_f64(),
         ingest: n as f64 / ingest.as_secs_f64(),
         after_ingest: (n - arrived_during_ingest) as f64 / (total - ingest).as_secs_f64().max(1e-6),
+        cores,
     }
 }
 
@@ -508,9 +554,13 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
         })
         .collect();
 
+    let chunks: Vec<Arc<Vec<Event>>> = events.chunks(BATCH).map(|c| Arc::new(c.to_vec())).collect();
     let started = Instant::now();
-    for chunk in events.chunks(BATCH) {
-        store.accept(chunk, now_ms()).await.expect("accepted");
+    for chunk in chunks {
+        store
+            .accept_leasing(chunk, now_ms(), postwire::store::Lease::NONE)
+            .await
+            .expect("accepted");
     }
     let accept_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
 
@@ -537,10 +587,13 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
                 duration_ms: 1,
                 request: postwire::worker::redacted(&request, &signature),
                 response_status: Some(200),
-                response_headers: Some(json!([
-                    ["content-type", "text/plain; charset=utf-8"],
-                    ["content-length", "11"]
-                ])),
+                response_headers: Some(
+                    serde_json::value::to_raw_value(&json!([
+                        ["content-type", "text/plain; charset=utf-8"],
+                        ["content-length", "11"]
+                    ]))
+                    .expect("json"),
+                ),
                 response_body: Some(r#"{"ok":true}"#.into()),
                 verdict: "success".into(),
                 error: None,
@@ -551,7 +604,7 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
         .collect();
     let started = Instant::now();
     for chunk in outcomes.chunks(1024) {
-        store.record(chunk, now_ms()).await.expect("recorded");
+        store.record(chunk.into(), now_ms()).await.expect("recorded");
     }
     let record_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
     store.close().await;
@@ -577,6 +630,7 @@ async fn bench() {
     let n = knob("PW_BENCH_N", 50_000);
     let repeats = knob("PW_BENCH_REPEATS", 3).max(1);
     let concurrency = knob("PW_BENCH_CONCURRENCY", 256).max(1);
+    let ingest_concurrency = knob("PW_BENCH_INGEST_CONCURRENCY", 1).max(1);
     let claim_big = knob("PW_BENCH_CLAIM_BIG", 1_000_000).max(1000);
     let claim_iterations = knob("PW_BENCH_CLAIM_ITERS", 300).max(1);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -588,6 +642,9 @@ async fn bench() {
 
     // Warm up the receiver and the loopback path.
     baseline(receiver, &count, 2_000.min(n), concurrency).await;
+    // CPU time per request or postback: the rates divided by the cores busy meanwhile, so a
+    // figure that depends less on what else the machine runs.
+    let per = |rate: f64, cores: f64| cores * 1e6 / rate;
 
     // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power, plugin or claim;
     // `plugin+process` runs the plugin comparison alone.
@@ -602,28 +659,42 @@ async fn bench() {
     let mut plugin = Vec::new();
     for round in 1..=repeats {
         if wanted("baseline") {
-            let rate = baseline(receiver, &count, n, concurrency).await;
-            println!("  round {round}: baseline           {rate:>9.0} requests/s");
+            let (rate, cores) = baseline(receiver, &count, n, concurrency).await;
+            println!(
+                "  round {round}: baseline           {rate:>9.0} requests/s, {cores:.2} cores busy, {:.0} us of CPU a request",
+                per(rate, cores)
+            );
             base.push(rate);
         }
         for (durability, runs) in [(Durability::Process, &mut process), (Durability::Power, &mut power)]
             .into_iter()
             .filter(|(d, _)| wanted(&format!("{d:?}").to_lowercase()))
         {
-            let run = postwire_run(receiver, &count, n, concurrency, durability, None).await;
+            let run = postwire_run(receiver, &count, n, concurrency, durability, None, ingest_concurrency).await;
             println!(
                 "  round {round}: postwire {:<8}  {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s, \
-                 after ingest {:>9.0} postbacks/s",
+                 after ingest {:>9.0} postbacks/s; {:.2} cores busy, {:.0} us of CPU a postback",
                 format!("{durability:?}").to_lowercase(),
                 run.end_to_end,
                 run.ingest,
-                run.after_ingest
+                run.after_ingest,
+                run.cores,
+                per(run.end_to_end, run.cores)
             );
             runs.push(run);
         }
         if wanted("plugin") {
             let wasm = postwire_test_plugins::bytes("trivial");
-            let run = postwire_run(receiver, &count, n, concurrency, Durability::Process, Some(wasm)).await;
+            let run = postwire_run(
+                receiver,
+                &count,
+                n,
+                concurrency,
+                Durability::Process,
+                Some(wasm),
+                ingest_concurrency,
+            )
+            .await;
             println!(
                 "  round {round}: postwire process + trivial transform plugin {:>9.0} postbacks/s end to end",
                 run.end_to_end

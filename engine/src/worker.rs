@@ -1,7 +1,10 @@
 //! The worker: claims due deliveries and takes each through the pipeline, in this order:
 //!
-//! 1. [`claim`](Worker::run): a batch of due deliveries, leased;
-//! 2. [`render`](prepare): the event with the settings current now, so a partner who fixes a
+//! 1. claim: deliveries leased to this worker wait in a queue in memory for a send slot.
+//!    Those this process accepted a moment ago are [leased as they are recorded](Worker::accept);
+//!    the claimer tops the queue up from the store, a batch at a time, ahead of need, so that
+//!    sending never waits for the store;
+//! 2. render: the event with the settings current now, so a partner who fixes a
 //!    template fixes the pending retries too;
 //! 3. rate limit: wait for the endpoint's next slot, or go back to the store due at that slot;
 //! 4. [`sign`](crate::sign), [`send`](crate::send), [`classify`](crate::classify): one exchange
@@ -13,7 +16,8 @@
 //! leaves the lease to expire and the postback to be sent again (at least once, same
 //! `webhook-id`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,10 +37,7 @@ use crate::ratelimit::RateLimits;
 use crate::retry::Schedule;
 use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings, Request};
-use crate::store::{Attempt, Claimed, Next, Outcome, Store, new_id, now_ms};
-
-/// Longest wait for places to free up before claiming while deliveries are waiting.
-const CLAIM_GATHER: Duration = Duration::from_millis(5);
+use crate::store::{Accepted, Attempt, Claimed, ClaimedEvent, Lease, Next, Outcome, Store, StoreError, new_id, now_ms};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -55,6 +56,9 @@ pub struct WorkerConfig {
     pub schedule: Schedule,
     /// How long in-flight postbacks may finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Most deliveries accepted by this process that wait in memory for a send slot; more wait
+    /// in the store until they are claimed.
+    pub memory_queue: usize,
 }
 
 impl Default for WorkerConfig {
@@ -67,6 +71,7 @@ impl Default for WorkerConfig {
             rate_horizon: Duration::from_secs(2),
             schedule: Schedule::default(),
             shutdown_grace: Duration::from_secs(20),
+            memory_queue: 4096,
         }
     }
 }
@@ -85,7 +90,140 @@ struct Inner {
     config: WorkerConfig,
     limits: RateLimits,
     endpoints: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Set when deliveries may have become due in the store; the claimer then claims.
+    store_due: AtomicBool,
+    /// Set while the store holds due deliveries that came before any new one: new deliveries
+    /// then wait in the store too, behind them, instead of overtaking them from memory.
+    backlog: AtomicBool,
     wake: Notify,
+    queue: Queue,
+    /// Per partner, when an attempt last disabled its endpoint (Unix ms).
+    disabled: Mutex<HashMap<String, i64>>,
+}
+
+/// A delivery on its way through the pipeline.
+struct Job {
+    claimed: Claimed,
+    /// When it was leased (Unix ms).
+    leased_at: i64,
+    /// When its lease ends (Unix ms).
+    until: i64,
+}
+
+/// Deliveries leased to this worker and waiting in memory for a send slot: those accepted by
+/// this process a moment ago, leased in the transaction that recorded them (they skip the claim,
+/// a store write, and the reading back of their event), and those the claimer took from the
+/// store ahead of need, so that sending never waits for a claim. Should the process die, their
+/// leases expire and any worker claims them from the store again.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Jobs were queued.
+    ready: Notify,
+    /// The queue fell below its low mark.
+    drained: Notify,
+    /// Below this many jobs the claimer claims more.
+    low: usize,
+}
+
+struct QueueState {
+    /// Only a running worker takes jobs.
+    open: bool,
+    jobs: VecDeque<Job>,
+    /// Places promised to accepts and claims under way.
+    reserved: usize,
+    capacity: usize,
+}
+
+impl Queue {
+    fn new(capacity: usize, low: usize) -> Queue {
+        Queue {
+            state: Mutex::new(QueueState {
+                open: false,
+                jobs: VecDeque::new(),
+                reserved: 0,
+                capacity,
+            }),
+            ready: Notify::new(),
+            drained: Notify::new(),
+            low,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().expect("never poisoned")
+    }
+
+    /// Promises up to `want` places; the promise ends with [`Queue::fill`] or [`Queue::release`].
+    fn reserve(&self, want: usize) -> usize {
+        let mut state = self.state();
+        if !state.open {
+            return 0;
+        }
+        let room = state
+            .capacity
+            .saturating_sub(state.jobs.len() + state.reserved)
+            .min(want);
+        state.reserved += room;
+        room
+    }
+
+    fn release(&self, reserved: usize) {
+        self.state().reserved -= reserved;
+    }
+
+    /// Queues `jobs` in `reserved` promised places; gives them back when the worker has stopped.
+    fn fill(&self, reserved: usize, jobs: Vec<Job>) -> Vec<Job> {
+        let mut state = self.state();
+        state.reserved -= reserved;
+        if !state.open {
+            return jobs;
+        }
+        let any = !jobs.is_empty();
+        state.jobs.extend(jobs);
+        drop(state);
+        if any {
+            self.ready.notify_one();
+        }
+        Vec::new()
+    }
+
+    /// Jobs queued or promised.
+    fn len(&self) -> usize {
+        let state = self.state();
+        state.jobs.len() + state.reserved
+    }
+
+    /// Up to `max` queued jobs whose leases last at least until `sendable_until`; the others
+    /// are left to the store, which hands them out again when their leases end.
+    fn take(&self, max: usize, sendable_until: i64) -> Vec<Job> {
+        let mut state = self.state();
+        let mut jobs = Vec::with_capacity(max.min(state.jobs.len()));
+        while jobs.len() < max {
+            let Some(job) = state.jobs.pop_front() else { break };
+            if job.until >= sendable_until {
+                jobs.push(job);
+            } else {
+                debug!(delivery = %job.claimed.delivery_id, "waited in memory too long; left to the store");
+            }
+        }
+        let low = state.jobs.len() + state.reserved < self.low;
+        drop(state);
+        if low {
+            self.drained.notify_one();
+        }
+        jobs
+    }
+
+    fn open(&self) {
+        self.state().open = true;
+    }
+
+    /// Stops taking jobs; returns those still queued.
+    fn close(&self) -> Vec<Job> {
+        let mut state = self.state();
+        state.open = false;
+        state.jobs.drain(..).collect()
+    }
 }
 
 /// The delivery worker; clones share one worker.
@@ -109,17 +247,91 @@ impl Worker {
                 store,
                 sender,
                 plugins,
-                config,
                 limits: RateLimits::default(),
                 endpoints: Mutex::new(HashMap::new()),
+                store_due: AtomicBool::new(true),
+                backlog: AtomicBool::new(false),
                 wake: Notify::new(),
+                queue: Queue::new(config.memory_queue, config.batch * 2),
+                disabled: Mutex::new(HashMap::new()),
+                config,
             }),
         }
     }
 
     /// Tells the worker that deliveries may be due now (new events, a retry, an enabled endpoint).
     pub fn wake(&self) {
+        self.inner.store_due.store(true, Ordering::Release);
         self.inner.wake.notify_one();
+    }
+
+    /// Accepts events ([`Store::accept`]). New deliveries that are due now are leased to this
+    /// worker in the same transaction and queued in memory, as many as it has room for, unless
+    /// earlier deliveries are waiting in the store; the others wait in the store for a claim.
+    pub async fn accept(&self, events: Vec<Event>) -> Result<Vec<Accepted>, StoreError> {
+        let inner = &self.inner;
+        let now = now_ms();
+        let room = if inner.backlog.load(Ordering::Acquire) {
+            0
+        } else {
+            inner.queue.reserve(events.len())
+        };
+        let lease = Lease {
+            until: now + inner.config.lease.as_millis() as i64,
+            max: room,
+        };
+        let events = Arc::new(events);
+        let (accepted, leased) = match inner.store.accept_leasing(events.clone(), now, lease).await {
+            Ok(done) => done,
+            Err(e) => {
+                inner.queue.release(room);
+                return Err(e);
+            }
+        };
+        // The store has let go of its reference by now; the copy is only a fallback.
+        let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
+        let new: usize = accepted
+            .iter()
+            .filter(|a| !a.duplicate)
+            .map(|a| a.delivery_ids.len())
+            .sum();
+        let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+        let jobs: Vec<Job> = leased
+            .into_iter()
+            // An event has one delivery; were there a second, it would wait for its lease to end.
+            .filter_map(|leased| {
+                let event = events[leased.event].take()?;
+                Some(Job {
+                    claimed: Claimed {
+                        delivery_id: leased.delivery_id,
+                        partner_id: event.partner_id.clone(),
+                        attempts: 0,
+                        event: ClaimedEvent::Read(Box::new(event)),
+                        settings_version: leased.settings_version,
+                    },
+                    leased_at: now,
+                    until: lease.until,
+                })
+            })
+            .collect();
+        let handed = jobs.len();
+        let refused = inner.queue.fill(room, jobs);
+        if !refused.is_empty() {
+            // The worker stopped meanwhile: the deliveries are due now for whichever runs next.
+            let due: Vec<(String, i64)> = refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
+            if let Err(e) = inner.store.reschedule(&due).await {
+                warn!(error = %e, "giving back leases failed; they are sent once the leases end");
+            }
+        }
+        if new > handed {
+            // Some wait in the store: due later, blocked, held, or due now but without room in
+            // memory, in which case later ones must not overtake them.
+            if handed == room {
+                inner.backlog.store(true, Ordering::Release);
+            }
+            self.wake();
+        }
+        Ok(accepted)
     }
 
     /// Runs until `shutdown` is cancelled, then stops claiming, lets postbacks in flight finish
@@ -128,64 +340,42 @@ impl Worker {
         let inner = &self.inner;
         let (records, receiver) = mpsc::channel::<Record>(inner.config.batch * 4);
         let recorder = tokio::spawn(record(self.clone(), receiver));
+        inner.queue.open();
+        let claimer = tokio::spawn({
+            let (worker, shutdown) = (self.clone(), shutdown.clone());
+            async move { worker.claim(shutdown).await }
+        });
         let permits = Arc::new(Semaphore::new(inner.config.concurrency));
         let tasks = TaskTracker::new();
+        let lease = inner.config.lease.as_millis() as i64;
         let mut last_prune = Instant::now();
-        // While deliveries are waiting (the last claim was full), claim at least this many at
-        // once, waiting up to CLAIM_GATHER for postbacks in flight to free their places: each
-        // claim is a write, and claiming one or two as places free up one by one would keep the
-        // store's single writer busy with claims.
-        let gather = (inner.config.batch.min(inner.config.concurrency) / 4).max(1);
-        let mut backlog = false;
-        'run: loop {
+        loop {
             let first = tokio::select! {
                 permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 () = shutdown.cancelled() => break,
             };
             let mut held = vec![first];
-            let top_up = |held: &mut Vec<_>| {
-                while held.len() < inner.config.batch {
-                    match permits.clone().try_acquire_owned() {
-                        Ok(permit) => held.push(permit),
-                        Err(_) => break,
-                    }
+            while held.len() < inner.config.batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => held.push(permit),
+                    Err(_) => break,
                 }
-            };
-            top_up(&mut held);
-            if backlog && held.len() < gather {
-                let until = tokio::time::Instant::now() + CLAIM_GATHER;
-                while held.len() < gather {
-                    tokio::select! {
-                        permit = permits.clone().acquire_owned() => {
-                            held.push(permit.expect("the semaphore is never closed"));
-                        }
-                        () = tokio::time::sleep_until(until) => break,
-                        () = shutdown.cancelled() => break 'run,
-                    }
-                }
-                top_up(&mut held);
             }
-            let lease = inner.config.lease.as_millis() as i64;
-            let claimed = match inner.store.claim(now_ms(), lease, held.len() as i64).await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    error!(error = %e, "claiming deliveries failed; trying again");
-                    drop(held);
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        () = shutdown.cancelled() => break,
-                    }
+            // A job whose lease ends before it could be sent and recorded is left to the store.
+            let jobs = inner.queue.take(held.len(), now_ms() + lease / 2);
+            if jobs.is_empty() {
+                drop(held);
+                tokio::select! {
+                    () = inner.queue.ready.notified() => continue,
+                    () = shutdown.cancelled() => break,
                 }
-            };
-            let full = claimed.len() == held.len();
-            backlog = full;
-            debug!(count = claimed.len(), "claimed deliveries");
-            for (delivery, permit) in claimed.into_iter().zip(held.drain(..)) {
+            }
+            for (job, permit) in jobs.into_iter().zip(held.drain(..)) {
                 let worker = self.clone();
                 let records = records.clone();
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    worker.deliver(delivery, records, shutdown).await;
+                    worker.deliver(job, records, shutdown).await;
                     drop(permit);
                 });
             }
@@ -194,19 +384,13 @@ impl Worker {
                 inner.limits.prune(Instant::now());
                 last_prune = Instant::now();
             }
-            if !full {
-                let idle = match inner.store.next_due().await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis((at - now_ms()).clamp(0, inner.config.idle_poll.as_millis() as i64) as u64)
-                    }
-                    _ => inner.config.idle_poll,
-                };
-                tokio::select! {
-                    () = inner.wake.notified() => {}
-                    () = tokio::time::sleep(idle) => {}
-                    () = shutdown.cancelled() => break,
-                }
-            }
+        }
+        if claimer.await.is_err() {
+            error!("the claimer stopped abnormally");
+        }
+        // Deliveries still waiting in memory are due now for whichever worker runs next.
+        for job in inner.queue.close() {
+            let _ = records.send(Record::Later(job.claimed.delivery_id, now_ms())).await;
         }
         tasks.close();
         if tokio::time::timeout(inner.config.shutdown_grace, tasks.wait())
@@ -222,10 +406,108 @@ impl Worker {
         info!("worker stopped");
     }
 
+    /// The claimer: while the store may hold due deliveries, keeps at least the queue's low mark
+    /// of them waiting in memory, claiming up to `2 * batch` at a time.
+    async fn claim(&self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        let lease = inner.config.lease.as_millis() as i64;
+        // The store is asked at least this often, so that retries fall due while deliveries
+        // from memory keep every place busy.
+        let mut next_check = tokio::time::Instant::now();
+        loop {
+            if inner.queue.len() >= inner.queue.low {
+                tokio::select! {
+                    () = inner.queue.drained.notified() => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            if tokio::time::Instant::now() >= next_check {
+                inner.store_due.store(true, Ordering::Release);
+            }
+            if !inner.store_due.swap(false, Ordering::AcqRel) {
+                tokio::select! {
+                    () = inner.wake.notified() => {}
+                    () = tokio::time::sleep_until(next_check) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let wanted = inner.queue.reserve(inner.config.batch * 2);
+            if wanted == 0 {
+                inner.store_due.store(true, Ordering::Release);
+                tokio::select! {
+                    () = inner.queue.drained.notified() => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            // Not cancelled by shutdown: what is claimed is queued, or given back below.
+            let now = now_ms();
+            match inner.store.claim(now, lease, wanted as i64).await {
+                Ok(claimed) => {
+                    debug!(count = claimed.len(), "claimed deliveries");
+                    if claimed.len() == wanted {
+                        inner.store_due.store(true, Ordering::Release);
+                    } else {
+                        inner.backlog.store(false, Ordering::Release);
+                        next_check = tokio::time::Instant::now() + self.idle_after().await;
+                    }
+                    let jobs = claimed
+                        .into_iter()
+                        .map(|claimed| Job {
+                            claimed,
+                            leased_at: now,
+                            until: now + lease,
+                        })
+                        .collect();
+                    let refused = inner.queue.fill(wanted, jobs);
+                    if !refused.is_empty() {
+                        let due: Vec<(String, i64)> =
+                            refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
+                        if let Err(e) = inner.store.reschedule(&due).await {
+                            warn!(error = %e, "giving back claims failed; they are sent once the leases end");
+                        }
+                    }
+                }
+                Err(e) => {
+                    inner.queue.release(wanted);
+                    error!(error = %e, "claiming deliveries failed; trying again");
+                    inner.store_due.store(true, Ordering::Release);
+                    next_check = tokio::time::Instant::now() + Duration::from_secs(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long the claimer may wait before the store has due deliveries again, at most the idle
+    /// poll.
+    async fn idle_after(&self) -> Duration {
+        let poll = self.inner.config.idle_poll;
+        match self.inner.store.next_due().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, poll.as_millis() as i64) as u64),
+            _ => poll,
+        }
+    }
+
     /// One delivery through render, rate limit, sign, send, classify; the result goes to the
     /// recorder.
-    async fn deliver(&self, claimed: Claimed, records: mpsc::Sender<Record>, shutdown: CancellationToken) {
+    async fn deliver(&self, job: Job, records: mpsc::Sender<Record>, shutdown: CancellationToken) {
         let inner = &self.inner;
+        let Job { claimed, leased_at, .. } = job;
+        let disabled_at = inner
+            .disabled
+            .lock()
+            .expect("never poisoned")
+            .get(&claimed.partner_id)
+            .copied();
+        if disabled_at.is_some_and(|at| at >= leased_at) {
+            // The store holds it with the endpoint's other deliveries until it is enabled again.
+            debug!(delivery = %claimed.delivery_id, "the endpoint was disabled after the claim; not sent");
+            return;
+        }
         let number = claimed.attempts + 1;
         let send_outcome = |attempt: Attempt, next: Next| {
             let records = records.clone();
@@ -233,7 +515,10 @@ impl Worker {
                 let _ = records.send(Record::Outcome(Box::new(Outcome { attempt, next }))).await;
             }
         };
-        let (compiled, event) = match self.prepare(&claimed).await {
+        let (compiled, event) = match self
+            .prepare(claimed.partner_id.as_str(), claimed.settings_version, claimed.event)
+            .await
+        {
             Ok(prepared) => prepared,
             Err(reason) => {
                 let attempt = unsent_attempt(&claimed.delivery_id, number, &reason, None);
@@ -301,7 +586,14 @@ impl Worker {
         let next = match verdict {
             Verdict::Success => Next::Delivered,
             Verdict::Fail { .. } => Next::Failed,
-            Verdict::Disable { reason } => Next::Disable(reason),
+            Verdict::Disable { reason } => {
+                inner
+                    .disabled
+                    .lock()
+                    .expect("never poisoned")
+                    .insert(claimed.partner_id.clone(), now_ms());
+                Next::Disable(reason)
+            }
             Verdict::Retry { after, .. } => self.retry_at(number, after),
         };
         send_outcome(attempt, next).await;
@@ -316,10 +608,14 @@ impl Worker {
     }
 
     /// The partner's current settings (compiled once per version) and the event.
-    async fn prepare(&self, claimed: &Claimed) -> Result<(Arc<Compiled>, Event), String> {
-        let compiled = self.compiled(&claimed.partner_id, claimed.settings_version).await?;
-        let event = Event::from_json(&claimed.event).map_err(|e| format!("the stored event is unreadable: {e}"))?;
-        Ok((compiled, event))
+    async fn prepare(
+        &self,
+        partner_id: &str,
+        settings_version: i64,
+        event: ClaimedEvent,
+    ) -> Result<(Arc<Compiled>, Event), String> {
+        let compiled = self.compiled(partner_id, settings_version).await?;
+        Ok((compiled, event.read()?))
     }
 
     async fn compiled(&self, partner_id: &str, version: i64) -> Result<Arc<Compiled>, String> {
@@ -455,7 +751,10 @@ pub async fn attempt(
         duration_ms: elapsed.as_millis() as i64,
         request: redacted(request, &signature),
         response_status: result.as_ref().ok().map(|a| a.status.into()),
-        response_headers: result.as_ref().ok().map(|a| json!(a.headers)),
+        response_headers: result
+            .as_ref()
+            .ok()
+            .map(|a| serde_json::value::to_raw_value(&a.headers).expect("headers always serialize")),
         response_body: result
             .as_ref()
             .ok()
@@ -534,7 +833,11 @@ pub fn redacted(request: &Request, extra: &[(&str, String)]) -> Box<RawValue> {
         headers,
         body: &request.body,
     };
-    serde_json::value::to_raw_value(&logged).expect("a request always serializes")
+    // Sized for the body and a little escaping, so that the text is not copied as it grows.
+    let mut text = Vec::with_capacity(request.body.len() + request.body.len() / 8 + 512);
+    serde_json::to_writer(&mut text, &logged).expect("a request always serializes");
+    let text = String::from_utf8(text).expect("serde_json writes UTF-8");
+    RawValue::from_string(text).expect("serde_json writes valid JSON")
 }
 
 /// The URL with the values of secret query parameters replaced.
@@ -568,8 +871,8 @@ fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The recorder: commits outcomes in batches, retrying the store for a while when it fails.
-/// Each commit wakes the claimer, since it may have made deliveries due (an inquiry's resolved
-/// postback once its created one is done, an immediate retry).
+/// A commit that made deliveries due now (an inquiry's resolved postback once its created one is
+/// done, an immediate retry, a delivery given back) wakes the claimer.
 async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
     let store = &worker.inner.store;
     let mut outcomes = Vec::new();
@@ -587,9 +890,17 @@ async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
                 None
             };
         }
-        persist("recording attempts", || store.record(&outcomes, now_ms())).await;
+        let now = now_ms();
+        let due_now = outcomes
+            .iter()
+            .any(|o| matches!(o.next, Next::RetryAt(at) if at <= now))
+            || later.iter().any(|(_, at)| *at <= now);
+        let batch: Arc<[Outcome]> = std::mem::take(&mut outcomes).into();
+        let unblocked = persist("recording attempts", || store.record(batch.clone(), now)).await;
         persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
-        worker.wake();
+        if due_now || unblocked.is_some_and(|n| n > 0) {
+            worker.wake();
+        }
         outcomes.clear();
         later.clear();
     }
@@ -597,14 +908,14 @@ async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
 
 /// Runs a store write, retrying with backoff for a while; if the store stays down, the leases
 /// of the deliveries concerned expire and they are sent again.
-async fn persist<F, Fut>(what: &str, mut write: F)
+async fn persist<T, F, Fut>(what: &str, mut write: F) -> Option<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
 {
     for round in 0..10u32 {
         match write().await {
-            Ok(()) => return,
+            Ok(done) => return Some(done),
             Err(e) => {
                 warn!(error = %e, "{what} failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 << round.min(4))).await;
@@ -612,4 +923,5 @@ where
         }
     }
     error!("{what} failed for good; the leases expire and the postbacks are sent again");
+    None
 }

@@ -6,14 +6,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, parse_json};
 use crate::error::Invalid;
 use crate::event::Event;
-use crate::store::now_ms;
+use crate::store::Accepted;
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 5000;
@@ -29,8 +29,7 @@ pub(super) fn router() -> Router<AppState> {
 
 async fn accept_one(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event = read_event(&body)?.map_err(|e| ApiError::invalid(e, ""))?;
-    let accepted = state.store.accept(std::slice::from_ref(&event), now_ms()).await?;
-    state.worker.wake();
+    let accepted = state.worker.accept(vec![event]).await?;
     let accepted = accepted.into_iter().next().expect("one event in, one out");
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
 }
@@ -52,7 +51,7 @@ struct Wrapped<'a> {
 }
 
 /// The body is `{"events": [...]}` or a bare array.
-async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Batch>), ApiError> {
     // The events' texts without a JSON tree; a body that is not plainly one of the two shapes
     // is read as a tree, which explains what is wrong.
     let items: Option<Vec<&RawValue>> =
@@ -78,9 +77,14 @@ async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(Sta
             read_all(items, |item| Ok(Event::from_value(item)))?
         }
     };
-    let accepted = state.store.accept(&events, now_ms()).await?;
-    state.worker.wake();
-    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))))
+    let accepted = state.worker.accept(events).await?;
+    Ok((StatusCode::ACCEPTED, Json(Batch { accepted })))
+}
+
+/// The answer to a batch.
+#[derive(Serialize)]
+struct Batch {
+    accepted: Vec<Accepted>,
 }
 
 const BATCH_SHAPE: &str = "the body must be {\"events\": [...]} or an array of events";

@@ -15,6 +15,8 @@ use serde::Serialize;
 
 pub use sqlite::Store;
 
+use crate::event::Event;
+
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -147,8 +149,8 @@ pub struct Attempt {
     pub request: Box<serde_json::value::RawValue>,
     /// The status the receiver answered, if it answered.
     pub response_status: Option<i64>,
-    /// The receiver's headers.
-    pub response_headers: Option<serde_json::Value>,
+    /// The receiver's headers, as a JSON list of `[name, value]` pairs.
+    pub response_headers: Option<Box<serde_json::value::RawValue>>,
     /// The receiver's body, cut at the capture limit.
     pub response_body: Option<String>,
     /// `success`, `retry`, `fail` or `disable`.
@@ -199,9 +201,58 @@ pub struct Claimed {
     pub partner_id: String,
     /// Attempts made before this one.
     pub attempts: i64,
-    /// The event envelope JSON.
-    pub event: String,
+    /// The event.
+    pub event: ClaimedEvent,
     /// The version of the partner's settings now.
+    pub settings_version: i64,
+}
+
+/// The event of a claimed delivery.
+#[derive(Debug, Clone)]
+pub enum ClaimedEvent {
+    /// Read already (it was accepted by this process a moment ago).
+    Read(Box<Event>),
+    /// Its stored text, read by whoever sends the delivery, so that reading a batch of claimed
+    /// events is spread over the postbacks instead of holding up the claim.
+    Stored(String),
+}
+
+impl ClaimedEvent {
+    /// The event, or why its stored text cannot be read.
+    pub fn read(self) -> std::result::Result<Event, String> {
+        match self {
+            ClaimedEvent::Read(event) => Ok(*event),
+            ClaimedEvent::Stored(text) => {
+                Event::from_json(&text).map_err(|e| format!("the stored event is unreadable: {e}"))
+            }
+        }
+    }
+}
+
+/// How many of the deliveries an accept records are leased to this process's worker right
+/// away, and until when. A leased delivery is sent from memory without being claimed; if the
+/// process dies first, its lease expires and any worker claims it from the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    /// When the lease ends (Unix ms).
+    pub until: i64,
+    /// The most deliveries to lease.
+    pub max: usize,
+}
+
+impl Lease {
+    /// No delivery is leased.
+    pub const NONE: Lease = Lease { until: 0, max: 0 };
+}
+
+/// A delivery leased at accept (see [`Lease`]).
+#[derive(Debug, Clone)]
+pub struct Leased {
+    /// The position of its event in the accepted batch.
+    pub event: usize,
+    /// The delivery.
+    pub delivery_id: String,
+    /// The version of the partner's settings it was accepted under.
     pub settings_version: i64,
 }
 

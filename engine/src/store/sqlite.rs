@@ -9,14 +9,15 @@ mod plugins;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    ACTION_INQUIRY, Accepted, Attempt, Claimed, Delivery, Durability, Endpoint, Next, Outcome, Partner, SettingsRecord,
-    Status, StoreError, new_id,
+    ACTION_INQUIRY, Accepted, Attempt, Claimed, ClaimedEvent, Delivery, Durability, Endpoint, Lease, Leased, Next,
+    Outcome, Partner, SettingsRecord, Status, StoreError, new_id,
 };
 use crate::event::{Event, EventType};
 use crate::settings::NotificationSettings;
@@ -28,6 +29,38 @@ type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    writer: Arc<WriterThread>,
+}
+
+/// A thread of the store's own that drives the writes of the pipeline (see [`Store::on_writer`]).
+#[derive(Debug)]
+struct WriterThread {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the last clone of the store, which ends the thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl WriterThread {
+    fn start() -> std::io::Result<WriterThread> {
+        let (handle_sender, handle) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("postwire-store".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return drop(handle_sender.send(Err(e))),
+                };
+                let _ = handle_sender.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("the store's thread stopped while starting"))??;
+        Ok(WriterThread { handle, _stop: stop })
+    }
 }
 
 /// `status` for deliveries of a partner whose endpoint may be disabled: held while it is.
@@ -61,7 +94,23 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Store { write, read })
+        let writer = Arc::new(WriterThread::start().map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?);
+        Ok(Store { write, read, writer })
+    }
+
+    /// Runs `work`, which uses the write connection, on the store's own thread.
+    ///
+    /// There is one write connection, and a transaction holds it from `BEGIN` to `COMMIT`
+    /// across a round trip per statement. Driven by a busy runtime, every round trip would also
+    /// wait for the task's turn among hundreds of postbacks, with the connection idle and every
+    /// other write queued behind it. On a thread that does nothing else, the connection is
+    /// handed on as soon as SQLite is done.
+    async fn on_writer<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+        match self.writer.handle.spawn(work).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
     }
 
     /// Closes both pools, waiting for queries under way.
@@ -161,21 +210,44 @@ impl Store {
     /// the same inquiry is still on its way, and a `created` postback that arrives second goes
     /// before a `resolved` one that has not been tried yet.
     pub async fn accept(&self, events: &[Event], now: i64) -> Result<Vec<Accepted>> {
-        let mut tx = self.write.begin().await?;
-        let accepted = if batch::independent(events) {
-            batch::accept(&mut tx, events, now).await?
-        } else {
-            accept_one_by_one(&mut tx, events, now).await?
-        };
-        tx.commit().await?;
-        Ok(accepted)
+        Ok(self
+            .accept_leasing(Arc::new(events.to_vec()), now, Lease::NONE)
+            .await?
+            .0)
+    }
+
+    /// [`Store::accept`], leasing up to `lease.max` of the new deliveries that are due now to the
+    /// caller in the same transaction, so that it can send them without claiming them.
+    pub async fn accept_leasing(
+        &self,
+        events: Arc<Vec<Event>>,
+        now: i64,
+        lease: Lease,
+    ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
+        // The texts to store, written here rather than on the store's thread.
+        let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
+        let independent = batch::independent(&events);
+        let write = self.write.clone();
+        self.on_writer(async move {
+            let mut tx = write.begin().await?;
+            let accepted = if independent {
+                batch::accept(&mut tx, &events, &bodies, now, lease).await?
+            } else {
+                (accept_one_by_one(&mut tx, &events, &bodies, now).await?, Vec::new())
+            };
+            tx.commit().await?;
+            Ok(accepted)
+        })
+        .await
     }
 
     /// Claims up to `limit` due deliveries for `lease_ms`: until the lease ends no other worker
     /// claims them, and if this worker dies they become due again when it does.
     pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+        let write = self.write.clone();
         // One statement (atomic on its own): lease the rows and read what sending them needs.
-        let rows = sqlx::query(
+        let rows = self.on_writer(async move {
+            Ok(sqlx::query(
             "UPDATE deliveries SET next_at = ?2, leased_until = ?2, updated_at = ?1
              WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= ?1
                           ORDER BY next_at LIMIT ?3)
@@ -188,7 +260,9 @@ impl Store {
         .bind(now + lease_ms)
         .bind(limit)
         .bind(ACTION_INQUIRY)
-        .fetch_all(&self.write)
+        .fetch_all(&write)
+        .await?)
+        })
         .await?;
         Ok(rows
             .into_iter()
@@ -196,7 +270,7 @@ impl Store {
                 delivery_id: row.get(0),
                 partner_id: row.get(1),
                 attempts: row.get(2),
-                event: row.get(3),
+                event: ClaimedEvent::Stored(row.get(3)),
                 settings_version: row.get(4),
             })
             .collect())
@@ -204,23 +278,32 @@ impl Store {
 
     /// When the earliest pending delivery is due, if any is.
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
-                .fetch_one(&self.write)
-                .await?,
-        )
+        let write = self.write.clone();
+        self.on_writer(async move {
+            Ok(
+                sqlx::query_scalar("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending'")
+                    .fetch_one(&write)
+                    .await?,
+            )
+        })
+        .await
     }
 
     /// A partner's settings and secret for sending.
     pub async fn endpoint(&self, partner_id: &str) -> Result<Option<Endpoint>> {
-        let row = sqlx::query(
-            "SELECT s.body, s.version, p.secret FROM settings s JOIN partners p ON p.id = s.partner_id
-             WHERE s.partner_id = ?1 AND s.family = ?2",
-        )
-        .bind(partner_id)
-        .bind(ACTION_INQUIRY)
-        .fetch_optional(&self.write)
-        .await?;
+        let (write, partner_id) = (self.write.clone(), partner_id.to_owned());
+        let row = self
+            .on_writer(async move {
+                Ok(sqlx::query(
+                    "SELECT s.body, s.version, p.secret FROM settings s JOIN partners p ON p.id = s.partner_id
+                     WHERE s.partner_id = ?1 AND s.family = ?2",
+                )
+                .bind(partner_id)
+                .bind(ACTION_INQUIRY)
+                .fetch_optional(&write)
+                .await?)
+            })
+            .await?;
         Ok(row.map(|row| Endpoint {
             settings: row.get(0),
             version: row.get(1),
@@ -232,36 +315,42 @@ impl Store {
     ///
     /// The attempts are written together, the deliveries in runs of outcomes (see
     /// `batch::apply`); an outcome that disables its endpoint, or a second outcome of the same
-    /// delivery, ends a run, so whatever depends on the order is recorded in order.
-    pub async fn record(&self, outcomes: &[Outcome], now: i64) -> Result<()> {
+    /// delivery, ends a run, so whatever depends on the order is recorded in order. Returns how
+    /// many deliveries that waited for the finished ones may go now.
+    pub async fn record(&self, outcomes: Arc<[Outcome]>, now: i64) -> Result<u64> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        let mut tx = self.write.begin().await?;
-        let attempts: Vec<&Attempt> = outcomes.iter().map(|o| &o.attempt).collect();
-        batch::insert_attempts(&mut tx, &attempts).await?;
-        let mut run: Vec<&Outcome> = Vec::new();
-        let mut in_run: HashSet<&str> = HashSet::new();
-        for outcome in outcomes {
-            let id = outcome.attempt.delivery_id.as_str();
-            let Next::Disable(reason) = &outcome.next else {
-                if !in_run.insert(id) {
-                    batch::apply(&mut tx, &run, now).await?;
-                    run.clear();
-                    in_run.clear();
-                    in_run.insert(id);
-                }
-                run.push(outcome);
-                continue;
-            };
-            batch::apply(&mut tx, &run, now).await?;
-            run.clear();
-            in_run.clear();
-            disable(&mut tx, id, reason, now).await?;
-        }
-        batch::apply(&mut tx, &run, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let write = self.write.clone();
+        self.on_writer(async move {
+            let mut unblocked = 0;
+            let mut tx = write.begin().await?;
+            let attempts: Vec<&Attempt> = outcomes.iter().map(|o| &o.attempt).collect();
+            batch::insert_attempts(&mut tx, &attempts).await?;
+            let mut run: Vec<&Outcome> = Vec::new();
+            let mut in_run: HashSet<&str> = HashSet::new();
+            for outcome in outcomes.iter() {
+                let id = outcome.attempt.delivery_id.as_str();
+                let Next::Disable(reason) = &outcome.next else {
+                    if !in_run.insert(id) {
+                        unblocked += batch::apply(&mut tx, &run, now).await?;
+                        run.clear();
+                        in_run.clear();
+                        in_run.insert(id);
+                    }
+                    run.push(outcome);
+                    continue;
+                };
+                unblocked += batch::apply(&mut tx, &run, now).await?;
+                run.clear();
+                in_run.clear();
+                disable(&mut tx, id, reason, now).await?;
+            }
+            unblocked += batch::apply(&mut tx, &run, now).await?;
+            tx.commit().await?;
+            Ok(unblocked)
+        })
+        .await
     }
 
     /// Moves claimed deliveries to new due times without counting an attempt (rate limiting,
@@ -272,16 +361,21 @@ impl Store {
         }
         // One row per delivery, with the last time given for it, as if set one after another.
         let last: HashMap<&str, usize> = due.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
-        let rows: Vec<(&str, i64)> = due
+        let rows: Vec<(String, i64)> = due
             .iter()
             .enumerate()
             .filter(|(i, (id, _))| last[id.as_str()] == *i)
-            .map(|(_, (id, at))| (id.as_str(), *at))
+            .map(|(_, (id, at))| (id.clone(), *at))
             .collect();
-        let mut tx = self.write.begin().await?;
-        batch::reschedule(&mut tx, &rows).await?;
-        tx.commit().await?;
-        Ok(())
+        let write = self.write.clone();
+        self.on_writer(async move {
+            let rows: Vec<(&str, i64)> = rows.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+            let mut tx = write.begin().await?;
+            batch::reschedule(&mut tx, &rows).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// A partner's deliveries, newest first, `limit` at a time after the cursor `before`.
@@ -334,7 +428,7 @@ impl Store {
                 duration_ms: row.get(4),
                 request: raw_json(row.get(5)),
                 response_status: row.get(6),
-                response_headers: row.get::<Option<String>, _>(7).map(parse_json),
+                response_headers: row.get::<Option<String>, _>(7).map(raw_json),
                 response_body: row.get(8),
                 verdict: row.get(9),
                 error: row.get(10),
@@ -406,11 +500,16 @@ async fn release_held(tx: &mut Transaction<'_, Sqlite>, partner_id: &str, now: i
     .rows_affected())
 }
 
-/// The partner's settings (and whether its endpoint is disabled), or `None` without settings.
-async fn load_for_accept(
-    tx: &mut Transaction<'_, Sqlite>,
-    partner_id: &str,
-) -> Result<Option<(NotificationSettings, bool)>> {
+/// A partner's settings as accepting events needs them.
+struct ForAccept {
+    settings: NotificationSettings,
+    /// The endpoint is disabled.
+    disabled: bool,
+    version: i64,
+}
+
+/// The partner's settings, or `None` without settings.
+async fn load_for_accept(tx: &mut Transaction<'_, Sqlite>, partner_id: &str) -> Result<Option<ForAccept>> {
     let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM partners WHERE id = ?1")
         .bind(partner_id)
         .fetch_optional(&mut **tx)
@@ -418,21 +517,31 @@ async fn load_for_accept(
     if known.is_none() {
         return Err(StoreError::UnknownPartner(partner_id.to_owned()));
     }
-    let row = sqlx::query("SELECT body, disabled_at IS NOT NULL FROM settings WHERE partner_id = ?1 AND family = ?2")
-        .bind(partner_id)
-        .bind(ACTION_INQUIRY)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT body, disabled_at IS NOT NULL, version FROM settings WHERE partner_id = ?1 AND family = ?2",
+    )
+    .bind(partner_id)
+    .bind(ACTION_INQUIRY)
+    .fetch_optional(&mut **tx)
+    .await?;
     Ok(row.and_then(|row| {
-        let settings = serde_json::from_str::<NotificationSettings>(row.get::<&str, _>(0)).ok()?;
-        Some((settings, row.get::<bool, _>(1)))
+        Some(ForAccept {
+            settings: serde_json::from_str::<NotificationSettings>(row.get::<&str, _>(0)).ok()?,
+            disabled: row.get(1),
+            version: row.get(2),
+        })
     }))
 }
 
 /// Keeps an inquiry's postbacks in order. For a `resolved` event: the `created` delivery it must
 /// wait for, if one is still on its way. For a `created` event: makes untried `resolved`
-/// deliveries of the inquiry wait for `new_id`.
-async fn order_after_created(tx: &mut Transaction<'_, Sqlite>, event: &Event, new_id: &str) -> Result<Option<String>> {
+/// deliveries of the inquiry wait for `new_id`, unless a worker holds them (they are being sent).
+async fn order_after_created(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: &Event,
+    new_id: &str,
+    now: i64,
+) -> Result<Option<String>> {
     match event.event_type {
         EventType::ActionInquiryResolved => Ok(sqlx::query_scalar(
             // Without the hint SQLite walks the partner's deliveries newest first (an index that
@@ -451,12 +560,13 @@ async fn order_after_created(tx: &mut Transaction<'_, Sqlite>, event: &Event, ne
             sqlx::query(
                 "UPDATE deliveries SET status = 'blocked', blocked_by = ?4
                  WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3 AND attempts = 0
-                     AND status IN ('pending', 'held')",
+                     AND status IN ('pending', 'held') AND (leased_until IS NULL OR leased_until <= ?5)",
             )
             .bind(&event.partner_id)
             .bind(event.action_inquiry_id())
             .bind(EventType::ActionInquiryResolved.as_str())
             .bind(new_id)
+            .bind(now)
             .execute(&mut **tx)
             .await?;
             Ok(None)
@@ -466,15 +576,20 @@ async fn order_after_created(tx: &mut Transaction<'_, Sqlite>, event: &Event, ne
 
 /// [`Store::accept`] event by event, for batches in which events bear on each other (the same
 /// id twice, or two events of one inquiry).
-async fn accept_one_by_one(tx: &mut Transaction<'_, Sqlite>, events: &[Event], now: i64) -> Result<Vec<Accepted>> {
-    let mut endpoints: HashMap<String, Option<(NotificationSettings, bool)>> = HashMap::new();
+/// `bodies` are the events' texts to store.
+async fn accept_one_by_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[Event],
+    bodies: &[String],
+    now: i64,
+) -> Result<Vec<Accepted>> {
+    let mut endpoints: HashMap<String, Option<ForAccept>> = HashMap::new();
     let mut accepted = Vec::with_capacity(events.len());
-    for event in events {
+    for (event, body) in events.iter().zip(bodies) {
         if !endpoints.contains_key(&event.partner_id) {
             let endpoint = load_for_accept(tx, &event.partner_id).await?;
             endpoints.insert(event.partner_id.clone(), endpoint);
         }
-        let body = event.to_json_string();
         let occurred_at = event.occurred_at.timestamp_millis();
         let inserted = sqlx::query(
             "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
@@ -484,7 +599,7 @@ async fn accept_one_by_one(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
         .bind(&event.id)
         .bind(event.event_type.as_str())
         .bind(occurred_at)
-        .bind(&body)
+        .bind(body)
         .bind(now)
         .execute(&mut **tx)
         .await?
@@ -504,8 +619,8 @@ async fn accept_one_by_one(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
         }
         let mut delivery_ids = Vec::new();
         let wanted = match endpoints.get(&event.partner_id).expect("loaded above") {
-            Some((settings, disabled)) if settings.events.contains(&event.event_type) => {
-                Some((settings.min_delay_secs, *disabled))
+            Some(endpoint) if endpoint.settings.events.contains(&event.event_type) => {
+                Some((endpoint.settings.min_delay_secs, endpoint.disabled))
             }
             _ => None,
         };
@@ -513,7 +628,7 @@ async fn accept_one_by_one(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
             let id = new_id("dlv");
             let due = (occurred_at + min_delay_secs as i64 * 1000).max(now);
             let inquiry = event.action_inquiry_id();
-            let blocked_by = order_after_created(tx, event, &id).await?;
+            let blocked_by = order_after_created(tx, event, &id, now).await?;
             let status = match (&blocked_by, disabled) {
                 (Some(_), _) => Status::Blocked,
                 (None, true) => Status::Held,

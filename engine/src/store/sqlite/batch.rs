@@ -11,10 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{PENDING_UNLESS_DISABLED, Result, load_for_accept};
+use super::{ForAccept, PENDING_UNLESS_DISABLED, Result, load_for_accept};
 use crate::event::{Event, EventType};
-use crate::settings::NotificationSettings;
-use crate::store::{Accepted, Attempt, Next, Outcome, Status, new_id};
+use crate::store::{Accepted, Attempt, Lease, Leased, Next, Outcome, Status, new_id};
 
 /// Rows per statement, largest first; every count of rows is a sum of these.
 const SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
@@ -59,7 +58,7 @@ pub(super) async fn insert_attempts(tx: &mut Transaction<'_, Sqlite>, attempts: 
                 .bind(attempt.duration_ms)
                 .bind(attempt.request.get())
                 .bind(attempt.response_status)
-                .bind(attempt.response_headers.as_ref().map(ToString::to_string))
+                .bind(attempt.response_headers.as_ref().map(|h| h.get()))
                 .bind(&attempt.response_body)
                 .bind(&attempt.verdict)
                 .bind(&attempt.error)
@@ -73,7 +72,9 @@ pub(super) async fn insert_attempts(tx: &mut Transaction<'_, Sqlite>, attempts: 
 /// Moves on the deliveries of outcomes that are delivered, failed or retried, no two of the same
 /// delivery (their attempts are inserted already). The result is that of recording them one by
 /// one with the delivered and failed ones first, an order the recorder might have met them in.
-pub(super) async fn apply(tx: &mut Transaction<'_, Sqlite>, run: &[&Outcome], now: i64) -> Result<()> {
+/// Returns how many deliveries that waited for the finished ones were released.
+pub(super) async fn apply(tx: &mut Transaction<'_, Sqlite>, run: &[&Outcome], now: i64) -> Result<u64> {
+    let mut released = 0;
     let mut finished = Vec::new();
     let mut retried = Vec::new();
     for outcome in run {
@@ -113,7 +114,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Sqlite>, run: &[&Outcome], no
         for (attempt, _) in chunk {
             query = query.bind(&attempt.delivery_id);
         }
-        query.execute(&mut **tx).await?;
+        released += query.execute(&mut **tx).await?.rows_affected();
     }
     for chunk in split(&retried) {
         let sql = format!(
@@ -128,7 +129,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Sqlite>, run: &[&Outcome], no
         }
         query.execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(released)
 }
 
 /// Moves pending deliveries to new due times, no two of the same delivery.
@@ -168,13 +169,21 @@ struct NewDelivery<'a> {
     due: i64,
     disabled: bool,
     blocked_by: Option<String>,
+    settings_version: i64,
 }
 
-/// [`Store::accept`](super::Store::accept) for [`independent`] events: the same rows, written by
-/// a few statements for the whole batch. Since no two events share an id or an inquiry, each
-/// event meets only rows that were there before the batch, whatever the order.
-pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], now: i64) -> Result<Vec<Accepted>> {
-    let mut endpoints: HashMap<&str, Option<(NotificationSettings, bool)>> = HashMap::new();
+/// [`Store::accept_leasing`](super::Store::accept_leasing) for [`independent`] events: the same
+/// rows, written by a few statements for the whole batch. Since no two events share an id or an
+/// inquiry, each event meets only rows that were there before the batch, whatever the order.
+/// `bodies` are the events' texts to store.
+pub(super) async fn accept(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[Event],
+    bodies: &[String],
+    now: i64,
+    lease: Lease,
+) -> Result<(Vec<Accepted>, Vec<Leased>)> {
+    let mut endpoints: HashMap<&str, Option<ForAccept>> = HashMap::new();
     for event in events {
         if !endpoints.contains_key(event.partner_id.as_str()) {
             let endpoint = load_for_accept(tx, &event.partner_id).await?;
@@ -183,7 +192,7 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
     }
 
     // The events; those inserted come back.
-    let rows: Vec<(&Event, String)> = events.iter().map(|e| (e, e.to_json_string())).collect();
+    let rows: Vec<(&Event, &String)> = events.iter().zip(bodies).collect();
     let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(events.len());
     for chunk in split(&rows) {
         let sql = format!(
@@ -223,17 +232,18 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
             continue;
         }
         accepted.push(None);
-        if let Some(Some((settings, disabled))) = endpoints.get(event.partner_id.as_str())
-            && settings.events.contains(&event.event_type)
+        if let Some(Some(endpoint)) = endpoints.get(event.partner_id.as_str())
+            && endpoint.settings.events.contains(&event.event_type)
         {
             let occurred_at = event.occurred_at.timestamp_millis();
             new.push(NewDelivery {
                 at,
                 id: new_id("dlv"),
                 event,
-                due: (occurred_at + settings.min_delay_secs as i64 * 1000).max(now),
-                disabled: *disabled,
+                due: (occurred_at + endpoint.settings.min_delay_secs as i64 * 1000).max(now),
+                disabled: endpoint.disabled,
                 blocked_by: None,
+                settings_version: endpoint.version,
             });
         }
     }
@@ -248,7 +258,8 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
             "UPDATE deliveries SET status = 'blocked', blocked_by = j.column3
              FROM (VALUES {}) AS j
              WHERE deliveries.partner_id = j.column1 AND deliveries.inquiry_id = j.column2
-                 AND deliveries.event_type = ? AND deliveries.attempts = 0 AND deliveries.status IN ('pending', 'held')",
+                 AND deliveries.event_type = ? AND deliveries.attempts = 0 AND deliveries.status IN ('pending', 'held')
+                 AND (deliveries.leased_until IS NULL OR deliveries.leased_until <= ?)",
             values(chunk.len(), 3)
         );
         let mut query = sqlx::query(&sql);
@@ -260,6 +271,7 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
         }
         query
             .bind(EventType::ActionInquiryResolved.as_str())
+            .bind(now)
             .execute(&mut **tx)
             .await?;
     }
@@ -290,12 +302,15 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
         }
     }
 
+    // Deliveries due now go to the caller, leased, as many as it takes; the rest wait in the
+    // store for a claim.
+    let mut leased = Vec::new();
     for chunk in split(&new) {
         let sql = format!(
             "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
-                 blocked_by, created_at, updated_at)
+                 blocked_by, created_at, updated_at, leased_until)
              VALUES {}",
-            values(chunk.len(), 10)
+            values(chunk.len(), 11)
         );
         let mut query = sqlx::query(&sql);
         for delivery in chunk {
@@ -304,6 +319,14 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
                 (None, true) => Status::Held,
                 (None, false) => Status::Pending,
             };
+            let lease_it = status == Status::Pending && delivery.due <= now && leased.len() < lease.max;
+            if lease_it {
+                leased.push(Leased {
+                    event: delivery.at,
+                    delivery_id: delivery.id.clone(),
+                    settings_version: delivery.settings_version,
+                });
+            }
             query = query
                 .bind(&delivery.id)
                 .bind(&delivery.event.partner_id)
@@ -311,16 +334,17 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
                 .bind(delivery.event.event_type.as_str())
                 .bind(delivery.event.action_inquiry_id())
                 .bind(status.as_str())
-                .bind(delivery.due)
+                .bind(if lease_it { lease.until } else { delivery.due })
                 .bind(&delivery.blocked_by)
                 .bind(now)
-                .bind(now);
+                .bind(now)
+                .bind(lease_it.then_some(lease.until));
         }
         query.execute(&mut **tx).await?;
     }
 
     let mut delivery_ids: HashMap<usize, String> = new.into_iter().map(|d| (d.at, d.id)).collect();
-    Ok(accepted
+    let accepted = accepted
         .into_iter()
         .zip(events)
         .enumerate()
@@ -331,7 +355,8 @@ pub(super) async fn accept(tx: &mut Transaction<'_, Sqlite>, events: &[Event], n
                 duplicate: false,
             })
         })
-        .collect())
+        .collect();
+    Ok((accepted, leased))
 }
 
 #[cfg(test)]
@@ -339,6 +364,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::settings::NotificationSettings;
     use crate::store::{Durability, Store, now_ms};
 
     async fn store() -> (tempfile::TempDir, Store) {
@@ -397,10 +423,13 @@ mod tests {
             .collect();
         assert!(independent(&events), "the scenario keeps batches independent");
         let mut tx = store.write.begin().await.expect("a transaction");
+        let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
         let accepted = if batched {
-            accept(&mut tx, &events, now_ms()).await
+            accept(&mut tx, &events, &bodies, now_ms(), Lease::NONE)
+                .await
+                .map(|(a, _)| a)
         } else {
-            super::super::accept_one_by_one(&mut tx, &events, now_ms()).await
+            super::super::accept_one_by_one(&mut tx, &events, &bodies, now_ms()).await
         }
         .expect("accepted");
         tx.commit().await.expect("committed");
@@ -502,12 +531,101 @@ mod tests {
             duration_ms: 3,
             request: serde_json::value::to_raw_value(&json!({"method": "POST"})).expect("json"),
             response_status: Some(200),
-            response_headers: Some(json!([["content-type", "text/plain"]])),
+            response_headers: Some(
+                serde_json::value::to_raw_value(&json!([["content-type", "text/plain"]])).expect("json"),
+            ),
             response_body: Some("ok".into()),
             verdict: "success".into(),
             error: error.map(str::to_owned),
             plugins: None,
         }
+    }
+
+    /// An accept leases at most `max` of the deliveries due now, and only those: a blocked, a
+    /// held or a delayed delivery waits in the store. A leased one is not claimed again until
+    /// its lease ends.
+    #[tokio::test]
+    async fn accept_leases_only_deliveries_due_now() {
+        let (_dir, store) = store().await;
+        let ready = partner(&store).await;
+        let now = now_ms();
+        // c1 is recorded first, so r1 waits for it.
+        store
+            .accept(&[event(&ready, "c1", "created", "i1")], now)
+            .await
+            .expect("accepted");
+        let events: Vec<Event> = [
+            ("r1", "resolved", "i1"),
+            ("c2", "created", "i2"),
+            ("c3", "created", "i3"),
+            ("c4", "created", "i4"),
+        ]
+        .iter()
+        .map(|(id, kind, inquiry)| event(&ready, id, kind, inquiry))
+        .collect();
+        let lease = Lease {
+            until: now + 60_000,
+            max: 2,
+        };
+        let (accepted, leased) = store
+            .accept_leasing(std::sync::Arc::new(events), now, lease)
+            .await
+            .expect("accepted");
+        assert_eq!(accepted.len(), 4);
+        let leased_events: Vec<usize> = leased.iter().map(|l| l.event).collect();
+        assert_eq!(
+            leased_events,
+            [1, 2],
+            "c2 and c3: r1 is blocked and the lease holds two"
+        );
+        assert!(leased.iter().all(|l| l.settings_version == 1));
+        assert_eq!(leased[0].delivery_id, accepted[1].delivery_ids[0]);
+        let rows = deliveries(&store, &ready).await;
+        let is_leased = |event: &str| rows.iter().find(|d| d.0 == event).expect("a delivery").4;
+        assert!(is_leased("c2") && is_leased("c3"));
+        assert!(!is_leased("c1") && !is_leased("c4") && !is_leased("r1"));
+        // Claims find c1 and c4 only; the leased ones are not due until their lease ends.
+        let claimed = store.claim(now_ms(), 1_000, 100).await.expect("claimed");
+        let mut ids: Vec<String> = claimed.into_iter().map(|c| c.delivery_id).collect();
+        ids.sort();
+        let mut expected = vec![accepted[3].delivery_ids[0].clone()];
+        expected.extend(
+            sqlx::query_scalar::<_, String>("SELECT id FROM deliveries WHERE event_id = 'c1'")
+                .fetch_all(&store.write)
+                .await
+                .expect("c1"),
+        );
+        expected.sort();
+        assert_eq!(ids, expected);
+
+        // A delayed delivery and one of a disabled endpoint are never leased.
+        let delayed = store.create_partner("delayed").await.expect("a partner").id;
+        let settings = NotificationSettings::validate(&json!({
+            "url": "https://partner.example/hook",
+            "body_template": "{}",
+            "min_delay_secs": 600,
+        }))
+        .expect("valid settings");
+        let body = serde_json::to_string(settings.settings()).expect("settings serialize");
+        store.put_settings(&delayed, &body, now).await.expect("saved");
+        let held = partner(&store).await;
+        sqlx::query("UPDATE settings SET disabled_at = 1, disabled_reason = 'test' WHERE partner_id = ?1")
+            .bind(&held)
+            .execute(&store.write)
+            .await
+            .expect("disabled");
+        let recent = Event::from_value(
+            &json!({"id": "d1", "type": "action_inquiry.created", "partner_id": delayed,
+            "occurred_at": chrono::Utc::now().to_rfc3339(), "data": {"ActionInquiryId": "i1"}}),
+        )
+        .expect("a valid event");
+        let events = vec![recent, event(&held, "h1", "created", "i1")];
+        let (accepted, leased) = store
+            .accept_leasing(std::sync::Arc::new(events), now_ms(), lease)
+            .await
+            .expect("accepted");
+        assert!(accepted.iter().all(|a| a.delivery_ids.len() == 1));
+        assert!(leased.is_empty(), "{leased:?}");
     }
 
     /// Recording in runs gives what recording outcomes one after another gives.
@@ -564,7 +682,7 @@ mod tests {
                 next: Next::Disable("410".into()),
             },
         ];
-        store.record(&outcomes, now_ms()).await.expect("recorded");
+        store.record(outcomes.into(), now_ms()).await.expect("recorded");
         let state = deliveries(&store, &partner).await;
         let expect = |event: &str, status: &str, attempts: i64| {
             let row = state.iter().find(|d| d.0 == event).expect("a delivery");
