@@ -2,8 +2,8 @@
 //!
 //! Loads a partner's plugins from the store once (the host keeps compiled artifacts by sha256),
 //! runs calls on blocking threads so a slow plugin never stalls the async workers, lets each
-//! partner run at most [`PER_PARTNER`] calls at once so one partner's hostile plugin cannot
-//! take every core from the others, and turns each call into a report for the attempt log.
+//! partner run at most [`PER_PARTNER`] calls at once (its lane) so one partner's hostile plugin
+//! cannot take every core from the others, and turns each call into a report for the attempt log.
 //!
 //! Failure semantics:
 //! - a transform that fails (traps, runs out of fuel, refuses, returns a malformed request)
@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use postwire_plugins::types::{self as wit, LogLine, Run};
 use postwire_plugins::{Host, Plugin, PluginError};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 use crate::catalogue::{CATALOGUE, Source};
 use crate::event::{Event, format_timestamp};
@@ -38,7 +37,52 @@ pub struct Plugins {
     /// One loader per plugin id, so that postbacks arriving together for a plugin not loaded
     /// yet (after a restart) load it once, not once each.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    running: Mutex<HashMap<String, Arc<Semaphore>>>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+}
+
+/// A call waiting for its partner's lane.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One partner's plugin calls: queued, and run back to back by at most [`PER_PARTNER`] blocking
+/// threads. A thread that finishes a call takes the next one at once, so a busy partner's
+/// calls do not each wait for their task's turn on the async runtime to reach a thread.
+#[derive(Default)]
+struct Lane {
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    queue: std::collections::VecDeque<Job>,
+    threads: usize,
+}
+
+impl Lane {
+    fn submit(self: &Arc<Self>, job: Job) {
+        let mut state = self.state.lock().expect("never poisoned");
+        state.queue.push_back(job);
+        if state.threads == PER_PARTNER {
+            return;
+        }
+        state.threads += 1;
+        drop(state);
+        let lane = self.clone();
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let job = {
+                    let mut state = lane.state.lock().expect("never poisoned");
+                    match state.queue.pop_front() {
+                        Some(job) => job,
+                        None => {
+                            state.threads -= 1;
+                            return;
+                        }
+                    }
+                };
+                job();
+            }
+        });
+    }
 }
 
 /// One plugin call as the pipeline sees it.
@@ -70,7 +114,7 @@ impl Plugins {
             store,
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
-            running: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,16 +174,16 @@ impl Plugins {
         Ok(plugin)
     }
 
-    fn slot(&self, partner_id: &str) -> Arc<Semaphore> {
-        self.running
+    fn lane(&self, partner_id: &str) -> Arc<Lane> {
+        self.lanes
             .lock()
             .expect("never poisoned")
             .entry(partner_id.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(PER_PARTNER)))
+            .or_default()
             .clone()
     }
 
-    /// Runs `call` with plugin `id` on a blocking thread, once `partner_id` has a free slot.
+    /// Runs `call` with plugin `id` on a blocking thread of `partner_id`'s lane.
     async fn run<T: Send + 'static>(
         &self,
         partner_id: &str,
@@ -148,11 +192,11 @@ impl Plugins {
     ) -> Result<Run<T>, String> {
         let plugin = self.get(id).await?;
         let host = self.host.clone();
-        let slot = self.slot(partner_id);
-        let _permit = slot.acquire().await.expect("never closed");
-        tokio::task::spawn_blocking(move || call(&host, &plugin))
-            .await
-            .map_err(|_| "the plugin call was cancelled".to_owned())
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.lane(partner_id).submit(Box::new(move || {
+            let _ = done.send(call(&host, &plugin));
+        }));
+        result.await.map_err(|_| "the plugin call was cancelled".to_owned())
     }
 
     /// Runs `transform` of plugin `id` for `partner_id`.
@@ -408,4 +452,52 @@ pub async fn dry_run(plugins: &Plugins, partner_id: &str, plugin_id: &str, input
 /// A request as JSON: `{"method","url","headers","body"}`.
 pub fn request_json(request: &Request) -> Value {
     json!({"method": request.method.as_str(), "url": request.url, "headers": request.headers, "body": request.body})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A lane runs every call, never more than `PER_PARTNER` at once, and lets its threads go
+    /// when it is empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lane_runs_every_call_at_most_per_partner_at_once() {
+        let lane = Arc::new(Lane::default());
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut results = Vec::new();
+        for i in 0..100 {
+            let (running, most) = (running.clone(), most.clone());
+            let (done, result) = tokio::sync::oneshot::channel();
+            lane.submit(Box::new(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+                running.fetch_sub(1, Ordering::SeqCst);
+                let _ = done.send(i);
+            }));
+            results.push(result);
+        }
+        let mut finished = Vec::new();
+        for result in results {
+            finished.push(result.await.expect("every call runs"));
+        }
+        assert_eq!(finished, (0..100).collect::<Vec<_>>());
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            PER_PARTNER,
+            "calls ran side by side, up to the limit"
+        );
+        // The threads leave once the queue is empty.
+        for _ in 0..200 {
+            if lane.state.lock().expect("never poisoned").threads == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the lane's threads did not stop");
+    }
 }
