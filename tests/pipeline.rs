@@ -108,6 +108,41 @@ async fn delivers_signed_postbacks_rendered_from_the_template() {
     engine.stop().await;
 }
 
+/// The receiver gets secret header values and query parameters as configured; the attempt log
+/// shows them redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redacts_secrets_in_the_attempt_log() {
+    let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
+    let engine = Engine::start().await;
+    let mut settings = sample_settings(&receiver.url("/hook?inquiry={ActionInquiryId}&api_key=k-123"));
+    settings["headers"]["Authorization"] = json!("Bearer s3cret-token");
+    settings["headers"]["X-Auth-Token"] = json!("t-{OrderId}");
+    let partner = engine.partner_with("secrets", &settings).await;
+    let id = engine.send_event(&created(&partner, "evt_secret_1", "inq-s")).await;
+    let delivery = engine.wait_status(&partner, &id, "delivered").await;
+    let hits = receiver.wait_hits(1).await;
+    assert_eq!(hits[0].header("authorization"), Some("Bearer s3cret-token"));
+    assert_eq!(hits[0].header("x-auth-token"), Some("t-ORD-99812"));
+    assert_eq!(hits[0].query.as_deref(), Some("inquiry=inq-s&api_key=k-123"));
+
+    let request = &attempts(&delivery)[0]["request"];
+    let headers = request["headers"].as_array().expect("headers");
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .map(|h| h[1].clone())
+    };
+    assert_eq!(value("authorization"), Some(json!("[redacted]")), "{headers:?}");
+    assert_eq!(value("x-auth-token"), Some(json!("[redacted]")), "{headers:?}");
+    assert!(value("webhook-signature").is_some_and(|v| v.as_str().is_some_and(|v| v.starts_with("v1,"))));
+    let url = request["url"].as_str().expect("a url");
+    assert!(url.contains("inquiry=inq-s") && !url.contains("k-123"), "{url}");
+    let log = delivery.to_string();
+    assert!(!log.contains("s3cret") && !log.contains("k-123"), "{log}");
+    engine.stop().await;
+}
+
 /// A receiver failing with 500 gets the postback again on the schedule, with the same
 /// `webhook-id` every time, until it accepts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
