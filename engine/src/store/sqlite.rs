@@ -30,7 +30,20 @@ pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
     writer: Arc<WriterThread>,
+    accepts: Arc<Accepts>,
 }
+
+/// Accepts waiting for the write connection. The client of an accept waits for its answer, so
+/// an accept goes before the recording of attempts, which nobody waits for and which only grows
+/// by waiting (more attempts in one transaction).
+#[derive(Debug, Default)]
+struct Accepts {
+    waiting: std::sync::atomic::AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+/// Longest a recording lets accepts go first.
+const RECORD_YIELD: Duration = Duration::from_millis(100);
 
 /// A thread of the store's own that drives the writes of the pipeline (see [`Store::on_writer`]).
 #[derive(Debug)]
@@ -60,6 +73,17 @@ impl WriterThread {
             .recv()
             .map_err(|_| std::io::Error::other("the store's thread stopped while starting"))??;
         Ok(WriterThread { handle, _stop: stop })
+    }
+}
+
+/// Counts an accept off [`Accepts::waiting`] when dropped.
+struct Waiting(Arc<Accepts>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
     }
 }
 
@@ -95,7 +119,12 @@ impl Store {
             .connect_with(options.read_only(true))
             .await?;
         let writer = Arc::new(WriterThread::start().map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?);
-        Ok(Store { write, read, writer })
+        Ok(Store {
+            write,
+            read,
+            writer,
+            accepts: Arc::default(),
+        })
     }
 
     /// Runs `work`, which uses the write connection, on the store's own thread.
@@ -227,9 +256,14 @@ impl Store {
         // The texts to store, written here rather than on the store's thread.
         let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
         let independent = batch::independent(&events);
-        let write = self.write.clone();
+        let (write, accepts) = (self.write.clone(), self.accepts.clone());
+        accepts.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        // Counted off once the connection is taken, or if taking it fails.
+        let mut waiting = Some(Waiting(accepts));
         self.on_writer(async move {
-            let mut tx = write.begin().await?;
+            let tx = write.begin().await;
+            waiting.take();
+            let mut tx = tx?;
             let accepted = if independent {
                 batch::accept(&mut tx, &events, &bodies, now, lease).await?
             } else {
@@ -320,6 +354,17 @@ impl Store {
     pub async fn record(&self, outcomes: Arc<[Outcome]>, now: i64) -> Result<u64> {
         if outcomes.is_empty() {
             return Ok(0);
+        }
+        let until = tokio::time::Instant::now() + RECORD_YIELD;
+        loop {
+            let none = self.accepts.none.notified();
+            if self.accepts.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::select! {
+                () = none => {}
+                () = tokio::time::sleep_until(until) => break,
+            }
         }
         let write = self.write.clone();
         self.on_writer(async move {
