@@ -282,6 +282,48 @@ async fn gone_disables_the_endpoint_until_it_is_enabled() {
     engine.stop().await;
 }
 
+/// Postbacks waiting in memory when an attempt disables the endpoint are not sent: they are
+/// held with the endpoint's other deliveries and go once it is enabled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_stops_the_postbacks_waiting_in_memory() {
+    const N: usize = 40;
+    let gone = Reply::status(410).body("gone").after(Duration::from_millis(200));
+    let receiver = Receiver::sequence(vec![gone.clone(), gone], Reply::ok("")).await;
+    let engine = Engine::start_with(|options| options.concurrency = Some(2)).await;
+    let partner = engine
+        .partner_with("gone-queued", &simple_settings(&receiver.url("/pb")))
+        .await;
+    let events: Vec<Value> = (0..N)
+        .map(|i| created(&partner, &format!("evt_q{i}"), &format!("inq-q{i}")))
+        .collect();
+    let answer = engine.post_batch(&events).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+    let ids: Vec<String> = answer.json["accepted"]
+        .as_array()
+        .expect("accepted")
+        .iter()
+        .map(|a| a["delivery_ids"][0].as_str().expect("a delivery").to_owned())
+        .collect();
+    for id in &ids {
+        engine.wait_status(&partner, id, "held").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = receiver.hits().len();
+    assert!(
+        (1..=2).contains(&sent),
+        "only the postbacks in flight when the endpoint said 410 were sent: {sent}"
+    );
+
+    let enabled = engine.post_empty(&format!("{}/enable", settings_path(&partner))).await;
+    assert_eq!(enabled.json["released_deliveries"], N, "{enabled:?}");
+    for id in &ids {
+        engine.wait_status(&partner, id, "delivered").await;
+    }
+    let hits = receiver.wait_hits(sent + N).await;
+    assert_eq!(hits.len(), sent + N, "each postback once more after the enable");
+    engine.stop().await;
+}
+
 /// 429 with `Retry-After: 1`: the next attempt waits at least that long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honours_retry_after_on_429() {
