@@ -268,7 +268,19 @@ impl Worker {
     /// Accepts events ([`Store::accept`]). New deliveries that are due now are leased to this
     /// worker in the same transaction and queued in memory, as many as it has room for, unless
     /// earlier deliveries are waiting in the store; the others wait in the store for a claim.
+    ///
+    /// Runs to the end even if the caller stops waiting (a client that hung up), so that what
+    /// was leased is queued and the places promised in the queue are taken or given back.
     pub async fn accept(&self, events: Vec<Event>) -> Result<Vec<Accepted>, StoreError> {
+        let worker = self.clone();
+        match tokio::spawn(async move { worker.accept_now(events).await }).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
+    }
+
+    async fn accept_now(&self, events: Vec<Event>) -> Result<Vec<Accepted>, StoreError> {
         let inner = &self.inner;
         let now = now_ms();
         let room = if inner.backlog.load(Ordering::Acquire) {
