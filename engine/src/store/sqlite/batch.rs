@@ -398,6 +398,13 @@ mod tests {
         .expect("a valid event")
     }
 
+    /// Events of `partner` from (id, kind, inquiry) rows.
+    fn events(partner: &str, rows: &[(&str, &str, &str)]) -> Vec<Event> {
+        rows.iter()
+            .map(|(id, kind, inquiry)| event(partner, id, kind, inquiry))
+            .collect()
+    }
+
     /// Per delivery: its event, status, the event of the delivery it waits for, attempts,
     /// whether it is leased.
     async fn deliveries(store: &Store, partner: &str) -> Vec<(String, String, Option<String>, i64, bool)> {
@@ -417,10 +424,7 @@ mod tests {
 
     /// Accepts `events` (ids and inquiries) for `partner`, in one batch or one by one.
     async fn accept_as(store: &Store, partner: &str, events: &[(&str, &str, &str)], batched: bool) -> Vec<String> {
-        let events: Vec<Event> = events
-            .iter()
-            .map(|(id, kind, inquiry)| event(partner, id, kind, inquiry))
-            .collect();
+        let events = self::events(partner, events);
         assert!(independent(&events), "the scenario keeps batches independent");
         let mut tx = store.write.begin().await.expect("a transaction");
         let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
@@ -554,15 +558,15 @@ mod tests {
             .accept(&[event(&ready, "c1", "created", "i1")], now)
             .await
             .expect("accepted");
-        let events: Vec<Event> = [
-            ("r1", "resolved", "i1"),
-            ("c2", "created", "i2"),
-            ("c3", "created", "i3"),
-            ("c4", "created", "i4"),
-        ]
-        .iter()
-        .map(|(id, kind, inquiry)| event(&ready, id, kind, inquiry))
-        .collect();
+        let events = events(
+            &ready,
+            &[
+                ("r1", "resolved", "i1"),
+                ("c2", "created", "i2"),
+                ("c3", "created", "i3"),
+                ("c4", "created", "i4"),
+            ],
+        );
         let lease = Lease {
             until: now + 60_000,
             max: 2,
@@ -633,17 +637,17 @@ mod tests {
     async fn record_moves_deliveries_on_in_order() {
         let (_dir, store) = store().await;
         let partner = partner(&store).await;
-        let events: Vec<Event> = [
-            ("c1", "created", "i1"),
-            ("r1", "resolved", "i1"),
-            ("c2", "created", "i2"),
-            ("c3", "created", "i3"),
-            ("c4", "created", "i4"),
-            ("c5", "created", "i5"),
-        ]
-        .iter()
-        .map(|(id, kind, inquiry)| event(&partner, id, kind, inquiry))
-        .collect();
+        let events = events(
+            &partner,
+            &[
+                ("c1", "created", "i1"),
+                ("r1", "resolved", "i1"),
+                ("c2", "created", "i2"),
+                ("c3", "created", "i3"),
+                ("c4", "created", "i4"),
+                ("c5", "created", "i5"),
+            ],
+        );
         let accepted = store.accept(&events, now_ms()).await.expect("accepted");
         let id = |event: &str| {
             accepted
