@@ -327,14 +327,7 @@ impl Worker {
             })
             .collect();
         let handed = jobs.len();
-        let refused = inner.queue.fill(room, jobs);
-        if !refused.is_empty() {
-            // The worker stopped meanwhile: the deliveries are due now for whichever runs next.
-            let due: Vec<(String, i64)> = refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
-            if let Err(e) = inner.store.reschedule(&due).await {
-                warn!(error = %e, "giving back leases failed; they are sent once the leases end");
-            }
-        }
+        self.enqueue(room, jobs, now).await;
         if new > handed {
             // Some wait in the store: due later, blocked, held, or due now but without room in
             // memory, in which case later ones must not overtake them.
@@ -471,14 +464,7 @@ impl Worker {
                             until: now + lease,
                         })
                         .collect();
-                    let refused = inner.queue.fill(wanted, jobs);
-                    if !refused.is_empty() {
-                        let due: Vec<(String, i64)> =
-                            refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
-                        if let Err(e) = inner.store.reschedule(&due).await {
-                            warn!(error = %e, "giving back claims failed; they are sent once the leases end");
-                        }
-                    }
+                    self.enqueue(wanted, jobs, now).await;
                 }
                 Err(e) => {
                     inner.queue.release(wanted);
@@ -491,6 +477,19 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// Queues leased `jobs` in `reserved` promised places. Should the worker have stopped
+    /// meanwhile, they are given back to the store, due at `now` for whichever worker runs next.
+    async fn enqueue(&self, reserved: usize, jobs: Vec<Job>, now: i64) {
+        let refused = self.inner.queue.fill(reserved, jobs);
+        if refused.is_empty() {
+            return;
+        }
+        let due: Vec<(String, i64)> = refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
+        if let Err(e) = self.inner.store.reschedule(&due).await {
+            warn!(error = %e, "giving back leases failed; they are sent once the leases end");
         }
     }
 
