@@ -647,8 +647,9 @@ async fn bench() {
     // figure that depends less on what else the machine runs.
     let per = |rate: f64, cores: f64| cores * 1e6 / rate;
 
-    // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power, plugin or claim;
-    // `plugin+process` runs the plugin comparison alone.
+    // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power, plugin, claim or
+    // path (the store path alone, durability process, once); `plugin+process` runs the plugin
+    // comparison alone.
     let only = std::env::var("PW_BENCH_ONLY").ok();
     let wanted = |part: &str| {
         only.as_deref()
@@ -713,6 +714,14 @@ async fn bench() {
         return;
     }
 
+    if only.as_deref() == Some("path") {
+        let path = store_path(n, Durability::Process).await;
+        println!(
+            "  store path, durability process  accept {:.1} us/event, claim {:.1} us/delivery, record {:.1} us/outcome",
+            path.accept_us, path.claim_us, path.record_us
+        );
+        return;
+    }
     if !wanted("claim") {
         return;
     }

@@ -191,13 +191,18 @@ pub(super) async fn accept(
         }
     }
 
-    // The events; those inserted come back.
+    // The events. Rows come back from SQLite one message at a time, so rather than have the
+    // inserted ones returned, the few events sent before are looked up afterwards, and only
+    // when some insert did nothing: new rows take rowids above the largest before the batch.
+    let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM events")
+        .fetch_one(&mut **tx)
+        .await?;
     let rows: Vec<(&Event, &String)> = events.iter().zip(bodies).collect();
-    let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(events.len());
+    let mut inserted = 0;
     for chunk in split(&rows) {
         let sql = format!(
             "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at) VALUES {}
-             ON CONFLICT DO NOTHING RETURNING partner_id, id",
+             ON CONFLICT DO NOTHING",
             values(chunk.len(), 6)
         );
         let mut query = sqlx::query(&sql);
@@ -210,15 +215,29 @@ pub(super) async fn accept(
                 .bind(body)
                 .bind(now);
         }
-        for row in query.fetch_all(&mut **tx).await? {
-            inserted.insert((row.get(0), row.get(1)));
+        inserted += query.execute(&mut **tx).await?.rows_affected() as usize;
+    }
+    let mut sent_before: HashSet<(String, String)> = HashSet::new();
+    if inserted < events.len() {
+        for chunk in split(events) {
+            let sql = format!(
+                "SELECT partner_id, id FROM events WHERE rowid <= ? AND (partner_id, id) IN (VALUES {})",
+                values(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql).bind(before);
+            for event in chunk {
+                query = query.bind(&event.partner_id).bind(&event.id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                sent_before.insert((row.get(0), row.get(1)));
+            }
         }
     }
 
     let mut accepted: Vec<Option<Accepted>> = Vec::with_capacity(events.len());
     let mut new = Vec::new();
     for (at, event) in events.iter().enumerate() {
-        if !inserted.contains(&(event.partner_id.clone(), event.id.clone())) {
+        if !sent_before.is_empty() && sent_before.contains(&(event.partner_id.clone(), event.id.clone())) {
             let delivery_ids = sqlx::query_scalar("SELECT id FROM deliveries WHERE partner_id = ?1 AND event_id = ?2")
                 .bind(&event.partner_id)
                 .bind(&event.id)
