@@ -5,9 +5,10 @@
 //! listings) use their own pool and never wait for the writer.
 
 mod batch;
+mod direct;
 mod plugins;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    ACTION_INQUIRY, Accepted, Attempt, Claimed, ClaimedEvent, Delivery, Durability, Endpoint, Lease, Leased, Next,
-    Outcome, Partner, SettingsRecord, Status, StoreError, new_id,
+    ACTION_INQUIRY, Accepted, Attempt, Claimed, ClaimedEvent, Delivery, Durability, Endpoint, Lease, Leased, Outcome,
+    Partner, SettingsRecord, Status, StoreError, new_id,
 };
-use crate::event::{Event, EventType};
+use crate::event::Event;
 use crate::settings::NotificationSettings;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -263,22 +264,25 @@ impl Store {
     ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
         // The texts to store, written here rather than on the store's thread.
         let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
-        let independent = batch::independent(&events);
+        // Where events bear on each other (the same id twice, or two events of one inquiry),
+        // none is leased: the later ones are recorded knowing the earlier, and the worker claims
+        // them from the store in order.
+        let lease = if batch::independent(&events) {
+            lease
+        } else {
+            Lease::NONE
+        };
         let (write, accepts) = (self.write.clone(), self.accepts.clone());
         accepts.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         // Counted off once the connection is taken, or if taking it fails.
         let waiting = Waiting(accepts);
         self.on_writer(async move {
-            let tx = write.begin().await;
-            drop(waiting);
-            let mut tx = tx?;
-            let accepted = if independent {
-                batch::accept(&mut tx, &events, &bodies, now, lease).await?
-            } else {
-                (accept_one_by_one(&mut tx, &events, &bodies, now).await?, Vec::new())
-            };
-            tx.commit().await?;
-            Ok(accepted)
+            direct::transaction(
+                &write,
+                move || drop(waiting),
+                |tx| direct::accept(tx, &events, &bodies, now, lease),
+            )
+            .await
         })
         .await
     }
@@ -375,35 +379,8 @@ impl Store {
             }
         }
         let write = self.write.clone();
-        self.on_writer(async move {
-            let mut unblocked = 0;
-            let mut tx = write.begin().await?;
-            let attempts: Vec<&Attempt> = outcomes.iter().map(|o| &o.attempt).collect();
-            batch::insert_attempts(&mut tx, &attempts).await?;
-            let mut run: Vec<&Outcome> = Vec::new();
-            let mut in_run: HashSet<&str> = HashSet::new();
-            for outcome in outcomes.iter() {
-                let id = outcome.attempt.delivery_id.as_str();
-                let Next::Disable(reason) = &outcome.next else {
-                    if !in_run.insert(id) {
-                        unblocked += batch::apply(&mut tx, &run, now).await?;
-                        run.clear();
-                        in_run.clear();
-                        in_run.insert(id);
-                    }
-                    run.push(outcome);
-                    continue;
-                };
-                unblocked += batch::apply(&mut tx, &run, now).await?;
-                run.clear();
-                in_run.clear();
-                disable(&mut tx, id, reason, now).await?;
-            }
-            unblocked += batch::apply(&mut tx, &run, now).await?;
-            tx.commit().await?;
-            Ok(unblocked)
-        })
-        .await
+        self.on_writer(async move { direct::transaction(&write, || {}, |tx| direct::record(tx, &outcomes, now)).await })
+            .await
     }
 
     /// Moves claimed deliveries to new due times without counting an attempt (rate limiting,
@@ -559,183 +536,4 @@ struct ForAccept {
     /// The endpoint is disabled.
     disabled: bool,
     version: i64,
-}
-
-/// The partner's settings, or `None` without settings.
-async fn load_for_accept(tx: &mut Transaction<'_, Sqlite>, partner_id: &str) -> Result<Option<ForAccept>> {
-    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM partners WHERE id = ?1")
-        .bind(partner_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if known.is_none() {
-        return Err(StoreError::UnknownPartner(partner_id.to_owned()));
-    }
-    let row = sqlx::query(
-        "SELECT body, disabled_at IS NOT NULL, version FROM settings WHERE partner_id = ?1 AND family = ?2",
-    )
-    .bind(partner_id)
-    .bind(ACTION_INQUIRY)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.and_then(|row| {
-        Some(ForAccept {
-            settings: serde_json::from_str::<NotificationSettings>(row.get::<&str, _>(0)).ok()?,
-            disabled: row.get(1),
-            version: row.get(2),
-        })
-    }))
-}
-
-/// Keeps an inquiry's postbacks in order. For a `resolved` event: the `created` delivery it must
-/// wait for, if one is still on its way. For a `created` event: makes untried `resolved`
-/// deliveries of the inquiry wait for `new_id`, unless a worker holds them (they are being sent).
-async fn order_after_created(
-    tx: &mut Transaction<'_, Sqlite>,
-    event: &Event,
-    new_id: &str,
-    now: i64,
-) -> Result<Option<String>> {
-    match event.event_type {
-        EventType::ActionInquiryResolved => Ok(sqlx::query_scalar(
-            // Without the hint SQLite walks the partner's deliveries newest first (an index that
-            // spares the sort) and, when no created postback is on its way, reads all of them.
-            "SELECT id FROM deliveries INDEXED BY deliveries_by_inquiry
-             WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3
-                 AND status IN ('pending', 'blocked', 'held')
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(&event.partner_id)
-        .bind(event.action_inquiry_id())
-        .bind(EventType::ActionInquiryCreated.as_str())
-        .fetch_optional(&mut **tx)
-        .await?),
-        EventType::ActionInquiryCreated => {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'blocked', blocked_by = ?4
-                 WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3 AND attempts = 0
-                     AND status IN ('pending', 'held') AND (leased_until IS NULL OR leased_until <= ?5)",
-            )
-            .bind(&event.partner_id)
-            .bind(event.action_inquiry_id())
-            .bind(EventType::ActionInquiryResolved.as_str())
-            .bind(new_id)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            Ok(None)
-        }
-    }
-}
-
-/// [`Store::accept`] event by event, for batches in which events bear on each other (the same
-/// id twice, or two events of one inquiry).
-/// `bodies` are the events' texts to store.
-async fn accept_one_by_one(
-    tx: &mut Transaction<'_, Sqlite>,
-    events: &[Event],
-    bodies: &[String],
-    now: i64,
-) -> Result<Vec<Accepted>> {
-    let mut endpoints: HashMap<String, Option<ForAccept>> = HashMap::new();
-    let mut accepted = Vec::with_capacity(events.len());
-    for (event, body) in events.iter().zip(bodies) {
-        if !endpoints.contains_key(&event.partner_id) {
-            let endpoint = load_for_accept(tx, &event.partner_id).await?;
-            endpoints.insert(event.partner_id.clone(), endpoint);
-        }
-        let occurred_at = event.occurred_at.timestamp_millis();
-        let inserted = sqlx::query(
-            "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-        )
-        .bind(&event.partner_id)
-        .bind(&event.id)
-        .bind(event.event_type.as_str())
-        .bind(occurred_at)
-        .bind(body)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            let delivery_ids = sqlx::query_scalar("SELECT id FROM deliveries WHERE partner_id = ?1 AND event_id = ?2")
-                .bind(&event.partner_id)
-                .bind(&event.id)
-                .fetch_all(&mut **tx)
-                .await?;
-            accepted.push(Accepted {
-                event_id: event.id.clone(),
-                delivery_ids,
-                duplicate: true,
-            });
-            continue;
-        }
-        let mut delivery_ids = Vec::new();
-        let wanted = match endpoints.get(&event.partner_id).expect("loaded above") {
-            Some(endpoint) if endpoint.settings.events.contains(&event.event_type) => {
-                Some((endpoint.settings.min_delay_secs, endpoint.disabled))
-            }
-            _ => None,
-        };
-        if let Some((min_delay_secs, disabled)) = wanted {
-            let id = new_id("dlv");
-            let due = (occurred_at + min_delay_secs as i64 * 1000).max(now);
-            let inquiry = event.action_inquiry_id();
-            let blocked_by = order_after_created(tx, event, &id, now).await?;
-            let status = match (&blocked_by, disabled) {
-                (Some(_), _) => Status::Blocked,
-                (None, true) => Status::Held,
-                (None, false) => Status::Pending,
-            };
-            sqlx::query(
-                "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
-                     blocked_by, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-            )
-            .bind(&id)
-            .bind(&event.partner_id)
-            .bind(&event.id)
-            .bind(event.event_type.as_str())
-            .bind(inquiry)
-            .bind(status.as_str())
-            .bind(due)
-            .bind(&blocked_by)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            delivery_ids.push(id);
-        }
-        accepted.push(Accepted {
-            event_id: event.id.clone(),
-            delivery_ids,
-            duplicate: false,
-        });
-    }
-    Ok(accepted)
-}
-
-/// Records that an attempt disabled its endpoint: the delivery and every pending one of its
-/// partner are held until the endpoint is enabled again.
-async fn disable(tx: &mut Transaction<'_, Sqlite>, id: &str, reason: &str, now: i64) -> Result<()> {
-    let partner_id: String = sqlx::query_scalar(
-            "UPDATE deliveries SET status = 'held', attempts = attempts + 1, last_error = ?2, updated_at = ?3, leased_until = NULL
-             WHERE id = ?1 RETURNING partner_id",
-        )
-        .bind(id)
-        .bind(reason)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE settings SET disabled_reason = ?2, disabled_at = ?3 WHERE partner_id = ?1")
-        .bind(&partner_id)
-        .bind(reason)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE deliveries SET status = 'held', updated_at = ?2 WHERE partner_id = ?1 AND status = 'pending'")
-        .bind(&partner_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }

@@ -1,5 +1,5 @@
-//! Set-based statements for the store's hot paths (accepting events, recording attempts, giving
-//! claims back): one statement writes many rows instead of one statement per row.
+//! Set-based statements through sqlx (giving claims back): one statement writes many rows
+//! instead of one statement per row.
 //!
 //! Every statement the SQLite driver runs is a round trip to the connection's own thread, which
 //! costs tens of microseconds, far more than SQLite's work on one row. Writing rows in statements
@@ -7,13 +7,12 @@
 //! come from a fixed set (64, 32, 16, 8, 4, 2 and 1 rows), so only a few statement texts are ever
 //! prepared, and they stay in the connection's statement cache.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
-use super::{ForAccept, PENDING_UNLESS_DISABLED, Result, load_for_accept};
-use crate::event::{Event, EventType};
-use crate::store::{Accepted, Attempt, Lease, Leased, Next, Outcome, Status, new_id};
+use super::Result;
+use crate::event::Event;
 
 /// Rows per statement, largest first; every count of rows is a sum of these.
 const SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
@@ -32,104 +31,6 @@ fn split<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
 fn values(rows: usize, columns: usize) -> String {
     let row = format!("({})", vec!["?"; columns].join(", "));
     vec![row; rows].join(", ")
-}
-
-/// `?, ?, ?`
-fn list(items: usize) -> String {
-    vec!["?"; items].join(", ")
-}
-
-/// Inserts attempts.
-pub(super) async fn insert_attempts(tx: &mut Transaction<'_, Sqlite>, attempts: &[&Attempt]) -> Result<()> {
-    for chunk in split(attempts) {
-        let sql = format!(
-            "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request, response_status,
-                 response_headers, response_body, verdict, error, plugins)
-             VALUES {}",
-            values(chunk.len(), 12)
-        );
-        let mut query = sqlx::query(&sql);
-        for attempt in chunk {
-            query = query
-                .bind(&attempt.id)
-                .bind(&attempt.delivery_id)
-                .bind(attempt.number)
-                .bind(attempt.started_at)
-                .bind(attempt.duration_ms)
-                .bind(attempt.request.get())
-                .bind(attempt.response_status)
-                .bind(attempt.response_headers.as_ref().map(|h| h.get()))
-                .bind(&attempt.response_body)
-                .bind(&attempt.verdict)
-                .bind(&attempt.error)
-                .bind(attempt.plugins.as_ref().map(ToString::to_string));
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Moves on the deliveries of outcomes that are delivered, failed or retried, no two of the same
-/// delivery (their attempts are inserted already). The result is that of recording them one by
-/// one with the delivered and failed ones first, an order the recorder might have met them in.
-/// Returns how many deliveries that waited for the finished ones were released.
-pub(super) async fn apply(tx: &mut Transaction<'_, Sqlite>, run: &[&Outcome], now: i64) -> Result<u64> {
-    let mut released = 0;
-    let mut finished = Vec::new();
-    let mut retried = Vec::new();
-    for outcome in run {
-        let attempt = &outcome.attempt;
-        match &outcome.next {
-            Next::Delivered => finished.push((attempt, Status::Delivered)),
-            Next::Failed => finished.push((attempt, Status::Failed)),
-            Next::RetryAt(at) => retried.push((attempt, *at)),
-            Next::Disable(_) => unreachable!("disabling outcomes are recorded one by one"),
-        }
-    }
-    for chunk in split(&finished) {
-        let sql = format!(
-            "UPDATE deliveries SET status = j.column2, attempts = attempts + 1, last_error = j.column3,
-                 updated_at = ?, leased_until = NULL
-             FROM (VALUES {}) AS j WHERE deliveries.id = j.column1",
-            values(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&sql).bind(now);
-        for (attempt, status) in chunk {
-            query = query
-                .bind(&attempt.delivery_id)
-                .bind(status.as_str())
-                .bind(&attempt.error);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    // Postbacks that waited for the finished ones go now.
-    for chunk in split(&finished) {
-        let sql = format!(
-            "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, blocked_by = NULL,
-                 next_at = MAX(next_at, ?), updated_at = ?
-             WHERE blocked_by IN ({}) AND status = 'blocked'",
-            list(chunk.len())
-        );
-        let mut query = sqlx::query(&sql).bind(now).bind(now);
-        for (attempt, _) in chunk {
-            query = query.bind(&attempt.delivery_id);
-        }
-        released += query.execute(&mut **tx).await?.rows_affected();
-    }
-    for chunk in split(&retried) {
-        let sql = format!(
-            "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, next_at = j.column2, attempts = attempts + 1,
-                 last_error = j.column3, updated_at = ?, leased_until = NULL
-             FROM (VALUES {}) AS j WHERE deliveries.id = j.column1",
-            values(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&sql).bind(now);
-        for (attempt, at) in chunk {
-            query = query.bind(&attempt.delivery_id).bind(*at).bind(&attempt.error);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(released)
 }
 
 /// Moves pending deliveries to new due times, no two of the same delivery.
@@ -160,231 +61,14 @@ pub(super) fn independent(events: &[Event]) -> bool {
     })
 }
 
-/// A new delivery, before it is inserted.
-struct NewDelivery<'a> {
-    /// Its event's position in the batch.
-    at: usize,
-    id: String,
-    event: &'a Event,
-    due: i64,
-    disabled: bool,
-    blocked_by: Option<String>,
-    settings_version: i64,
-}
-
-/// [`Store::accept_leasing`](super::Store::accept_leasing) for [`independent`] events: the same
-/// rows, written by a few statements for the whole batch. Since no two events share an id or an
-/// inquiry, each event meets only rows that were there before the batch, whatever the order.
-/// `bodies` are the events' texts to store.
-pub(super) async fn accept(
-    tx: &mut Transaction<'_, Sqlite>,
-    events: &[Event],
-    bodies: &[String],
-    now: i64,
-    lease: Lease,
-) -> Result<(Vec<Accepted>, Vec<Leased>)> {
-    let mut endpoints: HashMap<&str, Option<ForAccept>> = HashMap::new();
-    for event in events {
-        if !endpoints.contains_key(event.partner_id.as_str()) {
-            let endpoint = load_for_accept(tx, &event.partner_id).await?;
-            endpoints.insert(&event.partner_id, endpoint);
-        }
-    }
-
-    // The events. Rows come back from SQLite one message at a time, so rather than have the
-    // inserted ones returned, the few events sent before are looked up afterwards, and only
-    // when some insert did nothing: new rows take rowids above the largest before the batch.
-    let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM events")
-        .fetch_one(&mut **tx)
-        .await?;
-    let rows: Vec<(&Event, &String)> = events.iter().zip(bodies).collect();
-    let mut inserted = 0;
-    for chunk in split(&rows) {
-        let sql = format!(
-            "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at) VALUES {}
-             ON CONFLICT DO NOTHING",
-            values(chunk.len(), 6)
-        );
-        let mut query = sqlx::query(&sql);
-        for (event, body) in chunk {
-            query = query
-                .bind(&event.partner_id)
-                .bind(&event.id)
-                .bind(event.event_type.as_str())
-                .bind(event.occurred_at.timestamp_millis())
-                .bind(body)
-                .bind(now);
-        }
-        inserted += query.execute(&mut **tx).await?.rows_affected() as usize;
-    }
-    let mut sent_before: HashSet<(String, String)> = HashSet::new();
-    if inserted < events.len() {
-        for chunk in split(events) {
-            let sql = format!(
-                "SELECT partner_id, id FROM events WHERE rowid <= ? AND (partner_id, id) IN (VALUES {})",
-                values(chunk.len(), 2)
-            );
-            let mut query = sqlx::query(&sql).bind(before);
-            for event in chunk {
-                query = query.bind(&event.partner_id).bind(&event.id);
-            }
-            for row in query.fetch_all(&mut **tx).await? {
-                sent_before.insert((row.get(0), row.get(1)));
-            }
-        }
-    }
-
-    let mut accepted: Vec<Option<Accepted>> = Vec::with_capacity(events.len());
-    let mut new = Vec::new();
-    for (at, event) in events.iter().enumerate() {
-        if !sent_before.is_empty() && sent_before.contains(&(event.partner_id.clone(), event.id.clone())) {
-            let delivery_ids = sqlx::query_scalar("SELECT id FROM deliveries WHERE partner_id = ?1 AND event_id = ?2")
-                .bind(&event.partner_id)
-                .bind(&event.id)
-                .fetch_all(&mut **tx)
-                .await?;
-            accepted.push(Some(Accepted {
-                event_id: event.id.clone(),
-                delivery_ids,
-                duplicate: true,
-            }));
-            continue;
-        }
-        accepted.push(None);
-        if let Some(Some(endpoint)) = endpoints.get(event.partner_id.as_str())
-            && endpoint.settings.events.contains(&event.event_type)
-        {
-            let occurred_at = event.occurred_at.timestamp_millis();
-            new.push(NewDelivery {
-                at,
-                id: new_id("dlv"),
-                event,
-                due: (occurred_at + endpoint.settings.min_delay_secs as i64 * 1000).max(now),
-                disabled: endpoint.disabled,
-                blocked_by: None,
-                settings_version: endpoint.version,
-            });
-        }
-    }
-
-    // A created postback goes before resolved ones of its inquiry that have not been tried yet.
-    let created: Vec<&NewDelivery> = new
-        .iter()
-        .filter(|d| d.event.event_type == EventType::ActionInquiryCreated)
-        .collect();
-    for chunk in split(&created) {
-        let sql = format!(
-            "UPDATE deliveries SET status = 'blocked', blocked_by = j.column3
-             FROM (VALUES {}) AS j
-             WHERE deliveries.partner_id = j.column1 AND deliveries.inquiry_id = j.column2
-                 AND deliveries.event_type = ? AND deliveries.attempts = 0 AND deliveries.status IN ('pending', 'held')
-                 AND (deliveries.leased_until IS NULL OR deliveries.leased_until <= ?)",
-            values(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&sql);
-        for delivery in chunk {
-            query = query
-                .bind(&delivery.event.partner_id)
-                .bind(delivery.event.action_inquiry_id())
-                .bind(&delivery.id);
-        }
-        query
-            .bind(EventType::ActionInquiryResolved.as_str())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-    }
-    // A resolved postback waits for the created one of its inquiry while that is on its way.
-    // (The index hint: see `order_after_created`.)
-    let resolved: Vec<usize> = (0..new.len())
-        .filter(|&i| new[i].event.event_type == EventType::ActionInquiryResolved)
-        .collect();
-    for chunk in split(&resolved) {
-        let sql = format!(
-            "SELECT j.column1, (SELECT d.id FROM deliveries d INDEXED BY deliveries_by_inquiry
-                     WHERE d.partner_id = j.column2 AND d.inquiry_id = j.column3 AND d.event_type = ?
-                         AND d.status IN ('pending', 'blocked', 'held')
-                     ORDER BY d.id DESC LIMIT 1)
-             FROM (VALUES {}) AS j",
-            values(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&sql).bind(EventType::ActionInquiryCreated.as_str());
-        for &i in chunk {
-            query = query
-                .bind(i as i64)
-                .bind(&new[i].event.partner_id)
-                .bind(new[i].event.action_inquiry_id());
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            let i: i64 = row.get(0);
-            new[i as usize].blocked_by = row.get(1);
-        }
-    }
-
-    // Deliveries due now go to the caller, leased, as many as it takes; the rest wait in the
-    // store for a claim.
-    let mut leased = Vec::new();
-    for chunk in split(&new) {
-        let sql = format!(
-            "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
-                 blocked_by, created_at, updated_at, leased_until)
-             VALUES {}",
-            values(chunk.len(), 11)
-        );
-        let mut query = sqlx::query(&sql);
-        for delivery in chunk {
-            let status = match (&delivery.blocked_by, delivery.disabled) {
-                (Some(_), _) => Status::Blocked,
-                (None, true) => Status::Held,
-                (None, false) => Status::Pending,
-            };
-            let lease_it = status == Status::Pending && delivery.due <= now && leased.len() < lease.max;
-            if lease_it {
-                leased.push(Leased {
-                    event: delivery.at,
-                    delivery_id: delivery.id.clone(),
-                    settings_version: delivery.settings_version,
-                });
-            }
-            query = query
-                .bind(&delivery.id)
-                .bind(&delivery.event.partner_id)
-                .bind(&delivery.event.id)
-                .bind(delivery.event.event_type.as_str())
-                .bind(delivery.event.action_inquiry_id())
-                .bind(status.as_str())
-                .bind(if lease_it { lease.until } else { delivery.due })
-                .bind(&delivery.blocked_by)
-                .bind(now)
-                .bind(now)
-                .bind(lease_it.then_some(lease.until));
-        }
-        query.execute(&mut **tx).await?;
-    }
-
-    let mut delivery_ids: HashMap<usize, String> = new.into_iter().map(|d| (d.at, d.id)).collect();
-    let accepted = accepted
-        .into_iter()
-        .zip(events)
-        .enumerate()
-        .map(|(at, (done, event))| {
-            done.unwrap_or_else(|| Accepted {
-                event_id: event.id.clone(),
-                delivery_ids: delivery_ids.remove(&at).into_iter().collect(),
-                duplicate: false,
-            })
-        })
-        .collect();
-    Ok((accepted, leased))
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use sqlx::Row;
 
     use super::*;
     use crate::settings::NotificationSettings;
-    use crate::store::{Durability, Store, now_ms};
+    use crate::store::{Attempt, Durability, Lease, Next, Outcome, Store, new_id, now_ms};
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -442,20 +126,18 @@ mod tests {
     }
 
     /// Accepts `events` (ids and inquiries) for `partner`, in one batch or one by one.
+    /// Accepts `events` as one batch, or (`batched` false) one accept per event, in order.
     async fn accept_as(store: &Store, partner: &str, events: &[(&str, &str, &str)], batched: bool) -> Vec<String> {
         let events = self::events(partner, events);
-        assert!(independent(&events), "the scenario keeps batches independent");
-        let mut tx = store.write.begin().await.expect("a transaction");
-        let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
         let accepted = if batched {
-            accept(&mut tx, &events, &bodies, now_ms(), Lease::NONE)
-                .await
-                .map(|(a, _)| a)
+            store.accept(&events, now_ms()).await.expect("accepted")
         } else {
-            super::super::accept_one_by_one(&mut tx, &events, &bodies, now_ms()).await
-        }
-        .expect("accepted");
-        tx.commit().await.expect("committed");
+            let mut accepted = Vec::new();
+            for event in events {
+                accepted.extend(store.accept(&[event], now_ms()).await.expect("accepted"));
+            }
+            accepted
+        };
         accepted
             .iter()
             .map(|a| {
