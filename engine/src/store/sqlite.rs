@@ -4,11 +4,9 @@
 //! them in the process instead of having connections spin on `SQLITE_BUSY`. Readers (the API's
 //! listings) use their own pool and never wait for the writer.
 
-mod batch;
 mod direct;
 mod plugins;
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    ACTION_INQUIRY, Accepted, Attempt, Claimed, ClaimedEvent, Delivery, Durability, Endpoint, Lease, Leased, Outcome,
-    Partner, SettingsRecord, Status, StoreError, new_id,
+    ACTION_INQUIRY, Accepted, Attempt, Claimed, Delivery, Durability, Endpoint, Lease, Leased, Outcome, Partner,
+    SettingsRecord, Status, StoreError, new_id,
 };
 use crate::event::Event;
 use crate::settings::NotificationSettings;
@@ -267,7 +265,7 @@ impl Store {
         // Where events bear on each other (the same id twice, or two events of one inquiry),
         // none is leased: the later ones are recorded knowing the earlier, and the worker claims
         // them from the store in order.
-        let lease = if batch::independent(&events) {
+        let lease = if direct::independent(&events) {
             lease
         } else {
             Lease::NONE
@@ -291,35 +289,10 @@ impl Store {
     /// claims them, and if this worker dies they become due again when it does.
     pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
         let write = self.write.clone();
-        // One statement (atomic on its own): lease the rows and read what sending them needs.
-        let rows = self.on_writer(async move {
-            Ok(sqlx::query(
-            "UPDATE deliveries SET next_at = ?2, leased_until = ?2, updated_at = ?1
-             WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= ?1
-                          ORDER BY next_at LIMIT ?3)
-             RETURNING id, partner_id, attempts,
-                 (SELECT e.body FROM events e WHERE e.partner_id = deliveries.partner_id AND e.id = deliveries.event_id),
-                 COALESCE((SELECT s.version FROM settings s
-                           WHERE s.partner_id = deliveries.partner_id AND s.family = ?4), 0)",
+        self.on_writer(
+            async move { direct::transaction(&write, || {}, |tx| direct::claim(tx, now, lease_ms, limit)).await },
         )
-        .bind(now)
-        .bind(now + lease_ms)
-        .bind(limit)
-        .bind(ACTION_INQUIRY)
-        .fetch_all(&write)
-        .await?)
-        })
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Claimed {
-                delivery_id: row.get(0),
-                partner_id: row.get(1),
-                attempts: row.get(2),
-                event: ClaimedEvent::Stored(row.get(3)),
-                settings_version: row.get(4),
-            })
-            .collect())
+        .await
     }
 
     /// When the earliest pending delivery is due, if any is.
@@ -389,23 +362,9 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
-        // One row per delivery, with the last time given for it, as if set one after another.
-        let last: HashMap<&str, usize> = due.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
-        let rows: Vec<(String, i64)> = due
-            .iter()
-            .enumerate()
-            .filter(|(i, (id, _))| last[id.as_str()] == *i)
-            .map(|(_, (id, at))| (id.clone(), *at))
-            .collect();
-        let write = self.write.clone();
-        self.on_writer(async move {
-            let rows: Vec<(&str, i64)> = rows.iter().map(|(id, at)| (id.as_str(), *at)).collect();
-            let mut tx = write.begin().await?;
-            batch::reschedule(&mut tx, &rows).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
+        let (write, due) = (self.write.clone(), due.to_vec());
+        self.on_writer(async move { direct::transaction(&write, || {}, |tx| direct::reschedule(tx, &due)).await })
+            .await
     }
 
     /// A partner's deliveries, newest first, `limit` at a time after the cursor `before`.
