@@ -154,8 +154,10 @@ impl Store {
 
     /// Closes both pools, waiting for queries under way.
     pub async fn close(&self) {
-        self.write.close().await;
+        // The write connection closes last: only it can checkpoint the log into the database
+        // file and remove it, which leaves one clean file behind.
         self.read.close().await;
+        self.write.close().await;
     }
 
     /// Creates a partner with a fresh signing secret.

@@ -588,6 +588,31 @@ mod tests {
         assert!(leased.is_empty(), "{leased:?}");
     }
 
+    /// The statements prepared on the borrowed handle are finalized with each transaction, so
+    /// sqlx can still close its connection: the last one to close checkpoints the log and
+    /// removes it, leaving one clean database file.
+    #[tokio::test]
+    async fn closing_after_direct_writes_leaves_a_clean_file() {
+        let (dir, store) = store().await;
+        let partner = partner(&store).await;
+        let events = events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]);
+        store.accept(&events, now_ms()).await.expect("accepted");
+        let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+        assert_eq!(claimed.len(), 2);
+        let outcomes: Vec<Outcome> = claimed
+            .iter()
+            .map(|c| Outcome {
+                attempt: attempt(&c.delivery_id, None),
+                next: Next::Delivered,
+            })
+            .collect();
+        store.record(outcomes.into(), now_ms()).await.expect("recorded");
+        let wal = dir.path().join("batch.db-wal");
+        assert!(wal.exists(), "the log is in use while the store is open");
+        store.close().await;
+        assert!(!wal.exists(), "every connection closed, the last one removed the log");
+    }
+
     /// Recording in runs gives what recording outcomes one after another gives.
     #[tokio::test]
     async fn record_moves_deliveries_on_in_order() {
