@@ -157,7 +157,15 @@ impl Store {
         // The write connection closes last: only it can checkpoint the log into the database
         // file and remove it, which leaves one clean file behind.
         self.read.close().await;
-        self.write.close().await;
+        // A connection goes back to its pool in a task of its own; closing the pool while one
+        // is on its way can leave it open, idle. So the write connection is taken (waiting for
+        // its return), the pool marked closed so that none replaces it, and then it is closed.
+        let held = self.write.acquire().await.ok();
+        let closing = self.write.close();
+        if let Some(connection) = held {
+            let _ = connection.close().await;
+        }
+        closing.await;
     }
 
     /// Creates a partner with a fresh signing secret.
@@ -335,30 +343,43 @@ impl Store {
         }))
     }
 
-    /// Records attempts and moves their deliveries on, all in one transaction.
+    /// Records attempts and moves their deliveries on, outcome after outcome, in order.
     ///
-    /// The attempts are written together, the deliveries in runs of outcomes (see
-    /// `batch::apply`); an outcome that disables its endpoint, or a second outcome of the same
-    /// delivery, ends a run, so whatever depends on the order is recorded in order. Returns how
-    /// many deliveries that waited for the finished ones may go now.
+    /// Accepts go first: a recording starts once no accept waits for the write connection (or
+    /// after [`RECORD_YIELD`]), and a long one commits what it has done and lets them in when one
+    /// starts waiting. Returns how many deliveries that waited for the finished ones may go now.
     pub async fn record(&self, outcomes: Arc<[Outcome]>, now: i64) -> Result<u64> {
-        if outcomes.is_empty() {
-            return Ok(0);
-        }
+        let mut released = 0;
+        let mut done = 0;
         let until = tokio::time::Instant::now() + RECORD_YIELD;
-        loop {
-            let none = self.accepts.none.notified();
-            if self.accepts.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                break;
+        while done < outcomes.len() {
+            loop {
+                let none = self.accepts.none.notified();
+                if self.accepts.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    break;
+                }
+                tokio::select! {
+                    () = none => {}
+                    () = tokio::time::sleep_until(until) => break,
+                }
             }
-            tokio::select! {
-                () = none => {}
-                () = tokio::time::sleep_until(until) => break,
-            }
+            let (write, outcomes, accepts) = (self.write.clone(), outcomes.clone(), self.accepts.clone());
+            // Past the yield time, the rest goes in one transaction whoever waits.
+            let yield_to = (tokio::time::Instant::now() < until).then_some(accepts);
+            let (more, recorded) = self
+                .on_writer(async move {
+                    direct::transaction(
+                        &write,
+                        || {},
+                        |tx| direct::record(tx, &outcomes[done..], now, yield_to.as_ref().map(|a| &a.waiting)),
+                    )
+                    .await
+                })
+                .await?;
+            released += more;
+            done += recorded;
         }
-        let write = self.write.clone();
-        self.on_writer(async move { direct::transaction(&write, || {}, |tx| direct::record(tx, &outcomes, now)).await })
-            .await
+        Ok(released)
     }
 
     /// Moves claimed deliveries to new due times without counting an attempt (rate limiting,

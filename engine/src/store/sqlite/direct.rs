@@ -9,6 +9,7 @@
 //! The connection stays sqlx's: its settings, migrations and every other query are unchanged.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use sqlx::SqlitePool;
@@ -200,9 +201,18 @@ fn load_for_accept(tx: &rusqlite::Transaction<'_>, partner_id: &str) -> Result<O
     }))
 }
 
-/// Records attempts and moves their deliveries on, outcome after outcome. Returns how many
-/// deliveries that waited for the finished ones may go now.
-pub(super) fn record(tx: &rusqlite::Transaction<'_>, outcomes: &[Outcome], now: i64) -> Result<u64> {
+/// Outcomes a recording writes before it looks whether an accept waits.
+const RECORD_STRETCH: usize = 128;
+
+/// Records attempts and moves their deliveries on, outcome after outcome; stops early, at a
+/// multiple of [`RECORD_STRETCH`], when `yield_to` counts a waiting accept. Returns how many
+/// deliveries that waited for the finished ones may go now, and how many outcomes were recorded.
+pub(super) fn record(
+    tx: &rusqlite::Transaction<'_>,
+    outcomes: &[Outcome],
+    now: i64,
+    yield_to: Option<&AtomicUsize>,
+) -> Result<(u64, usize)> {
     let mut insert_attempt = tx.prepare_cached(
         "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request, response_status,
              response_headers, response_body, verdict, error, plugins)
@@ -225,7 +235,10 @@ pub(super) fn record(tx: &rusqlite::Transaction<'_>, outcomes: &[Outcome], now: 
          WHERE id = ?1"
     ))?;
     let mut released = 0;
-    for Outcome { attempt, next } in outcomes {
+    for (i, Outcome { attempt, next }) in outcomes.iter().enumerate() {
+        if i > 0 && i % RECORD_STRETCH == 0 && yield_to.is_some_and(|waiting| waiting.load(Ordering::Acquire) > 0) {
+            return Ok((released, i));
+        }
         insert_attempt.execute(params![
             attempt.id,
             attempt.delivery_id,
@@ -257,7 +270,7 @@ pub(super) fn record(tx: &rusqlite::Transaction<'_>, outcomes: &[Outcome], now: 
             Next::Disable(reason) => disable(tx, id, reason, now)?,
         }
     }
-    Ok(released)
+    Ok((released, outcomes.len()))
 }
 
 /// Records that an attempt disabled its endpoint: the delivery and every pending one of its
@@ -613,7 +626,53 @@ mod tests {
         assert!(!wal.exists(), "every connection closed, the last one removed the log");
     }
 
-    /// Recording in runs gives what recording outcomes one after another gives.
+    /// A recording stops after a stretch when an accept waits; the next one goes on from there.
+    #[tokio::test]
+    async fn a_recording_stops_for_a_waiting_accept() {
+        let (_dir, store) = store().await;
+        let partner = partner(&store).await;
+        let n = RECORD_STRETCH * 2 + 10;
+        let rows: Vec<(String, &str, String)> = (0..n).map(|i| (format!("c{i}"), "created", format!("i{i}"))).collect();
+        let rows: Vec<(&str, &str, &str)> = rows.iter().map(|(e, k, q)| (e.as_str(), *k, q.as_str())).collect();
+        store
+            .accept(&events(&partner, &rows), now_ms())
+            .await
+            .expect("accepted");
+        let claimed = store.claim(now_ms(), 60_000, n as i64).await.expect("claimed");
+        let outcomes: Vec<Outcome> = claimed
+            .iter()
+            .map(|c| Outcome {
+                attempt: attempt(&c.delivery_id, None),
+                next: Next::Delivered,
+            })
+            .collect();
+        let waiting = AtomicUsize::new(1);
+        let first = transaction(
+            &store.write,
+            || {},
+            |tx| record(tx, &outcomes, now_ms(), Some(&waiting)),
+        )
+        .await
+        .expect("recorded");
+        assert_eq!(first, (0, RECORD_STRETCH), "one stretch, then the accept goes");
+        waiting.store(0, Ordering::Release);
+        let rest = transaction(
+            &store.write,
+            || {},
+            |tx| record(tx, &outcomes[RECORD_STRETCH..], now_ms(), Some(&waiting)),
+        )
+        .await
+        .expect("recorded");
+        assert_eq!(rest, (0, n - RECORD_STRETCH), "nobody waits: the rest at once");
+        let delivered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
+            .fetch_one(&store.write)
+            .await
+            .expect("a count");
+        assert_eq!(delivered as usize, n);
+    }
+
+    /// Outcomes move their deliveries on in the order they come, a second outcome of the same
+    /// delivery and a disabling one included.
     #[tokio::test]
     async fn record_moves_deliveries_on_in_order() {
         let (_dir, store) = store().await;
