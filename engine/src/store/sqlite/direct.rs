@@ -1,5 +1,5 @@
-//! The pipeline's hot writes (accepting events, recording attempts) on the write connection's
-//! SQLite handle itself, on the store's thread.
+//! The pipeline's hot writes (accepting events, recording attempts, claiming deliveries and
+//! giving them back) on the write connection's SQLite handle itself, on the store's thread.
 //!
 //! Through sqlx, every statement is a round trip to the connection's own thread, and every row
 //! a statement returns is a message of its own: for the few microseconds SQLite spends on a row,
@@ -7,6 +7,8 @@
 //! handle from sqlx ([`sqlx::sqlite::LockedSqliteHandle`]) for one transaction and runs it
 //! straight through, statement after statement, with rusqlite (built on the same SQLite library).
 //! The connection stays sqlx's: its settings, migrations and every other query are unchanged.
+//! Statements are prepared once per transaction and finalized with it, so nothing of rusqlite's
+//! outlives the borrow.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
