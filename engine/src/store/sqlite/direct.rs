@@ -628,6 +628,32 @@ mod tests {
         assert!(!wal.exists(), "every connection closed, the last one removed the log");
     }
 
+    /// A batch naming a partner that does not exist is refused whole: the events of the known
+    /// partner before it are not kept either.
+    #[tokio::test]
+    async fn a_batch_with_an_unknown_partner_records_nothing() {
+        let (_dir, store) = store().await;
+        let known = partner(&store).await;
+        let mut batch = events(&known, &[("c1", "created", "i1")]);
+        batch.extend(events("ptn_nobody", &[("c2", "created", "i2")]));
+        let refused = store.accept(&batch, now_ms()).await;
+        assert!(
+            matches!(&refused, Err(StoreError::UnknownPartner(id)) if id == "ptn_nobody"),
+            "{refused:?}"
+        );
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&store.write)
+            .await
+            .expect("a count");
+        assert_eq!(events, 0);
+        // The connection is usable again: the next accept goes through.
+        let accepted = store
+            .accept(&self::events(&known, &[("c1", "created", "i1")]), now_ms())
+            .await
+            .expect("accepted");
+        assert_eq!(accepted[0].delivery_ids.len(), 1);
+    }
+
     /// A recording stops after a stretch when an accept waits; the next one goes on from there.
     #[tokio::test]
     async fn a_recording_stops_for_a_waiting_accept() {
