@@ -654,6 +654,50 @@ mod tests {
         assert_eq!(accepted[0].delivery_ids.len(), 1);
     }
 
+    /// A recording that fails halfway keeps nothing of what it did, and the next one is
+    /// recorded.
+    #[tokio::test]
+    async fn a_failed_recording_is_rolled_back() {
+        let (_dir, store) = store().await;
+        let partner = partner(&store).await;
+        store
+            .accept(&events(&partner, &[("c1", "created", "i1")]), now_ms())
+            .await
+            .expect("accepted");
+        let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+        let real = Outcome {
+            attempt: attempt(&claimed[0].delivery_id, None),
+            next: Next::Delivered,
+        };
+        // No such delivery: its attempt breaks the foreign key, after the first was written.
+        let ghost = Outcome {
+            attempt: attempt("dlv_ghost", None),
+            next: Next::Delivered,
+        };
+        let failed = store.record(vec![real.clone(), ghost].into(), now_ms()).await;
+        assert!(failed.is_err(), "{failed:?}");
+        let count = |sql: &'static str| {
+            let write = store.write.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&write)
+                    .await
+                    .expect("a count")
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM attempts").await, 0);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'").await,
+            0
+        );
+        store.record(vec![real].into(), now_ms()).await.expect("recorded");
+        assert_eq!(count("SELECT COUNT(*) FROM attempts").await, 1);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'").await,
+            1
+        );
+    }
+
     /// A recording stops after a stretch when an accept waits; the next one goes on from there.
     #[tokio::test]
     async fn a_recording_stops_for_a_waiting_accept() {
