@@ -139,11 +139,12 @@ impl Store {
 
     /// Runs `work`, which uses the write connection, on the store's own thread.
     ///
-    /// There is one write connection, and a transaction holds it from `BEGIN` to `COMMIT`
-    /// across a round trip per statement. Driven by a busy runtime, every round trip would also
-    /// wait for the task's turn among hundreds of postbacks, with the connection idle and every
-    /// other write queued behind it. On a thread that does nothing else, the connection is
-    /// handed on as soon as SQLite is done.
+    /// There is one write connection, and a transaction holds it from `BEGIN` to `COMMIT`: for
+    /// the hot writes, while this thread runs SQLite on the handle (see `direct`); for the
+    /// others, across a round trip per statement to sqlx's connection thread. Driven by a busy
+    /// runtime, every step would also wait for the task's turn among hundreds of postbacks, with
+    /// the connection idle and every other write queued behind it. On a thread that does
+    /// nothing else, the connection is handed on as soon as SQLite is done.
     async fn on_writer<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
         match self.writer.handle.spawn(work).await {
             Ok(result) => result,
