@@ -153,6 +153,17 @@ impl Store {
         }
     }
 
+    /// Runs `work` in one transaction on the write connection's SQLite handle, on the store's
+    /// thread (see `direct`).
+    async fn on_handle<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let write = self.write.clone();
+        self.on_writer(async move { direct::transaction(&write, || {}, work).await })
+            .await
+    }
+
     /// Closes both pools, waiting for queries under way.
     pub async fn close(&self) {
         // The write connection closes last: only it can checkpoint the log into the database
@@ -302,11 +313,7 @@ impl Store {
     /// Claims up to `limit` due deliveries for `lease_ms`: until the lease ends no other worker
     /// claims them, and if this worker dies they become due again when it does.
     pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
-        let write = self.write.clone();
-        self.on_writer(
-            async move { direct::transaction(&write, || {}, |tx| direct::claim(tx, now, lease_ms, limit)).await },
-        )
-        .await
+        self.on_handle(move |tx| direct::claim(tx, now, lease_ms, limit)).await
     }
 
     /// When the earliest pending delivery is due, if any is.
@@ -364,18 +371,11 @@ impl Store {
                     () = tokio::time::sleep_until(until) => break,
                 }
             }
-            let (write, outcomes, accepts) = (self.write.clone(), outcomes.clone(), self.accepts.clone());
+            let outcomes = outcomes.clone();
             // Past the yield time, the rest goes in one transaction whoever waits.
-            let yield_to = (tokio::time::Instant::now() < until).then_some(accepts);
+            let yield_to = (tokio::time::Instant::now() < until).then(|| self.accepts.clone());
             let (more, recorded) = self
-                .on_writer(async move {
-                    direct::transaction(
-                        &write,
-                        || {},
-                        |tx| direct::record(tx, &outcomes[done..], now, yield_to.as_ref().map(|a| &a.waiting)),
-                    )
-                    .await
-                })
+                .on_handle(move |tx| direct::record(tx, &outcomes[done..], now, yield_to.as_ref().map(|a| &a.waiting)))
                 .await?;
             released += more;
             done += recorded;
@@ -389,9 +389,8 @@ impl Store {
         if due.is_empty() {
             return Ok(());
         }
-        let (write, due) = (self.write.clone(), due.to_vec());
-        self.on_writer(async move { direct::transaction(&write, || {}, |tx| direct::reschedule(tx, &due)).await })
-            .await
+        let due = due.to_vec();
+        self.on_handle(move |tx| direct::reschedule(tx, &due)).await
     }
 
     /// A partner's deliveries, newest first, `limit` at a time after the cursor `before`.
