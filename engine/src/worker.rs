@@ -312,7 +312,8 @@ impl Worker {
             .into_iter()
             // An event has one delivery; were there a second, it would wait for its lease to end.
             .filter_map(|leased| {
-                let event = events[leased.event].take()?;
+                let mut event = events[leased.event].take()?;
+                event.forget_text();
                 Some(Job {
                     claimed: Claimed {
                         delivery_id: leased.delivery_id,
@@ -803,26 +804,30 @@ fn unsent_attempt(delivery_id: &str, number: i64, reason: &str, plugins: Option<
     }
 }
 
-/// Words in header names and query parameters whose values are secrets.
-const SECRET_WORDS: &[&str] = &[
-    "authorization",
-    "auth",
-    "cookie",
-    "key",
-    "token",
-    "secret",
-    "password",
-    "signature",
-];
-
+/// Whether a header or query parameter of this name holds a secret: its name holds one of
+/// "auth" (and so "authorization"), "cookie", "key", "token", "secret", "password" or
+/// "signature", in any case. Our own `webhook-signature` is public.
 fn is_secret(name: &str) -> bool {
-    // Compared without a lowercase copy: this runs for every header of every attempt.
-    let name = name.as_bytes();
-    let contains = |word: &str| {
-        name.windows(word.len())
-            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
-    };
-    !name.eq_ignore_ascii_case(b"webhook-signature") && SECRET_WORDS.iter().any(|word| contains(word))
+    !name.eq_ignore_ascii_case("webhook-signature") && has_secret_word(name.as_bytes())
+}
+
+/// Whether `text` holds one of the words of [`is_secret`] in any case. Runs for every header of every
+/// attempt: one pass, comparing a word only where its first letter is, without a lowercase copy.
+fn has_secret_word(text: &[u8]) -> bool {
+    (0..text.len()).any(|at| {
+        let rest = &text[at..];
+        let starts = |word: &[u8]| rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word);
+        // "authorization" holds "auth".
+        match rest[0].to_ascii_lowercase() {
+            b'a' => starts(b"auth"),
+            b'c' => starts(b"cookie"),
+            b'k' => starts(b"key"),
+            b't' => starts(b"token"),
+            b's' => starts(b"secret") || starts(b"signature"),
+            b'p' => starts(b"password"),
+            _ => false,
+        }
+    })
 }
 
 /// The request for the attempt log as JSON text (method, URL, headers, body), with `extra`
@@ -858,8 +863,7 @@ fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
     let Some((_, query)) = url.split_once('?') else {
         return url.into();
     };
-    let lower = query.to_ascii_lowercase();
-    if !lower.contains(['%', '+']) && !SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+    if !query.contains(['%', '+']) && !has_secret_word(query.as_bytes()) {
         return url.into();
     }
     match url::Url::parse(url) {
@@ -942,6 +946,17 @@ where
 mod tests {
     use super::*;
 
+    const SECRET_WORDS: &[&str] = &[
+        "authorization",
+        "auth",
+        "cookie",
+        "key",
+        "token",
+        "secret",
+        "password",
+        "signature",
+    ];
+
     #[test]
     fn secret_names_are_found_in_any_case() {
         for name in [
@@ -965,5 +980,30 @@ mod tests {
             assert!(!is_secret(name), "{name}");
         }
         assert!(is_secret("x-signature"), "signatures other than ours are secrets");
+        // The one pass finds what a plain search for every word finds.
+        for text in [
+            "X-Api-Key",
+            "keyless",
+            "monkey",
+            "x-oauth",
+            "TOKENS",
+            "tok",
+            "sec",
+            "secre",
+            "Set-Cookie",
+            "pass_word",
+            "PASSWORD1",
+            "aut",
+            "x-sig",
+            "SIGNATURE",
+            "k",
+            "",
+            "akey",
+            "ssecret",
+        ] {
+            let lower = text.to_ascii_lowercase();
+            let plain = SECRET_WORDS.iter().any(|word| lower.contains(word));
+            assert_eq!(has_secret_word(text.as_bytes()), plain, "{text}");
+        }
     }
 }

@@ -34,10 +34,10 @@ async fn accept_one(State(state): State<AppState>, body: Bytes) -> Result<(Statu
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
 }
 
-/// One event from its JSON text: read directly when it is a plain valid envelope, else as a
-/// JSON tree, which names every problem.
+/// One event from its JSON text: read directly when it is a plain valid envelope (and then
+/// stored as sent), else as a JSON tree, which names every problem.
 fn read_event(text: &[u8]) -> Result<Result<Event, Invalid>, ApiError> {
-    match std::str::from_utf8(text).ok().and_then(Event::from_valid_json) {
+    match std::str::from_utf8(text).ok().and_then(Event::from_valid_json_kept) {
         Some(event) => Ok(Ok(event)),
         None => Ok(Event::from_value(&parse_json(text)?)),
     }

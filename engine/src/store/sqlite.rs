@@ -285,8 +285,12 @@ impl Store {
         now: i64,
         lease: Lease,
     ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
-        // The texts to store, written here rather than on the store's thread.
-        let bodies: Vec<String> = events.iter().map(Event::to_json_string).collect();
+        // The texts to store of events not read from text, written here rather than on the
+        // store's thread; the others are stored as they were sent.
+        let bodies: Vec<Option<String>> = events
+            .iter()
+            .map(|event| event.sent_text().is_none().then(|| event.to_json_string()))
+            .collect();
         // Where events bear on each other (the same id twice, or two events of one inquiry),
         // none is leased: the later ones are recorded knowing the earlier, and the worker claims
         // them from the store in order.

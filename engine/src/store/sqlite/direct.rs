@@ -51,12 +51,12 @@ pub(super) async fn transaction<T>(
 
 /// Records events and their deliveries, event after event (see
 /// [`Store::accept_leasing`](super::Store::accept_leasing)). Up to `lease.max` of the new
-/// deliveries that are pending and due now are leased to the caller. `bodies` are the events'
-/// texts to store.
+/// deliveries that are pending and due now are leased to the caller. `bodies` are the texts to
+/// store of the events that keep no [text as sent](Event::sent_text).
 pub(super) fn accept(
     tx: &rusqlite::Transaction<'_>,
     events: &[Event],
-    bodies: &[String],
+    bodies: &[Option<String>],
     now: i64,
     lease: Lease,
 ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
@@ -97,6 +97,10 @@ pub(super) fn accept(
     let mut leased = Vec::new();
     for (at, (event, body)) in events.iter().zip(bodies).enumerate() {
         let occurred_at = event.occurred_at.timestamp_millis();
+        let body = body
+            .as_deref()
+            .or_else(|| event.sent_text())
+            .expect("an event keeps its text or has it written");
         let inserted = insert_event.execute(params![
             event.partner_id,
             event.id,
@@ -406,7 +410,6 @@ mod tests {
         .collect()
     }
 
-    /// Accepts `events` (ids and inquiries) for `partner`, in one batch or one by one.
     /// Accepts `events` as one batch, or (`batched` false) one accept per event, in order.
     async fn accept_as(store: &Store, partner: &str, events: &[(&str, &str, &str)], batched: bool) -> Vec<String> {
         let events = self::events(partner, events);
@@ -441,6 +444,49 @@ mod tests {
         assert!(independent(&[a.clone(), d.clone()]));
         assert!(!independent(&[a.clone(), b]));
         assert!(!independent(&[a, c]));
+    }
+
+    /// An event read from valid text is stored as it was sent, and reads back as itself.
+    #[tokio::test]
+    async fn an_event_read_from_text_is_stored_as_sent_and_claimed_as_itself() {
+        let (_dir, store) = store().await;
+        let partner = partner(&store).await;
+        // Valid, but not as the engine writes it: spaces and new lines, another key order, an
+        // offset, an integer id.
+        let sent = format!(
+            r#"{{ "data": {{"OrderId": "ORD-1", "ActionInquiryId": 1000123}},
+                "occurred_at": "2026-11-20T15:03:00+01:00", "partner_id": "{partner}",
+                "type": "action_inquiry.created", "id": "evt_sent" }}"#
+        );
+        let kept = Event::from_valid_json_kept(&sent).expect("a valid envelope");
+        assert_eq!(kept.sent_text(), Some(sent.as_str()));
+        let written = event(&partner, "evt_written", "created", "1000124");
+        assert_eq!(written.sent_text(), None);
+        store
+            .accept(&[kept.clone(), written.clone()], now_ms())
+            .await
+            .expect("accepted");
+        let bodies: Vec<(String, String)> = sqlx::query_as("SELECT id, body FROM events ORDER BY id")
+            .fetch_all(&store.write)
+            .await
+            .expect("events");
+        assert_eq!(
+            bodies,
+            vec![
+                ("evt_sent".to_owned(), sent.clone()),
+                ("evt_written".to_owned(), written.to_json_string())
+            ]
+        );
+        let mut claimed: Vec<Event> = store
+            .claim(now_ms(), 30_000, 10)
+            .await
+            .expect("claimed")
+            .into_iter()
+            .map(|claimed| claimed.event.read().expect("a readable event"))
+            .collect();
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(claimed, vec![kept.clone(), written]);
+        assert_eq!(claimed[0].to_json_string(), kept.to_json_string());
     }
 
     /// The batched accept writes what accepting the same events one by one writes.
