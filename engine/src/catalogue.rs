@@ -276,7 +276,17 @@ pub const EVENT_DATE: FieldId = 2;
 
 /// Finds a placeholder by its exact (case-sensitive) name.
 pub fn lookup(name: &str) -> Option<FieldId> {
-    CATALOGUE.iter().position(|p| p.name == name)
+    // Every field of every event read is looked up: a search over the sorted names compares a
+    // handful of names instead of half the catalogue.
+    static BY_NAME: std::sync::LazyLock<Vec<(&'static str, FieldId)>> = std::sync::LazyLock::new(|| {
+        let mut names: Vec<_> = CATALOGUE.iter().enumerate().map(|(id, p)| (p.name, id)).collect();
+        names.sort_unstable();
+        names
+    });
+    BY_NAME
+        .binary_search_by(|(candidate, _)| (*candidate).cmp(name))
+        .ok()
+        .map(|at| BY_NAME[at].1)
 }
 
 /// The known name closest to `name`, for "did you mean" hints; `None` when nothing is close.
@@ -302,6 +312,9 @@ mod tests {
         assert_eq!(lookup("EventId"), Some(EVENT_ID));
         assert_eq!(lookup("EventType"), Some(EVENT_TYPE));
         assert_eq!(lookup("EventDate"), Some(EVENT_DATE));
+        for unknown in ["", "orderid", "OrderID", "OrderIdX", "Zzz", "AAA"] {
+            assert_eq!(lookup(unknown), None, "{unknown}");
+        }
     }
 
     #[test]
