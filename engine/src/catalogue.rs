@@ -276,17 +276,21 @@ pub const EVENT_DATE: FieldId = 2;
 
 /// Finds a placeholder by its exact (case-sensitive) name.
 pub fn lookup(name: &str) -> Option<FieldId> {
-    // Every field of every event read is looked up: a search over the sorted names compares a
-    // handful of names instead of half the catalogue.
-    static BY_NAME: std::sync::LazyLock<Vec<(&'static str, FieldId)>> = std::sync::LazyLock::new(|| {
-        let mut names: Vec<_> = CATALOGUE.iter().enumerate().map(|(id, p)| (p.name, id)).collect();
-        names.sort_unstable();
-        names
+    // Every field of every event read is looked up: only the few names of the same length are
+    // compared.
+    static BY_LENGTH: std::sync::LazyLock<Vec<Vec<(&'static str, FieldId)>>> = std::sync::LazyLock::new(|| {
+        let longest = CATALOGUE.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        let mut by_length = vec![Vec::new(); longest + 1];
+        for (id, placeholder) in CATALOGUE.iter().enumerate() {
+            by_length[placeholder.name.len()].push((placeholder.name, id));
+        }
+        by_length
     });
-    BY_NAME
-        .binary_search_by(|(candidate, _)| (*candidate).cmp(name))
-        .ok()
-        .map(|at| BY_NAME[at].1)
+    BY_LENGTH
+        .get(name.len())?
+        .iter()
+        .find(|(candidate, _)| *candidate == name)
+        .map(|(_, id)| *id)
 }
 
 /// The known name closest to `name`, for "did you mean" hints; `None` when nothing is close.

@@ -70,7 +70,11 @@ pub(super) fn accept(
         "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
     )?;
-    let mut earlier = tx.prepare_cached("SELECT id FROM deliveries WHERE partner_id = ?1 AND event_id = ?2")?;
+    // The deliveries of an event sent before, found through its inquiry.
+    let mut earlier = tx.prepare_cached(
+        "SELECT id FROM deliveries INDEXED BY deliveries_by_inquiry
+         WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_id = ?3 ORDER BY id",
+    )?;
     // A created postback goes before resolved ones of its inquiry that have not been tried and
     // that no worker holds.
     let mut block_resolved = tx.prepare_cached(
@@ -110,9 +114,26 @@ pub(super) fn accept(
             now
         ])?;
         if inserted == 0 {
-            let delivery_ids = earlier
-                .query_map(params![event.partner_id, event.id], |row| row.get(0))?
+            let mut delivery_ids = earlier
+                .query_map(params![event.partner_id, event.action_inquiry_id(), event.id], |row| {
+                    row.get(0)
+                })?
                 .collect::<rusqlite::Result<Vec<String>>>()?;
+            if delivery_ids.is_empty() {
+                // Sent again with other data: the inquiry is the one the event was first sent with.
+                let first: String = tx
+                    .prepare_cached("SELECT body FROM events WHERE partner_id = ?1 AND id = ?2")?
+                    .query_row(params![event.partner_id, event.id], |row| row.get(0))?;
+                if let Ok(first) = Event::from_json(&first)
+                    && first.action_inquiry_id() != event.action_inquiry_id()
+                {
+                    delivery_ids = earlier
+                        .query_map(params![event.partner_id, first.action_inquiry_id(), event.id], |row| {
+                            row.get(0)
+                        })?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                }
+            }
             accepted.push(Accepted {
                 event_id: event.id.clone(),
                 delivery_ids,
@@ -487,6 +508,38 @@ mod tests {
         claimed.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(claimed, vec![kept.clone(), written]);
         assert_eq!(claimed[0].to_json_string(), kept.to_json_string());
+    }
+
+    /// An event sent again answers with the deliveries it had, whatever data it is sent with
+    /// this time, and gets no new one.
+    #[tokio::test]
+    async fn an_event_sent_again_answers_with_its_deliveries() {
+        let (_dir, store) = store().await;
+        let partner = partner(&store).await;
+        let first = store
+            .accept(
+                &events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]),
+                now_ms(),
+            )
+            .await
+            .expect("accepted");
+        // Again, once as it was, once naming another inquiry (and one with deliveries of its
+        // own), and once as a resolved event of a third.
+        for again in [
+            ("c1", "created", "i1"),
+            ("c1", "created", "i2"),
+            ("c1", "resolved", "i9"),
+        ] {
+            let answer = store
+                .accept(&events(&partner, &[again]), now_ms())
+                .await
+                .expect("accepted");
+            assert_eq!(answer.len(), 1);
+            assert!(answer[0].duplicate, "{again:?}");
+            assert_eq!(answer[0].delivery_ids, first[0].delivery_ids, "{again:?}");
+        }
+        assert_eq!(first[0].delivery_ids.len(), 1);
+        assert_eq!(deliveries(&store, &partner).await.len(), 2);
     }
 
     /// The batched accept writes what accepting the same events one by one writes.
