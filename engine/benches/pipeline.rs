@@ -17,6 +17,8 @@
 //! `PW_BENCH_N` (postbacks per run, default 50000), `PW_BENCH_REPEATS` (3),
 //! `PW_BENCH_CONCURRENCY` (256, for both sides), `PW_BENCH_INGEST_CONCURRENCY` (1, batch
 //! requests under way at once), `PW_BENCH_CLAIM_BIG` (1000000), `PW_BENCH_CLAIM_ITERS` (300).
+//! `PW_BENCH_VALGRIND` set runs the engine with the on-demand plugin allocator, whose address
+//! space valgrind can reserve, to count instructions with `valgrind --tool=callgrind`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -275,7 +277,7 @@ async fn postwire_run(
 ) -> Run {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = format!("sqlite://{}", dir.path().join("pw.db").display());
-    let config = ServeOptions {
+    let mut config = ServeOptions {
         listen: Some("127.0.0.1:0".parse().expect("an address")),
         database: Some(database.clone()),
         durability: Some(durability),
@@ -285,6 +287,9 @@ async fn postwire_run(
     }
     .resolve()
     .expect("valid options");
+    if std::env::var_os("PW_BENCH_VALGRIND").is_some() {
+        config.plugin_allocator = postwire_plugins::Allocator::OnDemand;
+    }
     let running = postwire::serve::start(config, CancellationToken::new())
         .await
         .expect("the engine starts");

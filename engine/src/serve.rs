@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use postwire_plugins::{Host, Limits};
+use postwire_plugins::{Allocator, Host, Limits};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -98,6 +98,9 @@ pub struct Config {
     pub plugin_limits: Limits,
     /// Where compiled plugins are kept.
     pub plugin_cache: Option<PathBuf>,
+    /// How plugin instances get their memory: the pooling allocator by default. Tools that
+    /// cannot reserve its address space up front (valgrind) run with the on-demand one.
+    pub plugin_allocator: Allocator,
 }
 
 impl ServeOptions {
@@ -186,6 +189,7 @@ impl ServeOptions {
             send,
             plugin_limits,
             plugin_cache,
+            plugin_allocator: Allocator::Pooling,
         })
     }
 }
@@ -220,8 +224,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.database))?;
     let sender = Sender::new(Guard::new(config.allow.clone()), config.send.clone());
-    let host = Host::new(config.plugin_limits.clone(), config.plugin_cache.clone())
-        .map_err(|e| format!("cannot start the plugin host: {e}"))?;
+    let host = Host::with_allocator(
+        config.plugin_limits.clone(),
+        config.plugin_cache.clone(),
+        config.plugin_allocator,
+    )
+    .map_err(|e| format!("cannot start the plugin host: {e}"))?;
     let plugins = Arc::new(Plugins::new(host, store.clone()));
     let worker = Worker::new(store.clone(), sender.clone(), plugins.clone(), config.worker.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
