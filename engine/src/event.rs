@@ -92,6 +92,10 @@ pub fn format_timestamp(at: &DateTime<FixedOffset>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// The longest envelope text kept as it was sent (see [`Event::from_valid_json_kept`]); an
+/// event with every field of the catalogue is about 1 KiB.
+pub const MAX_KEPT_TEXT: usize = 8 * 1024;
+
 /// The longest event or partner id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -188,9 +192,13 @@ impl Event {
 
     /// [`Event::from_valid_json`], keeping `text` to be stored as it was sent (see
     /// [`Event::sent_text`]): writing the envelope again costs about half as much as reading it.
+    /// A text longer than [`MAX_KEPT_TEXT`] is not kept: its event is written compactly, so that
+    /// whitespace cannot make an event take more room than its values.
     pub fn from_valid_json_kept(text: &str) -> Option<Event> {
         let mut event = Event::from_valid_json(text)?;
-        event.sent = Sent(Some(text.into()));
+        if text.len() <= MAX_KEPT_TEXT {
+            event.sent = Sent(Some(text.into()));
+        }
         Some(event)
     }
 

@@ -520,6 +520,30 @@ mod tests {
         assert_eq!(claimed[0].to_json_string(), kept.to_json_string());
     }
 
+    /// Whitespace cannot make a stored event larger than its values: a long text is not kept.
+    #[tokio::test]
+    async fn a_padded_event_is_stored_compactly() {
+        let (_dir, store) = store().await;
+        let partner = partner(&store).await;
+        let padding = " ".repeat(crate::event::MAX_KEPT_TEXT);
+        let sent = format!(
+            r#"{{"id": "evt_padded",{padding}"type": "action_inquiry.created", "partner_id": "{partner}",
+                "occurred_at": "2026-11-20T14:03:00Z", "data": {{"ActionInquiryId": "1000123"}}}}"#
+        );
+        let event = Event::from_valid_json_kept(&sent).expect("a valid envelope");
+        assert_eq!(event.sent_text(), None);
+        store
+            .accept(std::slice::from_ref(&event), now_ms())
+            .await
+            .expect("accepted");
+        let body: String = sqlx::query_scalar("SELECT body FROM events WHERE id = 'evt_padded'")
+            .fetch_one(&store.write)
+            .await
+            .expect("the event");
+        assert_eq!(body, event.to_json_string());
+        assert!(body.len() < 1024, "{} bytes", body.len());
+    }
+
     /// An event sent again answers with the deliveries it had, whatever data it is sent with
     /// this time, and gets no new one.
     #[tokio::test]
