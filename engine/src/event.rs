@@ -5,7 +5,7 @@
 //!  "occurred_at": "2026-11-20T14:03:00Z", "data": {"ActionInquiryId": "1000123", "OrderId": "ORD-1"}}
 //! ```
 //!
-//! `data` keys are the placeholder names of the [catalogue](crate::catalogue). Values are checked
+//! `data` keys are the placeholder names of the [`crate::catalogue`]. Values are checked
 //! against their type here, once, so rendering never meets a malformed value.
 
 use std::fmt;

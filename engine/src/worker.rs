@@ -7,7 +7,7 @@
 //! 2. render: the event with the settings current now, so a partner who fixes a
 //!    template fixes the pending retries too;
 //! 3. rate limit: wait for the endpoint's next slot, or go back to the store due at that slot;
-//! 4. [`sign`](crate::sign), [`send`](crate::send), [`classify`](crate::classify): one exchange
+//! 4. [`sign`](crate::sign), [`send`](crate::send), [`classify`](mod@crate::classify): one exchange
 //!    ([`attempt`]);
 //! 5. record: the attempt and the delivery's next state, committed in batches by one recorder
 //!    task, so the store sees few large transactions instead of many small ones.

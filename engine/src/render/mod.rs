@@ -1,7 +1,7 @@
 //! The renderer: templates compiled once per settings, rendered once per postback.
 //!
-//! Compiling parses the text ([`parse`]), resolves every placeholder to its catalogue index,
-//! checks helper calls ([`helpers`]) and decides, from the literal text around each placeholder,
+//! Compiling parses the text (`parse`), resolves every placeholder to its catalogue index,
+//! checks helper calls (`helpers`) and decides, from the literal text around each placeholder,
 //! the place it stands in and so how its value is escaped ([`escape::Context`]): inside a JSON
 //! string or where a JSON value goes, XML text or CDATA, a form body, the URL after the host, a
 //! header value. Rendering then only appends literals and escaped values to one buffer.
