@@ -358,8 +358,8 @@ impl Store {
     /// Records attempts and moves their deliveries on, outcome after outcome, in order.
     ///
     /// Accepts go first: a recording starts once no accept waits for the write connection (or
-    /// after `RECORD_YIELD`, 100 ms), and a long one commits what it has done and lets them in when one
-    /// starts waiting. Returns how many deliveries that waited for the finished ones may go now.
+    /// after `RECORD_YIELD`, 100 ms), and a long one commits what it has done and lets them in
+    /// when one starts waiting. Returns how many deliveries that waited for the finished ones may go now.
     pub async fn record(&self, outcomes: Arc<[Outcome]>, now: i64) -> Result<u64> {
         let mut released = 0;
         let mut done = 0;

@@ -76,20 +76,16 @@ pub(super) fn accept(
          WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_id = ?3 ORDER BY id",
     )?;
     // A created postback goes before resolved ones of its inquiry that have not been tried and
-    // that no worker holds.
-    let mut block_resolved = tx.prepare_cached(
-        "UPDATE deliveries SET status = 'blocked', blocked_by = ?3
-         WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?4 AND attempts = 0
-             AND status IN ('pending', 'held') AND (leased_until IS NULL OR leased_until <= ?5)",
-    )?;
-    // Looked for before the update: an UPDATE opens every index of the table even when no row
-    // matches, which costs several times the look.
-    let mut resolved_to_block = tx.prepare_cached(
-        "SELECT 1 FROM deliveries INDEXED BY deliveries_by_inquiry
-         WHERE partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3 AND attempts = 0
-             AND status IN ('pending', 'held') AND (leased_until IS NULL OR leased_until <= ?4)
-         LIMIT 1",
-    )?;
+    // that no worker holds. They are looked for before the update: an UPDATE opens every index
+    // of the table even when no row matches, which costs several times the look.
+    const UNTRIED_RESOLVED: &str = "partner_id = ?1 AND inquiry_id = ?2 AND event_type = ?3 AND attempts = 0
+         AND status IN ('pending', 'held') AND (leased_until IS NULL OR leased_until <= ?4)";
+    let mut resolved_to_block = tx.prepare_cached(&format!(
+        "SELECT 1 FROM deliveries INDEXED BY deliveries_by_inquiry WHERE {UNTRIED_RESOLVED} LIMIT 1"
+    ))?;
+    let mut block_resolved = tx.prepare_cached(&format!(
+        "UPDATE deliveries SET status = 'blocked', blocked_by = ?5 WHERE {UNTRIED_RESOLVED}"
+    ))?;
     // A resolved postback waits for the created one of its inquiry while that is on its way.
     // Without the hint SQLite walks the partner's deliveries newest first (an index that spares
     // the sort) and, when no created postback is on its way, reads all of them.
@@ -122,11 +118,12 @@ pub(super) fn accept(
             now
         ])?;
         if inserted == 0 {
-            let mut delivery_ids = earlier
-                .query_map(params![event.partner_id, event.action_inquiry_id(), event.id], |row| {
-                    row.get(0)
-                })?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
+            let mut deliveries_through = |inquiry: &str| {
+                earlier
+                    .query_map(params![event.partner_id, inquiry, event.id], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            };
+            let mut delivery_ids = deliveries_through(event.action_inquiry_id())?;
             if delivery_ids.is_empty() {
                 // Sent again with other data: the inquiry is the one the event was first sent with.
                 let first: String = tx
@@ -135,11 +132,7 @@ pub(super) fn accept(
                 if let Ok(first) = Event::from_json(&first)
                     && first.action_inquiry_id() != event.action_inquiry_id()
                 {
-                    delivery_ids = earlier
-                        .query_map(params![event.partner_id, first.action_inquiry_id(), event.id], |row| {
-                            row.get(0)
-                        })?
-                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    delivery_ids = deliveries_through(first.action_inquiry_id())?;
                 }
             }
             accepted.push(Accepted {
@@ -166,7 +159,7 @@ pub(super) fn accept(
                 EventType::ActionInquiryCreated => {
                     let resolved = EventType::ActionInquiryResolved.as_str();
                     if resolved_to_block.exists(params![event.partner_id, inquiry, resolved, now])? {
-                        block_resolved.execute(params![event.partner_id, inquiry, id, resolved, now])?;
+                        block_resolved.execute(params![event.partner_id, inquiry, resolved, now, id])?;
                     }
                     None
                 }
@@ -257,12 +250,12 @@ pub(super) fn record(
     )?;
     // Postbacks that waited for a finished one go now. Looked for before the update, which
     // opens every index of the table even when no row matches.
-    let mut blocked_by_it =
-        tx.prepare_cached("SELECT 1 FROM deliveries WHERE blocked_by = ?1 AND status = 'blocked' LIMIT 1")?;
+    const WAITING_FOR_IT: &str = "blocked_by = ?1 AND status = 'blocked'";
+    let mut blocked_by_it = tx.prepare_cached(&format!("SELECT 1 FROM deliveries WHERE {WAITING_FOR_IT} LIMIT 1"))?;
     let mut release = tx.prepare_cached(&format!(
         "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, blocked_by = NULL,
              next_at = MAX(next_at, ?2), updated_at = ?2
-         WHERE blocked_by = ?1 AND status = 'blocked'"
+         WHERE {WAITING_FOR_IT}"
     ))?;
     let mut retry = tx.prepare_cached(&format!(
         "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, next_at = ?2, attempts = attempts + 1,
