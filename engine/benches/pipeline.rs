@@ -16,7 +16,8 @@
 //! Each measurement runs 3 times; medians are reported. Knobs, from the environment:
 //! `PW_BENCH_N` (postbacks per run, default 50000), `PW_BENCH_REPEATS` (3),
 //! `PW_BENCH_CONCURRENCY` (256, for both sides), `PW_BENCH_INGEST_CONCURRENCY` (1, batch
-//! requests under way at once), `PW_BENCH_CLAIM_BIG` (1000000), `PW_BENCH_CLAIM_ITERS` (300).
+//! requests under way at once), `PW_BENCH_MEMORY_QUEUE` (the worker's default; see
+//! `WorkerConfig::memory_queue`), `PW_BENCH_CLAIM_BIG` (1000000), `PW_BENCH_CLAIM_ITERS` (300).
 //! `PW_BENCH_VALGRIND` set runs the engine with the on-demand plugin allocator, whose address
 //! space valgrind can reserve, to count instructions with `valgrind --tool=callgrind`.
 
@@ -287,6 +288,9 @@ async fn postwire_run(
     }
     .resolve()
     .expect("valid options");
+    if let Ok(queue) = std::env::var("PW_BENCH_MEMORY_QUEUE") {
+        config.worker.memory_queue = queue.parse().expect("PW_BENCH_MEMORY_QUEUE is a number");
+    }
     if std::env::var_os("PW_BENCH_VALGRIND").is_some() {
         config.plugin_allocator = postwire_plugins::Allocator::OnDemand;
     }

@@ -57,7 +57,9 @@ pub struct WorkerConfig {
     /// How long in-flight postbacks may finish after shutdown is asked for.
     pub shutdown_grace: Duration,
     /// Most deliveries accepted by this process that wait in memory for a send slot; more wait
-    /// in the store until they are claimed.
+    /// in the store until they are claimed. Below this, the queue holds at most what the worker
+    /// sends in a quarter of the lease (measured as it goes, and at least 4,096), so that a job
+    /// queued behind slow receivers is still sent well before its lease ends.
     pub memory_queue: usize,
 }
 
@@ -71,7 +73,7 @@ impl Default for WorkerConfig {
             rate_horizon: Duration::from_secs(2),
             schedule: Schedule::default(),
             shutdown_grace: Duration::from_secs(20),
-            memory_queue: 4096,
+            memory_queue: 32_768,
         }
     }
 }
@@ -115,6 +117,12 @@ struct Job {
 /// a store write, and the reading back of their event), and those the claimer took from the
 /// store ahead of need, so that sending never waits for a claim. Should the process die, their
 /// leases expire and any worker claims them from the store again.
+///
+/// Its room follows the pace of sending: it holds at most what the worker takes in `horizon`
+/// at the rate measured over the last moments, between `floor` and `capacity`. A burst that
+/// outruns sending for a while stays in memory instead of going the long way through the store
+/// (a claim and a reading back of the event for every delivery), while behind slow receivers
+/// the queue stays short enough for every job to be sent within its lease.
 struct Queue {
     state: Mutex<QueueState>,
     /// Jobs were queued.
@@ -123,7 +131,15 @@ struct Queue {
     drained: Notify,
     /// Below this many jobs the claimer claims more.
     low: usize,
+    /// The queue holds what the worker takes in this long.
+    horizon: Duration,
 }
+
+/// The room the queue has at least, whatever the pace of sending.
+const QUEUE_FLOOR: usize = 4096;
+
+/// How long the pace of sending is measured over before it counts.
+const PACE_WINDOW: Duration = Duration::from_millis(250);
 
 struct QueueState {
     /// Only a running worker takes jobs.
@@ -132,20 +148,37 @@ struct QueueState {
     /// Places promised to accepts and claims under way.
     reserved: usize,
     capacity: usize,
+    /// Jobs taken since `window_start`.
+    taken: usize,
+    window_start: Instant,
+    /// Jobs taken per second over the last full window.
+    pace: f64,
+}
+
+impl QueueState {
+    /// How many jobs the queue may hold now (see [`Queue`]).
+    fn limit(&self, horizon: Duration) -> usize {
+        let paced = (self.pace * horizon.as_secs_f64()) as usize;
+        paced.clamp(QUEUE_FLOOR.min(self.capacity), self.capacity)
+    }
 }
 
 impl Queue {
-    fn new(capacity: usize, low: usize) -> Queue {
+    fn new(capacity: usize, low: usize, horizon: Duration) -> Queue {
         Queue {
             state: Mutex::new(QueueState {
                 open: false,
                 jobs: VecDeque::new(),
                 reserved: 0,
                 capacity,
+                taken: 0,
+                window_start: Instant::now(),
+                pace: 0.0,
             }),
             ready: Notify::new(),
             drained: Notify::new(),
             low,
+            horizon,
         }
     }
 
@@ -160,7 +193,7 @@ impl Queue {
             return 0;
         }
         let room = state
-            .capacity
+            .limit(self.horizon)
             .saturating_sub(state.jobs.len() + state.reserved)
             .min(want);
         state.reserved += room;
@@ -205,6 +238,13 @@ impl Queue {
             } else {
                 debug!(delivery = %job.claimed.delivery_id, "waited in memory too long; left to the store");
             }
+        }
+        state.taken += jobs.len();
+        let elapsed = state.window_start.elapsed();
+        if elapsed >= PACE_WINDOW {
+            state.pace = state.taken as f64 / elapsed.as_secs_f64();
+            state.taken = 0;
+            state.window_start = Instant::now();
         }
         let low = state.jobs.len() + state.reserved < self.low;
         drop(state);
@@ -252,7 +292,7 @@ impl Worker {
                 store_due: AtomicBool::new(true),
                 backlog: AtomicBool::new(false),
                 wake: Notify::new(),
-                queue: Queue::new(config.memory_queue, config.batch * 2),
+                queue: Queue::new(config.memory_queue, config.batch * 2, config.lease / 4),
                 disabled: Mutex::new(HashMap::new()),
                 config,
             }),
@@ -1005,5 +1045,66 @@ mod tests {
             let plain = SECRET_WORDS.iter().any(|word| lower.contains(word));
             assert_eq!(has_secret_word(text.as_bytes()), plain, "{text}");
         }
+    }
+
+    fn job(n: usize, until: i64) -> Job {
+        Job {
+            claimed: Claimed {
+                delivery_id: format!("dlv_{n}"),
+                partner_id: "ptn_q".into(),
+                attempts: 0,
+                event: ClaimedEvent::Stored(String::new()),
+                settings_version: 1,
+            },
+            leased_at: 0,
+            until,
+        }
+    }
+
+    /// The queue's room follows the pace of sending: at least the floor, at most its capacity,
+    /// and in between what the worker takes in the horizon.
+    #[test]
+    fn the_queue_holds_what_is_sent_in_its_horizon() {
+        let queue = Queue::new(32_768, 512, Duration::from_secs(9));
+        assert_eq!(queue.reserve(10), 0, "a closed queue takes nothing");
+        queue.open();
+        // No pace measured yet: the floor.
+        assert_eq!(queue.reserve(100_000), QUEUE_FLOOR);
+        queue.release(QUEUE_FLOOR);
+        for (pace, limit) in [(10.0, QUEUE_FLOOR), (1_000.0, 9_000), (30_000.0, 32_768)] {
+            queue.state().pace = pace;
+            assert_eq!(queue.reserve(100_000), limit, "at {pace} jobs a second");
+            queue.release(limit);
+        }
+        // A capacity below the floor is the limit.
+        let small = Queue::new(100, 10, Duration::from_secs(9));
+        small.open();
+        assert_eq!(small.reserve(1_000), 100);
+
+        // The pace is measured from the jobs taken over a window.
+        let queue = Queue::new(32_768, 512, Duration::from_secs(9));
+        queue.open();
+        let room = queue.reserve(2_000);
+        assert!(
+            queue
+                .fill(room, (0..2_000).map(|n| job(n, i64::MAX)).collect())
+                .is_empty()
+        );
+        std::thread::sleep(PACE_WINDOW + Duration::from_millis(20));
+        assert_eq!(queue.take(2_000, 0).len(), 2_000);
+        let pace = queue.state().pace;
+        assert!(pace > 0.0 && pace <= 2_000.0 / PACE_WINDOW.as_secs_f64(), "{pace}");
+    }
+
+    /// A job whose lease ends too soon to be sent is left to the store, not taken.
+    #[test]
+    fn the_queue_leaves_jobs_near_the_end_of_their_lease() {
+        let queue = Queue::new(100, 10, Duration::from_secs(9));
+        queue.open();
+        let room = queue.reserve(3);
+        assert!(queue.fill(room, vec![job(1, 50), job(2, 200), job(3, 100)]).is_empty());
+        let taken: Vec<String> = queue.take(3, 100).into_iter().map(|j| j.claimed.delivery_id).collect();
+        assert_eq!(taken, ["dlv_2", "dlv_3"]);
+        assert_eq!(queue.len(), 0);
     }
 }
