@@ -252,16 +252,10 @@ pub(super) fn record(
     // opens every index of the table even when no row matches.
     const WAITING_FOR_IT: &str = "blocked_by = ?1 AND status = 'blocked'";
     let mut blocked_by_it = tx.prepare_cached(&format!("SELECT 1 FROM deliveries WHERE {WAITING_FOR_IT} LIMIT 1"))?;
-    let mut release = tx.prepare_cached(&format!(
-        "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, blocked_by = NULL,
-             next_at = MAX(next_at, ?2), updated_at = ?2
-         WHERE {WAITING_FOR_IT}"
-    ))?;
-    let mut retry = tx.prepare_cached(&format!(
-        "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, next_at = ?2, attempts = attempts + 1,
-             last_error = ?3, updated_at = ?4, leased_until = NULL
-         WHERE id = ?1"
-    ))?;
+    // Prepared when first needed: most recordings release nothing and retry nothing, and
+    // preparing a statement costs as much as running it a few times.
+    let mut release = None;
+    let mut retry = None;
     let mut released = 0;
     for (i, Outcome { attempt, next }) in outcomes.iter().enumerate() {
         if i > 0 && i % RECORD_STRETCH == 0 && yield_to.is_some_and(|waiting| waiting.load(Ordering::Acquire) > 0) {
@@ -291,10 +285,26 @@ pub(super) fn record(
                 };
                 finish.execute(params![id, status.as_str(), attempt.error, now])?;
                 if blocked_by_it.exists(params![id])? {
+                    if release.is_none() {
+                        release = Some(tx.prepare_cached(&format!(
+                            "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, blocked_by = NULL,
+                                 next_at = MAX(next_at, ?2), updated_at = ?2
+                             WHERE {WAITING_FOR_IT}"
+                        ))?);
+                    }
+                    let release = release.as_mut().expect("prepared above");
                     released += release.execute(params![id, now])? as u64;
                 }
             }
             Next::RetryAt(at) => {
+                if retry.is_none() {
+                    retry = Some(tx.prepare_cached(&format!(
+                        "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, next_at = ?2,
+                             attempts = attempts + 1, last_error = ?3, updated_at = ?4, leased_until = NULL
+                         WHERE id = ?1"
+                    ))?);
+                }
+                let retry = retry.as_mut().expect("prepared above");
                 retry.execute(params![id, at, attempt.error, now])?;
             }
             Next::Disable(reason) => disable(tx, id, reason, now)?,
