@@ -614,7 +614,10 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
         .collect();
     let started = Instant::now();
     for chunk in outcomes.chunks(1024) {
-        store.record(chunk.into(), now_ms()).await.expect("recorded");
+        store
+            .record(Arc::new(chunk.to_vec()), now_ms())
+            .await
+            .expect("recorded");
     }
     let record_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
     store.close().await;

@@ -951,8 +951,10 @@ async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
             .iter()
             .any(|o| matches!(o.next, Next::RetryAt(at) if at <= now))
             || later.iter().any(|(_, at)| *at <= now);
-        let batch: Arc<[Outcome]> = std::mem::take(&mut outcomes).into();
+        // Handed over whole and taken back after, so that the buffer is allocated once.
+        let batch = Arc::new(std::mem::take(&mut outcomes));
         let unblocked = persist("recording attempts", || store.record(batch.clone(), now)).await;
+        outcomes = Arc::try_unwrap(batch).unwrap_or_default();
         persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
         if due_now || unblocked.is_some_and(|n| n > 0) {
             worker.wake();

@@ -360,7 +360,7 @@ impl Store {
     /// Accepts go first: a recording starts once no accept waits for the write connection (or
     /// after `RECORD_YIELD`, 100 ms), and a long one commits what it has done and lets them in
     /// when one starts waiting. Returns how many deliveries that waited for the finished ones may go now.
-    pub async fn record(&self, outcomes: Arc<[Outcome]>, now: i64) -> Result<u64> {
+    pub async fn record(&self, outcomes: Arc<Vec<Outcome>>, now: i64) -> Result<u64> {
         let mut released = 0;
         let mut done = 0;
         let until = tokio::time::Instant::now() + RECORD_YIELD;
