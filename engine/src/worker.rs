@@ -119,7 +119,7 @@ struct Job {
 /// leases expire and any worker claims them from the store again.
 ///
 /// Its room follows the pace of sending: it holds at most what the worker takes in `horizon`
-/// at the rate measured over the last moments, between `floor` and `capacity`. A burst that
+/// at the rate measured over the last [`PACE_WINDOW`], between [`QUEUE_FLOOR`] and its capacity. A burst that
 /// outruns sending for a while stays in memory instead of going the long way through the store
 /// (a claim and a reading back of the event for every delivery), while behind slow receivers
 /// the queue stays short enough for every job to be sent within its lease.
@@ -1092,7 +1092,8 @@ mod tests {
                 .fill(room, (0..2_000).map(|n| job(n, i64::MAX)).collect())
                 .is_empty()
         );
-        std::thread::sleep(PACE_WINDOW + Duration::from_millis(20));
+        // The window began a full window ago, as if the jobs had been queued then.
+        queue.state().window_start = Instant::now() - PACE_WINDOW;
         assert_eq!(queue.take(2_000, 0).len(), 2_000);
         let pace = queue.state().pace;
         assert!(pace > 0.0 && pace <= 2_000.0 / PACE_WINDOW.as_secs_f64(), "{pace}");

@@ -285,32 +285,42 @@ pub(super) fn record(
                 };
                 finish.execute(params![id, status.as_str(), attempt.error, now])?;
                 if blocked_by_it.exists(params![id])? {
-                    if release.is_none() {
-                        release = Some(tx.prepare_cached(&format!(
+                    let release = prepared(&mut release, tx, || {
+                        format!(
                             "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, blocked_by = NULL,
                                  next_at = MAX(next_at, ?2), updated_at = ?2
                              WHERE {WAITING_FOR_IT}"
-                        ))?);
-                    }
-                    let release = release.as_mut().expect("prepared above");
+                        )
+                    })?;
                     released += release.execute(params![id, now])? as u64;
                 }
             }
             Next::RetryAt(at) => {
-                if retry.is_none() {
-                    retry = Some(tx.prepare_cached(&format!(
+                let retry = prepared(&mut retry, tx, || {
+                    format!(
                         "UPDATE deliveries SET status = {PENDING_UNLESS_DISABLED}, next_at = ?2,
                              attempts = attempts + 1, last_error = ?3, updated_at = ?4, leased_until = NULL
                          WHERE id = ?1"
-                    ))?);
-                }
-                let retry = retry.as_mut().expect("prepared above");
+                    )
+                })?;
                 retry.execute(params![id, at, attempt.error, now])?;
             }
             Next::Disable(reason) => disable(tx, id, reason, now)?,
         }
     }
     Ok((released, outcomes.len()))
+}
+
+/// The statement in `slot`, prepared from `sql` the first time it is asked for.
+fn prepared<'s, 'c>(
+    slot: &'s mut Option<rusqlite::CachedStatement<'c>>,
+    tx: &'c rusqlite::Transaction<'_>,
+    sql: impl FnOnce() -> String,
+) -> Result<&'s mut rusqlite::CachedStatement<'c>> {
+    if slot.is_none() {
+        *slot = Some(tx.prepare_cached(&sql())?);
+    }
+    Ok(slot.as_mut().expect("prepared above"))
 }
 
 /// Records that an attempt disabled its endpoint: the delivery and every pending one of its
@@ -652,6 +662,17 @@ mod tests {
         }
     }
 
+    /// A successful first attempt for each claimed delivery.
+    fn delivered(claimed: &[Claimed]) -> Vec<Outcome> {
+        claimed
+            .iter()
+            .map(|c| Outcome {
+                attempt: attempt(&c.delivery_id, None),
+                next: Next::Delivered,
+            })
+            .collect()
+    }
+
     /// An accept leases at most `max` of the deliveries due now, and only those: a blocked, a
     /// held or a delayed delivery waits in the store. A leased one is not claimed again until
     /// its lease ends.
@@ -750,13 +771,7 @@ mod tests {
         store.accept(&events, now_ms()).await.expect("accepted");
         let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
         assert_eq!(claimed.len(), 2);
-        let outcomes: Vec<Outcome> = claimed
-            .iter()
-            .map(|c| Outcome {
-                attempt: attempt(&c.delivery_id, None),
-                next: Next::Delivered,
-            })
-            .collect();
+        let outcomes = delivered(&claimed);
         store.record(outcomes.into(), now_ms()).await.expect("recorded");
         let wal = dir.path().join("batch.db-wal");
         assert!(wal.exists(), "the log is in use while the store is open");
@@ -847,13 +862,7 @@ mod tests {
             .await
             .expect("accepted");
         let claimed = store.claim(now_ms(), 60_000, n as i64).await.expect("claimed");
-        let outcomes: Vec<Outcome> = claimed
-            .iter()
-            .map(|c| Outcome {
-                attempt: attempt(&c.delivery_id, None),
-                next: Next::Delivered,
-            })
-            .collect();
+        let outcomes = delivered(&claimed);
         let waiting = AtomicUsize::new(1);
         let first = transaction(
             &store.write,
