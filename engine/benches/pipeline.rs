@@ -632,14 +632,15 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
 
 fn main() {
     // `cargo bench` passes `--bench`; a name filter is not supported: everything runs.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the runtime starts");
-    runtime.block_on(bench());
+    // The runtime `postwire serve` runs on, with its threads below the store's writer.
+    let niceness = std::env::var("PW_BENCH_NICENESS").map_or(postwire::serve::DEFAULT_RUNTIME_NICENESS, |n| {
+        n.parse().expect("PW_BENCH_NICENESS is a number")
+    });
+    let runtime = postwire::serve::runtime(niceness).expect("the runtime starts");
+    runtime.block_on(bench(niceness));
 }
 
-async fn bench() {
+async fn bench(niceness: i32) {
     let n = knob("PW_BENCH_N", 50_000);
     let repeats = knob("PW_BENCH_REPEATS", 3).max(1);
     let concurrency = knob("PW_BENCH_CONCURRENCY", 256).max(1);
@@ -649,7 +650,7 @@ async fn bench() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "pipeline bench: N={n} postbacks a run, concurrency {concurrency} (baseline and worker), {repeats} runs each, \
-         {threads} CPUs, tokio multi-thread runtime"
+         {threads} CPUs, tokio multi-thread runtime (its threads {niceness} nice steps below the store's writer)"
     );
     let (count, receiver) = start_receiver().await;
 

@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         Command::Plugin(command) => plugin(command),
         Command::Demo => {
             init_logs_at("warn");
-            runtime().block_on(postwire::demo::run())
+            serve_runtime(postwire::serve::DEFAULT_RUNTIME_NICENESS).block_on(postwire::demo::run())
         }
         Command::Placeholders { json } => {
             placeholders(json);
@@ -178,6 +178,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the async runtime starts")
 }
 
+/// The runtime of `serve` and the demo: see [`postwire::serve::runtime`].
+fn serve_runtime(niceness: i32) -> tokio::runtime::Runtime {
+    postwire::serve::runtime(niceness).expect("the async runtime starts")
+}
+
 fn init_logs() {
     init_logs_at("info,sqlx=warn");
 }
@@ -196,7 +201,7 @@ fn init_logs_at(default: &str) {
 fn serve(options: ServeOptions) -> Result<(), String> {
     let config = options.resolve()?;
     init_logs();
-    runtime().block_on(async {
+    serve_runtime(config.runtime_niceness).block_on(async {
         let shutdown = CancellationToken::new();
         postwire::serve::cancel_on_signal(shutdown.clone());
         let running = postwire::serve::start(config.clone(), shutdown).await?;

@@ -77,7 +77,16 @@ pub struct ServeOptions {
     /// again [default: the database file's name with `.plugins` appended, or none in memory].
     #[arg(long, env = "POSTWIRE_PLUGIN_CACHE", value_name = "DIR")]
     pub plugin_cache: Option<PathBuf>,
+    /// How many nice steps below the store's writer thread the API and postbacks run (0 to 19),
+    /// so that a write never waits for a CPU behind postbacks; 0 runs them alike [default: 5].
+    #[arg(long, env = "POSTWIRE_RUNTIME_NICENESS", value_name = "STEPS")]
+    pub runtime_niceness: Option<i32>,
 }
+
+/// How many nice steps below the store's writer thread `serve` runs its async threads unless
+/// told otherwise: enough that the writer gets about three quarters of a CPU it shares with one
+/// of them (CFS weights 1024 against 335).
+pub const DEFAULT_RUNTIME_NICENESS: i32 = 5;
 
 /// Resolved configuration.
 #[derive(Debug, Clone)]
@@ -101,6 +110,8 @@ pub struct Config {
     /// How plugin instances get their memory: the pooling allocator by default. Tools that
     /// cannot reserve its address space up front (valgrind) run with the on-demand one.
     pub plugin_allocator: Allocator,
+    /// Nice steps the async runtime's threads run below the store's writer (see [`runtime`]).
+    pub runtime_niceness: i32,
 }
 
 impl ServeOptions {
@@ -160,6 +171,16 @@ impl ServeOptions {
         if plugin_limits.fuel == 0 || plugin_limits.memory == 0 || plugin_limits.binary == 0 {
             return Err("plugin limits must be above zero".into());
         }
+        let runtime_niceness = self
+            .runtime_niceness
+            .or(file.runtime_niceness)
+            .unwrap_or(DEFAULT_RUNTIME_NICENESS);
+        if !(0..=19).contains(&runtime_niceness) {
+            return Err(format!(
+                "runtime_niceness: {runtime_niceness} is outside 0 to 19; use 0 to run the async threads at the \
+                 writer's priority, or up to 19 for the lowest"
+            ));
+        }
         let database = pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into());
         let plugin_cache = self.plugin_cache.or(file.plugin_cache).or_else(|| {
             let path = database
@@ -190,9 +211,60 @@ impl ServeOptions {
             plugin_limits,
             plugin_cache,
             plugin_allocator: Allocator::Pooling,
+            runtime_niceness,
         })
     }
 }
+
+/// The multi-thread runtime `serve` runs on, its threads `niceness` nice steps below the thread
+/// that builds it (on Linux; elsewhere at the same priority).
+///
+/// Every write of the SQLite store goes through one thread, the store's writer, which a client
+/// waits on while its events are accepted. When the runtime keeps every core busy with
+/// postbacks, the scheduler shares the cores evenly among threads, and the writer, one thread
+/// more than there are cores, gets about half of the core it shares: an accept then took twice
+/// its CPU time in wall time. With the runtime's threads a few nice steps lower, the writer runs
+/// whenever it has work, and the runtime still has every core the writer leaves. Without
+/// contention, nice changes nothing.
+///
+/// Threads inherit the priority of the thread that starts them, so the store must be opened
+/// from the thread that calls `block_on` (as `postwire serve` does), not from a task on the
+/// runtime. Raising one's own priority takes privileges; lowering it does not, which is why
+/// the runtime is lowered rather than the writer raised.
+pub fn runtime(niceness: i32) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || lower_priority(niceness))
+        .build()
+}
+
+/// Lowers the calling thread's priority by `steps` nice steps, at most to the lowest (19).
+#[cfg(target_os = "linux")]
+fn lower_priority(steps: i32) {
+    if steps <= 0 {
+        return;
+    }
+    // SAFETY: getpriority and setpriority on the calling thread's own id; errno is the calling
+    // thread's, cleared first because -1 is also a valid priority.
+    let result = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let failed = (current == -1 && *libc::__errno_location() != 0)
+            || libc::setpriority(libc::PRIO_PROCESS, tid, (current + steps).min(19)) != 0;
+        if failed {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot lower the priority of an async thread; it runs at the writer's");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_steps: i32) {}
 
 /// A running engine: the API and the worker.
 pub struct Running {
@@ -310,6 +382,7 @@ mod tests {
         assert_eq!(config.plugin_limits, defaults.plugin_limits);
         assert_eq!(config.allow, vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]);
         assert_eq!(config.plugin_cache, Some(PathBuf::from("postwire.db.plugins")));
+        assert_eq!(config.runtime_niceness, defaults.runtime_niceness);
     }
 
     #[test]
@@ -337,5 +410,50 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(error.starts_with("concurrency:"), "{error}");
+        let error = ServeOptions {
+            runtime_niceness: Some(20),
+            ..ServeOptions::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.starts_with("runtime_niceness: 20 "), "{error}");
+    }
+
+    /// The nice value of the calling thread.
+    #[cfg(target_os = "linux")]
+    fn nice() -> i32 {
+        // SAFETY: getpriority on the calling thread's own id.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    /// The runtime's threads, workers and blocking ones, run below the thread that built it,
+    /// and a thread started from that thread (as the store's writer is) keeps its priority.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_runtime_runs_below_the_thread_that_builds_it() {
+        // On a thread of its own: the test harness's threads are shared.
+        std::thread::spawn(|| {
+            let base = nice();
+            let runtime = runtime(3).unwrap();
+            let (worker, blocking) = runtime.block_on(async {
+                let worker = tokio::spawn(async { nice() }).await.unwrap();
+                let blocking = tokio::task::spawn_blocking(nice).await.unwrap();
+                (worker, blocking)
+            });
+            assert_eq!(worker, (base + 3).min(19));
+            assert_eq!(blocking, (base + 3).min(19));
+            let writer = runtime.block_on(async { std::thread::spawn(nice).join().unwrap() });
+            assert_eq!(
+                writer, base,
+                "a thread started from block_on keeps the builder's priority"
+            );
+            let alike = super::runtime(0).unwrap();
+            assert_eq!(
+                alike.block_on(async { tokio::spawn(async { nice() }).await.unwrap() }),
+                base
+            );
+        })
+        .join()
+        .unwrap();
     }
 }
