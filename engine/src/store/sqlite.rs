@@ -78,6 +78,9 @@ impl WriterThread {
 /// The page size of new database files, in bytes.
 const PAGE_SIZE: u32 = 16_384;
 
+/// Pages in the write-ahead log at which a commit checkpoints it (4 MiB of 16 KiB pages).
+const CHECKPOINT_PAGES: u32 = 250;
+
 /// Counts an accept off [`Accepts::waiting`] when dropped.
 struct Waiting(Arc<Accepts>);
 
@@ -111,6 +114,11 @@ impl Store {
                 Durability::Process => SqliteSynchronous::Normal,
                 Durability::Power => SqliteSynchronous::Full,
             })
+            // A checkpoint copies the log into the database file and syncs both, in the commit
+            // that crosses this many pages, and every write waits for it. SQLite's default
+            // (1,000 pages, 16 MiB here) held the writer for 20-30 ms at a time under load;
+            // a quarter of it keeps each wait short for the same pages copied.
+            .pragma("wal_autocheckpoint", CHECKPOINT_PAGES.to_string())
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // Room for the batched statements' few sizes (see `batch`) besides the others.

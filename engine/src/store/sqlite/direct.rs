@@ -760,6 +760,18 @@ mod tests {
         assert!(leased.is_empty(), "{leased:?}");
     }
 
+    /// The write connection checkpoints the log in short steps (see `CHECKPOINT_PAGES`).
+    #[tokio::test]
+    async fn the_writer_checkpoints_in_short_steps() {
+        let (_dir, store) = store().await;
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.write)
+            .await
+            .expect("the setting");
+        assert_eq!(pages, i64::from(super::super::CHECKPOINT_PAGES));
+        store.close().await;
+    }
+
     /// The statements prepared on the borrowed handle are finalized with each transaction, so
     /// sqlx can still close its connection: the last one to close checkpoints the log and
     /// removes it, leaving one clean database file.
