@@ -240,7 +240,7 @@ pub fn runtime(niceness: i32) -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Lowers the calling thread's priority by `steps` nice steps, at most to the lowest (19).
 #[cfg(target_os = "linux")]
-fn lower_priority(steps: i32) {
+pub(crate) fn lower_priority(steps: i32) {
     if steps <= 0 {
         return;
     }
@@ -264,7 +264,7 @@ fn lower_priority(steps: i32) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority(_steps: i32) {}
+pub(crate) fn lower_priority(_steps: i32) {}
 
 /// A running engine: the API and the worker.
 pub struct Running {
@@ -292,7 +292,7 @@ impl Running {
 
 /// Opens the store, binds the API and starts the worker; stops when `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, String> {
-    let store = Store::open(&config.database, config.durability)
+    let store = Store::open_with(&config.database, config.durability, config.runtime_niceness)
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.database))?;
     let sender = Sender::new(Guard::new(config.allow.clone()), config.send.clone());

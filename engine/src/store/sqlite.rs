@@ -29,6 +29,8 @@ pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
     writer: Arc<WriterThread>,
+    /// Recordings, claims and give-backs, which no client waits for (see [`Store::open_with`]).
+    background: Arc<WriterThread>,
     accepts: Arc<Accepts>,
 }
 
@@ -44,7 +46,7 @@ struct Accepts {
 /// Longest a recording lets accepts go first.
 const RECORD_YIELD: Duration = Duration::from_millis(100);
 
-/// A thread of the store's own that drives the writes of the pipeline (see [`Store::on_writer`]).
+/// A thread of the store's own that drives writes of the pipeline (see [`Store::on_writer`]).
 #[derive(Debug)]
 struct WriterThread {
     handle: tokio::runtime::Handle,
@@ -53,21 +55,21 @@ struct WriterThread {
 }
 
 impl WriterThread {
-    fn start() -> std::io::Result<WriterThread> {
+    /// Starts the thread `name`, `niceness` nice steps below the thread that starts it.
+    fn start(name: &str, niceness: i32) -> std::io::Result<WriterThread> {
         let (handle_sender, handle) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("postwire-store".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(e) => return drop(handle_sender.send(Err(e))),
-                };
-                let _ = handle_sender.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            crate::serve::lower_priority(niceness);
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return drop(handle_sender.send(Err(e))),
+            };
+            let _ = handle_sender.send(Ok(runtime.handle().clone()));
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        })?;
         let handle = handle
             .recv()
             .map_err(|_| std::io::Error::other("the store's thread stopped while starting"))??;
@@ -99,6 +101,20 @@ const PENDING_UNLESS_DISABLED: &str = "CASE WHEN EXISTS (SELECT 1 FROM settings 
 impl Store {
     /// Opens (creating if needed) the database at `url` (`sqlite://FILE`) and migrates it.
     pub async fn open(url: &str, durability: Durability) -> Result<Store> {
+        Store::open_with(url, durability, 0).await
+    }
+
+    /// [`Store::open`], with recordings, claims and give-backs run `background_niceness` nice
+    /// steps below the thread that accepts events.
+    ///
+    /// Both threads take turns on the one write connection. A client waits for its accept;
+    /// nobody waits for a recording, which only holds more outcomes for having waited. `serve`
+    /// runs the background thread at its async runtime's priority
+    /// ([`runtime_niceness`](crate::serve::Config::runtime_niceness)): recordings share the
+    /// CPUs evenly with the postbacks they record, and accepts go ahead of both (in the
+    /// pipeline bench, 2-3 points more of the baseline than with recordings at the accepts'
+    /// priority; see docs/performance.md).
+    pub async fn open_with(url: &str, durability: Durability, background_niceness: i32) -> Result<Store> {
         if !url.starts_with("sqlite:") {
             return Err(StoreError::Unsupported(url.to_owned()));
         }
@@ -136,11 +152,18 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let writer = Arc::new(WriterThread::start().map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?);
+        let thread = |name, niceness| {
+            WriterThread::start(name, niceness)
+                .map(Arc::new)
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))
+        };
+        let writer = thread("postwire-store", 0)?;
+        let background = thread("postwire-store-bg", background_niceness)?;
         Ok(Store {
             write,
             read,
             writer,
+            background,
             accepts: Arc::default(),
         })
     }
@@ -162,14 +185,22 @@ impl Store {
     }
 
     /// Runs `work` in one transaction on the write connection's SQLite handle, on the store's
-    /// thread (see `direct`).
+    /// background thread (see `direct` and [`Store::open_with`]).
     async fn on_handle<T: Send + 'static>(
         &self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let write = self.write.clone();
-        self.on_writer(async move { direct::transaction(&write, || {}, work).await })
+        match self
+            .background
+            .handle
+            .spawn(async move { direct::transaction(&write, || {}, work).await })
             .await
+        {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
     }
 
     /// Closes both pools, waiting for queries under way.

@@ -760,6 +760,27 @@ mod tests {
         assert!(leased.is_empty(), "{leased:?}");
     }
 
+    /// Accepts run at the opener's priority; recordings, claims and give-backs below it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn background_writes_run_below_accepts() {
+        fn nice() -> i32 {
+            // SAFETY: getpriority on the calling thread's own id.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("threads.db").display());
+        let store = Store::open_with(&url, Durability::Process, 4)
+            .await
+            .expect("the store opens");
+        let base = nice();
+        let accepting = store.on_writer(async { Ok(nice()) }).await.expect("runs");
+        let background = store.on_handle(|_| Ok(nice())).await.expect("runs");
+        assert_eq!(accepting, base);
+        assert_eq!(background, (base + 4).min(19));
+        store.close().await;
+    }
+
     /// The write connection checkpoints the log in short steps (see `CHECKPOINT_PAGES`).
     #[tokio::test]
     async fn the_writer_checkpoints_in_short_steps() {
