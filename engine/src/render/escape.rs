@@ -23,9 +23,14 @@ pub enum Context {
     XmlCdata,
     /// An `application/x-www-form-urlencoded` body.
     Form,
-    /// The path, query or fragment of the URL: percent-encoding of everything but unreserved
-    /// characters, which is safe in all three.
+    /// The query or fragment of the URL: percent-encoding of everything but unreserved
+    /// characters.
     Url,
+    /// The path of the URL: as [`Context::Url`], except that a value of only dots (`.` or `..`)
+    /// has each dot written `%252E`. Either would be a dot segment, which a URL parser removes
+    /// or resolves against the segment before it (so `/x/../y` is `/y`), and so is `%2E`; so
+    /// the segment keeps its place and reads `%2E` once decoded.
+    UrlPath,
     /// An HTTP header value: control characters (CR and LF above all) become spaces.
     Header,
     /// A `text` body: written as is.
@@ -42,7 +47,12 @@ pub fn text(context: Context, value: &str, out: &mut String) {
         Context::Xml => xml(value, out),
         Context::XmlCdata => cdata(value, out),
         Context::Form => out.extend(form_urlencoded::byte_serialize(value.as_bytes())),
-        Context::Url => out.extend(utf8_percent_encode(value, URL_COMPONENT)),
+        Context::UrlPath if value == "." || value == ".." => {
+            for _ in 0..value.len() {
+                out.push_str("%252E");
+            }
+        }
+        Context::Url | Context::UrlPath => out.extend(utf8_percent_encode(value, URL_COMPONENT)),
         Context::Header => header(value, out),
         Context::Text => out.push_str(value),
     }
@@ -135,6 +145,11 @@ mod tests {
         assert_eq!(esc(Context::XmlCdata, "x]]><y/>"), "x]]]]><![CDATA[><y/>");
         assert_eq!(esc(Context::Form, "a b&c=d"), "a+b%26c%3Dd");
         assert_eq!(esc(Context::Url, "a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(esc(Context::UrlPath, "a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(esc(Context::UrlPath, "."), "%252E");
+        assert_eq!(esc(Context::UrlPath, ".."), "%252E%252E");
+        assert_eq!(esc(Context::UrlPath, "..."), "...");
+        assert_eq!(esc(Context::Url, ".."), "..");
         assert_eq!(esc(Context::Header, "a\r\nX-Evil: 1"), "a  X-Evil: 1");
         assert_eq!(esc(Context::Text, "as is\n"), "as is\n");
     }

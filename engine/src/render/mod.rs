@@ -234,11 +234,14 @@ impl PlaceTracker {
                     .url_seen
                     .find("://")
                     .map(|at| &self.url_seen[at + 3..])
-                    .is_some_and(|rest| rest.contains(['/', '?', '#']));
-                if !after_host {
-                    return Err("placeholders may only stand in the URL's path, query or fragment: the scheme and host are fixed so a postback cannot be sent elsewhere".into());
+                    .filter(|rest| rest.contains(['/', '?', '#']));
+                match after_host {
+                    None => {
+                        return Err("placeholders may only stand in the URL's path, query or fragment: the scheme and host are fixed so a postback cannot be sent elsewhere".into());
+                    }
+                    Some(rest) if rest.contains(['?', '#']) => Context::Url,
+                    Some(_) => Context::UrlPath,
                 }
-                Context::Url
             }
         })
     }
