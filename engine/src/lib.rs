@@ -50,6 +50,7 @@ pub mod demo;
 pub mod error;
 pub mod event;
 pub mod plugins;
+mod priority;
 pub mod ratelimit;
 pub mod render;
 pub mod retry;

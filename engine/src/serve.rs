@@ -234,37 +234,9 @@ impl ServeOptions {
 pub fn runtime(niceness: i32) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(move || lower_priority(niceness))
+        .on_thread_start(move || crate::priority::lower(niceness))
         .build()
 }
-
-/// Lowers the calling thread's priority by `steps` nice steps, at most to the lowest (19).
-#[cfg(target_os = "linux")]
-pub(crate) fn lower_priority(steps: i32) {
-    if steps <= 0 {
-        return;
-    }
-    // SAFETY: getpriority and setpriority on the calling thread's own id; errno is the calling
-    // thread's, cleared first because -1 is also a valid priority.
-    let result = unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        *libc::__errno_location() = 0;
-        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
-        let failed = (current == -1 && *libc::__errno_location() != 0)
-            || libc::setpriority(libc::PRIO_PROCESS, tid, (current + steps).min(19)) != 0;
-        if failed {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot lower the priority of an async thread; it runs at the writer's");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn lower_priority(_steps: i32) {}
 
 /// A running engine: the API and the worker.
 pub struct Running {

@@ -60,7 +60,7 @@ impl WriterThread {
         let (handle_sender, handle) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new().name(name.into()).spawn(move || {
-            crate::serve::lower_priority(niceness);
+            crate::priority::lower(niceness);
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(e) => return drop(handle_sender.send(Err(e))),

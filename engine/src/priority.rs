@@ -1,0 +1,31 @@
+//! Thread priorities: `serve` runs the threads no client waits on a few nice steps below the
+//! one that accepts events (see [`crate::serve::runtime`] and
+//! [`Store::open_with`](crate::store::Store::open_with)).
+
+/// Lowers the calling thread's priority by `steps` nice steps, at most to the lowest (19).
+#[cfg(target_os = "linux")]
+pub(crate) fn lower(steps: i32) {
+    if steps <= 0 {
+        return;
+    }
+    // SAFETY: getpriority and setpriority on the calling thread's own id; errno is the calling
+    // thread's, cleared first because -1 is also a valid priority.
+    let result = unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let failed = (current == -1 && *libc::__errno_location() != 0)
+            || libc::setpriority(libc::PRIO_PROCESS, tid, (current + steps).min(19)) != 0;
+        if failed {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot lower a thread's priority; it runs at the priority of the thread that started it");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lower(_steps: i32) {}
