@@ -22,8 +22,12 @@ pub(crate) fn lower(steps: i32) {
             Ok(())
         }
     };
+    // Once: the runtime starts blocking threads as it needs them, and each would say the same.
+    static WARNED: std::sync::Once = std::sync::Once::new();
     if let Err(e) = result {
-        tracing::warn!(error = %e, "cannot lower a thread's priority; it runs at the priority of the thread that started it");
+        WARNED.call_once(|| {
+            tracing::warn!(error = %e, "cannot lower a thread's priority; such threads run at the priority of the thread that started them");
+        });
     }
 }
 
