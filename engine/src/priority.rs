@@ -33,3 +33,10 @@ pub(crate) fn lower(steps: i32) {
 
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn lower(_steps: i32) {}
+
+/// The calling thread's nice value.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn current() -> i32 {
+    // SAFETY: getpriority on the calling thread's own id.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}

@@ -368,34 +368,22 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.send.timeout, Duration::from_secs(2));
-        let error = ServeOptions {
+        let refused = |options: ServeOptions| options.resolve().unwrap_err();
+        let error = refused(ServeOptions {
             retry_schedule: Some("5 minutes".into()),
             ..ServeOptions::default()
-        }
-        .resolve()
-        .unwrap_err();
+        });
         assert!(error.starts_with("retry_schedule:"), "{error}");
-        let error = ServeOptions {
+        let error = refused(ServeOptions {
             concurrency: Some(0),
             ..ServeOptions::default()
-        }
-        .resolve()
-        .unwrap_err();
+        });
         assert!(error.starts_with("concurrency:"), "{error}");
-        let error = ServeOptions {
+        let error = refused(ServeOptions {
             runtime_niceness: Some(20),
             ..ServeOptions::default()
-        }
-        .resolve()
-        .unwrap_err();
+        });
         assert!(error.starts_with("runtime_niceness: 20 "), "{error}");
-    }
-
-    /// The nice value of the calling thread.
-    #[cfg(target_os = "linux")]
-    fn nice() -> i32 {
-        // SAFETY: getpriority on the calling thread's own id.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
     }
 
     /// The runtime's threads, workers and blocking ones, run below the thread that built it,
@@ -403,6 +391,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_runtime_runs_below_the_thread_that_builds_it() {
+        use crate::priority::current as nice;
         // On a thread of its own: the test harness's threads are shared.
         std::thread::spawn(|| {
             let base = nice();

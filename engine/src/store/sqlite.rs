@@ -75,6 +75,15 @@ impl WriterThread {
             .map_err(|_| std::io::Error::other("the store's thread stopped while starting"))??;
         Ok(WriterThread { handle, _stop: stop })
     }
+
+    /// Runs `work` on this thread and waits for its result.
+    async fn run<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+        match self.handle.spawn(work).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
+    }
 }
 
 /// The page size of new database files, in bytes.
@@ -177,11 +186,7 @@ impl Store {
     /// the connection idle and every other write queued behind it. On a thread that does
     /// nothing else, the connection is handed on as soon as SQLite is done.
     async fn on_writer<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-        match self.writer.handle.spawn(work).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
-        }
+        self.writer.run(work).await
     }
 
     /// Runs `work` in one transaction on the write connection's SQLite handle, on the store's
@@ -191,16 +196,9 @@ impl Store {
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let write = self.write.clone();
-        match self
-            .background
-            .handle
-            .spawn(async move { direct::transaction(&write, || {}, work).await })
+        self.background
+            .run(async move { direct::transaction(&write, || {}, work).await })
             .await
-        {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
-        }
     }
 
     /// Closes both pools, waiting for queries under way.

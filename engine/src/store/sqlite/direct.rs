@@ -764,10 +764,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn background_writes_run_below_accepts() {
-        fn nice() -> i32 {
-            // SAFETY: getpriority on the calling thread's own id.
-            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-        }
+        use crate::priority::current as nice;
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}", dir.path().join("threads.db").display());
         let store = Store::open_with(&url, Durability::Process, 4)
