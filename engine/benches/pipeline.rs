@@ -20,6 +20,8 @@
 //! `WorkerConfig::memory_queue`), `PW_BENCH_CLAIM_BIG` (1000000), `PW_BENCH_CLAIM_ITERS` (300).
 //! `PW_BENCH_VALGRIND` set runs the engine with the on-demand plugin allocator, whose address
 //! space valgrind can reserve, to count instructions with `valgrind --tool=callgrind`.
+//! `PW_BENCH_NICENESS` (the default of `serve --runtime-niceness`) sets how many nice steps the
+//! runtime's threads run below the store's accepting thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
