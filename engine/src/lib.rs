@@ -12,7 +12,7 @@
 //! - [`event`]: the envelope the platform posts, validated into typed values.
 //! - [`catalogue`]: every placeholder a template may name (name, type, description, example).
 //! - [`settings`]: a partner's notification settings, validated and compiled on save; renders
-//!   a [`settings::Request`] for an event.
+//!   a [`request::Request`] for an event.
 //! - [`store`]: the durable store; accepting an event and recording its deliveries is one
 //!   transaction.
 //! - [`worker`]: claims due deliveries and runs each through the pipeline below.
@@ -53,6 +53,7 @@ pub mod plugins;
 mod priority;
 pub mod ratelimit;
 pub mod render;
+pub mod request;
 pub mod retry;
 pub mod runner;
 pub mod send;

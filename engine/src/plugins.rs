@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::catalogue::{CATALOGUE, Source};
 use crate::event::{Event, format_timestamp};
-use crate::settings::{Method, Request};
+use crate::request::{Method, Request};
 use crate::store::Store;
 
 /// Plugin calls one partner may have running at once.

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::event::Event;
 use crate::plugins::{DryRun, Plugins, dry_run};
-use crate::settings::{NotificationSettings, Request};
+use crate::request::Request;
+use crate::settings::NotificationSettings;
 
 /// Settings used when `--settings` is not given: the JSON sample of `examples/`.
 const DEFAULT_SETTINGS: &str = include_str!("../../examples/settings/json.json");

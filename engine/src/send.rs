@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::settings::Request;
+use crate::request::Request;
 
 /// Where postbacks may not go unless allow-listed.
 #[derive(Debug, Clone, Default)]

@@ -6,69 +6,14 @@
 //! discovered on the first postback.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::error::{FieldError, Invalid, Problems};
 use crate::event::{Event, EventType};
-use crate::render::{Place, Template};
-
-/// The HTTP method of postbacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Method {
-    /// No body: the data travels in the URL's query string.
-    Get,
-    /// The body carries the data.
-    Post,
-    /// The body carries the data.
-    Put,
-}
-
-impl Method {
-    /// The method's name, e.g. `POST`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How the body is written and escaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BodyFormat {
-    /// `application/json`.
-    Json,
-    /// `application/xml`.
-    Xml,
-    /// `application/x-www-form-urlencoded`.
-    Form,
-    /// `text/plain; charset=utf-8`, written as is.
-    Text,
-}
-
-impl BodyFormat {
-    /// The `Content-Type` sent with bodies of this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            BodyFormat::Json => "application/json",
-            BodyFormat::Xml => "application/xml",
-            BodyFormat::Form => "application/x-www-form-urlencoded",
-            BodyFormat::Text => "text/plain; charset=utf-8",
-        }
-    }
-}
+use crate::render::{BodyFormat, Place, Template};
+use crate::request::{Method, Request};
 
 /// Limits on what settings may hold.
 pub mod limits {
@@ -553,34 +498,6 @@ pub struct CompiledSettings {
     url: Template,
     body: Option<Template>,
     headers: Vec<(String, Template)>,
-}
-
-/// A postback request as rendered, before signing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// The HTTP method.
-    pub method: Method,
-    /// The full URL.
-    pub url: String,
-    /// Headers in the order they are sent.
-    pub headers: Vec<(String, String)>,
-    /// The body; empty for GET.
-    pub body: String,
-}
-
-impl fmt::Display for Request {
-    /// The request as it goes on the wire (minus transport headers).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} {}", self.method, self.url)?;
-        for (name, value) in &self.headers {
-            writeln!(f, "{name}: {value}")?;
-        }
-        if !self.body.is_empty() {
-            writeln!(f)?;
-            write!(f, "{}", self.body)?;
-        }
-        Ok(())
-    }
 }
 
 impl CompiledSettings {

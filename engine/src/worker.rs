@@ -34,10 +34,13 @@ use crate::classify::{self, Outcome as Exchange, Response, Verdict};
 use crate::event::Event;
 use crate::plugins::Plugins;
 use crate::ratelimit::RateLimits;
+use crate::request::Request;
 use crate::retry::Schedule;
 use crate::send::Sender;
-use crate::settings::{CompiledSettings, NotificationSettings, Request};
-use crate::store::{Accepted, Attempt, Claimed, ClaimedEvent, Lease, Next, Outcome, Store, StoreError, new_id, now_ms};
+use crate::settings::{CompiledSettings, NotificationSettings};
+use crate::store::{
+    Accepted, Attempt, AttemptVerdict, Claimed, ClaimedEvent, Lease, Next, Outcome, Store, StoreError, new_id, now_ms,
+};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -811,19 +814,19 @@ pub async fn attempt(
             .as_ref()
             .ok()
             .map(|a| String::from_utf8_lossy(&a.body).into_owned()),
-        verdict: verdict_name.to_owned(),
+        verdict: verdict_name,
         error,
         plugins: (!reports.is_empty()).then(|| serde_json::Value::Object(reports)),
     };
     (attempt, verdict)
 }
 
-fn describe(verdict: &Verdict) -> (&'static str, Option<String>) {
+fn describe(verdict: &Verdict) -> (AttemptVerdict, Option<String>) {
     match verdict {
-        Verdict::Success => ("success", None),
-        Verdict::Retry { reason, .. } => ("retry", Some(reason.clone())),
-        Verdict::Fail { reason } => ("fail", Some(reason.clone())),
-        Verdict::Disable { reason } => ("disable", Some(reason.clone())),
+        Verdict::Success => (AttemptVerdict::Success, None),
+        Verdict::Retry { reason, .. } => (AttemptVerdict::Retry, Some(reason.clone())),
+        Verdict::Fail { reason } => (AttemptVerdict::Fail, Some(reason.clone())),
+        Verdict::Disable { reason } => (AttemptVerdict::Disable, Some(reason.clone())),
     }
 }
 
@@ -838,7 +841,7 @@ fn unsent_attempt(delivery_id: &str, number: i64, reason: &str, plugins: Option<
         response_status: None,
         response_headers: None,
         response_body: None,
-        verdict: "fail".into(),
+        verdict: AttemptVerdict::Fail,
         error: Some(reason.to_owned()),
         plugins,
     }

@@ -387,7 +387,7 @@ pub fn sample_settings(url: &str) -> Value {
 }
 
 /// The request the engine's renderer makes of `settings` and `event`.
-pub fn rendered(settings: &Value, event: &Value) -> postwire::settings::Request {
+pub fn rendered(settings: &Value, event: &Value) -> postwire::request::Request {
     let compiled = postwire::settings::NotificationSettings::validate(settings).expect("the settings are valid");
     let event = postwire::event::Event::from_value(event).expect("the event is valid");
     compiled.render(&event)

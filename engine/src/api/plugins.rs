@@ -193,7 +193,7 @@ fn headers(value: Option<&Value>) -> Vec<(String, String)> {
     }
 }
 
-fn parse_request(value: &Value) -> Result<crate::settings::Request, ApiError> {
+fn parse_request(value: &Value) -> Result<crate::request::Request, ApiError> {
     let plugin_request = postwire_plugins::types::Request {
         method: value.get("method").and_then(Value::as_str).unwrap_or("POST").to_owned(),
         url: value.get("url").and_then(Value::as_str).unwrap_or_default().to_owned(),

@@ -16,14 +16,41 @@ mod parse;
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 pub use escape::Context;
 pub use parse::Pos;
 
 use crate::catalogue::{self, CATALOGUE};
 use crate::event::Event;
-use crate::settings::BodyFormat;
 use helpers::{Expr, Out};
 use parse::{Ast, Piece};
+
+/// How the body is written and escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    /// `application/json`.
+    Json,
+    /// `application/xml`.
+    Xml,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `text/plain; charset=utf-8`, written as is.
+    Text,
+}
+
+impl BodyFormat {
+    /// The `Content-Type` sent with bodies of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "application/json",
+            BodyFormat::Xml => "application/xml",
+            BodyFormat::Form => "application/x-www-form-urlencoded",
+            BodyFormat::Text => "text/plain; charset=utf-8",
+        }
+    }
+}
 
 /// What a template produces, which decides how its placeholders are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -132,6 +132,44 @@ pub struct Delivery {
     pub updated_at: i64,
 }
 
+/// What an attempt meant for its delivery, as the attempt log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptVerdict {
+    /// The receiver accepted the postback.
+    Success,
+    /// Tried again later.
+    Retry,
+    /// Given up for good (or not sent: the attempt could not be made).
+    Fail,
+    /// The receiver asked for the endpoint to be disabled (410 Gone).
+    Disable,
+}
+
+impl AttemptVerdict {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptVerdict::Success => "success",
+            AttemptVerdict::Retry => "retry",
+            AttemptVerdict::Fail => "fail",
+            AttemptVerdict::Disable => "disable",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<AttemptVerdict> {
+        [
+            AttemptVerdict::Success,
+            AttemptVerdict::Retry,
+            AttemptVerdict::Fail,
+            AttemptVerdict::Disable,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == name)
+    }
+}
+
 /// One attempt as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
@@ -153,8 +191,8 @@ pub struct Attempt {
     pub response_headers: Option<Box<serde_json::value::RawValue>>,
     /// The receiver's body, cut at the capture limit.
     pub response_body: Option<String>,
-    /// `success`, `retry`, `fail` or `disable`.
-    pub verdict: String,
+    /// What the attempt meant for the delivery.
+    pub verdict: AttemptVerdict,
     /// What went wrong, in words.
     pub error: Option<String>,
     /// What plugins did: per plugin, its output or error, fuel used, peak memory, time and logs.

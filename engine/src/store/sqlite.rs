@@ -15,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    ACTION_INQUIRY, Accepted, Attempt, Claimed, Delivery, Durability, Endpoint, Lease, Leased, Outcome, Partner,
-    SettingsRecord, Status, StoreError, new_id,
+    ACTION_INQUIRY, Accepted, Attempt, AttemptVerdict, Claimed, Delivery, Durability, Endpoint, Lease, Leased, Outcome,
+    Partner, SettingsRecord, Status, StoreError, new_id,
 };
 use crate::event::Event;
 use crate::settings::NotificationSettings;
@@ -486,7 +486,7 @@ impl Store {
                 response_status: row.get(6),
                 response_headers: row.get::<Option<String>, _>(7).map(raw_json),
                 response_body: row.get(8),
-                verdict: row.get(9),
+                verdict: AttemptVerdict::parse(row.get(9)).unwrap_or(AttemptVerdict::Fail),
                 error: row.get(10),
                 plugins: row.get::<Option<String>, _>(11).map(parse_json),
             })

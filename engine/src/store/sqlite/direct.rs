@@ -271,7 +271,7 @@ pub(super) fn record(
             attempt.response_status,
             attempt.response_headers.as_ref().map(|h| h.get()),
             attempt.response_body,
-            attempt.verdict,
+            attempt.verdict.as_str(),
             attempt.error,
             attempt.plugins.as_ref().map(ToString::to_string),
         ])?;
@@ -397,7 +397,7 @@ mod tests {
 
     use super::*;
     use crate::settings::NotificationSettings;
-    use crate::store::{Attempt, Durability, Lease, Next, Outcome, Store, new_id, now_ms};
+    use crate::store::{Attempt, AttemptVerdict, Durability, Lease, Next, Outcome, Store, new_id, now_ms};
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -656,7 +656,7 @@ mod tests {
                 serde_json::value::to_raw_value(&json!([["content-type", "text/plain"]])).expect("json"),
             ),
             response_body: Some("ok".into()),
-            verdict: "success".into(),
+            verdict: AttemptVerdict::Success,
             error: error.map(str::to_owned),
             plugins: None,
         }
