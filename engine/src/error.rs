@@ -30,6 +30,15 @@ impl FieldError {
     pub fn missing(field: impl Into<String>, fix: &str) -> Self {
         FieldError::new(field, None, format!("is required; {fix}"))
     }
+
+    /// An error about `field`, whose JSON `value` is not of the `expected` type.
+    pub fn mistyped(field: impl Into<String>, value: &serde_json::Value, expected: &str) -> Self {
+        FieldError::new(
+            field,
+            Some(&value.to_string()),
+            format!("has the wrong type; expected {expected}"),
+        )
+    }
 }
 
 impl fmt::Display for FieldError {

@@ -54,7 +54,11 @@ impl Event {
                 parsed
             }
             Some(other) => {
-                problems.push(mistyped("type", other, "a string such as \"action_inquiry.created\""));
+                problems.push(FieldError::mistyped(
+                    "type",
+                    other,
+                    "a string such as \"action_inquiry.created\"",
+                ));
                 None
             }
         };
@@ -75,7 +79,7 @@ impl Event {
                 "give an object of the inquiry's fields, e.g. {\"ActionInquiryId\": \"1000123\"}",
             )),
             Some(Json::Object(data)) => read_data(data, &mut values, &mut problems),
-            Some(other) => problems.push(mistyped("data", other, "an object of the inquiry's fields")),
+            Some(other) => problems.push(FieldError::mistyped("data", other, "an object of the inquiry's fields")),
         }
         if let Some(event_type) = event_type {
             for name in event_type.required() {
@@ -118,14 +122,6 @@ fn problems_into_vec(problems: Problems) -> Vec<FieldError> {
     }
 }
 
-fn mistyped(field: &str, value: &Json, expected: &str) -> FieldError {
-    FieldError::new(
-        field,
-        Some(&value.to_string()),
-        format!("has the wrong type; expected {expected}"),
-    )
-}
-
 /// Ids go into headers (`webhook-id`) and signatures, so they are kept to a safe alphabet.
 fn read_id(object: &Map<String, Json>, field: &str, problems: &mut Problems) -> Option<String> {
     const FIX: &str = "use 1 to 128 characters from A-Z a-z 0-9 _ - . :";
@@ -143,7 +139,7 @@ fn read_id(object: &Map<String, Json>, field: &str, problems: &mut Problems) -> 
             }
         }
         Some(other) => {
-            problems.push(mistyped(field, other, "a string id"));
+            problems.push(FieldError::mistyped(field, other, "a string id"));
             None
         }
     }
@@ -194,7 +190,7 @@ pub(super) fn parse_value(path: &str, ty: FieldType, json: Json) -> Result<Value
                 Some(&text),
                 format!("is {} bytes long; the limit is {MAX_TEXT_LEN}", text.len()),
             )),
-            other => Err(mistyped(path, &other, "a string")),
+            other => Err(FieldError::mistyped(path, &other, "a string")),
         },
         FieldType::Id => match json {
             Json::String(id) if !id.is_empty() && id.len() <= MAX_ID_LEN * 2 => Ok(Value::Text(id)),
@@ -204,13 +200,13 @@ pub(super) fn parse_value(path: &str, ty: FieldType, json: Json) -> Result<Value
                 format!("must hold 1 to {} bytes", MAX_ID_LEN * 2),
             )),
             Json::Number(n) if n.is_u64() || n.is_i64() => Ok(Value::Text(n.to_string())),
-            other => Err(mistyped(path, &other, "a string or an integer id")),
+            other => Err(FieldError::mistyped(path, &other, "a string or an integer id")),
         },
         FieldType::Amount => {
             let text = match json {
                 Json::String(text) => text,
                 Json::Number(n) => n.to_string(),
-                other => return Err(mistyped(path, &other, "a decimal amount such as 149.90")),
+                other => return Err(FieldError::mistyped(path, &other, "a decimal amount such as 149.90")),
             };
             Decimal::from_str(text.trim())
                 .or_else(|_| Decimal::from_scientific(text.trim()))
@@ -232,7 +228,7 @@ pub(super) fn parse_value(path: &str, ty: FieldType, json: Json) -> Result<Value
                 Some(&code),
                 "is not a currency code; use three upper-case letters (ISO 4217) such as USD",
             )),
-            other => Err(mistyped(path, &other, "a currency code such as \"USD\"")),
+            other => Err(FieldError::mistyped(path, &other, "a currency code such as \"USD\"")),
         },
         FieldType::Timestamp => parse_timestamp(path, &json).map(Value::Timestamp),
         FieldType::Enum(words) => match json {
@@ -242,7 +238,11 @@ pub(super) fn parse_value(path: &str, ty: FieldType, json: Json) -> Result<Value
                 Some(&word),
                 format!("is not one of {}", words.join(", ")),
             )),
-            other => Err(mistyped(path, &other, &format!("one of {}", words.join(", ")))),
+            other => Err(FieldError::mistyped(
+                path,
+                &other,
+                &format!("one of {}", words.join(", ")),
+            )),
         },
     }
 }
@@ -252,6 +252,6 @@ fn parse_timestamp(path: &str, json: &Json) -> Result<DateTime<FixedOffset>, Fie
     match json {
         Json::String(text) => DateTime::parse_from_rfc3339(text)
             .map_err(|e| FieldError::new(path, Some(text), format!("is not a valid timestamp ({e}); {FIX}"))),
-        other => Err(mistyped(path, other, &format!("a string timestamp; {FIX}"))),
+        other => Err(FieldError::mistyped(path, other, &format!("a string timestamp; {FIX}"))),
     }
 }
