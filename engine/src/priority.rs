@@ -1,6 +1,5 @@
-//! Thread priorities: `serve` runs the threads no client waits on a few nice steps below the
-//! one that accepts events (see [`crate::serve::runtime`] and
-//! [`Store::open_with`](crate::store::Store::open_with)).
+//! Thread priorities: the server runs the threads no client waits on (the async runtime, the
+//! store's background writer) a few nice steps below the store thread that accepts events.
 
 /// Lowers the calling thread's priority by `steps` nice steps, at most to the lowest (19).
 #[cfg(target_os = "linux")]
