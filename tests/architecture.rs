@@ -126,10 +126,16 @@ fn no_module_names_one_that_names_it_back() {
 
 #[test]
 fn cycles_are_found_however_long() {
-    let graph: Graph = [("a", &["b"][..]), ("b", &["c"]), ("c", &["a", "d"]), ("d", &[]), ("e", &["e"])]
-        .into_iter()
-        .map(|(m, named)| (m.to_owned(), named.iter().map(|n| n.to_string()).collect()))
-        .collect();
+    let graph: Graph = [
+        ("a", &["b"][..]),
+        ("b", &["c"]),
+        ("c", &["a", "d"]),
+        ("d", &[]),
+        ("e", &["e"]),
+    ]
+    .into_iter()
+    .map(|(m, named)| (m.to_owned(), named.iter().map(|n| n.to_string()).collect()))
+    .collect();
     assert_eq!(cycles(&graph), [vec!["a", "b", "c", "a"], vec!["e", "e"]]);
 }
 

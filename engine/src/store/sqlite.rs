@@ -118,9 +118,9 @@ impl Store {
     ///
     /// Both threads take turns on the one write connection. A client waits for its accept;
     /// nobody waits for a recording, which only holds more outcomes for having waited. `serve`
-    /// runs the background thread at its async runtime's priority
-    /// ([`runtime_niceness`](crate::serve::Config::runtime_niceness)): recordings share the
-    /// CPUs evenly with the postbacks they record, and accepts go ahead of both (in the
+    /// runs the background thread at its async runtime's priority (its `runtime_niceness`
+    /// setting): recordings share the CPUs evenly with the postbacks they record, and accepts
+    /// go ahead of both (in the
     /// pipeline bench, 2-3 points more of the baseline than with recordings at the accepts'
     /// priority; see docs/performance.md).
     pub async fn open_with(url: &str, durability: Durability, background_niceness: i32) -> Result<Store> {
