@@ -49,6 +49,7 @@ pub mod classify;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod id;
 pub mod plugins;
 mod priority;
 pub mod ratelimit;
