@@ -598,7 +598,7 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
                 number: 1,
                 started_at: now_ms(),
                 duration_ms: 1,
-                request: postwire::worker::redacted(&request, &signature),
+                request: postwire::redact::request(&request, &signature),
                 response_status: Some(200),
                 response_headers: Some(
                     serde_json::value::to_raw_value(&json!([

@@ -8,13 +8,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::send::SendError;
+
 /// What happened when a postback was sent.
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome<'a> {
     /// The receiver answered.
     Response(Response<'a>),
-    /// No answer: connect error, reset, timeout, TLS failure...; the text says which.
-    Transport(&'a str),
+    /// No answer: connect error, reset, timeout, TLS failure...
+    Transport(&'a SendError),
 }
 
 /// A receiver's answer, as far as classification needs it.
@@ -96,7 +98,7 @@ pub fn classify(
         Outcome::Transport(error) => {
             return Verdict::Retry {
                 after: None,
-                reason: error.to_owned(),
+                reason: error.to_string(),
             };
         }
         Outcome::Response(response) => response,
@@ -193,7 +195,7 @@ mod tests {
             );
         }
         assert!(is_retry(&classify(
-            Outcome::Transport("connection reset"),
+            Outcome::Transport(&SendError::Connect("connection reset".into())),
             None,
             None,
             now()

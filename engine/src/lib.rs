@@ -15,15 +15,21 @@
 //!   a [`request::Request`] for an event.
 //! - [`store`]: the durable store; accepting an event and recording its deliveries is one
 //!   transaction.
-//! - [`worker`]: claims due deliveries and runs each through the pipeline below.
-//! - [`plugins`]: a partner's transform and classify plugins in the pipeline (the wasm host
-//!   is the `postwire-plugins` crate).
+//! - [`worker`]: claims due deliveries and runs each through the pipeline below: rate limit,
+//!   render, then one exchange with the receiver.
+//! - [`ratelimit`]: `max_requests_per_sec` per endpoint (GCRA).
 //! - [`render`]: the template compiler and renderer, with escaping decided per placeholder by
 //!   where it stands (JSON string or value, XML, form, URL, header).
-//! - [`ratelimit`]: `max_requests_per_sec` per endpoint (GCRA).
+//! - [`exchange`]: one exchange in stages, transform, sign, send, classify, ending in the
+//!   attempt to record; shared by the worker, test postbacks and plugin dry runs.
+//! - [`plugins`]: a partner's transform and classify plugins in the pipeline (the wasm host
+//!   is the `postwire-plugins` crate).
+//! - [`request`]: the request as rendered and sent, and the headers Postwire writes itself.
 //! - [`sign`]: Standard Webhooks signatures.
 //! - [`send`]: the HTTP exchange, with timeouts, no redirects and the SSRF guard.
 //! - [`classify`]: the default reading of a receiver's answer: success, retry, fail or disable.
+//! - [`redact`]: what counts as a secret, hidden the same way in the attempt log, settings as
+//!   shown, dry runs and the local runner.
 //! - [`retry`]: the retry schedule.
 //! - [`runner`]: `postwire plugin ...`, the tools of plugin authors.
 //! - [`error`]: the engine's error type, and field-level validation errors.
@@ -49,10 +55,12 @@ pub mod classify;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod exchange;
 pub mod id;
 pub mod plugins;
 mod priority;
 pub mod ratelimit;
+pub mod redact;
 pub mod render;
 pub mod request;
 pub mod retry;

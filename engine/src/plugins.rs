@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::catalogue::{CATALOGUE, Source};
 use crate::event::{Event, format_timestamp};
-use crate::request::{Method, Request};
+use crate::request::{Method, Request, is_reserved};
 use crate::store::Store;
 
 /// Plugin calls one partner may have running at once.
@@ -219,7 +219,12 @@ impl Plugins {
             Err(e) => return unavailable(id, e),
         };
         let checked = match &run.result {
-            Ok(out) => engine_request(out).map_err(|e| format!("transform returned an unusable request: {e}")),
+            Ok(out) => engine_request(out).map_err(|e| match e {
+                RequestError::Reserved(name) => {
+                    format!("it set the header {name}, which Postwire writes itself; remove it")
+                }
+                other => format!("transform returned an unusable request: {other}"),
+            }),
             Err(e) => Err(e.to_string()),
         };
         // The transformed request is the attempt's request (as sent, with its signature), so the
@@ -333,37 +338,56 @@ pub fn plugin_request(request: &Request) -> wit::Request {
     }
 }
 
+/// Why a plugin's request cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Not GET, POST or PUT (the method as given, in upper case).
+    #[error("method {0:?} is not GET, POST or PUT")]
+    Method(String),
+    /// Not an http(s) URL with a host.
+    #[error("url {0:?} is not an http(s) URL with a host")]
+    Url(String),
+    /// A header name that is not a valid HTTP header name.
+    #[error("header name {0:?} is not valid")]
+    HeaderName(String),
+    /// A header (named) whose value is not a valid single-line value.
+    #[error("the value of header {0} is not a valid single-line header value")]
+    HeaderValue(String),
+    /// A header Postwire writes itself ([`crate::request::is_reserved`]).
+    #[error("header {0} is set by Postwire itself")]
+    Reserved(String),
+    /// A GET request with a body.
+    #[error("a GET request carries no body")]
+    GetBody,
+}
+
 /// A plugin's request checked the way settings are: a known method, an http(s) URL with a
-/// host, valid header names and single-line values, no body on GET, no header Postwire sets.
-pub fn engine_request(request: &wit::Request) -> Result<Request, String> {
+/// host, valid header names and single-line values, no body on GET, no header Postwire writes
+/// itself.
+pub fn engine_request(request: &wit::Request) -> Result<Request, RequestError> {
     let method = match request.method.to_ascii_uppercase().as_str() {
         "GET" => Method::Get,
         "POST" => Method::Post,
         "PUT" => Method::Put,
-        other => return Err(format!("method {other:?} is not GET, POST or PUT")),
+        other => return Err(RequestError::Method(other.to_owned())),
     };
     match url::Url::parse(&request.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
-        _ => return Err(format!("url {:?} is not an http(s) URL with a host", request.url)),
+        _ => return Err(RequestError::Url(request.url.clone())),
     }
     for (name, value) in &request.headers {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(format!("header name {name:?} is not valid"));
+            return Err(RequestError::HeaderName(name.clone()));
         }
         if http::HeaderValue::from_bytes(value.as_bytes()).is_err() || value.contains(['\r', '\n']) {
-            return Err(format!(
-                "the value of header {name} is not a valid single-line header value"
-            ));
+            return Err(RequestError::HeaderValue(name.clone()));
         }
-        if name.to_ascii_lowercase().starts_with("webhook-")
-            || name.eq_ignore_ascii_case("host")
-            || name.eq_ignore_ascii_case("content-length")
-        {
-            return Err(format!("header {name} is set by Postwire itself"));
+        if is_reserved(name) {
+            return Err(RequestError::Reserved(name.clone()));
         }
     }
     if method == Method::Get && !request.body.is_empty() {
-        return Err("a GET request carries no body".into());
+        return Err(RequestError::GetBody);
     }
     Ok(Request {
         method,
@@ -376,82 +400,6 @@ pub fn engine_request(request: &wit::Request) -> Result<Request, String> {
 /// `plugin_config` as the JSON text plugins receive (`{}` when unset).
 pub fn config_text(config: Option<&Value>) -> String {
     config.map_or_else(|| "{}".to_owned(), Value::to_string)
-}
-
-/// `plugin_config` with the values of secret-looking keys replaced, for display.
-pub fn redact_config(config: &Value) -> Value {
-    match config {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, value)| {
-                    let lower = key.to_ascii_lowercase();
-                    let secret = ["secret", "key", "token", "password", "auth", "credential"]
-                        .iter()
-                        .any(|w| lower.contains(w));
-                    let shown = if secret && !value.is_object() && !value.is_array() {
-                        json!("[redacted]")
-                    } else {
-                        redact_config(value)
-                    };
-                    (key.clone(), shown)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(redact_config).collect()),
-        other => other.clone(),
-    }
-}
-
-/// What a dry run is given.
-pub struct DryRun<'a> {
-    /// The event.
-    pub event: &'a Event,
-    /// The request before the transform (normally the template's rendering).
-    pub request: Request,
-    /// A receiver's answer to classify, if any.
-    pub response: Option<wit::Response>,
-    /// `plugin_config` as JSON text.
-    pub config: String,
-}
-
-/// Runs a plugin as the pipeline would, without sending anything: `transform` on the request,
-/// then `classify` on the response when one is given. The JSON is what the dry-run endpoint and
-/// `postwire plugin run` print.
-pub async fn dry_run(plugins: &Plugins, partner_id: &str, plugin_id: &str, input: DryRun<'_>) -> Result<Value, String> {
-    let plugin = plugins.get(plugin_id).await?;
-    let exports = plugin.exports();
-    let mut out = json!({"plugin": plugin_id, "exports": exports.names()});
-    let mut request = input.request;
-    if exports.transform {
-        let call = plugins
-            .transform(partner_id, plugin_id, input.event, &request, &input.config)
-            .await;
-        let mut report = call.report;
-        report["input"] = request_json(&request);
-        if let Ok(transformed) = call.result {
-            report["output"] = request_json(&transformed);
-            request = transformed;
-        }
-        out["transform"] = report;
-    }
-    if exports.classify {
-        match input.response {
-            Some(response) => {
-                let call = plugins
-                    .classify(partner_id, plugin_id, &request, response, &input.config)
-                    .await;
-                out["classify"] = call.report;
-            }
-            None if !exports.transform => return Err("this plugin only classifies: give a response to classify".into()),
-            None => {}
-        }
-    }
-    Ok(out)
-}
-
-/// A request as JSON: `{"method","url","headers","body"}`.
-pub fn request_json(request: &Request) -> Value {
-    json!({"method": request.method.as_str(), "url": request.url, "headers": request.headers, "body": request.body})
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! A postback request as rendered and sent: its method, URL, headers and body.
+//! A postback request as rendered and sent: its method, URL, headers and body, and the headers
+//! Postwire writes itself, which neither settings nor transform plugins may set.
 
 use std::fmt;
 
@@ -58,5 +59,66 @@ impl fmt::Display for Request {
             write!(f, "{}", self.body)?;
         }
         Ok(())
+    }
+}
+
+/// Headers Postwire writes itself (transport, framing and the Standard Webhooks signature); a
+/// partner's settings may not name them, and a transform plugin may not return them. Any other
+/// `webhook-` header is reserved too (see [`is_reserved`]).
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Whether Postwire writes the header `name` itself: one of [`RESERVED_HEADERS`], or any name
+/// in the Standard Webhooks `webhook-` namespace, in any case.
+pub fn is_reserved(name: &str) -> bool {
+    const NAMESPACE: &str = "webhook-";
+    name.get(..NAMESPACE.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(NAMESPACE))
+        || RESERVED_HEADERS
+            .iter()
+            .any(|reserved| name.eq_ignore_ascii_case(reserved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_headers_in_any_case() {
+        for name in [
+            "Host",
+            "Content-Length",
+            "TRANSFER-ENCODING",
+            "te",
+            "webhook-signature",
+            "Webhook-Id",
+            "webhook-anything",
+        ] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in [
+            "X-Host",
+            "Content-Type",
+            "webhook",
+            "tes",
+            "",
+            "Authorization",
+            "\u{e9}",
+        ] {
+            assert!(!is_reserved(name), "{name}");
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! - `new` scaffolds a plugin crate over the SDK;
 //! - `build` compiles it for wasm32-wasip2 and validates it with exactly the upload rules;
 //! - `run` and `classify` run a plugin on this machine as the server would: the same engine
-//!   configuration, limits and code path as the dry-run endpoint ([`crate::plugins::dry_run`]),
-//!   so both print the same output, fuel and verdict for the same input;
+//!   configuration, limits and code path as the dry-run endpoint ([`crate::exchange::dry_run`]),
+//!   so both print the same output, fuel and verdict for the same input, with secrets
+//!   [redacted](crate::redact) alike;
 //! - `upload` sends it to a server and can attach it to the partner's settings.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use postwire_plugins::{Host, Limits};
 use serde_json::{Value, json};
 
 use crate::event::Event;
-use crate::plugins::{DryRun, Plugins, dry_run};
+use crate::exchange::{DryRun, dry_run};
+use crate::plugins::Plugins;
 use crate::request::Request;
 use crate::settings::NotificationSettings;
 
@@ -300,7 +302,7 @@ pub async fn upload(
     let mut settings = current["settings"].clone();
     if settings
         .get("plugin_config")
-        .is_some_and(|c| c.to_string().contains("[redacted]"))
+        .is_some_and(|c| c.to_string().contains(crate::redact::REDACTED))
     {
         return Err("the settings' plugin_config holds secrets that the API shows redacted; attach the plugin with a PUT of the full settings instead".into());
     }

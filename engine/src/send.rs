@@ -25,19 +25,29 @@ impl Guard {
         Guard { allow }
     }
 
-    /// `Err(why)` when `ip` is internal and not allow-listed.
-    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+    /// `Err` when `ip` is internal and not allow-listed.
+    pub fn check(&self, ip: IpAddr) -> Result<(), RefusedDestination> {
         if self.allow.iter().any(|net| net.contains(&ip)) {
             return Ok(());
         }
         match forbidden_kind(ip) {
-            Some(kind) => Err(format!(
-                "destination {ip} is a {kind} address; postbacks may not go there unless the operator \
-                 allow-lists it (serve --allow-destination {ip}/32)"
-            )),
+            Some(kind) => Err(RefusedDestination { ip, kind }),
             None => Ok(()),
         }
     }
+}
+
+/// An internal destination the guard refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "destination {ip} is a {kind} address; postbacks may not go there unless the operator \
+     allow-lists it (serve --allow-destination {ip}/32)"
+)]
+pub struct RefusedDestination {
+    /// The address.
+    pub ip: IpAddr,
+    /// What kind of internal address it is, e.g. `loopback`.
+    pub kind: &'static str,
 }
 
 /// The kind of internal address `ip` is, if it is one.
@@ -106,7 +116,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|addr| match guard.check(addr.ip()) {
                     Ok(()) => true,
                     Err(why) => {
-                        refused.get_or_insert(why);
+                        refused.get_or_insert_with(|| why.to_string());
                         false
                     }
                 })
@@ -152,10 +162,38 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// An exchange that produced no answer.
+/// An exchange that produced no answer. The texts are what the attempt log shows.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct SendError(pub String);
+pub enum SendError {
+    /// The URL does not parse.
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        reason: url::ParseError,
+    },
+    /// The URL names an internal address (the guard of names resolved is met as
+    /// [`SendError::Connect`]: it refuses while connecting).
+    #[error(transparent)]
+    RefusedDestination(#[from] RefusedDestination),
+    /// The exchange took longer than the timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// No connection: refused, reset, unresolvable, TLS failure, a destination the guard
+    /// refused; the text is the root cause.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The answer broke off while it was read; the text is the root cause.
+    #[error("the response broke off: {0}")]
+    BrokeOff(String),
+    /// Any other failure; the text is the root cause.
+    #[error("the exchange failed: {0}")]
+    Failed(String),
+    /// A failure without a cause to tell, in the HTTP client's words.
+    #[error("{0}")]
+    Other(String),
+}
 
 /// Sends postbacks; cheap to clone, connections are pooled and reused.
 #[derive(Clone)]
@@ -237,10 +275,10 @@ impl Sender {
     }
 
     async fn exchange(&self, request: &Request, extra: &[(&str, String)]) -> Result<Answer, SendError> {
-        let url = self
-            .bases
-            .parse(&request.url)
-            .map_err(|e| SendError(format!("invalid url {:?}: {e}", request.url)))?;
+        let url = self.bases.parse(&request.url).map_err(|reason| SendError::InvalidUrl {
+            url: request.url.clone(),
+            reason,
+        })?;
         if let Some(host) = url.host() {
             let literal = match host {
                 url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
@@ -248,7 +286,7 @@ impl Sender {
                 url::Host::Domain(_) => None,
             };
             if let Some(ip) = literal {
-                self.guard.check(ip).map_err(SendError)?;
+                self.guard.check(ip)?;
             }
         }
         let method = reqwest::Method::from_bytes(request.method.as_str().as_bytes()).expect("known methods");
@@ -297,18 +335,17 @@ fn describe(error: &reqwest::Error, config: &SendConfig) -> SendError {
         cause = inner.to_string();
         source = inner.source();
     }
-    let text = if error.is_timeout() {
-        format!("timed out after {:?}", config.timeout)
+    if error.is_timeout() {
+        SendError::Timeout(config.timeout)
     } else if error.is_connect() {
-        format!("could not connect: {cause}")
+        SendError::Connect(cause)
     } else if error.is_body() || error.is_decode() {
-        format!("the response broke off: {cause}")
+        SendError::BrokeOff(cause)
     } else if cause.is_empty() {
-        error.to_string()
+        SendError::Other(error.to_string())
     } else {
-        format!("the exchange failed: {cause}")
-    };
-    SendError(text)
+        SendError::Failed(cause)
+    }
 }
 
 #[cfg(test)]

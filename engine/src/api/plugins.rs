@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::FieldError;
 use crate::event::{Event, EventType};
-use crate::plugins::{DryRun, dry_run};
+use crate::exchange::{DryRun, dry_run};
 use crate::settings::NotificationSettings;
 use crate::store::{PluginRecord, now_ms};
 
@@ -200,7 +200,7 @@ fn parse_request(value: &Value) -> Result<crate::request::Request, ApiError> {
         headers: headers(value.get("headers")),
         body: value.get("body").and_then(Value::as_str).unwrap_or_default().to_owned(),
     };
-    crate::plugins::engine_request(&plugin_request).map_err(|e| invalid("request", e))
+    crate::plugins::engine_request(&plugin_request).map_err(|e| invalid("request", e.to_string()))
 }
 
 fn parse_response(value: &Value) -> Result<postwire_plugins::types::Response, ApiError> {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::{FieldError, Invalid};
 use crate::event::{Event, EventType};
+use crate::exchange::{self, Context, Exchanged};
 use crate::settings::NotificationSettings;
 use crate::store::{SettingsRecord, now_ms};
 
@@ -26,7 +27,7 @@ pub(super) fn router() -> Router<AppState> {
 fn view(record: &SettingsRecord) -> Value {
     let mut settings = serde_json::from_str::<Value>(&record.body).unwrap_or(Value::Null);
     if let Some(config) = settings.get_mut("plugin_config") {
-        *config = crate::plugins::redact_config(config);
+        *config = crate::redact::config(config);
     }
     json!({
         "settings": settings,
@@ -120,32 +121,28 @@ async fn test(
     let compiled = settings.compile().map_err(|e| ApiError::invalid(e, ""))?;
     let event = Event::sample(event_type, &partner.id);
     let test_id = crate::store::new_id("test");
-    let (request, transform_report) =
-        match crate::worker::transform(&state.plugins, &compiled, &event, compiled.render(&event)).await {
-            Ok(transformed) => transformed,
-            Err((reason, report, _)) => {
-                return Ok(Json(json!({
-                    "event": event.to_json(),
-                    "request": null,
-                    "response": null,
-                    "verdict": "fail",
-                    "error": reason,
-                    "plugins": {"transform": report},
-                })));
-            }
-        };
-    let (attempt, verdict) = crate::worker::attempt(
-        &state.sender,
-        &state.plugins,
-        &partner.id,
-        &compiled,
-        &partner.secret,
-        &request,
-        &test_id,
-        1,
-        transform_report,
-    )
-    .await;
+    let ctx = Context {
+        sender: &state.sender,
+        plugins: &state.plugins,
+        partner_id: &partner.id,
+        settings: &compiled,
+        secret: &partner.secret,
+        delivery_id: &test_id,
+        number: 1,
+    };
+    let Exchanged { attempt, verdict } = match exchange::run(&ctx, &event, compiled.render(&event)).await {
+        Ok(exchanged) => exchanged,
+        Err(failed) => {
+            return Ok(Json(json!({
+                "event": event.to_json(),
+                "request": null,
+                "response": null,
+                "verdict": "fail",
+                "error": failed.to_string(),
+                "plugins": {"transform": failed.into_report()},
+            })));
+        }
+    };
     Ok(Json(json!({
         "event": event.to_json(),
         "request": attempt.request,

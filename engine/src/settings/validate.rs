@@ -11,23 +11,6 @@ use crate::event::EventType;
 use crate::render::BodyFormat;
 use crate::request::Method;
 
-/// Headers Postwire writes itself; a partner may not set them.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "proxy-connection",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
-
 const FIELDS: &[&str] = &[
     "url",
     "method",
@@ -263,7 +246,7 @@ fn read_headers(json: Option<&Json>, problems: &mut Problems) -> BTreeMap<String
             continue;
         }
         let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str()) {
+        if crate::request::is_reserved(name) {
             problems.push(FieldError::new(
                 field,
                 Some(name),

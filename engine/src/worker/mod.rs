@@ -1,0 +1,536 @@
+//! The worker: claims due deliveries and takes each through the pipeline, in the order the
+//! code runs the steps:
+//!
+//! 1. claim: deliveries leased to this worker wait in a [queue in memory](queue) for a send
+//!    slot. Those this process accepted a moment ago are
+//!    [leased as they are recorded](Worker::accept); the claimer tops the queue up from the
+//!    store, a batch at a time, ahead of need, so that sending never waits for the store;
+//! 2. rate limit: wait for the endpoint's next slot, or go back to the store due at that slot;
+//! 3. render: the event with the settings current now, so a partner who fixes a template fixes
+//!    the pending retries too;
+//! 4. transform, sign, send, classify: one [exchange](crate::exchange) with the receiver;
+//! 5. record: the attempt and the delivery's next state, committed in batches by one
+//!    [recorder](recorder) task, so the store sees few large transactions instead of many
+//!    small ones.
+//!
+//! A delivery is marked delivered only after its attempt is committed; a crash before that
+//! leaves the lease to expire and the postback to be sent again (at least once, same
+//! `webhook-id`).
+
+mod queue;
+mod recorder;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use self::queue::{Job, Queue};
+use self::recorder::{Record, record};
+use crate::classify::Verdict;
+use crate::event::Event;
+use crate::exchange::{self, Context, unsent_attempt};
+use crate::plugins::Plugins;
+use crate::ratelimit::RateLimits;
+use crate::retry::Schedule;
+use crate::send::Sender;
+use crate::settings::{CompiledSettings, NotificationSettings};
+use crate::store::{Accepted, Attempt, Claimed, ClaimedEvent, Lease, Next, Outcome, Store, StoreError, now_ms};
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Deliveries claimed at once.
+    pub batch: usize,
+    /// How long a claim lasts; longer than the send timeout plus the rate-limit horizon.
+    pub lease: Duration,
+    /// Postbacks in flight at once.
+    pub concurrency: usize,
+    /// Longest sleep when nothing is due (new events wake the worker at once).
+    pub idle_poll: Duration,
+    /// How far ahead a rate-limited delivery may wait in memory for its slot.
+    pub rate_horizon: Duration,
+    /// Retry delays.
+    pub schedule: Schedule,
+    /// How long in-flight postbacks may finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+    /// Most deliveries accepted by this process that wait in memory for a send slot; more wait
+    /// in the store until they are claimed. Below this, the queue holds at most what the worker
+    /// sends in a quarter of the lease (measured as it goes, and at least 4,096), so that a job
+    /// queued behind slow receivers is still sent well before its lease ends.
+    pub memory_queue: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch: 256,
+            lease: Duration::from_secs(37),
+            concurrency: 256,
+            idle_poll: Duration::from_secs(1),
+            rate_horizon: Duration::from_secs(2),
+            schedule: Schedule::default(),
+            shutdown_grace: Duration::from_secs(20),
+            memory_queue: 32_768,
+        }
+    }
+}
+
+/// A partner's compiled settings, kept while their version is current.
+struct Compiled {
+    version: i64,
+    settings: CompiledSettings,
+    secret: String,
+}
+
+struct Inner {
+    store: Store,
+    sender: Sender,
+    plugins: Arc<Plugins>,
+    config: WorkerConfig,
+    limits: RateLimits,
+    endpoints: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Set when deliveries may have become due in the store; the claimer then claims.
+    store_due: AtomicBool,
+    /// Set while the store holds due deliveries that came before any new one: new deliveries
+    /// then wait in the store too, behind them, instead of overtaking them from memory.
+    backlog: AtomicBool,
+    wake: Notify,
+    queue: Queue,
+    /// Per partner, when an attempt last disabled its endpoint (Unix ms).
+    disabled: Mutex<HashMap<String, i64>>,
+}
+
+/// The delivery worker; clones share one worker.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl Worker {
+    /// A worker over `store`, sending with `sender`, running plugins with `plugins`.
+    pub fn new(store: Store, sender: Sender, plugins: Arc<Plugins>, config: WorkerConfig) -> Worker {
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                sender,
+                plugins,
+                limits: RateLimits::default(),
+                endpoints: Mutex::new(HashMap::new()),
+                store_due: AtomicBool::new(true),
+                backlog: AtomicBool::new(false),
+                wake: Notify::new(),
+                queue: Queue::new(config.memory_queue, config.batch * 2, config.lease / 4),
+                disabled: Mutex::new(HashMap::new()),
+                config,
+            }),
+        }
+    }
+
+    /// Tells the worker that deliveries may be due now (new events, a retry, an enabled endpoint).
+    pub fn wake(&self) {
+        self.inner.store_due.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+    }
+
+    /// Accepts events ([`Store::accept`]). New deliveries that are due now are leased to this
+    /// worker in the same transaction and queued in memory, as many as it has room for, unless
+    /// earlier deliveries are waiting in the store; the others wait in the store for a claim.
+    ///
+    /// Runs to the end even if the caller stops waiting (a client that hung up), so that what
+    /// was leased is queued and the places promised in the queue are taken or given back.
+    pub async fn accept(&self, events: Vec<Event>) -> Result<Vec<Accepted>, StoreError> {
+        let worker = self.clone();
+        match tokio::spawn(async move { worker.accept_now(events).await }).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
+    }
+
+    async fn accept_now(&self, events: Vec<Event>) -> Result<Vec<Accepted>, StoreError> {
+        let inner = &self.inner;
+        let now = now_ms();
+        let room = if inner.backlog.load(Ordering::Acquire) {
+            0
+        } else {
+            inner.queue.reserve(events.len())
+        };
+        let lease = Lease {
+            until: now + inner.config.lease.as_millis() as i64,
+            max: room,
+        };
+        let events = Arc::new(events);
+        let (accepted, leased) = match inner.store.accept_leasing(events.clone(), now, lease).await {
+            Ok(done) => done,
+            Err(e) => {
+                inner.queue.release(room);
+                return Err(e);
+            }
+        };
+        // The store has let go of its reference by now; the copy is only a fallback.
+        let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
+        let new: usize = accepted
+            .iter()
+            .filter(|a| !a.duplicate)
+            .map(|a| a.delivery_ids.len())
+            .sum();
+        let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+        let jobs: Vec<Job> = leased
+            .into_iter()
+            // An event has one delivery; were there a second, it would wait for its lease to end.
+            .filter_map(|leased| {
+                let mut event = events[leased.event].take()?;
+                event.forget_text();
+                Some(Job {
+                    claimed: Claimed {
+                        delivery_id: leased.delivery_id,
+                        partner_id: event.partner_id.clone(),
+                        attempts: 0,
+                        event: ClaimedEvent::Read(Box::new(event)),
+                        settings_version: leased.settings_version,
+                    },
+                    leased_at: now,
+                    until: lease.until,
+                })
+            })
+            .collect();
+        let handed = jobs.len();
+        self.enqueue(room, jobs, now).await;
+        if new > handed {
+            // Some wait in the store: due later, blocked, held, or due now but without room in
+            // memory, in which case later ones must not overtake them.
+            if handed == room {
+                inner.backlog.store(true, Ordering::Release);
+            }
+            self.wake();
+        }
+        Ok(accepted)
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops claiming, lets postbacks in flight finish
+    /// (within the grace period) and commits what they recorded.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        let (records, receiver) = mpsc::channel::<Record>(inner.config.batch * 4);
+        let recorder = tokio::spawn(record(self.clone(), receiver));
+        inner.queue.open();
+        let claimer = tokio::spawn({
+            let (worker, shutdown) = (self.clone(), shutdown.clone());
+            async move { worker.claim(shutdown).await }
+        });
+        let permits = Arc::new(Semaphore::new(inner.config.concurrency));
+        let tasks = TaskTracker::new();
+        let lease = inner.config.lease.as_millis() as i64;
+        let mut last_prune = Instant::now();
+        loop {
+            let first = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = shutdown.cancelled() => break,
+            };
+            let mut held = vec![first];
+            while held.len() < inner.config.batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => held.push(permit),
+                    Err(_) => break,
+                }
+            }
+            // A job whose lease ends before it could be sent and recorded is left to the store.
+            let jobs = inner.queue.take(held.len(), now_ms() + lease / 2);
+            if jobs.is_empty() {
+                drop(held);
+                tokio::select! {
+                    () = inner.queue.ready.notified() => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            for (job, permit) in jobs.into_iter().zip(held.drain(..)) {
+                let worker = self.clone();
+                let records = records.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    worker.deliver(job, records, shutdown).await;
+                    drop(permit);
+                });
+            }
+            drop(held);
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                inner.limits.prune(Instant::now());
+                last_prune = Instant::now();
+            }
+        }
+        if claimer.await.is_err() {
+            error!("the claimer stopped abnormally");
+        }
+        // Deliveries still waiting in memory are due now for whichever worker runs next.
+        for job in inner.queue.close() {
+            let _ = records.send(Record::Later(job.claimed.delivery_id, now_ms())).await;
+        }
+        tasks.close();
+        if tokio::time::timeout(inner.config.shutdown_grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("postbacks still in flight at shutdown; their leases expire and they are sent again");
+        }
+        drop(records);
+        if recorder.await.is_err() {
+            error!("the recorder stopped abnormally");
+        }
+        info!("worker stopped");
+    }
+
+    /// The claimer: while the store may hold due deliveries, keeps at least the queue's low mark
+    /// of them waiting in memory, claiming up to `2 * batch` at a time.
+    async fn claim(&self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        let lease = inner.config.lease.as_millis() as i64;
+        // The store is asked at least this often, so that retries fall due while deliveries
+        // from memory keep every place busy.
+        let mut next_check = tokio::time::Instant::now();
+        loop {
+            if inner.queue.len() >= inner.queue.low {
+                tokio::select! {
+                    () = inner.queue.drained.notified() => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            if tokio::time::Instant::now() >= next_check {
+                inner.store_due.store(true, Ordering::Release);
+            }
+            if !inner.store_due.swap(false, Ordering::AcqRel) {
+                tokio::select! {
+                    () = inner.wake.notified() => {}
+                    () = tokio::time::sleep_until(next_check) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let wanted = inner.queue.reserve(inner.config.batch * 2);
+            if wanted == 0 {
+                inner.store_due.store(true, Ordering::Release);
+                tokio::select! {
+                    () = inner.queue.drained.notified() => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            // Not cancelled by shutdown: what is claimed is queued, or given back below.
+            let now = now_ms();
+            match inner.store.claim(now, lease, wanted as i64).await {
+                Ok(claimed) => {
+                    debug!(count = claimed.len(), "claimed deliveries");
+                    if claimed.len() == wanted {
+                        inner.store_due.store(true, Ordering::Release);
+                    } else {
+                        inner.backlog.store(false, Ordering::Release);
+                        next_check = tokio::time::Instant::now() + self.idle_after().await;
+                    }
+                    let jobs = claimed
+                        .into_iter()
+                        .map(|claimed| Job {
+                            claimed,
+                            leased_at: now,
+                            until: now + lease,
+                        })
+                        .collect();
+                    self.enqueue(wanted, jobs, now).await;
+                }
+                Err(e) => {
+                    inner.queue.release(wanted);
+                    error!(error = %e, "claiming deliveries failed; trying again");
+                    inner.store_due.store(true, Ordering::Release);
+                    next_check = tokio::time::Instant::now() + Duration::from_secs(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues leased `jobs` in `reserved` promised places. Should the worker have stopped
+    /// meanwhile, they are given back to the store, due at `now` for whichever worker runs next.
+    async fn enqueue(&self, reserved: usize, jobs: Vec<Job>, now: i64) {
+        let refused = self.inner.queue.fill(reserved, jobs);
+        if refused.is_empty() {
+            return;
+        }
+        let due: Vec<(String, i64)> = refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
+        if let Err(e) = self.inner.store.reschedule(&due).await {
+            warn!(error = %e, "giving back leases failed; they are sent once the leases end");
+        }
+    }
+
+    /// How long the claimer may wait before the store has due deliveries again, at most the idle
+    /// poll.
+    async fn idle_after(&self) -> Duration {
+        let poll = self.inner.config.idle_poll;
+        match self.inner.store.next_due().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, poll.as_millis() as i64) as u64),
+            _ => poll,
+        }
+    }
+
+    /// One delivery through rate limit, render and the exchange (transform, sign, send,
+    /// classify); the result goes to the recorder.
+    async fn deliver(&self, job: Job, records: mpsc::Sender<Record>, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        let Job { claimed, leased_at, .. } = job;
+        let disabled_at = inner
+            .disabled
+            .lock()
+            .expect("never poisoned")
+            .get(&claimed.partner_id)
+            .copied();
+        if disabled_at.is_some_and(|at| at >= leased_at) {
+            // The store holds it with the endpoint's other deliveries until it is enabled again.
+            debug!(delivery = %claimed.delivery_id, "the endpoint was disabled after the claim; not sent");
+            return;
+        }
+        let number = claimed.attempts + 1;
+        let send_outcome = |attempt: Attempt, next: Next| {
+            let records = records.clone();
+            async move {
+                let _ = records.send(Record::Outcome(Box::new(Outcome { attempt, next }))).await;
+            }
+        };
+        let (compiled, event) = match self
+            .prepare(claimed.partner_id.as_str(), claimed.settings_version, claimed.event)
+            .await
+        {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                let attempt = unsent_attempt(&claimed.delivery_id, number, &reason, None);
+                return send_outcome(attempt, Next::Failed).await;
+            }
+        };
+        if let Some(rate) = compiled.settings.settings().max_requests_per_sec {
+            let now = Instant::now();
+            match inner
+                .limits
+                .reserve(&claimed.partner_id, rate, now, inner.config.rate_horizon)
+            {
+                Ok(slot) if slot > now => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(slot.into()) => {}
+                        () = shutdown.cancelled() => {
+                            let _ = records.send(Record::Later(claimed.delivery_id, now_ms())).await;
+                            return;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(slot) => {
+                    let at = now_ms() + slot.duration_since(now).as_millis() as i64;
+                    let _ = records.send(Record::Later(claimed.delivery_id, at)).await;
+                    return;
+                }
+            }
+            while let Some(until) = inner.limits.admit(&claimed.partner_id, rate, Instant::now()) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    () = shutdown.cancelled() => {
+                        let _ = records.send(Record::Later(claimed.delivery_id, now_ms())).await;
+                        return;
+                    }
+                }
+            }
+        }
+        let rendered = compiled.settings.render(&event);
+        let ctx = Context {
+            sender: &inner.sender,
+            plugins: &inner.plugins,
+            partner_id: &claimed.partner_id,
+            settings: &compiled.settings,
+            secret: &compiled.secret,
+            delivery_id: &claimed.delivery_id,
+            number,
+        };
+        let exchanged = match exchange::run(&ctx, &event, rendered).await {
+            Ok(exchanged) => exchanged,
+            Err(failed) => {
+                let next = if failed.is_host_failure() {
+                    self.retry_at(number, None)
+                } else {
+                    Next::Failed
+                };
+                return send_outcome(failed.into_attempt(&claimed.delivery_id, number), next).await;
+            }
+        };
+        let (attempt, verdict) = (exchanged.attempt, exchanged.verdict);
+        let next = match verdict {
+            Verdict::Success => Next::Delivered,
+            Verdict::Fail { .. } => Next::Failed,
+            Verdict::Disable { reason } => {
+                inner
+                    .disabled
+                    .lock()
+                    .expect("never poisoned")
+                    .insert(claimed.partner_id.clone(), now_ms());
+                Next::Disable(reason)
+            }
+            Verdict::Retry { after, .. } => self.retry_at(number, after),
+        };
+        send_outcome(attempt, next).await;
+    }
+
+    /// The next attempt's time after `attempts` attempts, or failure when the schedule is spent.
+    fn retry_at(&self, attempts: i64, after: Option<Duration>) -> Next {
+        match self.inner.config.schedule.next_delay(attempts as usize, after) {
+            Some(delay) => Next::RetryAt(now_ms() + delay.as_millis() as i64),
+            None => Next::Failed,
+        }
+    }
+
+    /// The partner's current settings (compiled once per version) and the event.
+    async fn prepare(
+        &self,
+        partner_id: &str,
+        settings_version: i64,
+        event: ClaimedEvent,
+    ) -> Result<(Arc<Compiled>, Event), String> {
+        let compiled = self.compiled(partner_id, settings_version).await?;
+        Ok((compiled, event.read()?))
+    }
+
+    async fn compiled(&self, partner_id: &str, version: i64) -> Result<Arc<Compiled>, String> {
+        let cached = self
+            .inner
+            .endpoints
+            .lock()
+            .expect("never poisoned")
+            .get(partner_id)
+            .cloned();
+        if let Some(compiled) = cached.filter(|c| c.version == version) {
+            return Ok(compiled);
+        }
+        let endpoint = self
+            .inner
+            .store
+            .endpoint(partner_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("partner {partner_id} has no notification settings"))?;
+        let settings: NotificationSettings = serde_json::from_str(&endpoint.settings).map_err(|e| e.to_string())?;
+        let settings = settings
+            .compile()
+            .map_err(|e| format!("the saved settings no longer compile: {e}"))?;
+        let compiled = Arc::new(Compiled {
+            version: endpoint.version,
+            settings,
+            secret: endpoint.secret,
+        });
+        self.inner
+            .endpoints
+            .lock()
+            .expect("never poisoned")
+            .insert(partner_id.to_owned(), compiled.clone());
+        Ok(compiled)
+    }
+}

@@ -1,0 +1,75 @@
+//! The recorder: attempts and the deliveries' next states, committed in batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use super::Worker;
+use crate::store::{Next, Outcome, now_ms};
+
+/// What the recorder writes.
+pub(super) enum Record {
+    Outcome(Box<Outcome>),
+    /// Back to the store due at this time, no attempt counted.
+    Later(String, i64),
+}
+
+/// The recorder: commits outcomes in batches, retrying the store for a while when it fails.
+/// A commit that made deliveries due now (an inquiry's resolved postback once its created one is
+/// done, an immediate retry, a delivery given back) wakes the claimer.
+pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
+    let store = &worker.inner.store;
+    let mut outcomes = Vec::new();
+    let mut later = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                Record::Outcome(outcome) => outcomes.push(*outcome),
+                Record::Later(id, at) => later.push((id, at)),
+            }
+            next = if outcomes.len() + later.len() < 1024 {
+                receiver.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let now = now_ms();
+        let due_now = outcomes
+            .iter()
+            .any(|o| matches!(o.next, Next::RetryAt(at) if at <= now))
+            || later.iter().any(|(_, at)| *at <= now);
+        // Handed over whole and taken back after, so that the buffer is allocated once.
+        let batch = Arc::new(std::mem::take(&mut outcomes));
+        let unblocked = persist("recording attempts", || store.record(batch.clone(), now)).await;
+        outcomes = Arc::try_unwrap(batch).unwrap_or_default();
+        persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
+        if due_now || unblocked.is_some_and(|n| n > 0) {
+            worker.wake();
+        }
+        outcomes.clear();
+        later.clear();
+    }
+}
+
+/// Runs a store write, retrying with backoff for a while; if the store stays down, the leases
+/// of the deliveries concerned expire and they are sent again.
+async fn persist<T, F, Fut>(what: &str, mut write: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    for round in 0..10u32 {
+        match write().await {
+            Ok(done) => return Some(done),
+            Err(e) => {
+                warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << round.min(4))).await;
+            }
+        }
+    }
+    error!("{what} failed for good; the leases expire and the postbacks are sent again");
+    None
+}
