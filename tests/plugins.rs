@@ -407,3 +407,182 @@ async fn plugins_survive_a_restart_without_compiling_again() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     second.stop().await;
 }
+
+/// The values a test of redaction hides: none may appear where Postwire shows a request or a
+/// configuration.
+const SECRETS: &[&str] = &[
+    "pass-secret",
+    "q-credential",
+    "h-credential",
+    "h-cookie",
+    "c-credential",
+    "c-cookie",
+    "c-key",
+    "p-token",
+];
+
+fn assert_hidden(shown: &Value, place: &str) {
+    let text = shown.to_string();
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{place} shows {secret}: {text}");
+    }
+}
+
+/// The value of header `name` in a request as shown (`[[name, value], ...]`).
+fn shown_header<'a>(request: &'a Value, name: &str) -> &'a Value {
+    request["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .find(|h| h[0] == name)
+        .map(|h| &h[1])
+        .unwrap_or_else(|| panic!("no header {name} in {request}"))
+}
+
+/// The same secret-looking names (here with "credential", "cookie", "key" and "token") are
+/// hidden by the same rules wherever Postwire shows a request or a configuration: the attempt
+/// log, the test postback, settings as shown, the dry run and the local runner. A URL's
+/// userinfo is hidden too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_hidden_by_the_same_rules_everywhere() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
+    let partner = engine.create_partner("Secrets").await;
+    let reshape = upload_ok(&engine, &partner, "reshape").await;
+    let url = receiver
+        .url("/pb?inquiry={ActionInquiryId}&credential=q-credential")
+        .replacen("://", "://user:pass-secret@", 1);
+    let mut settings = sample_settings(&url);
+    settings["headers"]["X-Credential"] = json!("h-credential");
+    settings["headers"]["X-Session-Cookie"] = json!("h-cookie");
+    settings["transform_plugin"] = json!(reshape);
+    settings["plugin_config"] = json!({
+        "credential": "c-credential",
+        "session_cookie": "c-cookie",
+        "api_key": "c-key",
+        "headers": {"X-Plugin-Token": "p-token", "X-Plugin-Tag": "visible"},
+    });
+    let saved = engine.put_settings(&partner, &settings).await;
+    assert_eq!(saved.status, StatusCode::OK, "{saved:?}");
+
+    // The receiver gets every value.
+    let id = engine.send_event(&created(&partner, "evt_hidden_1", "inq-h")).await;
+    let delivery = engine.wait_status(&partner, &id, "delivered").await;
+    let hit = &receiver.wait_hits(1).await[0];
+    assert_eq!(hit.header("x-credential"), Some("h-credential"));
+    assert_eq!(hit.header("x-session-cookie"), Some("h-cookie"));
+    assert_eq!(hit.header("x-plugin-token"), Some("p-token"));
+    assert_eq!(hit.query.as_deref(), Some("inquiry=inq-h&credential=q-credential"));
+
+    // The attempt log.
+    let logged = &attempts(&delivery)[0]["request"];
+    assert_hidden(logged, "the attempt log");
+    for name in ["X-Credential", "X-Session-Cookie", "X-Plugin-Token"] {
+        assert_eq!(shown_header(logged, name), "[redacted]", "{logged}");
+    }
+    assert_eq!(shown_header(logged, "X-Plugin-Tag"), "visible");
+    let logged_url = logged["url"].as_str().expect("a url");
+    assert!(logged_url.starts_with("http://[redacted]@127.0.0.1:"), "{logged_url}");
+    assert!(logged_url.contains("inquiry=inq-h"), "{logged_url}");
+
+    // The test postback.
+    let test = engine.post_empty(&format!("{}/test", settings_path(&partner))).await;
+    assert_eq!(test.json["verdict"], "success", "{test:?}");
+    assert_hidden(&test.json["request"], "the test postback");
+    assert_eq!(shown_header(&test.json["request"], "X-Credential"), "[redacted]");
+
+    // Settings as shown.
+    let shown = engine.settings(&partner).await;
+    let config = &shown["settings"]["plugin_config"];
+    assert_hidden(config, "the settings");
+    for key in ["credential", "session_cookie", "api_key"] {
+        assert_eq!(config[key], "[redacted]", "{config}");
+    }
+    assert_eq!(config["headers"]["X-Plugin-Token"], "[redacted]");
+    assert_eq!(config["headers"]["X-Plugin-Tag"], "visible");
+
+    // The dry run, with the saved settings and plugin_config.
+    let dry = engine
+        .post(
+            &format!("/v1/partners/{}/plugins/{reshape}/run", partner.id),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::OK, "{dry:?}");
+    assert_hidden(&dry.json, "the dry run");
+    let transform = &dry.json["transform"];
+    assert_eq!(shown_header(&transform["input"], "X-Credential"), "[redacted]");
+    assert_eq!(shown_header(&transform["output"], "X-Plugin-Token"), "[redacted]");
+    assert_eq!(shown_header(&transform["output"], "X-Plugin-Tag"), "visible");
+    let dry_url = transform["input"]["url"].as_str().expect("a url");
+    assert!(dry_url.starts_with("http://[redacted]@127.0.0.1:"), "{dry_url}");
+
+    // The local runner, with the same settings and plugin_config.
+    let dir = tempfile::tempdir().unwrap();
+    let settings_file = dir.path().join("settings.json");
+    std::fs::write(&settings_file, settings.to_string()).unwrap();
+    let input = postwire::runner::Input {
+        wasm: postwire_test_plugins::path("reshape"),
+        event: None,
+        settings: Some(settings_file),
+        config: None,
+        response: None,
+    };
+    let (local, failed) = postwire::runner::run(input, postwire_plugins::Limits::default())
+        .await
+        .expect("the runner runs");
+    assert!(!failed, "{local}");
+    assert_hidden(&local, "the local runner");
+    for step in ["input", "output"] {
+        assert_eq!(
+            local["transform"][step]["headers"], transform[step]["headers"],
+            "the runner and the dry run show the same {step} headers"
+        );
+        assert_eq!(local["transform"][step]["url"], transform[step]["url"]);
+    }
+    engine.stop().await;
+}
+
+/// A transform plugin that returns a header Postwire writes itself fails the postback with a
+/// reason naming the header, and nothing is sent; the dry run and the test postback say the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_that_sets_a_header_postwire_writes_is_refused() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
+    let partner = engine.create_partner("Reserved").await;
+    let reshape = upload_ok(&engine, &partner, "reshape").await;
+    let mut settings = sample_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = json!(reshape);
+    for (n, header) in ["Transfer-Encoding", "Content-Length"].into_iter().enumerate() {
+        let mut headers = serde_json::Map::new();
+        headers.insert(header.to_owned(), json!("1"));
+        settings["plugin_config"] = json!({ "headers": headers });
+        assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
+        let reason = format!("it set the header {header}, which Postwire writes itself; remove it");
+
+        let event = created(&partner, &format!("evt_reserved_{n}"), &format!("inq-r{n}"));
+        let id = engine.send_event(&event).await;
+        let delivery = engine.wait_status(&partner, &id, "failed").await;
+        let log = attempts(&delivery);
+        assert_eq!(log.len(), 1, "{delivery:#}");
+        assert_eq!(log[0]["verdict"], "fail");
+        assert_eq!(log[0]["error"], format!("transform plugin failed: {reason}"));
+        assert!(log[0]["request"].is_null(), "nothing was sent: {delivery:#}");
+        assert_eq!(log[0]["plugins"]["transform"]["error"], reason.as_str());
+
+        let dry = engine
+            .post(
+                &format!("/v1/partners/{}/plugins/{reshape}/run", partner.id),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(dry.json["transform"]["error"], reason.as_str(), "{dry:?}");
+        assert!(dry.json["transform"].get("output").is_none());
+
+        let test = engine.post_empty(&format!("{}/test", settings_path(&partner))).await;
+        assert_eq!(test.json["verdict"], "fail", "{test:?}");
+        assert_eq!(test.json["error"], format!("transform plugin failed: {reason}"));
+    }
+    assert!(receiver.hits().is_empty(), "nothing was sent: {:?}", receiver.hits());
+    engine.stop().await;
+}

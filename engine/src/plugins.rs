@@ -6,9 +6,10 @@
 //! cannot take every core from the others, and turns each call into a report for the attempt log.
 //!
 //! Failure semantics:
-//! - a transform that fails (traps, runs out of fuel, refuses, returns a malformed request)
-//!   fails the delivery with the plugin's message: sending what the partner did not want is
-//!   worse than not sending; once the plugin is fixed, a manual retry replays it;
+//! - a transform that fails (traps, runs out of fuel, refuses, returns a malformed request or
+//!   one that sets a header Postwire writes itself) fails the delivery with the plugin's
+//!   message: sending what the partner did not want is worse than not sending; once the plugin
+//!   is fixed, a manual retry replays it;
 //! - a classifier that fails is recorded and the attempt is retried on the schedule: the
 //!   postback did reach the receiver, only its meaning is unknown;
 //! - a failure of the host itself (no sandbox slot, a broken artifact) is retried.

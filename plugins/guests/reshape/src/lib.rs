@@ -4,7 +4,9 @@
 //! taken from the event's data field of that name (`ActionInquiryId`, `OrderId`,
 //! `TransactionAmount`, `Currency`, `ResolutionStatus`), else from the body's key of that name,
 //! else `null`. `amount_cents` is `TransactionAmount` × 100 as an integer. Adds `X-Reshaped: 1`
-//! and logs once. With `{"key_prefix": "x"}` as config every key (at every level) gets the prefix.
+//! and logs once. With `{"key_prefix": "x"}` as config every key (at every level) gets the prefix;
+//! with `{"headers": {"Name": "value"}}` the request also gets those headers, whatever their
+//! names (so that tests can see what the engine does with headers it writes itself).
 
 wit_bindgen::generate!({ path: "../../../sdk/wit", world: "transformer" });
 
@@ -36,6 +38,7 @@ impl Guest for Reshape {
         }
         request.body = shaped.to_string();
         request.headers.push(("X-Reshaped".to_string(), "1".to_string()));
+        request.headers.extend(extra_headers(&config));
         log(
             Level::Info,
             &format!("reshaped the body of event {} ({} bytes)", event.id, request.body.len()),
@@ -61,6 +64,20 @@ fn cents(amount: &Value) -> Value {
 fn key_prefix(config: &str) -> Option<String> {
     let config: Value = serde_json::from_str(config).ok()?;
     Some(config.get("key_prefix")?.as_str()?.to_string())
+}
+
+/// `headers` from the partner's `plugin_config`: an object of header names and string values.
+fn extra_headers(config: &str) -> Vec<(String, String)> {
+    let Ok(config) = serde_json::from_str::<Value>(config) else {
+        return Vec::new();
+    };
+    match config.get("headers") {
+        Some(Value::Object(headers)) => headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.to_string())))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// `value` with `prefix` put before every object key, at every level.
