@@ -5,7 +5,7 @@
 //!    header Postwire writes itself, for one), ends the exchange before anything is sent;
 //! 2. [`sign`]: the Standard Webhooks headers, keyed with the partner's secret;
 //! 3. send: one HTTP exchange through the [`Sender`] (timeouts, no redirects, the SSRF guard);
-//! 4. [`classify`]: the answer read by the partner's classify plugin, or by the default rules;
+//! 4. [`classify()`]: the answer read by the partner's classify plugin, or by the default rules;
 //! 5. the [`Attempt`] for the attempt log, with the request as sent, secrets
 //!    [redacted](crate::redact::request).
 //!

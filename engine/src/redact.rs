@@ -65,7 +65,11 @@ pub fn url(url: &str) -> Cow<'_, str> {
     if !url.contains(['?', '@']) {
         return url.into();
     }
-    match query(url) {
+    let shown = query(url);
+    if !shown.contains('@') {
+        return shown;
+    }
+    match shown {
         Cow::Borrowed(same) => userinfo(same),
         Cow::Owned(changed) => Cow::Owned(userinfo(&changed).into_owned()),
     }

@@ -1,17 +1,16 @@
 //! The worker: claims due deliveries and takes each through the pipeline, in the order the
 //! code runs the steps:
 //!
-//! 1. claim: deliveries leased to this worker wait in a [queue in memory](queue) for a send
-//!    slot. Those this process accepted a moment ago are
-//!    [leased as they are recorded](Worker::accept); the claimer tops the queue up from the
-//!    store, a batch at a time, ahead of need, so that sending never waits for the store;
+//! 1. claim: deliveries leased to this worker wait in a queue in memory for a send slot.
+//!    Those this process accepted a moment ago are [leased as they are recorded](Worker::accept);
+//!    the claimer tops the queue up from the store, a batch at a time, ahead of need, so that
+//!    sending never waits for the store;
 //! 2. rate limit: wait for the endpoint's next slot, or go back to the store due at that slot;
 //! 3. render: the event with the settings current now, so a partner who fixes a template fixes
 //!    the pending retries too;
-//! 4. transform, sign, send, classify: one [exchange](crate::exchange) with the receiver;
-//! 5. record: the attempt and the delivery's next state, committed in batches by one
-//!    [recorder](recorder) task, so the store sees few large transactions instead of many
-//!    small ones.
+//! 4. transform, sign, send, classify: one [`exchange`] with the receiver;
+//! 5. record: the attempt and the delivery's next state, committed in batches by one recorder
+//!    task, so the store sees few large transactions instead of many small ones.
 //!
 //! A delivery is marked delivered only after its attempt is committed; a crash before that
 //! leaves the lease to expire and the postback to be sent again (at least once, same
