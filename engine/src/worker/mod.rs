@@ -80,6 +80,34 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Whether the rate limit lets a postback go now.
+enum Slot {
+    /// Its slot has come.
+    Now,
+    /// Back to the store, due at this time (Unix ms).
+    Later(i64),
+}
+
+/// Why a claimed delivery cannot be sent at all; its attempt fails with this reason.
+#[derive(Debug, thiserror::Error)]
+enum Unsendable {
+    /// The store could not be read.
+    #[error("{0}")]
+    Store(StoreError),
+    /// The partner's settings are gone.
+    #[error("partner {0} has no notification settings")]
+    NoSettings(String),
+    /// The saved settings are not settings.
+    #[error("{0}")]
+    UnreadableSettings(serde_json::Error),
+    /// The saved settings were valid once, and no longer are.
+    #[error("the saved settings no longer compile: {0}")]
+    SettingsDoNotCompile(crate::error::Invalid),
+    /// The stored event cannot be read.
+    #[error("{0}")]
+    Event(String),
+}
+
 /// A partner's compiled settings, kept while their version is current.
 struct Compiled {
     version: i64,
@@ -404,42 +432,16 @@ impl Worker {
             .await
         {
             Ok(prepared) => prepared,
-            Err(reason) => {
-                let attempt = unsent_attempt(&claimed.delivery_id, number, &reason, None);
+            Err(unsendable) => {
+                let attempt = unsent_attempt(&claimed.delivery_id, number, &unsendable.to_string(), None);
                 return send_outcome(attempt, Next::Failed).await;
             }
         };
-        if let Some(rate) = compiled.settings.settings().max_requests_per_sec {
-            let now = Instant::now();
-            match inner
-                .limits
-                .reserve(&claimed.partner_id, rate, now, inner.config.rate_horizon)
-            {
-                Ok(slot) if slot > now => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(slot.into()) => {}
-                        () = shutdown.cancelled() => {
-                            let _ = records.send(Record::Later(claimed.delivery_id, now_ms())).await;
-                            return;
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(slot) => {
-                    let at = now_ms() + slot.duration_since(now).as_millis() as i64;
-                    let _ = records.send(Record::Later(claimed.delivery_id, at)).await;
-                    return;
-                }
-            }
-            while let Some(until) = inner.limits.admit(&claimed.partner_id, rate, Instant::now()) {
-                tokio::select! {
-                    () = tokio::time::sleep_until(until.into()) => {}
-                    () = shutdown.cancelled() => {
-                        let _ = records.send(Record::Later(claimed.delivery_id, now_ms())).await;
-                        return;
-                    }
-                }
-            }
+        if let Some(rate) = compiled.settings.settings().max_requests_per_sec
+            && let Slot::Later(at) = self.wait_for_slot(&claimed.partner_id, rate, &shutdown).await
+        {
+            let _ = records.send(Record::Later(claimed.delivery_id, at)).await;
+            return;
         }
         let rendered = compiled.settings.render(&event);
         let ctx = Context {
@@ -462,21 +464,51 @@ impl Worker {
                 return send_outcome(failed.into_attempt(&claimed.delivery_id, number), next).await;
             }
         };
-        let (attempt, verdict) = (exchanged.attempt, exchanged.verdict);
-        let next = match verdict {
+        let next = self.next_after(&claimed.partner_id, number, exchanged.verdict);
+        send_outcome(exchanged.attempt, next).await;
+    }
+
+    /// The rate limit stage: waits for the endpoint's next slot when it is near enough, else
+    /// says when to come back (the delivery goes back to the store, due then). Shutdown ends
+    /// the wait: the delivery goes back due at once.
+    async fn wait_for_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
+        let inner = &self.inner;
+        let now = Instant::now();
+        match inner.limits.reserve(partner_id, rate, now, inner.config.rate_horizon) {
+            Ok(slot) if slot > now => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(slot.into()) => {}
+                    () = shutdown.cancelled() => return Slot::Later(now_ms()),
+                }
+            }
+            Ok(_) => {}
+            Err(slot) => return Slot::Later(now_ms() + slot.duration_since(now).as_millis() as i64),
+        }
+        while let Some(until) = inner.limits.admit(partner_id, rate, Instant::now()) {
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                () = shutdown.cancelled() => return Slot::Later(now_ms()),
+            }
+        }
+        Slot::Now
+    }
+
+    /// What a receiver's verdict makes of the delivery. A disabling verdict is also remembered
+    /// here, so that the endpoint's deliveries already in memory are not sent.
+    fn next_after(&self, partner_id: &str, number: i64, verdict: Verdict) -> Next {
+        match verdict {
             Verdict::Success => Next::Delivered,
             Verdict::Fail { .. } => Next::Failed,
             Verdict::Disable { reason } => {
-                inner
+                self.inner
                     .disabled
                     .lock()
                     .expect("never poisoned")
-                    .insert(claimed.partner_id.clone(), now_ms());
+                    .insert(partner_id.to_owned(), now_ms());
                 Next::Disable(reason)
             }
             Verdict::Retry { after, .. } => self.retry_at(number, after),
-        };
-        send_outcome(attempt, next).await;
+        }
     }
 
     /// The next attempt's time after `attempts` attempts, or failure when the schedule is spent.
@@ -493,12 +525,12 @@ impl Worker {
         partner_id: &str,
         settings_version: i64,
         event: ClaimedEvent,
-    ) -> Result<(Arc<Compiled>, Event), String> {
+    ) -> Result<(Arc<Compiled>, Event), Unsendable> {
         let compiled = self.compiled(partner_id, settings_version).await?;
-        Ok((compiled, event.read()?))
+        Ok((compiled, event.read().map_err(Unsendable::Event)?))
     }
 
-    async fn compiled(&self, partner_id: &str, version: i64) -> Result<Arc<Compiled>, String> {
+    async fn compiled(&self, partner_id: &str, version: i64) -> Result<Arc<Compiled>, Unsendable> {
         let cached = self
             .inner
             .endpoints
@@ -514,12 +546,11 @@ impl Worker {
             .store
             .endpoint(partner_id)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("partner {partner_id} has no notification settings"))?;
-        let settings: NotificationSettings = serde_json::from_str(&endpoint.settings).map_err(|e| e.to_string())?;
-        let settings = settings
-            .compile()
-            .map_err(|e| format!("the saved settings no longer compile: {e}"))?;
+            .map_err(Unsendable::Store)?
+            .ok_or_else(|| Unsendable::NoSettings(partner_id.to_owned()))?;
+        let settings: NotificationSettings =
+            serde_json::from_str(&endpoint.settings).map_err(Unsendable::UnreadableSettings)?;
+        let settings = settings.compile().map_err(Unsendable::SettingsDoNotCompile)?;
         let compiled = Arc::new(Compiled {
             version: endpoint.version,
             settings,
