@@ -34,7 +34,7 @@ use postwire::event::{Event, EventType};
 use postwire::request::Request;
 use postwire::serve::ServeOptions;
 use postwire::settings::NotificationSettings;
-use postwire::store::{Attempt, Durability, Next, Outcome, Store, now_ms};
+use postwire::store::{Attempt, AttemptVerdict, Durability, Next, Outcome, Store, now_ms};
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 use tokio_util::sync::CancellationToken;
@@ -608,7 +608,7 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
                     .expect("json"),
                 ),
                 response_body: Some(r#"{"ok":true}"#.into()),
-                verdict: "success".into(),
+                verdict: AttemptVerdict::Success,
                 error: None,
                 plugins: None,
             },
