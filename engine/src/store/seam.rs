@@ -38,8 +38,7 @@ impl Store {
 
     /// [`Store::open`], with the writes no client waits for (recordings, claims, give-backs)
     /// run `background_niceness` nice steps below the ones a client waits for (accepts); `serve`
-    /// passes its [runtime's niceness](crate::serve::Config::runtime_niceness). See
-    /// docs/performance.md for why.
+    /// passes its async runtime's niceness. See docs/performance.md for why.
     pub async fn open_with(url: &str, durability: Durability, background_niceness: i32) -> Result<Store> {
         if url.starts_with("sqlite:") {
             return Ok(Store::Sqlite(

@@ -139,6 +139,7 @@ suite!(
     a_manual_retry_waits_for_what_is_under_way,
     a_disabled_endpoint_holds_its_deliveries_until_enabled,
     a_delivery_waits_for_its_delay,
+    a_resolved_postback_waits_for_the_created_one,
 );
 
 /// An event sent again answers with the deliveries it had, whatever data it is sent with
@@ -281,4 +282,60 @@ async fn a_delivery_waits_for_its_delay(backend: Backend) {
     assert_eq!(store.next_due().await.expect("next due"), Some(due));
     assert!(store.claim(now_ms(), 60_000, 10).await.expect("claimed").is_empty());
     assert_eq!(store.claim(due, 60_000, 10).await.expect("claimed").len(), 1);
+}
+
+/// A resolved postback waits for the created one of its inquiry while that is on its way; a
+/// created one arriving second goes before an untried resolved one; once the created one is
+/// done, the resolved one goes.
+async fn a_resolved_postback_waits_for_the_created_one(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner(&store).await;
+    let rows = [
+        ("c1", "created", "i1"),
+        ("r1", "resolved", "i1"),
+        ("r2", "resolved", "i2"),
+        ("c2", "created", "i2"),
+        ("c3", "created", "i3"),
+    ];
+    let accepted = store
+        .accept(&events(&partner, &rows), now_ms())
+        .await
+        .expect("accepted");
+    let id = |event: &str| {
+        let at = rows.iter().position(|row| row.0 == event).expect("an event");
+        accepted[at].delivery_ids[0].clone()
+    };
+    let state = |deliveries: Vec<super::Delivery>, event: &str| {
+        let delivery = deliveries.into_iter().find(|d| d.id == id(event)).expect("a delivery");
+        (delivery.status, delivery.blocked_by)
+    };
+    let now = listed(&store, &partner, None).await;
+    assert_eq!(state(now.clone(), "r1"), (Status::Blocked, Some(id("c1"))));
+    assert_eq!(state(now.clone(), "r2"), (Status::Blocked, Some(id("c2"))));
+    assert_eq!(state(now.clone(), "c2"), (Status::Pending, None));
+    assert_eq!(state(now, "c3"), (Status::Pending, None));
+    let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 3, "the created ones");
+    // c3 resolved while its created postback is leased: it waits too.
+    store
+        .accept(&events(&partner, &[("r3", "resolved", "i3")]), now_ms())
+        .await
+        .expect("accepted");
+    let outcomes = vec![
+        Outcome {
+            attempt: attempt(&id("c2"), Some("refused")),
+            next: Next::Failed,
+        },
+        Outcome {
+            attempt: attempt(&id("c1"), None),
+            next: Next::Delivered,
+        },
+    ];
+    let released = store.record(outcomes.into(), now_ms()).await.expect("recorded");
+    assert_eq!(released, 2, "r1 and r2");
+    let now = listed(&store, &partner, None).await;
+    assert_eq!(state(now.clone(), "r1"), (Status::Pending, None));
+    assert_eq!(state(now.clone(), "r2"), (Status::Pending, None));
+    let r3 = now.iter().find(|d| d.event_id == "r3").expect("r3");
+    assert_eq!((r3.status, r3.blocked_by.clone()), (Status::Blocked, Some(id("c3"))));
 }
