@@ -10,7 +10,8 @@
 //! [`Store`] is what the rest of the engine uses, whatever holds the data: an enum over the
 //! backends, each public method handing the call to the backend the store was opened on (a
 //! `match`, no dynamic dispatch). [`Store::open`] picks the backend from the URL. The types of
-//! this module, [`StoreError`] included, name no backend's own types.
+//! this module name no backend's own types: a backend's error reaches callers boxed in
+//! [`StoreError::Backend`], converted where the backend is.
 //!
 //! Backends:
 //! - SQLite (`sqlite://FILE`, in `sqlite`): one file in WAL mode, its own writer threads and
@@ -20,7 +21,9 @@
 //!   [`StoreError::Unsupported`].
 //!
 //! The schema keeps to types and statements both SQLite and PostgreSQL have (times are Unix
-//! milliseconds, ids are text).
+//! milliseconds, ids are text). Adding a backend means a module with the methods [`Store`]
+//! hands on, a variant of [`Store`] and its arm in [`Store::open_with`], and a backend in the
+//! tests' list.
 //!
 //! # The delivery rules
 //!
