@@ -5,15 +5,45 @@
 //! delivery carries a lease (its `next_at` moves forward by the lease) that simply expires if
 //! the worker dies; an attempt and the delivery's new state are committed together.
 //!
-//! The public API is the contract a backend fulfils. This build stores into SQLite (one file,
-//! WAL); the schema keeps to types and statements both SQLite and PostgreSQL have (times are
-//! Unix milliseconds, ids are text).
+//! # The seam
+//!
+//! [`Store`] is what the rest of the engine uses, whatever holds the data: an enum over the
+//! backends, each public method handing the call to the backend the store was opened on (a
+//! `match`, no dynamic dispatch). [`Store::open`] picks the backend from the URL. The types of
+//! this module name no backend's own types: a backend's error reaches callers boxed in
+//! [`StoreError::Backend`], converted where the backend is.
+//!
+//! Backends:
+//! - SQLite (`sqlite://FILE`, in `sqlite`): one file in WAL mode, its own writer threads and
+//!   the hot statements run on the SQLite handle directly. Everything SQLite needs for speed
+//!   stays in that module.
+//! - PostgreSQL is not supported yet: a `postgres://` URL is refused with
+//!   [`StoreError::Unsupported`].
+//!
+//! The schema keeps to types and statements both SQLite and PostgreSQL have (times are Unix
+//! milliseconds, ids are text). Adding a backend means a module with the methods [`Store`]
+//! hands on, a variant of [`Store`] and its arm in [`Store::open_with`], and a backend in the
+//! tests' list.
+//!
+//! # The delivery rules
+//!
+//! Which deliveries an event creates and in what status, when they are due, holding and
+//! releasing them around a disabled endpoint, when a manual retry is allowed, what a recorded
+//! outcome does, and a new partner's signing secret are decided once, in [`rules`], for every
+//! backend. A backend calls those rules, or renders their SQL forms where a rule must run inside
+//! a bulk statement.
+//!
+//! The store's tests (in `tests`) run against [`Store`] only, once per backend.
 
+pub mod rules;
+mod seam;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 
-pub use sqlite::Store;
+pub use seam::Store;
 
 use crate::event::Event;
 
@@ -327,24 +357,37 @@ pub struct Outcome {
     pub next: Next,
 }
 
-/// Errors of the store.
+/// Errors of the store, the same whatever the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The database failed, on a path that uses the SQLite handle directly.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// Migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The backend failed: the database, its migrations, or a thread of the store's own.
+    #[error("{what}: {source}")]
+    Backend {
+        /// What failed, in a few words ("database error").
+        what: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store is shut down (or the task that was using it was stopped).
+    #[error("the store is closed")]
+    Closed,
     /// No such partner.
     #[error("no partner {0}")]
     UnknownPartner(String),
     /// The URL names no supported database.
     #[error("unsupported database URL {0:?}: use sqlite://FILE (PostgreSQL comes with the postgres backend)")]
     Unsupported(String),
+}
+
+impl StoreError {
+    /// A backend's error, described by `what`.
+    pub fn backend(what: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Backend {
+            what,
+            source: source.into(),
+        }
+    }
 }
 
 /// A new prefixed, sortable id such as `dlv_01JD7Y3M4W1Q9ZB6V2K8T5XH0C`.

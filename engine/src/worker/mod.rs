@@ -176,7 +176,7 @@ impl Worker {
         match tokio::spawn(async move { worker.accept_now(events).await }).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+            Err(_) => Err(StoreError::Closed),
         }
     }
 

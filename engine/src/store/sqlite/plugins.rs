@@ -1,8 +1,8 @@
-//! Plugins in the SQLite store.
+//! Plugins in the SQLite store, through sqlx.
 
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::{Result, SqliteStore};
 use crate::store::{ACTION_INQUIRY, PluginRecord, new_id};
 
 const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at";
@@ -24,7 +24,7 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> PluginRecord {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Stores an uploaded, validated plugin.
     pub async fn create_plugin(
         &self,

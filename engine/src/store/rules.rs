@@ -1,0 +1,372 @@
+//! The delivery rules, the same for every backend.
+//!
+//! Each rule is plain Rust over the facts it decides on. A backend calls it, or, where the rule
+//! has to run inside a bulk statement for speed (a `WHERE` clause that picks the rows of an
+//! `UPDATE`), renders its SQL form defined next to it here: standard SQL that SQLite and
+//! PostgreSQL both read, with the backend's placeholders passed in. Changing a rule means
+//! changing it here, in both forms, and the tests below keep the two in step.
+
+use std::collections::HashSet;
+
+use super::{Next, Partner, Status, new_id};
+use crate::event::{Event, EventType};
+use crate::settings::NotificationSettings;
+
+// What an event creates.
+
+/// Whether a partner's settings ask for a postback of this event: one delivery per event of a
+/// type the settings list, none otherwise.
+pub fn wants(settings: &NotificationSettings, event_type: EventType) -> bool {
+    settings.events.contains(&event_type)
+}
+
+/// When a new delivery is due: `min_delay_secs` after its event occurred, and never before now.
+pub fn due_at(occurred_at: i64, min_delay_secs: u64, now: i64) -> i64 {
+    (occurred_at + min_delay_secs as i64 * 1000).max(now)
+}
+
+/// The type of the delivery of the same inquiry that a new delivery of `event_type` waits for
+/// while that one is [on its way](ON_ITS_WAY): a resolved postback waits for the created one,
+/// so that a receiver never learns of a resolution before the inquiry.
+pub fn waits_for(event_type: EventType) -> Option<EventType> {
+    match event_type {
+        EventType::ActionInquiryResolved => Some(EventType::ActionInquiryCreated),
+        EventType::ActionInquiryCreated => None,
+    }
+}
+
+/// The type of the deliveries of the same inquiry that a new delivery of `event_type` goes
+/// before when they are [untried]: a created postback arriving second still goes first, and the
+/// resolved ones wait for it (status [`Status::Blocked`]).
+pub fn goes_before(event_type: EventType) -> Option<EventType> {
+    match event_type {
+        EventType::ActionInquiryCreated => Some(EventType::ActionInquiryResolved),
+        EventType::ActionInquiryResolved => None,
+    }
+}
+
+/// The statuses of a delivery that is still on its way, so that another may wait for it:
+/// not delivered and not failed for good.
+pub const ON_ITS_WAY: [Status; 3] = [Status::Pending, Status::Blocked, Status::Held];
+
+/// Whether a delivery is on its way (see [`ON_ITS_WAY`]).
+pub fn on_its_way(status: Status) -> bool {
+    ON_ITS_WAY.contains(&status)
+}
+
+/// The SQL form of [`on_its_way`].
+pub fn on_its_way_sql() -> String {
+    format!("status IN ({})", statuses_sql(&ON_ITS_WAY))
+}
+
+/// The statuses of a delivery that another may still go before, when it is [untried].
+pub const UNTRIED: [Status; 2] = [Status::Pending, Status::Held];
+
+/// Whether a delivery has not been tried yet and no worker holds it, so that a delivery arriving
+/// later may still go before it.
+pub fn untried(status: Status, attempts: i64, leased_until: Option<i64>, now: i64) -> bool {
+    UNTRIED.contains(&status) && attempts == 0 && !leased(leased_until, now)
+}
+
+/// The SQL form of [`untried`]; `now` is the backend's placeholder for the current time.
+pub fn untried_sql(now: &str) -> String {
+    format!(
+        "attempts = 0 AND status IN ({}) AND {}",
+        statuses_sql(&UNTRIED),
+        not_leased_sql(now)
+    )
+}
+
+/// Whether a worker holds a delivery now: it claimed it, or it was leased to it at accept, and
+/// the lease has not ended.
+pub fn leased(leased_until: Option<i64>, now: i64) -> bool {
+    leased_until.is_some_and(|until| until > now)
+}
+
+/// The SQL form of `!`[`leased`]; `now` is the backend's placeholder for the current time.
+pub fn not_leased_sql(now: &str) -> String {
+    format!("(leased_until IS NULL OR leased_until <= {now})")
+}
+
+/// The status of a new delivery: waiting behind another, held while its endpoint is disabled,
+/// or pending.
+pub fn initial_status(blocked: bool, endpoint_disabled: bool) -> Status {
+    match (blocked, endpoint_disabled) {
+        (true, _) => Status::Blocked,
+        (false, true) => Status::Held,
+        (false, false) => Status::Pending,
+    }
+}
+
+/// Whether a new delivery may be leased to the accepting worker at once (within the number the
+/// worker has room for): only one that is pending and due now.
+pub fn lease_at_accept(status: Status, due: i64, now: i64) -> bool {
+    status == Status::Pending && due <= now
+}
+
+/// True when no two events share an id or an inquiry: then no event of the batch bears on how
+/// another is recorded, and every new delivery that is due may be leased at once. Otherwise
+/// none is: the later events are recorded knowing the earlier, and the worker claims their
+/// deliveries from the store in order.
+pub fn independent(events: &[Event]) -> bool {
+    let mut ids = HashSet::with_capacity(events.len());
+    let mut inquiries = HashSet::with_capacity(events.len());
+    events.iter().all(|event| {
+        ids.insert((event.partner_id.as_str(), event.id.as_str()))
+            && inquiries.insert((event.partner_id.as_str(), event.action_inquiry_id()))
+    })
+}
+
+// Claims.
+
+/// Whether a delivery is due for a claim: pending, and its time has come. A lease moves
+/// `next_at` to the lease's end, so a leased delivery is not due until its lease ends.
+pub fn due(status: Status, next_at: i64, now: i64) -> bool {
+    status == Status::Pending && next_at <= now
+}
+
+/// The SQL form of [`due`]; `now` is the backend's placeholder for the current time.
+pub fn due_sql(now: &str) -> String {
+    format!("status = '{}' AND next_at <= {now}", Status::Pending.as_str())
+}
+
+// Disabled endpoints.
+
+/// The status of a delivery that goes on (a retry, or one released by the delivery it waited
+/// for): held while its endpoint is disabled, pending otherwise.
+pub fn pending_unless_disabled(endpoint_disabled: bool) -> Status {
+    if endpoint_disabled {
+        Status::Held
+    } else {
+        Status::Pending
+    }
+}
+
+/// The SQL form of [`pending_unless_disabled`]; `disabled` is an SQL condition that is true
+/// while the endpoint is disabled.
+pub fn pending_unless_disabled_sql(disabled: &str) -> String {
+    format!(
+        "CASE WHEN {disabled} THEN '{}' ELSE '{}' END",
+        Status::Held.as_str(),
+        Status::Pending.as_str()
+    )
+}
+
+/// The status of the deliveries that disabling an endpoint holds: the pending ones. A blocked
+/// delivery keeps waiting; it is held when it is released.
+pub const HELD_ON_DISABLE: Status = Status::Pending;
+
+/// Enabling an endpoint again (or saving its settings) makes its held deliveries
+/// [`Status::Pending`], due at once.
+pub const RELEASED_ON_ENABLE: Status = Status::Held;
+
+// Manual retries.
+
+/// The statuses of a delivery that may always be retried by hand: it is done.
+pub const RETRYABLE: [Status; 2] = [Status::Delivered, Status::Failed];
+
+/// Whether a delivery may be made due now again by hand (a retry or a replay): when it is done,
+/// or pending and no worker is sending it right now. A blocked one waits on another and a held
+/// one on its endpoint, so neither is.
+pub fn may_retry(status: Status, leased_until: Option<i64>, now: i64) -> bool {
+    RETRYABLE.contains(&status) || (status == Status::Pending && !leased(leased_until, now))
+}
+
+/// The SQL form of [`may_retry`]; `now` is the backend's placeholder for the current time.
+pub fn may_retry_sql(now: &str) -> String {
+    format!(
+        "(status IN ({}) OR (status = '{}' AND {}))",
+        statuses_sql(&RETRYABLE),
+        Status::Pending.as_str(),
+        not_leased_sql(now)
+    )
+}
+
+// Recorded outcomes.
+
+/// What recording an attempt does to its delivery (besides counting the attempt, keeping its
+/// error and ending its lease).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle<'a> {
+    /// Done for good with this status; the deliveries that waited for it go on (see
+    /// [`released_due`]).
+    Done(Status),
+    /// Due again at this time, [pending unless the endpoint is disabled](pending_unless_disabled).
+    RetryAt(i64),
+    /// Held, its endpoint disabled for this reason, and the endpoint's
+    /// [pending deliveries](HELD_ON_DISABLE) held with it.
+    Disable(&'a str),
+}
+
+/// What an attempt's [`Next`] does to its delivery.
+pub fn settle(next: &Next) -> Settle<'_> {
+    match next {
+        Next::Delivered => Settle::Done(Status::Delivered),
+        Next::Failed => Settle::Done(Status::Failed),
+        Next::RetryAt(at) => Settle::RetryAt(*at),
+        Next::Disable(reason) => Settle::Disable(reason),
+    }
+}
+
+/// When a delivery released by the one it waited for is due: at its own time, and not before
+/// now. It goes on [pending unless its endpoint is disabled](pending_unless_disabled).
+pub fn released_due(next_at: i64, now: i64) -> i64 {
+    next_at.max(now)
+}
+
+// Partners.
+
+/// A new partner named `name`, with a fresh id and a fresh Standard Webhooks signing secret
+/// (`whsec_` and 32 random bytes in base64).
+pub fn new_partner(name: &str, now: i64) -> Partner {
+    Partner {
+        id: new_id("ptn"),
+        name: name.to_owned(),
+        secret: crate::sign::new_secret(),
+        created_at: now,
+    }
+}
+
+/// Statuses as an SQL list of their stored names: `'pending', 'held'`.
+pub fn statuses_sql(statuses: &[Status]) -> String {
+    statuses
+        .iter()
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Blocked,
+        Status::Held,
+        Status::Delivered,
+        Status::Failed,
+    ];
+
+    fn event(partner: &str, id: &str, kind: &str, inquiry: &str) -> Event {
+        let mut data = json!({"ActionInquiryId": inquiry});
+        if kind == "resolved" {
+            data["ResolutionStatus"] = json!("VALID");
+        }
+        Event::from_value(
+            &json!({"id": id, "type": format!("action_inquiry.{kind}"), "partner_id": partner,
+            "occurred_at": "2026-11-20T14:03:00Z", "data": data}),
+        )
+        .expect("a valid event")
+    }
+
+    #[test]
+    fn independence() {
+        let a = event("p", "e1", "created", "i1");
+        let b = event("p", "e2", "resolved", "i1");
+        let c = event("p", "e1", "created", "i2");
+        let d = event("q", "e1", "created", "i1");
+        assert!(independent(&[a.clone(), d.clone()]));
+        assert!(!independent(&[a.clone(), b]));
+        assert!(!independent(&[a, c]));
+    }
+
+    #[test]
+    fn what_an_event_creates() {
+        let settings = NotificationSettings::validate(&json!({
+            "url": "https://partner.example/hook",
+            "body_template": "{}",
+            "events": ["action_inquiry.created"],
+        }))
+        .expect("valid settings");
+        let settings = settings.settings();
+        assert!(wants(settings, EventType::ActionInquiryCreated));
+        assert!(!wants(settings, EventType::ActionInquiryResolved));
+        assert_eq!(due_at(1_000, 60, 0), 61_000);
+        assert_eq!(due_at(1_000, 60, 90_000), 90_000, "never before now");
+        assert_eq!(
+            waits_for(EventType::ActionInquiryResolved),
+            Some(EventType::ActionInquiryCreated)
+        );
+        assert_eq!(waits_for(EventType::ActionInquiryCreated), None);
+        assert_eq!(
+            goes_before(EventType::ActionInquiryCreated),
+            Some(EventType::ActionInquiryResolved)
+        );
+        assert_eq!(goes_before(EventType::ActionInquiryResolved), None);
+        assert_eq!(initial_status(true, true), Status::Blocked);
+        assert_eq!(initial_status(false, true), Status::Held);
+        assert_eq!(initial_status(false, false), Status::Pending);
+        assert!(lease_at_accept(Status::Pending, 5, 5));
+        assert!(!lease_at_accept(Status::Pending, 6, 5), "delayed");
+        assert!(!lease_at_accept(Status::Held, 5, 5));
+        assert!(!lease_at_accept(Status::Blocked, 5, 5));
+    }
+
+    #[test]
+    fn who_waits_and_who_goes_first() {
+        let on: Vec<Status> = ALL.into_iter().filter(|s| on_its_way(*s)).collect();
+        assert_eq!(on, [Status::Pending, Status::Blocked, Status::Held]);
+        assert!(untried(Status::Pending, 0, None, 10));
+        assert!(untried(Status::Held, 0, Some(10), 10), "the lease ended");
+        assert!(!untried(Status::Pending, 0, Some(11), 10), "a worker holds it");
+        assert!(!untried(Status::Pending, 1, None, 10), "tried");
+        assert!(!untried(Status::Blocked, 0, None, 10));
+        assert!(!untried(Status::Delivered, 0, None, 10));
+    }
+
+    #[test]
+    fn claims_disabling_and_retries() {
+        assert!(due(Status::Pending, 10, 10));
+        assert!(!due(Status::Pending, 11, 10));
+        assert!(!due(Status::Held, 0, 10));
+        assert_eq!(pending_unless_disabled(true), Status::Held);
+        assert_eq!(pending_unless_disabled(false), Status::Pending);
+        assert!(may_retry(Status::Delivered, None, 10));
+        assert!(may_retry(Status::Failed, Some(99), 10));
+        assert!(may_retry(Status::Pending, None, 10));
+        assert!(may_retry(Status::Pending, Some(10), 10));
+        assert!(!may_retry(Status::Pending, Some(11), 10), "being sent");
+        assert!(!may_retry(Status::Blocked, None, 10));
+        assert!(!may_retry(Status::Held, None, 10));
+    }
+
+    #[test]
+    fn what_an_outcome_does() {
+        assert_eq!(settle(&Next::Delivered), Settle::Done(Status::Delivered));
+        assert_eq!(settle(&Next::Failed), Settle::Done(Status::Failed));
+        assert_eq!(settle(&Next::RetryAt(7)), Settle::RetryAt(7));
+        assert_eq!(settle(&Next::Disable("410".into())), Settle::Disable("410"));
+        assert_eq!(released_due(5, 9), 9);
+        assert_eq!(released_due(15, 9), 15);
+    }
+
+    #[test]
+    fn a_new_partner_gets_its_own_secret() {
+        let (a, b) = (new_partner("a", 1), new_partner("b", 2));
+        assert!(a.id.starts_with("ptn_") && a.secret.starts_with("whsec_"));
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.secret, b.secret);
+        assert_eq!((a.name.as_str(), a.created_at), ("a", 1));
+    }
+
+    #[test]
+    fn sql_forms() {
+        assert_eq!(on_its_way_sql(), "status IN ('pending', 'blocked', 'held')");
+        assert_eq!(
+            untried_sql("?4"),
+            "attempts = 0 AND status IN ('pending', 'held') AND (leased_until IS NULL OR leased_until <= ?4)"
+        );
+        assert_eq!(due_sql("?1"), "status = 'pending' AND next_at <= ?1");
+        assert_eq!(
+            may_retry_sql("?3"),
+            "(status IN ('delivered', 'failed') OR (status = 'pending' AND (leased_until IS NULL OR leased_until <= ?3)))"
+        );
+        assert_eq!(
+            pending_unless_disabled_sql("x"),
+            "CASE WHEN x THEN 'held' ELSE 'pending' END"
+        );
+    }
+}

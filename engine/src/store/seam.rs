@@ -1,0 +1,190 @@
+//! [`Store`]: the one store type the engine uses, over every backend.
+
+use std::sync::Arc;
+
+use super::sqlite::SqliteStore;
+use super::{
+    Accepted, Attempt, Claimed, Delivery, Durability, Endpoint, Lease, Leased, Outcome, Partner, PluginRecord,
+    SettingsRecord, Status, StoreError,
+};
+use crate::event::Event;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store, on the backend it was opened on (see the [module](super) docs).
+///
+/// Cloning it is cheap and shares the backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// An SQLite database file.
+    Sqlite(SqliteStore),
+}
+
+/// Hands a call to the store's backend.
+macro_rules! dispatch {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($backend) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and migrates it. `sqlite://FILE` is the
+    /// one backend so far; any other URL is [`StoreError::Unsupported`].
+    pub async fn open(url: &str, durability: Durability) -> Result<Store> {
+        Store::open_with(url, durability, 0).await
+    }
+
+    /// [`Store::open`], with the writes no client waits for (recordings, claims, give-backs)
+    /// run `background_niceness` nice steps below the ones a client waits for (accepts); `serve`
+    /// passes its async runtime's niceness. See docs/performance.md for why.
+    pub async fn open_with(url: &str, durability: Durability, background_niceness: i32) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            return Ok(Store::Sqlite(
+                SqliteStore::open_with(url, durability, background_niceness).await?,
+            ));
+        }
+        Err(StoreError::Unsupported(url.to_owned()))
+    }
+
+    /// Closes the store, waiting for queries under way.
+    pub async fn close(&self) {
+        dispatch!(self, store => store.close().await)
+    }
+
+    /// Creates a partner with a fresh signing secret (see [`rules::new_partner`](super::rules::new_partner)).
+    pub async fn create_partner(&self, name: &str) -> Result<Partner> {
+        dispatch!(self, store => store.create_partner(name).await)
+    }
+
+    /// A partner by id.
+    pub async fn partner(&self, id: &str) -> Result<Option<Partner>> {
+        dispatch!(self, store => store.partner(id).await)
+    }
+
+    /// Saves validated settings; saving re-enables a disabled endpoint and releases its held
+    /// deliveries, since a partner saving settings has looked at them. Returns the new version.
+    pub async fn put_settings(&self, partner_id: &str, body: &str, now: i64) -> Result<i64> {
+        dispatch!(self, store => store.put_settings(partner_id, body, now).await)
+    }
+
+    /// A partner's saved settings.
+    pub async fn settings(&self, partner_id: &str) -> Result<Option<SettingsRecord>> {
+        dispatch!(self, store => store.settings(partner_id).await)
+    }
+
+    /// Re-enables a disabled endpoint and releases its held deliveries; returns how many.
+    pub async fn enable(&self, partner_id: &str, now: i64) -> Result<u64> {
+        dispatch!(self, store => store.enable(partner_id, now).await)
+    }
+
+    /// Records events and their deliveries in one transaction: all of them, or none.
+    ///
+    /// An event whose id the partner sent before is not recorded again; its first deliveries are
+    /// returned. A `resolved` postback waits (status `blocked`) while the `created` postback of
+    /// the same inquiry is still on its way, and a `created` postback that arrives second goes
+    /// before a `resolved` one that has not been tried yet (see [`rules`](super::rules)).
+    pub async fn accept(&self, events: &[Event], now: i64) -> Result<Vec<Accepted>> {
+        Ok(self
+            .accept_leasing(Arc::new(events.to_vec()), now, Lease::NONE)
+            .await?
+            .0)
+    }
+
+    /// [`Store::accept`], leasing up to `lease.max` of the new deliveries that are due now to the
+    /// caller in the same transaction, so that it can send them without claiming them.
+    pub async fn accept_leasing(
+        &self,
+        events: Arc<Vec<Event>>,
+        now: i64,
+        lease: Lease,
+    ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
+        dispatch!(self, store => store.accept_leasing(events, now, lease).await)
+    }
+
+    /// Claims up to `limit` due deliveries for `lease_ms`: until the lease ends no other worker
+    /// claims them, and if this worker dies they become due again when it does.
+    pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+        dispatch!(self, store => store.claim(now, lease_ms, limit).await)
+    }
+
+    /// When the earliest pending delivery is due, if any is.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        dispatch!(self, store => store.next_due().await)
+    }
+
+    /// A partner's settings and secret for sending.
+    pub async fn endpoint(&self, partner_id: &str) -> Result<Option<Endpoint>> {
+        dispatch!(self, store => store.endpoint(partner_id).await)
+    }
+
+    /// Records attempts and moves their deliveries on, outcome after outcome, in order (see
+    /// [`rules::settle`](super::rules::settle)). Accepts, which a client waits for, go first.
+    /// Returns how many deliveries that waited for the finished ones may go now.
+    pub async fn record(&self, outcomes: Arc<Vec<Outcome>>, now: i64) -> Result<u64> {
+        dispatch!(self, store => store.record(outcomes, now).await)
+    }
+
+    /// Moves claimed deliveries to new due times without counting an attempt (rate limiting,
+    /// shutdown); the last time given for a delivery wins.
+    pub async fn reschedule(&self, due: &[(String, i64)]) -> Result<()> {
+        dispatch!(self, store => store.reschedule(due).await)
+    }
+
+    /// A partner's deliveries, newest first, `limit` at a time after the cursor `before`.
+    pub async fn deliveries(
+        &self,
+        partner_id: &str,
+        status: Option<Status>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        dispatch!(self, store => store.deliveries(partner_id, status, before, limit).await)
+    }
+
+    /// One delivery with its attempts, oldest attempt first.
+    pub async fn delivery(&self, partner_id: &str, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        dispatch!(self, store => store.delivery(partner_id, id).await)
+    }
+
+    /// Makes a delivery due now again (a manual retry or replay). Refused (`Ok(None)`) unless
+    /// [`rules::may_retry`](super::rules::may_retry) allows it.
+    pub async fn retry(&self, partner_id: &str, id: &str, now: i64) -> Result<Option<Delivery>> {
+        dispatch!(self, store => store.retry(partner_id, id, now).await)
+    }
+
+    /// Stores an uploaded, validated plugin.
+    pub async fn create_plugin(
+        &self,
+        partner_id: &str,
+        name: &str,
+        sha256: &str,
+        exports: &[&str],
+        wasm: &[u8],
+        now: i64,
+    ) -> Result<PluginRecord> {
+        dispatch!(self, store => store.create_plugin(partner_id, name, sha256, exports, wasm, now).await)
+    }
+
+    /// A partner's plugins, newest first.
+    pub async fn plugins(&self, partner_id: &str) -> Result<Vec<PluginRecord>> {
+        dispatch!(self, store => store.plugins(partner_id).await)
+    }
+
+    /// One of a partner's plugins.
+    pub async fn plugin(&self, partner_id: &str, id: &str) -> Result<Option<PluginRecord>> {
+        dispatch!(self, store => store.plugin(partner_id, id).await)
+    }
+
+    /// A plugin's binary, by id (workers load plugins by the id the settings name).
+    pub async fn plugin_wasm(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, store => store.plugin_wasm(id).await)
+    }
+
+    /// Deletes a plugin unless settings name it: `Ok(Err(()))` when in use, `Ok(Ok(false))`
+    /// when there is no such plugin.
+    pub async fn delete_plugin(&self, partner_id: &str, id: &str) -> Result<std::result::Result<bool, ()>> {
+        dispatch!(self, store => store.delete_plugin(partner_id, id).await)
+    }
+}

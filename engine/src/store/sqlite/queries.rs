@@ -1,0 +1,246 @@
+//! The SQLite store's queries outside the pipeline's hot path, through sqlx: partners,
+//! settings, the API's listings and manual retries.
+
+use std::sync::LazyLock;
+
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{Result, SqliteStore};
+use crate::store::rules;
+use crate::store::{ACTION_INQUIRY, Attempt, AttemptVerdict, Delivery, Endpoint, Partner, SettingsRecord, Status};
+
+/// When the earliest pending delivery is due, if any is.
+pub(super) async fn next_due(write: &SqlitePool) -> Result<Option<i64>> {
+    static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT MIN(next_at) FROM deliveries WHERE status = '{}'",
+            Status::Pending.as_str()
+        )
+    });
+    Ok(sqlx::query_scalar(&NEXT_DUE).fetch_one(write).await?)
+}
+
+/// A partner's settings and secret for sending.
+pub(super) async fn endpoint(write: &SqlitePool, partner_id: &str) -> Result<Option<Endpoint>> {
+    let row = sqlx::query(
+        "SELECT s.body, s.version, p.secret FROM settings s JOIN partners p ON p.id = s.partner_id
+         WHERE s.partner_id = ?1 AND s.family = ?2",
+    )
+    .bind(partner_id)
+    .bind(ACTION_INQUIRY)
+    .fetch_optional(write)
+    .await?;
+    Ok(row.map(|row| Endpoint {
+        settings: row.get(0),
+        version: row.get(1),
+        secret: row.get(2),
+    }))
+}
+
+impl SqliteStore {
+    /// Creates a partner (see [`rules::new_partner`]).
+    pub async fn create_partner(&self, name: &str) -> Result<Partner> {
+        let partner = rules::new_partner(name, crate::store::now_ms());
+        sqlx::query("INSERT INTO partners (id, name, secret, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(&partner.id)
+            .bind(&partner.name)
+            .bind(&partner.secret)
+            .bind(partner.created_at)
+            .execute(&self.write)
+            .await?;
+        Ok(partner)
+    }
+
+    /// A partner by id.
+    pub async fn partner(&self, id: &str) -> Result<Option<Partner>> {
+        let row = sqlx::query("SELECT id, name, secret, created_at FROM partners WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.map(|row| Partner {
+            id: row.get(0),
+            name: row.get(1),
+            secret: row.get(2),
+            created_at: row.get(3),
+        }))
+    }
+
+    /// Saves validated settings, re-enabling the endpoint; returns the new version.
+    pub async fn put_settings(&self, partner_id: &str, body: &str, now: i64) -> Result<i64> {
+        let mut tx = self.write.begin().await?;
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO settings (partner_id, family, body, version, updated_at) VALUES (?1, ?2, ?3, 1, ?4)
+             ON CONFLICT (partner_id, family) DO UPDATE SET body = excluded.body, version = settings.version + 1,
+                 updated_at = excluded.updated_at, disabled_reason = NULL, disabled_at = NULL
+             RETURNING version",
+        )
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .bind(body)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        release_held(&mut tx, partner_id, now).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// A partner's saved settings.
+    pub async fn settings(&self, partner_id: &str) -> Result<Option<SettingsRecord>> {
+        let row = sqlx::query(
+            "SELECT body, version, disabled_reason, disabled_at, updated_at FROM settings
+             WHERE partner_id = ?1 AND family = ?2",
+        )
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(row.map(|row| SettingsRecord {
+            body: row.get(0),
+            version: row.get(1),
+            disabled_reason: row.get(2),
+            disabled_at: row.get(3),
+            updated_at: row.get(4),
+        }))
+    }
+
+    /// Re-enables a disabled endpoint and releases its held deliveries; returns how many.
+    pub async fn enable(&self, partner_id: &str, now: i64) -> Result<u64> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE settings SET disabled_reason = NULL, disabled_at = NULL WHERE partner_id = ?1")
+            .bind(partner_id)
+            .execute(&mut *tx)
+            .await?;
+        let released = release_held(&mut tx, partner_id, now).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// A partner's deliveries, newest first, `limit` at a time after the cursor `before`.
+    pub async fn deliveries(
+        &self,
+        partner_id: &str,
+        status: Option<Status>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE partner_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
+        ))
+        .bind(partner_id)
+        .bind(status.map(Status::as_str))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(delivery).collect())
+    }
+
+    /// One delivery with its attempts, oldest attempt first.
+    pub async fn delivery(&self, partner_id: &str, id: &str) -> Result<Option<(Delivery, Vec<Attempt>)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE partner_id = ?1 AND id = ?2"
+        ))
+        .bind(partner_id)
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let attempts = sqlx::query(
+            "SELECT id, delivery_id, number, started_at, duration_ms, request, response_status, response_headers,
+                    response_body, verdict, error, plugins
+             FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?;
+        let attempts = attempts
+            .into_iter()
+            .map(|row| Attempt {
+                id: row.get(0),
+                delivery_id: row.get(1),
+                number: row.get(2),
+                started_at: row.get(3),
+                duration_ms: row.get(4),
+                request: raw_json(row.get(5)),
+                response_status: row.get(6),
+                response_headers: row.get::<Option<String>, _>(7).map(raw_json),
+                response_body: row.get(8),
+                verdict: AttemptVerdict::parse(row.get(9)).unwrap_or(AttemptVerdict::Fail),
+                error: row.get(10),
+                plugins: row.get::<Option<String>, _>(11).map(parse_json),
+            })
+            .collect();
+        Ok(Some((delivery(&row), attempts)))
+    }
+
+    /// Makes a delivery due now again, when [`rules::may_retry`] allows it.
+    pub async fn retry(&self, partner_id: &str, id: &str, now: i64) -> Result<Option<Delivery>> {
+        static RETRY: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE deliveries SET status = '{pending}', next_at = ?3, updated_at = ?3
+                 WHERE partner_id = ?1 AND id = ?2 AND {may_retry}
+                 RETURNING {DELIVERY_COLUMNS}",
+                pending = Status::Pending.as_str(),
+                may_retry = rules::may_retry_sql("?3"),
+            )
+        });
+        let row = sqlx::query(&RETRY)
+            .bind(partner_id)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.as_ref().map(delivery))
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, partner_id, event_id, event_type, inquiry_id, status, attempts, next_at, \
+     blocked_by, last_error, created_at, updated_at";
+
+fn delivery(row: &sqlx::sqlite::SqliteRow) -> Delivery {
+    Delivery {
+        id: row.get(0),
+        partner_id: row.get(1),
+        event_id: row.get(2),
+        event_type: row.get(3),
+        inquiry_id: row.get(4),
+        status: Status::parse(row.get(5)).unwrap_or(Status::Pending),
+        attempts: row.get(6),
+        next_at: row.get(7),
+        blocked_by: row.get(8),
+        last_error: row.get(9),
+        created_at: row.get(10),
+        updated_at: row.get(11),
+    }
+}
+
+fn raw_json(text: String) -> Box<serde_json::value::RawValue> {
+    match serde_json::from_str::<&serde_json::value::RawValue>(&text) {
+        Ok(raw) => raw.to_owned(),
+        Err(_) => serde_json::value::to_raw_value(&text).expect("a string serializes"),
+    }
+}
+
+fn parse_json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+/// Releases the endpoint's held deliveries, due now (see [`rules::RELEASED_ON_ENABLE`]).
+async fn release_held(tx: &mut Transaction<'_, Sqlite>, partner_id: &str, now: i64) -> Result<u64> {
+    static RELEASE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE deliveries SET status = '{}', next_at = ?2, updated_at = ?2 WHERE partner_id = ?1 AND status = '{}'",
+            Status::Pending.as_str(),
+            rules::RELEASED_ON_ENABLE.as_str(),
+        )
+    });
+    Ok(sqlx::query(&RELEASE)
+        .bind(partner_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}

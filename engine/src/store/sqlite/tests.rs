@@ -1,0 +1,193 @@
+//! Tests of the SQLite backend's own machinery: its threads, checkpoints, the borrowed handle,
+//! the stretches of a recording, and the SQL forms of the rules its statements render. What
+//! shows only in its rows is tested in `rows`; the store's behaviour through [`Store`] alone
+//! is tested in the store's `tests`, on every backend.
+
+mod rows;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sqlx::SqlitePool;
+
+use super::SqliteStore;
+use super::direct::transaction;
+use super::record::{RECORD_STRETCH, record};
+use crate::store::rules;
+use crate::store::tests::{Backend, delivered, events, partner};
+use crate::store::{Durability, Status, Store, now_ms};
+
+/// A fresh SQLite store.
+async fn store() -> (tempfile::TempDir, Store) {
+    crate::store::tests::open(Backend::Sqlite).await
+}
+
+/// The SQLite backend of `store`.
+fn sqlite(store: &Store) -> &SqliteStore {
+    match store {
+        Store::Sqlite(sqlite) => sqlite,
+    }
+}
+
+/// The write connection's pool of `store`, to look at rows.
+fn write(store: &Store) -> &SqlitePool {
+    &sqlite(store).write
+}
+
+/// Accepts run at the opener's priority; recordings, claims and give-backs below it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn background_writes_run_below_accepts() {
+    use crate::priority::current as nice;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("threads.db").display());
+    let store = Store::open_with(&url, Durability::Process, 4)
+        .await
+        .expect("the store opens");
+    let base = nice();
+    let accepting = sqlite(&store).on_writer(async { Ok(nice()) }).await.expect("runs");
+    let background = sqlite(&store).on_handle(|_| Ok(nice())).await.expect("runs");
+    assert_eq!(accepting, base);
+    assert_eq!(background, (base + 4).min(19));
+    store.close().await;
+}
+
+/// The write connection checkpoints the log in short steps (see `CHECKPOINT_PAGES`).
+#[tokio::test]
+async fn the_writer_checkpoints_in_short_steps() {
+    let (_dir, store) = store().await;
+    let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(write(&store))
+        .await
+        .expect("the setting");
+    assert_eq!(pages, i64::from(super::CHECKPOINT_PAGES));
+    store.close().await;
+}
+
+/// The statements prepared on the borrowed handle are finalized with each transaction, so
+/// sqlx can still close its connection: the last one to close checkpoints the log and
+/// removes it, leaving one clean database file.
+#[tokio::test]
+async fn closing_after_direct_writes_leaves_a_clean_file() {
+    let (dir, store) = store().await;
+    let partner = partner(&store).await;
+    let events = events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]);
+    store.accept(&events, now_ms()).await.expect("accepted");
+    let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 2);
+    let outcomes = delivered(&claimed);
+    store.record(outcomes.into(), now_ms()).await.expect("recorded");
+    let wal = dir.path().join("batch.db-wal");
+    assert!(wal.exists(), "the log is in use while the store is open");
+    store.close().await;
+    assert!(!wal.exists(), "every connection closed, the last one removed the log");
+}
+
+/// A recording stops after a stretch when an accept waits; the next one goes on from there.
+#[tokio::test]
+async fn a_recording_stops_for_a_waiting_accept() {
+    let (_dir, store) = store().await;
+    let partner = partner(&store).await;
+    let n = RECORD_STRETCH * 2 + 10;
+    let rows: Vec<(String, &str, String)> = (0..n).map(|i| (format!("c{i}"), "created", format!("i{i}"))).collect();
+    let rows: Vec<(&str, &str, &str)> = rows.iter().map(|(e, k, q)| (e.as_str(), *k, q.as_str())).collect();
+    store
+        .accept(&events(&partner, &rows), now_ms())
+        .await
+        .expect("accepted");
+    let claimed = store.claim(now_ms(), 60_000, n as i64).await.expect("claimed");
+    let outcomes = delivered(&claimed);
+    let waiting = AtomicUsize::new(1);
+    let first = transaction(
+        write(&store),
+        || {},
+        |tx| record(tx, &outcomes, now_ms(), Some(&waiting)),
+    )
+    .await
+    .expect("recorded");
+    assert_eq!(first, (0, RECORD_STRETCH), "one stretch, then the accept goes");
+    waiting.store(0, Ordering::Release);
+    let rest = transaction(
+        write(&store),
+        || {},
+        |tx| record(tx, &outcomes[RECORD_STRETCH..], now_ms(), Some(&waiting)),
+    )
+    .await
+    .expect("recorded");
+    assert_eq!(rest, (0, n - RECORD_STRETCH), "nobody waits: the rest at once");
+    let delivered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
+        .fetch_one(write(&store))
+        .await
+        .expect("a count");
+    assert_eq!(delivered as usize, n);
+}
+
+/// The SQL forms of the rules that the statements render pick the rows the rules pick, for
+/// every combination of the facts they decide on.
+#[test]
+fn the_sql_forms_agree_with_the_rules() {
+    let db = rusqlite::Connection::open_in_memory().expect("a database");
+    db.execute_batch("CREATE TABLE deliveries (status TEXT, attempts INTEGER, leased_until INTEGER, next_at INTEGER)")
+        .expect("a table");
+    let all = [
+        Status::Pending,
+        Status::Blocked,
+        Status::Held,
+        Status::Delivered,
+        Status::Failed,
+    ];
+    for status in all {
+        for attempts in [0, 1] {
+            for leased_until in [None, Some(99), Some(100), Some(101)] {
+                for next_at in [99, 100, 101] {
+                    db.execute(
+                        "INSERT INTO deliveries VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![status.as_str(), attempts, leased_until, next_at],
+                    )
+                    .expect("a row");
+                }
+            }
+        }
+    }
+    let now = 100;
+    type Facts = (Status, i64, Option<i64>, i64);
+    let check = |sql: &str, rule: &dyn Fn(Facts) -> bool| {
+        let mut select = db
+            .prepare(&format!(
+                "SELECT status, attempts, leased_until, next_at, {sql} FROM deliveries"
+            ))
+            .expect("the SQL form reads");
+        let rows = select
+            .query_map([], |row| {
+                let status: String = row.get(0)?;
+                let facts = (
+                    Status::parse(&status).expect("a status"),
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                );
+                Ok((facts, row.get::<_, bool>(4)?))
+            })
+            .expect("rows")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("rows");
+        assert_eq!(rows.len(), 120);
+        for (facts, picked) in rows {
+            assert_eq!(picked, rule(facts), "{sql} for {facts:?}");
+        }
+    };
+    check(&rules::on_its_way_sql(), &|(status, ..)| rules::on_its_way(status));
+    check(&rules::untried_sql("100"), &|(status, attempts, leased_until, _)| {
+        rules::untried(status, attempts, leased_until, now)
+    });
+    check(&rules::due_sql("100"), &|(status, _, _, next_at)| {
+        rules::due(status, next_at, now)
+    });
+    check(&rules::may_retry_sql("100"), &|(status, _, leased_until, _)| {
+        rules::may_retry(status, leased_until, now)
+    });
+    let held = Status::Held.as_str();
+    check(
+        &format!("{} = '{held}'", rules::pending_unless_disabled_sql("attempts = 1")),
+        &|(_, attempts, ..)| rules::pending_unless_disabled(attempts == 1) == Status::Held,
+    );
+}

@@ -1,0 +1,341 @@
+//! The store's tests, written against [`Store`] alone and run once per backend: adding a
+//! backend means adding a [`Backend`] and its arm in [`open`], and a line in `suite!`.
+//! Tests of one backend's own machinery live next to that backend.
+
+use serde_json::json;
+
+use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Status, Store, new_id, now_ms};
+use crate::event::Event;
+use crate::settings::NotificationSettings;
+
+/// A backend the suite runs on.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Backend {
+    /// A database file in a temporary directory.
+    Sqlite,
+}
+
+/// A fresh, empty store on `backend`, with what keeps it alive (its temporary directory).
+pub(super) async fn open(backend: Backend) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("batch.db").display()),
+    };
+    let store = Store::open(&url, Durability::Process).await.expect("the store opens");
+    (dir, store)
+}
+
+/// A new partner with settings, all events, no delay.
+pub(super) async fn partner(store: &Store) -> String {
+    partner_with(store, json!({})).await
+}
+
+/// A new partner whose settings add `more` to the defaults of [`partner`].
+pub(super) async fn partner_with(store: &Store, more: serde_json::Value) -> String {
+    let partner = store.create_partner("batch").await.expect("a partner");
+    let mut settings = json!({
+        "url": "https://partner.example/hook",
+        "body_template": "{\"id\":\"{EventId}\"}",
+    });
+    for (key, value) in more.as_object().expect("an object") {
+        settings[key] = value.clone();
+    }
+    let settings = NotificationSettings::validate(&settings).expect("valid settings");
+    let body = serde_json::to_string(settings.settings()).expect("settings serialize");
+    store.put_settings(&partner.id, &body, now_ms()).await.expect("saved");
+    partner.id
+}
+
+/// An event of `partner`; `kind` is `created` or `resolved`.
+pub(super) fn event(partner: &str, id: &str, kind: &str, inquiry: &str) -> Event {
+    let mut data = json!({"ActionInquiryId": inquiry});
+    if kind == "resolved" {
+        data["ResolutionStatus"] = json!("VALID");
+    }
+    Event::from_value(
+        &json!({"id": id, "type": format!("action_inquiry.{kind}"), "partner_id": partner,
+        "occurred_at": "2026-11-20T14:03:00Z", "data": data}),
+    )
+    .expect("a valid event")
+}
+
+/// Events of `partner` from (id, kind, inquiry) rows.
+pub(super) fn events(partner: &str, rows: &[(&str, &str, &str)]) -> Vec<Event> {
+    rows.iter()
+        .map(|(id, kind, inquiry)| event(partner, id, kind, inquiry))
+        .collect()
+}
+
+/// An attempt at `delivery_id` that answered 200, with `error` if given.
+pub(super) fn attempt(delivery_id: &str, error: Option<&str>) -> Attempt {
+    Attempt {
+        id: new_id("att"),
+        delivery_id: delivery_id.to_owned(),
+        number: 1,
+        started_at: now_ms(),
+        duration_ms: 3,
+        request: serde_json::value::to_raw_value(&json!({"method": "POST"})).expect("json"),
+        response_status: Some(200),
+        response_headers: Some(
+            serde_json::value::to_raw_value(&json!([["content-type", "text/plain"]])).expect("json"),
+        ),
+        response_body: Some("ok".into()),
+        verdict: AttemptVerdict::Success,
+        error: error.map(str::to_owned),
+        plugins: None,
+    }
+}
+
+/// A successful first attempt for each claimed delivery.
+pub(super) fn delivered(claimed: &[Claimed]) -> Vec<Outcome> {
+    claimed
+        .iter()
+        .map(|c| Outcome {
+            attempt: attempt(&c.delivery_id, None),
+            next: Next::Delivered,
+        })
+        .collect()
+}
+
+/// A partner's deliveries, as the API lists them.
+async fn listed(store: &Store, partner: &str, status: Option<Status>) -> Vec<super::Delivery> {
+    store
+        .deliveries(partner, status, None, 1_000)
+        .await
+        .expect("deliveries")
+}
+
+/// The attempts recorded for a partner's deliveries.
+async fn attempts(store: &Store, partner: &str) -> usize {
+    let mut count = 0;
+    for delivery in listed(store, partner, None).await {
+        let (_, attempts) = store
+            .delivery(partner, &delivery.id)
+            .await
+            .expect("a delivery")
+            .expect("it exists");
+        count += attempts.len();
+    }
+    count
+}
+
+/// Runs each test of the suite on every backend.
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    an_event_sent_again_answers_with_its_deliveries,
+    a_failed_recording_is_rolled_back,
+    a_manual_retry_waits_for_what_is_under_way,
+    a_disabled_endpoint_holds_its_deliveries_until_enabled,
+    a_delivery_waits_for_its_delay,
+    a_resolved_postback_waits_for_the_created_one,
+);
+
+/// An event sent again answers with the deliveries it had, whatever data it is sent with
+/// this time, and gets no new one.
+async fn an_event_sent_again_answers_with_its_deliveries(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner(&store).await;
+    let first = store
+        .accept(
+            &events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]),
+            now_ms(),
+        )
+        .await
+        .expect("accepted");
+    // Again, once as it was, once naming another inquiry (and one with deliveries of its
+    // own), and once as a resolved event of a third.
+    for again in [
+        ("c1", "created", "i1"),
+        ("c1", "created", "i2"),
+        ("c1", "resolved", "i9"),
+    ] {
+        let answer = store
+            .accept(&events(&partner, &[again]), now_ms())
+            .await
+            .expect("accepted");
+        assert_eq!(answer.len(), 1);
+        assert!(answer[0].duplicate, "{again:?}");
+        assert_eq!(answer[0].delivery_ids, first[0].delivery_ids, "{again:?}");
+    }
+    assert_eq!(first[0].delivery_ids.len(), 1);
+    assert_eq!(listed(&store, &partner, None).await.len(), 2);
+}
+
+/// A recording that fails halfway keeps nothing of what it did, and the next one is
+/// recorded.
+async fn a_failed_recording_is_rolled_back(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner(&store).await;
+    store
+        .accept(&events(&partner, &[("c1", "created", "i1")]), now_ms())
+        .await
+        .expect("accepted");
+    let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+    let real = Outcome {
+        attempt: attempt(&claimed[0].delivery_id, None),
+        next: Next::Delivered,
+    };
+    // No such delivery: its attempt breaks the foreign key, after the first was written.
+    let ghost = Outcome {
+        attempt: attempt("dlv_ghost", None),
+        next: Next::Delivered,
+    };
+    let failed = store.record(vec![real.clone(), ghost].into(), now_ms()).await;
+    assert!(failed.is_err(), "{failed:?}");
+    let delivered = || async { listed(&store, &partner, Some(Status::Delivered)).await.len() };
+    assert_eq!(attempts(&store, &partner).await, 0);
+    assert_eq!(delivered().await, 0);
+    store.record(vec![real].into(), now_ms()).await.expect("recorded");
+    assert_eq!(attempts(&store, &partner).await, 1);
+    assert_eq!(delivered().await, 1);
+}
+
+/// A manual retry is refused while a worker sends the delivery or it waits on another, and
+/// allowed once it is done or free.
+async fn a_manual_retry_waits_for_what_is_under_way(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner(&store).await;
+    let accepted = store
+        .accept(
+            &events(&partner, &[("c1", "created", "i1"), ("r1", "resolved", "i1")]),
+            now_ms(),
+        )
+        .await
+        .expect("accepted");
+    let (c1, r1) = (&accepted[0].delivery_ids[0], &accepted[1].delivery_ids[0]);
+    let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 1, "r1 waits for c1");
+    let retry = |id: &str| {
+        let (store, partner, id) = (store.clone(), partner.clone(), id.to_owned());
+        async move { store.retry(&partner, &id, now_ms()).await.expect("retried") }
+    };
+    assert!(retry(c1).await.is_none(), "a worker sends c1");
+    assert!(retry(r1).await.is_none(), "r1 is blocked");
+    let released = store
+        .record(delivered(&claimed).into(), now_ms())
+        .await
+        .expect("recorded");
+    assert_eq!(released, 1);
+    let again = retry(c1).await.expect("a delivered postback may be sent again");
+    assert_eq!((again.status, again.attempts), (Status::Pending, 1));
+    let free = retry(r1).await.expect("released and not claimed");
+    assert_eq!((free.status, free.blocked_by), (Status::Pending, None));
+}
+
+/// An attempt that disables the endpoint holds its delivery and the pending ones; new ones
+/// are held too; enabling the endpoint releases them all, due at once.
+async fn a_disabled_endpoint_holds_its_deliveries_until_enabled(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner(&store).await;
+    store
+        .accept(
+            &events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]),
+            now_ms(),
+        )
+        .await
+        .expect("accepted");
+    let claimed = store.claim(now_ms(), 60_000, 1).await.expect("claimed");
+    let gone = Outcome {
+        attempt: attempt(&claimed[0].delivery_id, Some("410")),
+        next: Next::Disable("410".into()),
+    };
+    store.record(vec![gone].into(), now_ms()).await.expect("recorded");
+    store
+        .accept(&events(&partner, &[("c3", "created", "i3")]), now_ms())
+        .await
+        .expect("accepted");
+    assert_eq!(listed(&store, &partner, Some(Status::Held)).await.len(), 3);
+    let settings = store.settings(&partner).await.expect("settings").expect("saved");
+    assert_eq!(settings.disabled_reason.as_deref(), Some("410"));
+    assert!(store.claim(now_ms(), 60_000, 10).await.expect("claimed").is_empty());
+    let now = now_ms();
+    assert_eq!(store.enable(&partner, now).await.expect("enabled"), 3);
+    let pending = listed(&store, &partner, Some(Status::Pending)).await;
+    assert_eq!(pending.len(), 3);
+    assert!(pending.iter().all(|d| d.next_at == now));
+    assert_eq!(store.claim(now_ms(), 60_000, 10).await.expect("claimed").len(), 3);
+}
+
+/// A delivery is due `min_delay_secs` after its event occurred, and not claimed before.
+async fn a_delivery_waits_for_its_delay(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner_with(&store, json!({"min_delay_secs": 600})).await;
+    let occurred = chrono::Utc::now();
+    let recent = Event::from_value(&json!({"id": "d1", "type": "action_inquiry.created",
+        "partner_id": partner, "occurred_at": occurred.to_rfc3339(),
+        "data": {"ActionInquiryId": "i1"}}))
+    .expect("a valid event");
+    store.accept(&[recent], now_ms()).await.expect("accepted");
+    let due = occurred.timestamp_millis() + 600_000;
+    assert_eq!(store.next_due().await.expect("next due"), Some(due));
+    assert!(store.claim(now_ms(), 60_000, 10).await.expect("claimed").is_empty());
+    assert_eq!(store.claim(due, 60_000, 10).await.expect("claimed").len(), 1);
+}
+
+/// A resolved postback waits for the created one of its inquiry while that is on its way; a
+/// created one arriving second goes before an untried resolved one; once the created one is
+/// done, the resolved one goes.
+async fn a_resolved_postback_waits_for_the_created_one(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner(&store).await;
+    let rows = [
+        ("c1", "created", "i1"),
+        ("r1", "resolved", "i1"),
+        ("r2", "resolved", "i2"),
+        ("c2", "created", "i2"),
+        ("c3", "created", "i3"),
+    ];
+    let accepted = store
+        .accept(&events(&partner, &rows), now_ms())
+        .await
+        .expect("accepted");
+    let id = |event: &str| {
+        let at = rows.iter().position(|row| row.0 == event).expect("an event");
+        accepted[at].delivery_ids[0].clone()
+    };
+    let state = |deliveries: Vec<super::Delivery>, event: &str| {
+        let delivery = deliveries.into_iter().find(|d| d.id == id(event)).expect("a delivery");
+        (delivery.status, delivery.blocked_by)
+    };
+    let now = listed(&store, &partner, None).await;
+    assert_eq!(state(now.clone(), "r1"), (Status::Blocked, Some(id("c1"))));
+    assert_eq!(state(now.clone(), "r2"), (Status::Blocked, Some(id("c2"))));
+    assert_eq!(state(now.clone(), "c2"), (Status::Pending, None));
+    assert_eq!(state(now, "c3"), (Status::Pending, None));
+    let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 3, "the created ones");
+    // c3 resolved while its created postback is leased: it waits too.
+    store
+        .accept(&events(&partner, &[("r3", "resolved", "i3")]), now_ms())
+        .await
+        .expect("accepted");
+    let outcomes = vec![
+        Outcome {
+            attempt: attempt(&id("c2"), Some("refused")),
+            next: Next::Failed,
+        },
+        Outcome {
+            attempt: attempt(&id("c1"), None),
+            next: Next::Delivered,
+        },
+    ];
+    let released = store.record(outcomes.into(), now_ms()).await.expect("recorded");
+    assert_eq!(released, 2, "r1 and r2");
+    let now = listed(&store, &partner, None).await;
+    assert_eq!(state(now.clone(), "r1"), (Status::Pending, None));
+    assert_eq!(state(now.clone(), "r2"), (Status::Pending, None));
+    let r3 = now.iter().find(|d| d.event_id == "r3").expect("r3");
+    assert_eq!((r3.status, r3.blocked_by.clone()), (Status::Blocked, Some(id("c3"))));
+}
