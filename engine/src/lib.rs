@@ -5,32 +5,35 @@
 //!
 //! # Layout
 //!
-//! Modules are listed in the order a postback flows through them:
+//! Modules are listed in the order a postback flows through them; `docs/architecture.md`
+//! follows one event through them function by function.
 //!
 //! - [`api`]: the HTTP API (axum); [`serve`] runs it with the worker in one process; [`demo`]
 //!   shows it all in one command.
-//! - [`event`]: the envelope the platform posts, validated into typed values.
+//! - [`event`]: the envelope the platform posts, validated into typed values (a fast path for
+//!   valid envelopes, and validation that names every problem).
 //! - [`catalogue`]: every placeholder a template may name (name, type, description, example).
+//! - [`id`]: typed ids.
 //! - [`settings`]: a partner's notification settings, validated and compiled on save; renders
 //!   a [`request::Request`] for an event.
-//! - [`store`]: the durable store; accepting an event and recording its deliveries is one
-//!   transaction.
-//! - [`worker`]: claims due deliveries and runs each through the pipeline below: rate limit,
-//!   render, then one exchange with the receiver.
-//! - [`ratelimit`]: `max_requests_per_sec` per endpoint (GCRA).
 //! - [`render`]: the template compiler and renderer, with escaping decided per placeholder by
 //!   where it stands (JSON string or value, XML, form, URL, header).
+//! - [`request`]: the request as rendered and sent, and the headers Postwire writes itself.
+//! - [`store`]: the durable store over its backends, with the delivery rules in one place;
+//!   accepting an event and recording its deliveries is one transaction.
+//! - [`worker`]: claims due deliveries and takes each through its stages, in this order: rate
+//!   limit, render, one exchange with the receiver, record.
+//! - [`ratelimit`]: `max_requests_per_sec` per endpoint (GCRA).
 //! - [`exchange`]: one exchange in stages, transform, sign, send, classify, ending in the
 //!   attempt to record; shared by the worker, test postbacks and plugin dry runs.
 //! - [`plugins`]: a partner's transform and classify plugins in the pipeline (the wasm host
 //!   is the `postwire-plugins` crate).
-//! - [`request`]: the request as rendered and sent, and the headers Postwire writes itself.
 //! - [`sign`]: Standard Webhooks signatures.
 //! - [`send`]: the HTTP exchange, with timeouts, no redirects and the SSRF guard.
 //! - [`classify`]: the default reading of a receiver's answer: success, retry, fail or disable.
+//! - [`retry`]: the retry schedule.
 //! - [`redact`]: what counts as a secret, hidden the same way in the attempt log, settings as
 //!   shown, dry runs and the local runner.
-//! - [`retry`]: the retry schedule.
 //! - [`runner`]: `postwire plugin ...`, the tools of plugin authors.
 //! - [`error`]: the engine's error type, and field-level validation errors.
 //!
