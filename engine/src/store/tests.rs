@@ -339,3 +339,15 @@ async fn a_resolved_postback_waits_for_the_created_one(backend: Backend) {
     let r3 = now.iter().find(|d| d.event_id == "r3").expect("r3");
     assert_eq!((r3.status, r3.blocked_by.clone()), (Status::Blocked, Some(id("c3"))));
 }
+
+/// A URL of a backend not built yet is refused in words, before anything is opened.
+#[tokio::test]
+async fn a_postgres_url_is_not_supported_yet() {
+    let refused = Store::open("postgres://localhost/postwire", Durability::Process).await;
+    assert!(
+        matches!(&refused, Err(super::StoreError::Unsupported(url)) if url == "postgres://localhost/postwire"),
+        "{refused:?}"
+    );
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("sqlite://"), "{message}");
+}
