@@ -152,7 +152,7 @@ fn baseline_request(receiver: SocketAddr) -> (Request, Vec<(&'static str, String
     let secret = postwire::sign::new_secret();
     let signature = postwire::sign::headers(
         &secret,
-        &postwire::store::new_id("dlv"),
+        &postwire::id::DeliveryId::generate(),
         now_ms() / 1000,
         request.body.as_bytes(),
     )
@@ -512,7 +512,7 @@ async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
         let claimed = store.claim(now, lease, 100).await.expect("a claim");
         let claimed_in = started.elapsed();
         assert_eq!(claimed.len(), 100);
-        let rows: Vec<(String, i64)> = claimed.into_iter().map(|c| (c.delivery_id, now)).collect();
+        let rows: Vec<(postwire::id::DeliveryId, i64)> = claimed.into_iter().map(|c| (c.delivery_id, now)).collect();
         let given = Instant::now();
         store.reschedule(&rows).await.expect("given back");
         let given_in = given.elapsed();
@@ -593,7 +593,7 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
         .iter()
         .map(|c| Outcome {
             attempt: Attempt {
-                id: postwire::store::new_id("att"),
+                id: postwire::id::AttemptId::generate(),
                 delivery_id: c.delivery_id.clone(),
                 number: 1,
                 started_at: now_ms(),

@@ -23,13 +23,14 @@ use serde_json::{Value, json};
 
 use crate::classify::{self, Outcome, Response, Verdict};
 use crate::event::Event;
+use crate::id::{AttemptId, DeliveryId, PartnerId};
 use crate::plugins::{Plugins, config_text};
 use crate::redact;
 use crate::request::Request;
 use crate::send::{Answer, SendError, Sender};
 use crate::settings::CompiledSettings;
 use crate::sign::BadSecret;
-use crate::store::{Attempt, AttemptVerdict, new_id, now_ms};
+use crate::store::{Attempt, AttemptVerdict, now_ms};
 
 /// Everything one exchange needs.
 #[derive(Clone, Copy)]
@@ -39,13 +40,13 @@ pub struct Context<'a> {
     /// Runs the partner's plugins.
     pub plugins: &'a Plugins,
     /// The partner the postback is for.
-    pub partner_id: &'a str,
+    pub partner_id: &'a PartnerId,
     /// The partner's settings: plugins, `plugin_config`, success and error responses.
     pub settings: &'a CompiledSettings,
     /// The partner's signing secret.
     pub secret: &'a str,
     /// The delivery (its `webhook-id`).
-    pub delivery_id: &'a str,
+    pub delivery_id: &'a DeliveryId,
     /// The attempt's number, from 1.
     pub number: i64,
 }
@@ -147,7 +148,7 @@ impl TransformError {
     }
 
     /// The attempt that records this failure: nothing was sent.
-    pub fn into_attempt(self, delivery_id: &str, number: i64) -> Attempt {
+    pub fn into_attempt(self, delivery_id: &DeliveryId, number: i64) -> Attempt {
         let reason = self.to_string();
         let plugins = json!({ "transform": self.into_report() });
         unsent_attempt(delivery_id, number, &reason, Some(plugins))
@@ -305,7 +306,7 @@ pub async fn send(ctx: &Context<'_>, stages: &Stages<'_>, transformed: Transform
     let verdict = classified.verdict;
     let (verdict_name, error) = describe(&verdict);
     let attempt = Attempt {
-        id: new_id("att"),
+        id: AttemptId::generate(),
         delivery_id: ctx.delivery_id.to_owned(),
         number: ctx.number,
         started_at,
@@ -338,10 +339,10 @@ fn describe(verdict: &Verdict) -> (AttemptVerdict, Option<String>) {
 
 /// A failed attempt in which nothing was sent (settings that no longer compile, an unreadable
 /// event, a failed transform), with the plugins' reports if any ran.
-pub fn unsent_attempt(delivery_id: &str, number: i64, reason: &str, plugins: Option<Value>) -> Attempt {
+pub fn unsent_attempt(delivery_id: &DeliveryId, number: i64, reason: &str, plugins: Option<Value>) -> Attempt {
     Attempt {
-        id: new_id("att"),
-        delivery_id: delivery_id.to_owned(),
+        id: AttemptId::generate(),
+        delivery_id: delivery_id.clone(),
         number,
         started_at: now_ms(),
         duration_ms: 0,

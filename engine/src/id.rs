@@ -111,6 +111,14 @@ ids! {
     PluginId = "plg";
 }
 
+impl DeliveryId {
+    /// The id of a test postback, which is sent like a delivery but is none: `test_…`, so that
+    /// a receiver can tell it apart.
+    pub fn for_test() -> DeliveryId {
+        DeliveryId(format!("test_{}", ulid::Ulid::new()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

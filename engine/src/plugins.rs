@@ -321,9 +321,9 @@ pub fn plugin_event(event: &Event) -> wit::Event {
         })
         .collect();
     wit::Event {
-        id: event.id.clone(),
+        id: event.id.as_str().to_owned(),
         event_type: event.event_type.as_str().to_owned(),
-        partner_id: event.partner_id.clone(),
+        partner_id: event.partner_id.as_str().to_owned(),
         occurred_at: format_timestamp(&event.occurred_at),
         data,
     }

@@ -12,6 +12,7 @@ use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::{FieldError, Invalid};
 use crate::event::{Event, EventType};
 use crate::exchange::{self, Context, Exchanged};
+use crate::id::DeliveryId;
 use crate::settings::NotificationSettings;
 use crate::store::{SettingsRecord, now_ms};
 
@@ -120,7 +121,7 @@ async fn test(
         .map_err(|e| ApiError::conflict(format!("the saved settings are unreadable: {e}")))?;
     let compiled = settings.compile().map_err(|e| ApiError::invalid(e, ""))?;
     let event = Event::sample(event_type, &partner.id);
-    let test_id = crate::store::new_id("test");
+    let test_id = DeliveryId::for_test();
     let ctx = Context {
         sender: &state.sender,
         plugins: &state.plugins,

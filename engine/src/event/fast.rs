@@ -179,9 +179,9 @@ impl Event {
         values[catalogue::EVENT_TYPE] = Some(Value::Text(event_type.as_str().to_owned()));
         values[catalogue::EVENT_DATE] = Some(Value::Timestamp(occurred_at));
         Some(Event {
-            id,
+            id: id.into(),
             event_type,
-            partner_id: envelope.partner_id.into_owned(),
+            partner_id: envelope.partner_id.into_owned().into(),
             occurred_at,
             values,
             sent: Sent::default(),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::catalogue::{self, CATALOGUE, FieldId, Source};
+use crate::id::{EventId, PartnerId};
 
 /// The kinds of event Postwire delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,11 +102,11 @@ pub const MAX_ID_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// The platform's id of the event; with `partner_id`, the idempotency key.
-    pub id: String,
+    pub id: EventId,
     /// What happened.
     pub event_type: EventType,
     /// The partner whose postback this is.
-    pub partner_id: String,
+    pub partner_id: PartnerId,
     /// When it happened.
     pub occurred_at: DateTime<FixedOffset>,
     /// Values by [`FieldId`]; `None` where the event does not carry the field.

@@ -105,9 +105,9 @@ impl Event {
         values[catalogue::EVENT_TYPE] = Some(Value::Text(event_type.as_str().to_owned()));
         values[catalogue::EVENT_DATE] = Some(Value::Timestamp(occurred_at));
         problems.finish(Event {
-            id,
+            id: id.into(),
             event_type,
-            partner_id,
+            partner_id: partner_id.into(),
             occurred_at,
             values,
             sent: Sent::default(),

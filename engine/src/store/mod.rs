@@ -46,6 +46,7 @@ use serde::Serialize;
 pub use seam::Store;
 
 use crate::event::Event;
+use crate::id::{AttemptId, DeliveryId, EventId, PartnerId, PluginId};
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -65,7 +66,7 @@ pub const ACTION_INQUIRY: &str = "action_inquiry";
 #[derive(Debug, Clone, Serialize)]
 pub struct Partner {
     /// `ptn_…`
-    pub id: String,
+    pub id: PartnerId,
     /// A display name.
     pub name: String,
     /// The Standard Webhooks signing secret, `whsec_…`.
@@ -135,11 +136,11 @@ impl Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
     /// `dlv_…`; also the `webhook-id` the receiver sees on every attempt.
-    pub id: String,
+    pub id: DeliveryId,
     /// The partner.
-    pub partner_id: String,
+    pub partner_id: PartnerId,
     /// The event.
-    pub event_id: String,
+    pub event_id: EventId,
     /// The event's type.
     pub event_type: String,
     /// The inquiry the event is about.
@@ -152,7 +153,7 @@ pub struct Delivery {
     pub next_at: i64,
     /// The delivery it waits for, while blocked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked_by: Option<String>,
+    pub blocked_by: Option<DeliveryId>,
     /// The last failure, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -204,9 +205,9 @@ impl AttemptVerdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
     /// `att_…`
-    pub id: String,
+    pub id: AttemptId,
     /// The delivery.
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     /// 1 for the first attempt.
     pub number: i64,
     /// Unix ms.
@@ -234,9 +235,9 @@ pub struct Attempt {
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginRecord {
     /// `plg_…`
-    pub id: String,
+    pub id: PluginId,
     /// Its owner.
-    pub partner_id: String,
+    pub partner_id: PartnerId,
     /// The name it was uploaded with.
     pub name: String,
     /// The sha256 of the binary, hex.
@@ -253,9 +254,9 @@ pub struct PluginRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct Accepted {
     /// The event id.
-    pub event_id: String,
+    pub event_id: EventId,
     /// The deliveries made for it (none when the partner has no settings for its type).
-    pub delivery_ids: Vec<String>,
+    pub delivery_ids: Vec<DeliveryId>,
     /// True when the event had been accepted before; nothing new was recorded.
     pub duplicate: bool,
 }
@@ -264,9 +265,9 @@ pub struct Accepted {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// The delivery.
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     /// The partner.
-    pub partner_id: String,
+    pub partner_id: PartnerId,
     /// Attempts made before this one.
     pub attempts: i64,
     /// The event.
@@ -319,7 +320,7 @@ pub struct Leased {
     /// The position of its event in the accepted batch.
     pub event: usize,
     /// The delivery.
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     /// The version of the partner's settings it was accepted under.
     pub settings_version: i64,
 }
@@ -388,11 +389,6 @@ impl StoreError {
             source: source.into(),
         }
     }
-}
-
-/// A new prefixed, sortable id such as `dlv_01JD7Y3M4W1Q9ZB6V2K8T5XH0C`.
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new())
 }
 
 /// The current time in Unix milliseconds.

@@ -8,8 +8,9 @@
 
 use std::collections::HashSet;
 
-use super::{Next, Partner, Status, new_id};
+use super::{Next, Partner, Status};
 use crate::event::{Event, EventType};
+use crate::id::PartnerId;
 use crate::settings::NotificationSettings;
 
 // What an event creates.
@@ -220,7 +221,7 @@ pub fn released_due(next_at: i64, now: i64) -> i64 {
 /// (`whsec_` and 32 random bytes in base64).
 pub fn new_partner(name: &str, now: i64) -> Partner {
     Partner {
-        id: new_id("ptn"),
+        id: PartnerId::generate(),
         name: name.to_owned(),
         secret: crate::sign::new_secret(),
         created_at: now,

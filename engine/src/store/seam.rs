@@ -8,6 +8,7 @@ use super::{
     SettingsRecord, Status, StoreError,
 };
 use crate::event::Event;
+use crate::id::DeliveryId;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -128,7 +129,7 @@ impl Store {
 
     /// Moves claimed deliveries to new due times without counting an attempt (rate limiting,
     /// shutdown); the last time given for a delivery wins.
-    pub async fn reschedule(&self, due: &[(String, i64)]) -> Result<()> {
+    pub async fn reschedule(&self, due: &[(DeliveryId, i64)]) -> Result<()> {
         dispatch!(self, store => store.reschedule(due).await)
     }
 

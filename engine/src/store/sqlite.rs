@@ -12,6 +12,7 @@
 mod accept;
 mod claim;
 mod direct;
+mod ids;
 mod plugins;
 mod queries;
 mod record;
@@ -27,6 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::{Accepted, Claimed, Durability, Endpoint, Lease, Leased, Outcome, StoreError};
 use crate::event::Event;
+use crate::id::DeliveryId;
 use threads::{Accepts, Waiting, WriterThread};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -262,7 +264,7 @@ impl SqliteStore {
     }
 
     /// Moves claimed deliveries to new due times without counting an attempt.
-    pub async fn reschedule(&self, due: &[(String, i64)]) -> Result<()> {
+    pub async fn reschedule(&self, due: &[(DeliveryId, i64)]) -> Result<()> {
         if due.is_empty() {
             return Ok(());
         }

@@ -4,8 +4,9 @@
 
 use serde_json::json;
 
-use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Status, Store, new_id, now_ms};
+use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Status, Store, now_ms};
 use crate::event::Event;
+use crate::id::{AttemptId, DeliveryId, PartnerId};
 use crate::settings::NotificationSettings;
 
 /// A backend the suite runs on.
@@ -26,12 +27,12 @@ pub(super) async fn open(backend: Backend) -> (tempfile::TempDir, Store) {
 }
 
 /// A new partner with settings, all events, no delay.
-pub(super) async fn partner(store: &Store) -> String {
+pub(super) async fn partner(store: &Store) -> PartnerId {
     partner_with(store, json!({})).await
 }
 
 /// A new partner whose settings add `more` to the defaults of [`partner`].
-pub(super) async fn partner_with(store: &Store, more: serde_json::Value) -> String {
+pub(super) async fn partner_with(store: &Store, more: serde_json::Value) -> PartnerId {
     let partner = store.create_partner("batch").await.expect("a partner");
     let mut settings = json!({
         "url": "https://partner.example/hook",
@@ -67,10 +68,10 @@ pub(super) fn events(partner: &str, rows: &[(&str, &str, &str)]) -> Vec<Event> {
 }
 
 /// An attempt at `delivery_id` that answered 200, with `error` if given.
-pub(super) fn attempt(delivery_id: &str, error: Option<&str>) -> Attempt {
+pub(super) fn attempt(delivery_id: &DeliveryId, error: Option<&str>) -> Attempt {
     Attempt {
-        id: new_id("att"),
-        delivery_id: delivery_id.to_owned(),
+        id: AttemptId::generate(),
+        delivery_id: delivery_id.clone(),
         number: 1,
         started_at: now_ms(),
         duration_ms: 3,
@@ -189,7 +190,7 @@ async fn a_failed_recording_is_rolled_back(backend: Backend) {
     };
     // No such delivery: its attempt breaks the foreign key, after the first was written.
     let ghost = Outcome {
-        attempt: attempt("dlv_ghost", None),
+        attempt: attempt(&"dlv_ghost".into(), None),
         next: Next::Delivered,
     };
     let failed = store.record(vec![real.clone(), ghost].into(), now_ms()).await;

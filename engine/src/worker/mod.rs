@@ -34,6 +34,7 @@ use self::recorder::{Record, record};
 use crate::classify::Verdict;
 use crate::event::Event;
 use crate::exchange::{self, Context, unsent_attempt};
+use crate::id::{DeliveryId, PartnerId};
 use crate::plugins::Plugins;
 use crate::ratelimit::RateLimits;
 use crate::retry::Schedule;
@@ -96,7 +97,7 @@ enum Unsendable {
     Store(StoreError),
     /// The partner's settings are gone.
     #[error("partner {0} has no notification settings")]
-    NoSettings(String),
+    NoSettings(PartnerId),
     /// The saved settings are not settings.
     #[error("{0}")]
     UnreadableSettings(serde_json::Error),
@@ -121,7 +122,7 @@ struct Inner {
     plugins: Arc<Plugins>,
     config: WorkerConfig,
     limits: RateLimits,
-    endpoints: Mutex<HashMap<String, Arc<Compiled>>>,
+    endpoints: Mutex<HashMap<PartnerId, Arc<Compiled>>>,
     /// Set when deliveries may have become due in the store; the claimer then claims.
     store_due: AtomicBool,
     /// Set while the store holds due deliveries that came before any new one: new deliveries
@@ -130,7 +131,7 @@ struct Inner {
     wake: Notify,
     queue: Queue,
     /// Per partner, when an attempt last disabled its endpoint (Unix ms).
-    disabled: Mutex<HashMap<String, i64>>,
+    disabled: Mutex<HashMap<PartnerId, i64>>,
 }
 
 /// The delivery worker; clones share one worker.
@@ -388,7 +389,7 @@ impl Worker {
         if refused.is_empty() {
             return;
         }
-        let due: Vec<(String, i64)> = refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
+        let due: Vec<(DeliveryId, i64)> = refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
         if let Err(e) = self.inner.store.reschedule(&due).await {
             warn!(error = %e, "giving back leases failed; they are sent once the leases end");
         }
@@ -428,7 +429,7 @@ impl Worker {
             }
         };
         let (compiled, event) = match self
-            .prepare(claimed.partner_id.as_str(), claimed.settings_version, claimed.event)
+            .prepare(&claimed.partner_id, claimed.settings_version, claimed.event)
             .await
         {
             Ok(prepared) => prepared,
@@ -495,7 +496,7 @@ impl Worker {
 
     /// What a receiver's verdict makes of the delivery. A disabling verdict is also remembered
     /// here, so that the endpoint's deliveries already in memory are not sent.
-    fn next_after(&self, partner_id: &str, number: i64, verdict: Verdict) -> Next {
+    fn next_after(&self, partner_id: &PartnerId, number: i64, verdict: Verdict) -> Next {
         match verdict {
             Verdict::Success => Next::Delivered,
             Verdict::Fail { .. } => Next::Failed,
@@ -504,7 +505,7 @@ impl Worker {
                     .disabled
                     .lock()
                     .expect("never poisoned")
-                    .insert(partner_id.to_owned(), now_ms());
+                    .insert(partner_id.clone(), now_ms());
                 Next::Disable(reason)
             }
             Verdict::Retry { after, .. } => self.retry_at(number, after),
@@ -522,7 +523,7 @@ impl Worker {
     /// The partner's current settings (compiled once per version) and the event.
     async fn prepare(
         &self,
-        partner_id: &str,
+        partner_id: &PartnerId,
         settings_version: i64,
         event: ClaimedEvent,
     ) -> Result<(Arc<Compiled>, Event), Unsendable> {
@@ -530,7 +531,7 @@ impl Worker {
         Ok((compiled, event.read().map_err(Unsendable::Event)?))
     }
 
-    async fn compiled(&self, partner_id: &str, version: i64) -> Result<Arc<Compiled>, Unsendable> {
+    async fn compiled(&self, partner_id: &PartnerId, version: i64) -> Result<Arc<Compiled>, Unsendable> {
         let cached = self
             .inner
             .endpoints
@@ -547,7 +548,7 @@ impl Worker {
             .endpoint(partner_id)
             .await
             .map_err(Unsendable::Store)?
-            .ok_or_else(|| Unsendable::NoSettings(partner_id.to_owned()))?;
+            .ok_or_else(|| Unsendable::NoSettings(partner_id.clone()))?;
         let settings: NotificationSettings =
             serde_json::from_str(&endpoint.settings).map_err(Unsendable::UnreadableSettings)?;
         let settings = settings.compile().map_err(Unsendable::SettingsDoNotCompile)?;
@@ -560,7 +561,7 @@ impl Worker {
             .endpoints
             .lock()
             .expect("never poisoned")
-            .insert(partner_id.to_owned(), compiled.clone());
+            .insert(partner_id.clone(), compiled.clone());
         Ok(compiled)
     }
 }

@@ -175,12 +175,13 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::DeliveryId;
     use crate::store::ClaimedEvent;
 
     fn job(n: usize, until: i64) -> Job {
         Job {
             claimed: Claimed {
-                delivery_id: format!("dlv_{n}"),
+                delivery_id: format!("dlv_{n}").into(),
                 partner_id: "ptn_q".into(),
                 attempts: 0,
                 event: ClaimedEvent::Stored(String::new()),
@@ -234,7 +235,7 @@ mod tests {
         queue.open();
         let room = queue.reserve(3);
         assert!(queue.fill(room, vec![job(1, 50), job(2, 200), job(3, 100)]).is_empty());
-        let taken: Vec<String> = queue.take(3, 100).into_iter().map(|j| j.claimed.delivery_id).collect();
+        let taken: Vec<DeliveryId> = queue.take(3, 100).into_iter().map(|j| j.claimed.delivery_id).collect();
         assert_eq!(taken, ["dlv_2", "dlv_3"]);
         assert_eq!(queue.len(), 0);
     }

@@ -7,13 +7,14 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::Worker;
+use crate::id::DeliveryId;
 use crate::store::{Next, Outcome, now_ms};
 
 /// What the recorder writes.
 pub(super) enum Record {
     Outcome(Box<Outcome>),
     /// Back to the store due at this time, no attempt counted.
-    Later(String, i64),
+    Later(DeliveryId, i64),
 }
 
 /// The recorder: commits outcomes in batches, retrying the store for a while when it fails.

@@ -8,8 +8,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::Result;
 use crate::event::Event;
+use crate::id::DeliveryId;
 use crate::settings::NotificationSettings;
-use crate::store::{ACTION_INQUIRY, Accepted, Lease, Leased, Status, StoreError, new_id, rules};
+use crate::store::{ACTION_INQUIRY, Accepted, Lease, Leased, Status, StoreError, rules};
 
 /// A partner's settings as accepting events needs them.
 struct ForAccept {
@@ -111,7 +112,7 @@ pub(super) fn accept(
             let mut deliveries_through = |inquiry: &str| {
                 earlier
                     .query_map(params![event.partner_id, inquiry, event.id], |row| row.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .collect::<rusqlite::Result<Vec<DeliveryId>>>()
             };
             let mut delivery_ids = deliveries_through(event.action_inquiry_id())?;
             if delivery_ids.is_empty() {
@@ -136,7 +137,7 @@ pub(super) fn accept(
         if let Some(Some(endpoint)) = endpoints.get(event.partner_id.as_str())
             && rules::wants(&endpoint.settings, event.event_type)
         {
-            let id = new_id("dlv");
+            let id = DeliveryId::generate();
             let inquiry = event.action_inquiry_id();
             let due = rules::due_at(occurred_at, endpoint.settings.min_delay_secs, now);
             let blocked_by: Option<String> = match rules::waits_for(event.event_type) {

@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use rusqlite::params;
 
 use super::Result;
+use crate::id::DeliveryId;
 use crate::store::{ACTION_INQUIRY, Claimed, ClaimedEvent, Status, rules};
 
 /// Leases the [due](rules::due) deliveries, earliest first, and reads what sending them needs,
@@ -49,7 +50,7 @@ pub(super) fn claim(tx: &rusqlite::Transaction<'_>, now: i64, lease_ms: i64, lim
 }
 
 /// Moves pending deliveries to new due times, one after another, and ends their leases.
-pub(super) fn reschedule(tx: &rusqlite::Transaction<'_>, due: &[(String, i64)]) -> Result<()> {
+pub(super) fn reschedule(tx: &rusqlite::Transaction<'_>, due: &[(DeliveryId, i64)]) -> Result<()> {
     let mut reschedule = tx.prepare_cached(&RESCHEDULE)?;
     for (id, at) in due {
         reschedule.execute(params![id, at])?;

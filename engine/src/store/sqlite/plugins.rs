@@ -3,7 +3,8 @@
 use sqlx::Row;
 
 use super::{Result, SqliteStore};
-use crate::store::{ACTION_INQUIRY, PluginRecord, new_id};
+use crate::id::PluginId;
+use crate::store::{ACTION_INQUIRY, PluginRecord};
 
 const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at";
 
@@ -39,7 +40,7 @@ impl SqliteStore {
             "INSERT INTO plugins (id, partner_id, name, sha256, size, exports, wasm, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING {COLUMNS}"
         ))
-        .bind(new_id("plg"))
+        .bind(PluginId::generate().into_string())
         .bind(partner_id)
         .bind(name)
         .bind(sha256)

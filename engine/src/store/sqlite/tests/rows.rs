@@ -4,6 +4,8 @@
 use serde_json::json;
 use sqlx::Row;
 
+use crate::id::DeliveryId;
+
 use super::{store, write};
 use crate::event::Event;
 use crate::settings::NotificationSettings;
@@ -218,11 +220,11 @@ async fn accept_leases_only_deliveries_due_now() {
     assert!(!is_leased("c1") && !is_leased("c4") && !is_leased("r1"));
     // Claims find c1 and c4 only; the leased ones are not due until their lease ends.
     let claimed = store.claim(now_ms(), 1_000, 100).await.expect("claimed");
-    let mut ids: Vec<String> = claimed.into_iter().map(|c| c.delivery_id).collect();
+    let mut ids: Vec<DeliveryId> = claimed.into_iter().map(|c| c.delivery_id).collect();
     ids.sort();
     let mut expected = vec![accepted[3].delivery_ids[0].clone()];
     expected.extend(
-        sqlx::query_scalar::<_, String>("SELECT id FROM deliveries WHERE event_id = 'c1'")
+        sqlx::query_scalar::<_, DeliveryId>("SELECT id FROM deliveries WHERE event_id = 'c1'")
             .fetch_all(write(&store))
             .await
             .expect("c1"),
