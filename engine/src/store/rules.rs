@@ -242,6 +242,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::store::tests::event;
 
     const ALL: [Status; 5] = [
         Status::Pending,
@@ -250,18 +251,6 @@ mod tests {
         Status::Delivered,
         Status::Failed,
     ];
-
-    fn event(partner: &str, id: &str, kind: &str, inquiry: &str) -> Event {
-        let mut data = json!({"ActionInquiryId": inquiry});
-        if kind == "resolved" {
-            data["ResolutionStatus"] = json!("VALID");
-        }
-        Event::from_value(
-            &json!({"id": id, "type": format!("action_inquiry.{kind}"), "partner_id": partner,
-            "occurred_at": "2026-11-20T14:03:00Z", "data": data}),
-        )
-        .expect("a valid event")
-    }
 
     #[test]
     fn independence() {
