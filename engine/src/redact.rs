@@ -62,7 +62,9 @@ pub fn header_value<'a>(name: &str, value: &'a str) -> &'a str {
 /// The URL as shown: its userinfo replaced by [`REDACTED`], and the values of secret query
 /// parameters too. URLs with neither a `?` nor an `@` (most) are returned as they are, unparsed.
 pub fn url(url: &str) -> Cow<'_, str> {
-    if !url.contains(['?', '@']) {
+    // Two byte searches (memchr) rather than one search for either character, which goes
+    // char by char: this runs for every attempt.
+    if !url.contains('?') && !url.contains('@') {
         return url.into();
     }
     let shown = query(url);
