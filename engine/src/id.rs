@@ -109,6 +109,8 @@ ids! {
     AttemptId = "att";
     /// An uploaded plugin: `plg_…`.
     PluginId = "plg";
+    /// An API key (its id, not its token): `key_…`.
+    KeyId = "key";
 }
 
 impl DeliveryId {

@@ -46,7 +46,7 @@ use serde::Serialize;
 pub use seam::Store;
 
 use crate::event::Event;
-use crate::id::{AttemptId, DeliveryId, EventId, PartnerId, PluginId};
+use crate::id::{AttemptId, DeliveryId, EventId, KeyId, PartnerId, PluginId};
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -73,6 +73,71 @@ pub struct Partner {
     pub secret: String,
     /// Unix milliseconds.
     pub created_at: i64,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// Everything: the operator token made on a first start without a configured one.
+    Operator,
+    /// One partner's resources, and nothing of other partners'.
+    Partner,
+    /// Posting events, for every partner or a named set; reading nothing.
+    Ingest,
+}
+
+impl KeyKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Operator => "operator",
+            KeyKind::Partner => "partner",
+            KeyKind::Ingest => "ingest",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn parse(name: &str) -> Option<KeyKind> {
+        match name {
+            "operator" => Some(KeyKind::Operator),
+            "partner" => Some(KeyKind::Partner),
+            "ingest" => Some(KeyKind::Ingest),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored: never its token, which only its creator sees, once.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKey {
+    /// `key_…`
+    pub id: KeyId,
+    /// What it may do.
+    pub kind: KeyKind,
+    /// The partner a partner key acts for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_id: Option<PartnerId>,
+    /// The partners an ingest key may post events for; `None` for all (and for other kinds).
+    pub partners: Option<Vec<PartnerId>>,
+    /// The first characters after `pw_live_`, to tell keys apart.
+    pub prefix: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// When it was revoked; a revoked key never authenticates.
+    pub revoked_at: Option<i64>,
+    /// When it was last used, to the minute.
+    pub last_used_at: Option<i64>,
+}
+
+/// A key just created, with its token: the only time the token exists outside its holder.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewKey {
+    /// The key.
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// `pw_live_…`, shown once.
+    pub token: String,
 }
 
 /// Saved settings with their state.

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use super::{Next, Partner, Status};
+use super::{ApiKey, KeyKind, Next, Partner, Status};
 use crate::event::{Event, EventType};
 use crate::id::PartnerId;
 use crate::settings::NotificationSettings;
@@ -228,6 +228,94 @@ pub fn new_partner(name: &str, now: i64) -> Partner {
     }
 }
 
+// API keys.
+
+/// What every token starts with, so that secret scanners recognise a leaked one.
+pub const TOKEN_PREFIX: &str = "pw_live_";
+
+/// Characters of a token shown in listings to tell keys apart (after [`TOKEN_PREFIX`]).
+pub const SHOWN_CHARS: usize = 8;
+
+/// Random characters of a new token: 43 base62 characters carry 256 bits.
+const TOKEN_CHARS: usize = 43;
+
+/// A new token: [`TOKEN_PREFIX`] and 43 random base62 characters.
+pub fn new_token() -> String {
+    use rand::Rng;
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let mut token = String::with_capacity(TOKEN_PREFIX.len() + TOKEN_CHARS);
+    token.push_str(TOKEN_PREFIX);
+    for _ in 0..TOKEN_CHARS {
+        token.push(BASE62[rng.random_range(0..BASE62.len())] as char);
+    }
+    token
+}
+
+/// What is stored of a token, and what it is looked up by: its SHA-256 in lowercase hex. A
+/// token is 256 random bits, so a plain hash cannot be reversed or guessed; a slow hash would
+/// only slow every request.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    hex
+}
+
+/// The part of a token shown to tell keys apart.
+pub fn shown_prefix(token: &str) -> String {
+    let rest = token.strip_prefix(TOKEN_PREFIX).unwrap_or(token);
+    rest.chars().take(SHOWN_CHARS).collect()
+}
+
+/// A new key of `kind` with a fresh token; `partner_id` for partner keys, `partners` for ingest
+/// keys limited to some partners.
+pub fn new_key(
+    kind: KeyKind,
+    partner_id: Option<PartnerId>,
+    partners: Option<Vec<PartnerId>>,
+    now: i64,
+) -> (ApiKey, String) {
+    let token = new_token();
+    let key = ApiKey {
+        id: crate::id::KeyId::generate(),
+        kind,
+        partner_id,
+        partners,
+        prefix: shown_prefix(&token),
+        created_at: now,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    (key, token)
+}
+
+/// Whether a stored key lets its holder in: a revoked key never does.
+pub fn authenticates(key: &ApiKey) -> bool {
+    key.revoked_at.is_none()
+}
+
+/// Whether `key` may post events for `partner`: the operator and unlimited ingest keys for any,
+/// a limited ingest key for the partners it names, a partner key for none.
+pub fn may_post_for(key: &ApiKey, partner: &str) -> bool {
+    match key.kind {
+        KeyKind::Operator => true,
+        KeyKind::Ingest => key
+            .partners
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|p| p == partner)),
+        KeyKind::Partner => false,
+    }
+}
+
+/// How long a key's recorded last use may lag behind: it is written at most this often per
+/// key, so that authenticating costs no write per request.
+pub const LAST_USE_EVERY_MS: i64 = 60_000;
+
 /// Statuses as an SQL list of their stored names: `'pending', 'held'`.
 pub fn statuses_sql(statuses: &[Status]) -> String {
     statuses
@@ -251,6 +339,28 @@ mod tests {
         Status::Delivered,
         Status::Failed,
     ];
+
+    #[test]
+    fn tokens_are_long_recognisable_and_hashed() {
+        let token = new_token();
+        assert!(token.starts_with("pw_live_") && token.len() == 8 + 43, "{token}");
+        assert!(token[8..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(token, new_token());
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let (key, token) = new_key(KeyKind::Ingest, None, Some(vec!["p1".into()]), 5);
+        assert_eq!(key.prefix, token[8..16]);
+        assert!(authenticates(&key) && may_post_for(&key, "p1") && !may_post_for(&key, "p2"));
+        let revoked = ApiKey {
+            revoked_at: Some(6),
+            ..key
+        };
+        assert!(!authenticates(&revoked));
+        let (partner_key, _) = new_key(KeyKind::Partner, Some("p1".into()), None, 5);
+        assert!(!may_post_for(&partner_key, "p1"));
+    }
 
     #[test]
     fn independence() {

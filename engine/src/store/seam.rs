@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::sqlite::SqliteStore;
 use super::{
-    Accepted, Attempt, Claimed, Delivery, Durability, Endpoint, Lease, Leased, Outcome, Partner, PluginRecord,
-    SettingsRecord, Status, StoreError,
+    Accepted, ApiKey, Attempt, Claimed, Delivery, Durability, Endpoint, KeyKind, Lease, Leased, NewKey, Outcome,
+    Partner, PluginRecord, SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::DeliveryId;
@@ -62,6 +62,45 @@ impl Store {
     /// A partner by id.
     pub async fn partner(&self, id: &str) -> Result<Option<Partner>> {
         dispatch!(self, store => store.partner(id).await)
+    }
+
+    /// Creates an API key of `kind` (see [`rules::new_key`]) and stores only its token's hash;
+    /// the token is in the answer, and nowhere else from then on.
+    pub async fn create_key(
+        &self,
+        kind: KeyKind,
+        partner_id: Option<&str>,
+        partners: Option<Vec<crate::id::PartnerId>>,
+        now: i64,
+    ) -> Result<NewKey> {
+        let (key, token) = rules::new_key(kind, partner_id.map(Into::into), partners, now);
+        let hash = rules::token_hash(&token);
+        dispatch!(self, store => store.create_key(&key, &hash).await)?;
+        Ok(NewKey { key, token })
+    }
+
+    /// The key a token belongs to, if it lets its holder in ([`rules::authenticates`]): looked
+    /// up by the token's hash, so tokens are never compared.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<ApiKey>> {
+        let key = dispatch!(self, store => store.key_by_hash(&rules::token_hash(token)).await)?;
+        Ok(key.filter(rules::authenticates))
+    }
+
+    /// Keys of `kind` (of one partner when given), revoked ones too, newest first.
+    pub async fn keys(&self, kind: KeyKind, partner_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        dispatch!(self, store => store.keys(kind, partner_id).await)
+    }
+
+    /// Revokes a key of `kind` (of one partner when given): false when there is no such key not
+    /// yet revoked.
+    pub async fn revoke_key(&self, kind: KeyKind, partner_id: Option<&str>, id: &str, now: i64) -> Result<bool> {
+        dispatch!(self, store => store.revoke_key(kind, partner_id, id, now).await)
+    }
+
+    /// Records that a key was used at `at` (callers throttle this: see
+    /// [`rules::LAST_USE_EVERY_MS`]).
+    pub async fn key_used(&self, id: &str, at: i64) -> Result<()> {
+        dispatch!(self, store => store.key_used(id, at).await)
     }
 
     /// Saves validated settings; saving re-enables a disabled endpoint and releases its held

@@ -6,13 +6,14 @@
 //!
 //! The hot writes (accept, claim, record, reschedule) run on the write connection's SQLite
 //! handle directly (see `direct`), one file per statement group: `accept`, `claim`, `record`.
-//! The API's other queries go through sqlx (`queries`, `plugins`). The delivery rules they
+//! The API's other queries go through sqlx (`queries`, `plugins`, `keys`). The delivery rules they
 //! apply are the store's [`rules`](super::rules).
 
 mod accept;
 mod claim;
 mod direct;
 mod ids;
+mod keys;
 mod plugins;
 mod queries;
 mod record;

@@ -141,7 +141,132 @@ suite!(
     a_disabled_endpoint_holds_its_deliveries_until_enabled,
     a_delivery_waits_for_its_delay,
     a_resolved_postback_waits_for_the_created_one,
+    keys_authenticate_by_token_until_revoked,
+    the_database_file_holds_no_token,
 );
+
+/// A key authenticates with its token and nothing else, until it is revoked; listings scope by
+/// kind and partner, and the last use is recorded.
+async fn keys_authenticate_by_token_until_revoked(backend: Backend) {
+    use super::KeyKind;
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    let now = now_ms();
+    let key_a = store.create_key(KeyKind::Partner, Some(&a), None, now).await.unwrap();
+    let key_b = store.create_key(KeyKind::Partner, Some(&b), None, now).await.unwrap();
+    let ingest = store
+        .create_key(KeyKind::Ingest, None, Some(vec![a.clone()]), now)
+        .await
+        .unwrap();
+    assert!(key_a.token.starts_with("pw_live_"));
+    let found = store
+        .authenticate(&key_a.token)
+        .await
+        .unwrap()
+        .expect("the key authenticates");
+    assert_eq!(
+        (found.id.clone(), found.kind, found.partner_id),
+        (key_a.key.id.clone(), KeyKind::Partner, Some(a.clone()))
+    );
+    let found = store.authenticate(&ingest.token).await.unwrap().unwrap();
+    assert_eq!(found.partners, Some(vec![a.clone()]));
+    assert!(store.authenticate("pw_live_nope").await.unwrap().is_none());
+    assert!(
+        store
+            .authenticate(&key_a.token[..key_a.token.len() - 1])
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let listed = store.keys(KeyKind::Partner, Some(&a)).await.unwrap();
+    assert_eq!(listed.iter().map(|k| &k.id).collect::<Vec<_>>(), vec![&key_a.key.id]);
+    assert_eq!(store.keys(KeyKind::Ingest, None).await.unwrap().len(), 1);
+
+    store.key_used(&key_a.key.id, now + 5).await.unwrap();
+    store.key_used(&key_a.key.id, now + 1).await.unwrap();
+    let listed = store.keys(KeyKind::Partner, Some(&a)).await.unwrap();
+    assert_eq!(
+        listed[0].last_used_at,
+        Some(now + 5),
+        "a late write never moves the last use back"
+    );
+
+    assert!(
+        !store
+            .revoke_key(KeyKind::Partner, Some(&b), &key_a.key.id, now)
+            .await
+            .unwrap(),
+        "another partner's key"
+    );
+    assert!(
+        !store
+            .revoke_key(KeyKind::Ingest, None, &key_a.key.id, now)
+            .await
+            .unwrap(),
+        "another kind"
+    );
+    assert!(
+        store
+            .revoke_key(KeyKind::Partner, Some(&a), &key_a.key.id, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_key(KeyKind::Partner, Some(&a), &key_a.key.id, now)
+            .await
+            .unwrap(),
+        "already revoked"
+    );
+    assert!(
+        store.authenticate(&key_a.token).await.unwrap().is_none(),
+        "a revoked key never authenticates"
+    );
+    assert!(store.authenticate(&key_b.token).await.unwrap().is_some());
+    let listed = store.keys(KeyKind::Partner, Some(&a)).await.unwrap();
+    assert_eq!(listed[0].revoked_at, Some(now));
+}
+
+/// Only hashes of tokens are stored: the database file's bytes hold no token.
+async fn the_database_file_holds_no_token(backend: Backend) {
+    use super::KeyKind;
+    let (dir, store) = open(backend).await;
+    let a = partner(&store).await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(
+            store
+                .create_key(KeyKind::Partner, Some(&a), None, now_ms())
+                .await
+                .unwrap()
+                .token,
+        );
+        tokens.push(
+            store
+                .create_key(KeyKind::Ingest, None, None, now_ms())
+                .await
+                .unwrap()
+                .token,
+        );
+    }
+    store.close().await;
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    for token in &tokens {
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{token} is stored"
+        );
+        let random = &token.as_bytes()[8 + super::rules::SHOWN_CHARS..];
+        assert!(
+            !bytes.windows(random.len()).any(|w| w == random),
+            "part of {token} is stored"
+        );
+    }
+}
 
 /// An event sent again answers with the deliveries it had, whatever data it is sent with
 /// this time, and gets no new one.
