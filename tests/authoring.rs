@@ -126,6 +126,8 @@ async fn the_documented_path_from_scaffold_to_attempt_log() {
             &engine.base,
             "--partner",
             &partner.id,
+            "--token",
+            TOKEN,
             "--attach",
             "transform",
         ],

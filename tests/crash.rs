@@ -18,6 +18,19 @@ use axum::body::Bytes;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+/// The operator token the engines of these tests are started with.
+const TOKEN: &str = "pw_live_TestOperatorToken0123456789abcdefghijklmn";
+
+/// Headers that send [`TOKEN`].
+fn operator_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().expect("a header value"),
+    );
+    headers
+}
+
 /// Events the test tries to get accepted, over all runs.
 const EVENTS: usize = 600;
 /// `serve --timeout`: short, so that the lease derived from it is as short as the engine allows.
@@ -62,6 +75,7 @@ impl Engine {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
             .args(["--allow-destination", "127.0.0.1/32", "--timeout", TIMEOUT])
+            .args(["--admin-token", TOKEN])
             .args(extra)
             .env("POSTWIRE_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
@@ -395,7 +409,11 @@ async fn no_accepted_event_is_lost_when_the_engine_is_killed() {
     let lease = lease();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (receiver, hook_url) = start_receiver().await;
-    let http = reqwest::Client::builder().timeout(STEP).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(STEP)
+        .default_headers(operator_headers())
+        .build()
+        .unwrap();
 
     let engine = Engine::start(dir.path());
     let partner = http
@@ -590,7 +608,11 @@ async fn sigterm_finishes_postbacks_in_flight_and_sends_nothing_twice() {
     const N: usize = 100;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (receiver, hook_url) = start_receiver().await;
-    let http = reqwest::Client::builder().timeout(STEP).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(STEP)
+        .default_headers(operator_headers())
+        .build()
+        .unwrap();
     // Few postbacks in flight at once, so that most are still waiting when the stop comes.
     let mut engine = Engine::start_with(dir.path(), &["--concurrency", "8"]);
     let answer = http

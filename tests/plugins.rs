@@ -328,7 +328,11 @@ async fn plugins_survive_a_restart_without_compiling_again() {
             .await
             .unwrap()
     };
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(operator_headers())
+        .build()
+        .unwrap();
     let first = start(options()).await;
     let base = format!("http://{}", first.addr);
     let partner: Value = http

@@ -86,12 +86,15 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
     let app = axum::Router::new().fallback(receive).with_state(receiver);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let operator = crate::store::rules::new_token();
     let config = ServeOptions {
         listen: Some("127.0.0.1:0".parse().expect("valid address")),
         database: Some(format!("sqlite://{}", dir.join("demo.db").display())),
         allow_destination: vec!["127.0.0.1/32".parse().expect("valid network")],
         retry_schedule: Some("0s,2s,10s".into()),
         timeout: Some("5s".into()),
+        // The demo's own operator token, for this run only.
+        admin_token: Some(operator.clone()),
         ..ServeOptions::default()
     }
     .resolve()?;
@@ -106,6 +109,7 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
 
     let partner: Value = call(
         &http,
+        &operator,
         reqwest::Method::POST,
         &format!("{api}/v1/partners"),
         json!({"name": "Trail Deals"}),
@@ -114,11 +118,27 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
     let partner_id = partner["id"].as_str().ok_or("no partner id")?.to_owned();
     let secret = partner["secret"].as_str().ok_or("no secret")?.to_owned();
     println!("1. Created partner {partner_id}; it verifies postbacks with its secret {secret}");
+    let key = |path: String| {
+        let (http, operator) = (&http, &operator);
+        async move {
+            let key = call(http, operator, reqwest::Method::POST, &path, json!({})).await?;
+            key["token"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{path}: no token"))
+        }
+    };
+    let partner_key = key(format!("{api}/v1/partners/{partner_id}/keys")).await?;
+    let ingest_key = key(format!("{api}/v1/ingest-keys")).await?;
+    println!(
+        "   With the operator token, made a partner key (POST /v1/partners/{{id}}/keys) and an ingest key (POST /v1/ingest-keys)"
+    );
 
     let mut settings: Value = serde_json::from_str(SETTINGS).map_err(|e| e.to_string())?;
     settings["url"] = json!(format!("http://{receiver_addr}/postbacks"));
     call(
         &http,
+        &partner_key,
         reqwest::Method::PUT,
         &format!("{api}/v1/partners/{partner_id}/settings/action-inquiry"),
         settings.clone(),
@@ -133,7 +153,14 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
     for (name, text) in [("created", CREATED), ("resolved", RESOLVED)] {
         let mut event: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         event["partner_id"] = json!(partner_id);
-        let accepted = call(&http, reqwest::Method::POST, &format!("{api}/v1/events"), event).await?;
+        let accepted = call(
+            &http,
+            &ingest_key,
+            reqwest::Method::POST,
+            &format!("{api}/v1/events"),
+            event,
+        )
+        .await?;
         let delivery = accepted["delivery_ids"][0].as_str().ok_or("no delivery")?.to_owned();
         println!(
             "3. Posted the {name} event {} -> delivery {delivery}",
@@ -162,6 +189,7 @@ async fn demo(dir: &std::path::Path) -> Result<(), String> {
     for id in &ids {
         let log = call(
             &http,
+            &partner_key,
             reqwest::Method::GET,
             &format!("{api}/v1/partners/{partner_id}/deliveries/{id}"),
             Value::Null,
@@ -222,8 +250,15 @@ fn print_arrival(arrival: &Received, secret: &str) {
     println!();
 }
 
-async fn call(http: &reqwest::Client, method: reqwest::Method, url: &str, body: Value) -> Result<Value, String> {
-    let mut request = http.request(method, url);
+/// One API call with `token` as its credential.
+async fn call(
+    http: &reqwest::Client,
+    token: &str,
+    method: reqwest::Method,
+    url: &str,
+    body: Value,
+) -> Result<Value, String> {
+    let mut request = http.request(method, url).bearer_auth(token);
     if !body.is_null() {
         request = request.json(&body);
     }

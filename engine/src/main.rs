@@ -101,6 +101,9 @@ enum PluginCommand {
         /// The server, e.g. http://127.0.0.1:8080.
         #[arg(long, env = "POSTWIRE_SERVER")]
         server: String,
+        /// The partner's key (or the operator token), sent as `Authorization: Bearer`.
+        #[arg(long, env = "POSTWIRE_TOKEN", hide_env_values = true)]
+        token: String,
         /// The partner id (ptn_...).
         #[arg(long)]
         partner: String,
@@ -209,6 +212,15 @@ fn serve(options: ServeOptions) -> Result<(), String> {
             "postwire listening on http://{} (database {})",
             running.addr, config.database
         );
+        match &running.operator_token {
+            postwire::serve::OperatorToken::Created(token) => println!(
+                "operator token (shown once): {token}\n  send it as Authorization: Bearer <token>; only its hash is stored"
+            ),
+            postwire::serve::OperatorToken::Stored => {
+                println!("operator token: the one printed on the first start (stored hashed)")
+            }
+            postwire::serve::OperatorToken::Configured => println!("operator token: as configured"),
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         running.wait().await;
@@ -233,6 +245,7 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
         PluginCommand::Upload {
             wasm,
             server,
+            token,
             partner,
             name,
             attach,
@@ -241,7 +254,14 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
                 wasm.file_stem()
                     .map_or("plugin".into(), |s| s.to_string_lossy().into_owned())
             });
-            let record = runtime().block_on(runner::upload(&server, &partner, &wasm, &name, attach.as_deref()))?;
+            let record = runtime().block_on(runner::upload(
+                &server,
+                &token,
+                &partner,
+                &wasm,
+                &name,
+                attach.as_deref(),
+            ))?;
             println!("{}", serde_json::to_string_pretty(&record).expect("JSON serializes"));
             return Ok(());
         }

@@ -270,17 +270,27 @@ pub fn ensure_wasm_target() -> Result<(), String> {
     }
 }
 
-/// `postwire plugin upload`: sends the component to a server; with `attach`, names it in the
-/// partner's settings as its transform or classify plugin. Returns the plugin record.
+/// `postwire plugin upload`: sends the component to a server with `token` (the partner's key or
+/// the operator token) as its credential; with `attach`, names it in the partner's settings as
+/// its transform or classify plugin. Returns the plugin record.
 pub async fn upload(
     server: &str,
+    token: &str,
     partner: &str,
     wasm: &Path,
     name: &str,
     attach: Option<&str>,
 ) -> Result<Value, String> {
     let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut credential = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the token is not a valid header value".to_owned())?;
+    credential.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, credential);
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| e.to_string())?;
     let base = server.trim_end_matches('/');
     let answer = http
         .post(format!("{base}/v1/partners/{partner}/plugins"))

@@ -81,7 +81,14 @@ pub struct ServeOptions {
     /// so that a write never waits for a CPU behind postbacks; 0 runs them alike [default: 5].
     #[arg(long, env = "POSTWIRE_RUNTIME_NICENESS", value_name = "STEPS")]
     pub runtime_niceness: Option<i32>,
+    /// The operator token (at least 32 characters), sent as `Authorization: Bearer <token>`
+    /// [default: one made on the first start, printed once and stored hashed].
+    #[arg(long, env = "POSTWIRE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
+
+/// Shortest operator token accepted from the configuration.
+pub const MIN_ADMIN_TOKEN: usize = 32;
 
 /// How many nice steps below the store's writer thread `serve` runs its async threads unless
 /// told otherwise: enough that the writer gets about three quarters of a CPU it shares with one
@@ -112,6 +119,8 @@ pub struct Config {
     pub plugin_allocator: Allocator,
     /// Nice steps the async runtime's threads run below the store's writer (see [`runtime`]).
     pub runtime_niceness: i32,
+    /// SHA-256 of the configured operator token (the token itself is not kept).
+    pub admin_token_hash: Option<String>,
 }
 
 impl ServeOptions {
@@ -181,6 +190,16 @@ impl ServeOptions {
                  writer's priority, or up to 19 for the lowest"
             ));
         }
+        let admin_token = pick(self.admin_token, file.admin_token);
+        if let Some(token) = &admin_token
+            && token.trim().chars().count() < MIN_ADMIN_TOKEN
+        {
+            return Err(format!(
+                "admin_token: too short; use at least {MIN_ADMIN_TOKEN} random characters, or set none and let \
+                 serve make one"
+            ));
+        }
+        let admin_token_hash = admin_token.map(|token| crate::store::rules::token_hash(token.trim()));
         let database = pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into());
         let plugin_cache = self.plugin_cache.or(file.plugin_cache).or_else(|| {
             let path = database
@@ -212,6 +231,7 @@ impl ServeOptions {
             plugin_cache,
             plugin_allocator: Allocator::Pooling,
             runtime_niceness,
+            admin_token_hash,
         })
     }
 }
@@ -238,10 +258,39 @@ pub fn runtime(niceness: i32) -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Where the operator token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorToken {
+    /// The configuration names it.
+    Configured,
+    /// One made on an earlier start is stored (hashed).
+    Stored,
+    /// None was configured or stored: this one was just made and stored hashed. It is shown
+    /// this once.
+    Created(String),
+}
+
+/// The operator token of a store: `Configured` when the configuration has one, else the stored
+/// one, else a new one, stored by its hash.
+async fn operator_token(store: &Store, configured: bool) -> Result<OperatorToken, crate::store::StoreError> {
+    use crate::store::{KeyKind, now_ms};
+    if configured {
+        return Ok(OperatorToken::Configured);
+    }
+    let stored = store.keys(KeyKind::Operator, None).await?;
+    if stored.iter().any(|key| key.revoked_at.is_none()) {
+        return Ok(OperatorToken::Stored);
+    }
+    let key = store.create_key(KeyKind::Operator, None, None, now_ms()).await?;
+    Ok(OperatorToken::Created(key.token))
+}
+
 /// A running engine: the API and the worker.
 pub struct Running {
     /// The address the API listens on.
     pub addr: SocketAddr,
+    /// Where the operator token comes from; a new one is in it, to show once.
+    pub operator_token: OperatorToken,
     /// The store, for callers that run the engine in-process.
     pub store: Store,
     shutdown: CancellationToken,
@@ -267,6 +316,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let store = Store::open_with(&config.database, config.durability, config.runtime_niceness)
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.database))?;
+    let operator_token = operator_token(&store, config.admin_token_hash.is_some())
+        .await
+        .map_err(|e| format!("cannot set up the operator token: {e}"))?;
     let sender = Sender::new(Guard::new(config.allow.clone()), config.send.clone());
     let host = Host::with_allocator(
         config.plugin_limits.clone(),
@@ -285,6 +337,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         worker: worker.clone(),
         sender,
         plugins,
+        auth: Arc::new(api::Auth::new(config.admin_token_hash.clone())),
     });
     let task = {
         let shutdown = shutdown.clone();
@@ -309,6 +362,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     Ok(Running {
         addr,
+        operator_token,
         store,
         shutdown,
         task,
@@ -384,6 +438,59 @@ mod tests {
             ..ServeOptions::default()
         });
         assert!(error.starts_with("runtime_niceness: 20 "), "{error}");
+        let error = refused(ServeOptions {
+            admin_token: Some("short".into()),
+            ..ServeOptions::default()
+        });
+        assert!(error.starts_with("admin_token: too short"), "{error}");
+    }
+
+    /// The operator token is kept as its hash only, from a flag over the file.
+    #[test]
+    fn the_admin_token_is_kept_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("postwire.toml");
+        std::fs::write(&file, "admin_token = \"pw_live_fromthefile0123456789abcdefghij\"\n").unwrap();
+        let from_file = ServeOptions {
+            config: Some(file.clone()),
+            ..ServeOptions::default()
+        }
+        .resolve()
+        .unwrap();
+        let hash = crate::store::rules::token_hash("pw_live_fromthefile0123456789abcdefghij");
+        assert_eq!(from_file.admin_token_hash.as_deref(), Some(hash.as_str()));
+        assert!(!format!("{from_file:?}").contains("fromthefile"));
+        let flag = ServeOptions {
+            config: Some(file),
+            admin_token: Some("pw_live_fromtheflag0123456789abcdefghij".into()),
+            ..ServeOptions::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            flag.admin_token_hash,
+            Some(crate::store::rules::token_hash(
+                "pw_live_fromtheflag0123456789abcdefghij"
+            ))
+        );
+        assert_eq!(ServeOptions::default().resolve().unwrap().admin_token_hash, None);
+    }
+
+    /// Without a configured token, the first start makes one and later starts find it.
+    #[tokio::test]
+    async fn the_first_start_makes_an_operator_token_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("pw.db").display());
+        let store = Store::open(&url, Durability::Process).await.unwrap();
+        let OperatorToken::Created(token) = operator_token(&store, false).await.unwrap() else {
+            panic!("a first start makes a token");
+        };
+        assert!(token.starts_with("pw_live_"));
+        assert_eq!(operator_token(&store, false).await.unwrap(), OperatorToken::Stored);
+        assert_eq!(operator_token(&store, true).await.unwrap(), OperatorToken::Configured);
+        let key = store.authenticate(&token).await.unwrap().unwrap();
+        assert_eq!(key.kind, crate::store::KeyKind::Operator);
+        store.close().await;
     }
 
     /// The runtime's threads, workers and blocking ones, run below the thread that built it,

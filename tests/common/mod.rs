@@ -32,6 +32,19 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// The retry schedule of test engines: four attempts, 200 ms apart.
 pub const SCHEDULE: &str = "0s,200ms,200ms,200ms";
 
+/// The operator token of test engines, which [`Engine`] sends unless told otherwise.
+pub const TOKEN: &str = "pw_live_TestOperatorToken0123456789abcdefghijklmn";
+
+/// Headers that send [`TOKEN`], for tests' own HTTP clients.
+pub fn operator_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().expect("a header value"),
+    );
+    headers
+}
+
 /// Attempts [`SCHEDULE`] allows.
 pub const ATTEMPTS: usize = 4;
 
@@ -122,6 +135,7 @@ impl Engine {
             retry_schedule: Some(SCHEDULE.into()),
             timeout: Some("1s".into()),
             connect_timeout: Some("1s".into()),
+            admin_token: Some(TOKEN.into()),
             ..ServeOptions::default()
         }
     }
@@ -159,9 +173,24 @@ impl Engine {
         bounded("the engine stops", self.running.stop()).await;
     }
 
-    /// Sends a request to the API; `body` is sent as is, with `Content-Type: application/json`.
+    /// Sends a request to the API with the operator token; `body` is sent as is, with
+    /// `Content-Type: application/json`.
     pub async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Answer {
+        self.raw_as(Some(TOKEN), method, path, body).await
+    }
+
+    /// [`Engine::raw`] with `token` as the credential, or none.
+    pub async fn raw_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Answer {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body);
         }
@@ -192,6 +221,42 @@ impl Engine {
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
         self.raw(reqwest::Method::POST, path, Some(body.to_string().into_bytes()))
             .await
+    }
+
+    /// `GET path` with `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> Answer {
+        self.raw_as(Some(token), reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body and `token`.
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> Answer {
+        self.raw_as(
+            Some(token),
+            reqwest::Method::POST,
+            path,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    /// A new key of `partner` (made with the operator token); returns its token.
+    pub async fn partner_key(&self, partner: &Partner) -> String {
+        let answer = self
+            .post(&format!("/v1/partners/{}/keys", partner.id), &json!({}))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        answer.json["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// A new ingest key for the events of `partners`, or of all partners; returns its token.
+    pub async fn ingest_key(&self, partners: Option<&[&Partner]>) -> String {
+        let body = match partners {
+            Some(partners) => json!({"partners": partners.iter().map(|p| p.id.clone()).collect::<Vec<_>>()}),
+            None => json!({}),
+        };
+        let answer = self.post("/v1/ingest-keys", &body).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        answer.json["token"].as_str().expect("a token").to_owned()
     }
 
     /// `POST path` without a body.

@@ -25,6 +25,25 @@ impl ApiError {
         }
     }
 
+    /// 401: no credential, or one that is unknown or revoked (answered with
+    /// `WWW-Authenticate: Bearer`).
+    pub fn unauthorized(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 403: a known credential that may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
     /// 404.
     pub fn not_found(detail: impl Into<String>) -> ApiError {
         ApiError {
@@ -109,6 +128,12 @@ impl IntoResponse for ApiError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
         );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         response
     }
 }

@@ -1,5 +1,10 @@
 //! `POST /v1/events` and `POST /v1/events/batch`: accept events; each request is one
 //! transaction, so either every event in it is recorded with its deliveries, or none is.
+//!
+//! Ingest keys and the operator post events. An ingest key limited to some partners gets 403
+//! for an event of another partner; a batch holding any such event is refused whole, naming
+//! each of them. (403, not 404: the platform's ingest key is not a tenant, and partner ids are
+//! its own data.)
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -10,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, parse_json};
+use super::{ApiError, AppState, Caller, Ingest, parse_json};
 use crate::error::Invalid;
 use crate::event::Event;
 use crate::store::Accepted;
@@ -27,8 +32,18 @@ pub(super) fn router() -> Router<AppState> {
         )
 }
 
-async fn accept_one(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn accept_one(
+    Ingest(caller): Ingest,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event = read_event(&body)?.map_err(|e| ApiError::invalid(e, ""))?;
+    if !caller.may_post_for(&event.partner_id) {
+        return Err(ApiError::forbidden(format!(
+            "this ingest key may not post events for partner {}",
+            event.partner_id
+        )));
+    }
     let accepted = state.worker.accept(vec![event]).await?;
     let accepted = accepted.into_iter().next().expect("one event in, one out");
     Ok((StatusCode::ACCEPTED, Json(json!(accepted))))
@@ -51,7 +66,11 @@ struct Wrapped<'a> {
 }
 
 /// The body is `{"events": [...]}` or a bare array.
-async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Batch>), ApiError> {
+async fn accept_batch(
+    Ingest(caller): Ingest,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Batch>), ApiError> {
     // The events' texts without a JSON tree; a body that is not plainly one of the two shapes
     // is read as a tree, which explains what is wrong.
     let items: Option<Vec<&RawValue>> =
@@ -77,8 +96,29 @@ async fn accept_batch(State(state): State<AppState>, body: Bytes) -> Result<(Sta
             read_all(items, |item| Ok(Event::from_value(item)))?
         }
     };
+    refuse_others(&caller, &events)?;
     let accepted = state.worker.accept(events).await?;
     Ok((StatusCode::ACCEPTED, Json(Batch { accepted })))
+}
+
+/// Refuses a batch holding any event of a partner the caller may not post for, naming each.
+fn refuse_others(caller: &Caller, events: &[Event]) -> Result<(), ApiError> {
+    if let Caller::Operator = caller {
+        return Ok(());
+    }
+    let refused: Vec<String> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, event)| !caller.may_post_for(&event.partner_id))
+        .map(|(i, event)| format!("events[{i}] (partner {})", event.partner_id))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "this ingest key may not post events for the partners of {}; nothing was accepted",
+        refused.join(", ")
+    )))
 }
 
 /// The answer to a batch.

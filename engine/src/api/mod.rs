@@ -1,29 +1,29 @@
-//! The HTTP API (axum): one router per resource, one error type, one partner extractor.
+//! The HTTP API (axum): one router per resource, one error type, one extractor per credential.
 //!
-//! Every partner-scoped route takes a [`Partner`] extractor, so a handler cannot run without the
-//! partner it acts for, and every query it makes is scoped to that partner. Authentication will
-//! live in that extractor.
+//! Every route but `/health` takes one of the credential extractors of `auth`: [`Operator`],
+//! [`Ingest`] or [`Partner`]. Every partner-scoped route takes [`Partner`], so a handler cannot
+//! run without the partner it acts for, checked against the caller's credential, and every query
+//! it makes is scoped to that partner.
 
+mod auth;
 mod deliveries;
 mod error;
 mod events;
+mod keys;
 mod partners;
 mod plugins;
 mod settings;
 
-use std::collections::HashMap;
-
-use axum::extract::{FromRequestParts, Path};
-use axum::http::request::Parts;
 use axum::{Router, routing::get};
 
+pub use auth::{Auth, Caller, Ingest, Operator, Partner};
 pub use error::ApiError;
 
 use std::sync::Arc;
 
 use crate::plugins::Plugins;
 use crate::send::Sender;
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::worker::Worker;
 
 /// What every handler shares.
@@ -37,6 +37,8 @@ pub struct AppState {
     pub sender: Sender,
     /// Runs partners' plugins.
     pub plugins: Arc<Plugins>,
+    /// The configured operator token and keys' last uses.
+    pub auth: Arc<Auth>,
 }
 
 /// The whole API.
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(partners::router())
+        .merge(keys::router())
         .merge(plugins::router())
         .merge(settings::router())
         .merge(events::router())
@@ -59,26 +62,6 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
         "status": "ok",
         "plugin_cache": {"hits": stats.hits.load(Relaxed), "compiles": stats.compiles.load(Relaxed)},
     }))
-}
-
-/// The partner a request acts for, from the `{partner_id}` in its path.
-pub struct Partner(pub store::Partner);
-
-impl FromRequestParts<AppState> for Partner {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let id = params
-            .get("partner_id")
-            .ok_or_else(|| ApiError::bad_request("the route names no partner"))?;
-        match state.store.partner(id).await? {
-            Some(partner) => Ok(Partner(partner)),
-            None => Err(ApiError::not_found(format!("no partner {id}"))),
-        }
-    }
 }
 
 /// Parses a JSON request body, with the parser's line and column on failure.

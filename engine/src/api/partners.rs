@@ -1,4 +1,5 @@
-//! `POST /v1/partners`: create a partner and its signing secret.
+//! `POST /v1/partners` (the operator): create a partner and its signing secret;
+//! `GET /v1/partners/{id}` (the partner or the operator).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -6,7 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::{ApiError, AppState, Partner, parse_json};
+use super::{ApiError, AppState, Operator, Partner, parse_json};
 use crate::error::FieldError;
 use crate::store;
 
@@ -16,7 +17,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/partners/{partner_id}", get(show))
 }
 
-async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<store::Partner>), ApiError> {
+async fn create(
+    _: Operator,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<store::Partner>), ApiError> {
     let json = if body.is_empty() {
         serde_json::json!({})
     } else {

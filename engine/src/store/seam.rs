@@ -82,7 +82,12 @@ impl Store {
     /// The key a token belongs to, if it lets its holder in ([`rules::authenticates`]): looked
     /// up by the token's hash, so tokens are never compared.
     pub async fn authenticate(&self, token: &str) -> Result<Option<ApiKey>> {
-        let key = dispatch!(self, store => store.key_by_hash(&rules::token_hash(token)).await)?;
+        self.authenticate_hash(&rules::token_hash(token)).await
+    }
+
+    /// [`Store::authenticate`] with the token's hash ([`rules::token_hash`]) already made.
+    pub async fn authenticate_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let key = dispatch!(self, store => store.key_by_hash(hash).await)?;
         Ok(key.filter(rules::authenticates))
     }
 

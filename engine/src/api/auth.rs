@@ -1,0 +1,207 @@
+//! Who is calling: the three credentials, each checked by an extractor, so a handler cannot run
+//! without the one its route needs.
+//!
+//! Every credential is a bearer token (`Authorization: Bearer pw_live_…`):
+//! - the **operator** token may do everything: the one configured (`admin_token`), or else the
+//!   one `serve` made on its first start;
+//! - an **ingest** key may post events, for every partner or for the partners it names, and
+//!   read nothing;
+//! - a **partner** key may use its own partner's routes, and nothing else: another partner's
+//!   resources answer 404, exactly as if they did not exist.
+//!
+//! Keys are looked up by their token's SHA-256, never compared as tokens. A missing or unknown
+//! credential answers 401 with `WWW-Authenticate: Bearer`; a known one on a route its kind may
+//! not use answers 403.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+
+use super::{ApiError, AppState};
+use crate::id::KeyId;
+use crate::store::{self, ApiKey, KeyKind, now_ms, rules};
+
+/// What the API knows of credentials besides the store: the configured operator token's hash,
+/// and when each key's last use was written.
+#[derive(Debug, Default)]
+pub struct Auth {
+    /// SHA-256 of the configured operator token; when set, it is the only operator token.
+    operator_hash: Option<String>,
+    /// When each key's last use was last written (Unix ms), so that it is written at most once
+    /// per [`rules::LAST_USE_EVERY_MS`] per key.
+    written: Mutex<HashMap<KeyId, i64>>,
+}
+
+impl Auth {
+    /// With `operator_hash`, the hash of the configured operator token, if one is configured.
+    pub fn new(operator_hash: Option<String>) -> Auth {
+        Auth {
+            operator_hash,
+            written: Mutex::default(),
+        }
+    }
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The operator.
+    Operator,
+    /// A stored key (a partner key, an ingest key, or the operator token made on a first start).
+    Key(ApiKey),
+}
+
+impl Caller {
+    fn kind(&self) -> KeyKind {
+        match self {
+            Caller::Operator => KeyKind::Operator,
+            Caller::Key(key) => key.kind,
+        }
+    }
+
+    /// Whether this caller may post events for `partner` (see [`rules::may_post_for`]).
+    pub fn may_post_for(&self, partner: &str) -> bool {
+        match self {
+            Caller::Operator => true,
+            Caller::Key(key) => rules::may_post_for(key, partner),
+        }
+    }
+}
+
+/// The bearer token of a request, if it sends one.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("this route needs a credential: Authorization: Bearer <token>"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::unauthorized(
+            "the Authorization header must be Bearer <token>",
+        ));
+    }
+    Ok(token)
+}
+
+/// The caller of a request: its credential checked against the configured operator token, then
+/// looked up among stored keys by hash.
+async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let token = bearer(parts)?;
+    let hash = rules::token_hash(token);
+    if state.auth.operator_hash.as_deref() == Some(hash.as_str()) {
+        return Ok(Caller::Operator);
+    }
+    let key = state
+        .store
+        .authenticate_hash(&hash)
+        .await?
+        // A stored operator token stands only when none is configured.
+        .filter(|key| key.kind != KeyKind::Operator || state.auth.operator_hash.is_none())
+        .ok_or_else(|| ApiError::unauthorized("the credential is unknown or revoked"))?;
+    used(state, &key);
+    Ok(Caller::Key(key))
+}
+
+/// Records a key's use, at most once a minute per key and off the request's path.
+fn used(state: &AppState, key: &ApiKey) {
+    let now = now_ms();
+    {
+        let mut written = state
+            .auth
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match written.get_mut(&key.id) {
+            Some(at) if now - *at < rules::LAST_USE_EVERY_MS => return,
+            Some(at) => *at = now,
+            None => {
+                written.insert(key.id.clone(), now);
+            }
+        }
+    }
+    let (store, id) = (state.store.clone(), key.id.clone());
+    tokio::spawn(async move {
+        if let Err(error) = store.key_used(&id, now).await {
+            tracing::warn!(key = %id, %error, "the key's last use was not recorded");
+        }
+    });
+}
+
+fn forbidden(caller: &Caller) -> ApiError {
+    ApiError::forbidden(format!("a {} key may not use this route", caller.kind().as_str()))
+}
+
+/// The operator: routes that create partners and manage keys take this.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match caller(parts, state).await? {
+            Caller::Operator => Ok(Operator),
+            Caller::Key(key) if key.kind == KeyKind::Operator => Ok(Operator),
+            other => Err(forbidden(&other)),
+        }
+    }
+}
+
+/// A caller that may post events: an ingest key or the operator. Which partners' events it may
+/// post is [`Caller::may_post_for`].
+pub struct Ingest(pub Caller);
+
+impl FromRequestParts<AppState> for Ingest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = caller(parts, state).await?;
+        match caller.kind() {
+            KeyKind::Operator | KeyKind::Ingest => Ok(Ingest(caller)),
+            KeyKind::Partner => Err(forbidden(&caller)),
+        }
+    }
+}
+
+/// The partner a request acts for, from the `{partner_id}` in its path: the caller is that
+/// partner's key, or the operator. Another partner's key gets 404, as if the partner did not
+/// exist.
+pub struct Partner(pub store::Partner);
+
+impl FromRequestParts<AppState> for Partner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = caller(parts, state).await?;
+        let id = partner_in_path(parts, state).await?;
+        let allowed = match &caller {
+            Caller::Operator => true,
+            Caller::Key(key) => match key.kind {
+                KeyKind::Operator => true,
+                KeyKind::Partner => key.partner_id.as_deref() == Some(id.as_str()),
+                KeyKind::Ingest => return Err(forbidden(&caller)),
+            },
+        };
+        let partner = if allowed { state.store.partner(&id).await? } else { None };
+        partner
+            .map(Partner)
+            .ok_or_else(|| ApiError::not_found(format!("no partner {id}")))
+    }
+}
+
+/// The `{partner_id}` of the route.
+pub(super) async fn partner_in_path(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {
+    let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    params
+        .remove("partner_id")
+        .ok_or_else(|| ApiError::bad_request("the route names no partner"))
+}
