@@ -168,6 +168,11 @@ impl Engine {
         }
     }
 
+    /// The folder holding the engine's database files.
+    pub fn database_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Stops the engine and waits until it has.
     pub async fn stop(self) {
         bounded("the engine stops", self.running.stop()).await;
