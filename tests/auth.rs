@@ -184,6 +184,20 @@ fn request(template: &str, tenant: &Tenant, ingest_key: &str, n: usize) -> (Stri
     (path, body.map(|b| b.to_string().into_bytes()))
 }
 
+/// The id of the key of `token` in a listing, found by the prefix shown.
+fn key_id(listing: &Answer, token: &str) -> String {
+    let shown = &token[8..16];
+    listing.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == shown)
+        .unwrap_or_else(|| panic!("no key shown as {shown}: {listing:?}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// What a credential gets on a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -254,7 +268,7 @@ async fn every_route_lets_in_only_the_right_credential() {
     let revoked_partner = engine.partner_key(&a.partner).await;
     let revoked_ingest = engine.ingest_key(None).await;
     let listed = engine.get(&format!("/v1/partners/{}/keys", a.partner.id)).await;
-    let newest = listed.json["keys"][0]["id"].as_str().unwrap().to_owned();
+    let newest = key_id(&listed, &revoked_partner);
     let gone = engine
         .raw(
             Method::DELETE,
@@ -264,7 +278,7 @@ async fn every_route_lets_in_only_the_right_credential() {
         .await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT, "{gone:?}");
     let listed = engine.get("/v1/ingest-keys").await;
-    let newest = listed.json["keys"][0]["id"].as_str().unwrap().to_owned();
+    let newest = key_id(&listed, &revoked_ingest);
     let gone = engine
         .raw(Method::DELETE, &format!("/v1/ingest-keys/{newest}"), None)
         .await;
@@ -396,6 +410,39 @@ async fn every_route_lets_in_only_the_right_credential() {
         .post_as(&ingest_a, "/v1/events", &created(&a.partner, "evt_ok", "inq-ok"))
         .await;
     assert_eq!(one.status, StatusCode::ACCEPTED, "{one:?}");
+
+    // A key in use stops working the moment it is revoked.
+    let fresh = engine.partner_key(&a.partner).await;
+    let own = format!("/v1/partners/{}", a.partner.id);
+    assert_eq!(engine.get_as(&fresh, &own).await.status, StatusCode::OK);
+    assert_eq!(engine.get_as(&fresh, &own).await.status, StatusCode::OK);
+    let keys = engine.get(&format!("{own}/keys")).await;
+    let fresh_id = key_id(&keys, &fresh);
+    let gone = engine
+        .raw(Method::DELETE, &format!("{own}/keys/{fresh_id}"), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{gone:?}");
+    assert_eq!(engine.get_as(&fresh, &own).await.status, StatusCode::UNAUTHORIZED);
+    let again = engine
+        .raw(Method::DELETE, &format!("{own}/keys/{fresh_id}"), None)
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{again:?}");
+    let fresh = engine.ingest_key(None).await;
+    let keys = engine.get("/v1/ingest-keys").await;
+    let fresh_id = key_id(&keys, &fresh);
+    let event = created(&a.partner, "evt_fresh", "inq-fresh");
+    assert_eq!(
+        engine.post_as(&fresh, "/v1/events", &event).await.status,
+        StatusCode::ACCEPTED
+    );
+    let gone = engine
+        .raw(Method::DELETE, &format!("/v1/ingest-keys/{fresh_id}"), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{gone:?}");
+    assert_eq!(
+        engine.post_as(&fresh, "/v1/events", &event).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // A 401 says how to authenticate.
     let answer = reqwest::Client::new()

@@ -9,7 +9,9 @@
 //! - a **partner** key may use its own partner's routes, and nothing else: another partner's
 //!   resources answer 404, exactly as if they did not exist.
 //!
-//! Keys are looked up by their token's SHA-256, never compared as tokens. A missing or unknown
+//! Keys are looked up by their token's SHA-256, never compared as tokens, and kept in memory once
+//! found, so that a request with a known key (every accept of the platform's ingest key) costs no
+//! query; revoking a key through the API drops it from memory before answering. A missing or unknown
 //! credential answers 401 with `WWW-Authenticate: Bearer`; a known one on a route its kind may
 //! not use answers 403.
 
@@ -24,14 +26,24 @@ use crate::id::KeyId;
 use crate::store::{self, ApiKey, KeyKind, now_ms, rules};
 
 /// What the API knows of credentials besides the store: the configured operator token's hash,
-/// and when each key's last use was written.
+/// the keys found so far, and when each key's last use was written.
 #[derive(Debug, Default)]
 pub struct Auth {
     /// SHA-256 of the configured operator token; when set, it is the only operator token.
     operator_hash: Option<String>,
+    /// Keys that authenticated, by their token's hash.
+    known: Mutex<Known>,
     /// When each key's last use was last written (Unix ms), so that it is written at most once
     /// per [`rules::LAST_USE_EVERY_MS`] per key.
     written: Mutex<HashMap<KeyId, i64>>,
+}
+
+/// Keys found in the store, and how many revocations there have been: a key read before a
+/// revocation is not kept after it, since it may be the revoked one.
+#[derive(Debug, Default)]
+struct Known {
+    keys: HashMap<String, ApiKey>,
+    revocations: u64,
 }
 
 impl Auth {
@@ -39,8 +51,39 @@ impl Auth {
     pub fn new(operator_hash: Option<String>) -> Auth {
         Auth {
             operator_hash,
-            written: Mutex::default(),
+            ..Auth::default()
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets a key just revoked, and keeps no key read before now: a lookup under way may have
+    /// read it before the revocation committed.
+    pub(super) fn forget(&self, id: &str) {
+        let mut known = self.known();
+        known.keys.retain(|_, key| key.id != id);
+        known.revocations += 1;
+    }
+
+    /// The key whose token hashes to `hash`: from memory, else from the store.
+    async fn key(&self, store: &store::Store, hash: String) -> Result<Option<ApiKey>, ApiError> {
+        let revocations = {
+            let known = self.known();
+            if let Some(key) = known.keys.get(&hash) {
+                return Ok(Some(key.clone()));
+            }
+            known.revocations
+        };
+        let key = store.authenticate_hash(&hash).await?;
+        if let Some(key) = &key {
+            let mut known = self.known();
+            if known.revocations == revocations {
+                known.keys.insert(hash, key.clone());
+            }
+        }
+        Ok(key)
     }
 }
 
@@ -100,8 +143,8 @@ async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
         return Ok(Caller::Operator);
     }
     let key = state
-        .store
-        .authenticate_hash(&hash)
+        .auth
+        .key(&state.store, hash)
         .await?
         // A stored operator token stands only when none is configured.
         .filter(|key| key.kind != KeyKind::Operator || state.auth.operator_hash.is_none())

@@ -65,13 +65,12 @@ async fn revoke_partner(
     Path(path): Path<KeyPath>,
 ) -> Result<StatusCode, ApiError> {
     existing(&state, &path.partner_id).await?;
-    revoked(
-        state
-            .store
-            .revoke_key(KeyKind::Partner, Some(&path.partner_id), &path.key_id, now_ms())
-            .await?,
-        &path.key_id,
-    )
+    let done = state
+        .store
+        .revoke_key(KeyKind::Partner, Some(&path.partner_id), &path.key_id, now_ms())
+        .await?;
+    state.auth.forget(&path.key_id);
+    revoked(done, &path.key_id)
 }
 
 fn revoked(done: bool, key_id: &str) -> Result<StatusCode, ApiError> {
@@ -140,8 +139,7 @@ async fn revoke_ingest(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    revoked(
-        state.store.revoke_key(KeyKind::Ingest, None, &key_id, now_ms()).await?,
-        &key_id,
-    )
+    let done = state.store.revoke_key(KeyKind::Ingest, None, &key_id, now_ms()).await?;
+    state.auth.forget(&key_id);
+    revoked(done, &key_id)
 }
