@@ -8,7 +8,8 @@
 //! Modules are listed in the order a postback flows through them; `docs/architecture.md`
 //! follows one event through them function by function.
 //!
-//! - [`api`]: the HTTP API (axum); [`serve`] runs it with the worker in one process; [`demo`]
+//! - [`api`]: the HTTP API (axum), every route behind a credential (operator token, ingest key
+//!   or partner key); [`serve`] runs it with the worker in one process; [`demo`]
 //!   shows it all in one command.
 //! - [`event`]: the envelope the platform posts, validated into typed values (a fast path for
 //!   valid envelopes, and validation that names every problem).
