@@ -257,9 +257,13 @@ fn batches(partner: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The operator token of the engine under test.
+const OPERATOR_TOKEN: &str = "pw_live_benchbenchbenchbenchbenchbenchbenchbench";
+
 async fn api_call(client: &reqwest::Client, method: reqwest::Method, url: String, body: String) -> (u16, Value) {
     let response = client
         .request(method, url)
+        .bearer_auth(OPERATOR_TOKEN)
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -287,6 +291,7 @@ async fn postwire_run(
         durability: Some(durability),
         allow_destination: vec!["127.0.0.1/32".parse().expect("a network")],
         concurrency: Some(concurrency),
+        admin_token: Some(OPERATOR_TOKEN.into()),
         ..Default::default()
     }
     .resolve()
@@ -315,6 +320,7 @@ async fn postwire_run(
     if let Some(wasm) = transform {
         let answer = client
             .post(format!("{base}/v1/partners/{partner}/plugins?name=transform"))
+            .bearer_auth(OPERATOR_TOKEN)
             .body(wasm)
             .send()
             .await
@@ -332,6 +338,16 @@ async fn postwire_run(
     .await;
     assert_eq!(status, 200, "{answer}");
     let bodies = batches(&partner, n);
+    // Events go in as the platform posts them: with an ingest key.
+    let (status, key) = api_call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/v1/ingest-keys"),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let ingest_key = key["token"].as_str().expect("an ingest key").to_owned();
 
     let before = count.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -341,6 +357,7 @@ async fn postwire_run(
     let senders: Vec<_> = (0..ingest_concurrency)
         .map(|_| {
             let (client, bodies, url) = (client.clone(), bodies.clone(), format!("{base}/v1/events/batch"));
+            let ingest_key = ingest_key.clone();
             tokio::spawn(async move {
                 loop {
                     let Some(body) = bodies.lock().expect("never poisoned").next() else {
@@ -348,6 +365,7 @@ async fn postwire_run(
                     };
                     let response = client
                         .post(&url)
+                        .bearer_auth(&ingest_key)
                         .header("content-type", "application/json")
                         .body(body)
                         .send()
