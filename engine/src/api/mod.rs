@@ -4,6 +4,7 @@
 //! partner it acts for, and every query it makes is scoped to that partner. Authentication will
 //! live in that extractor.
 
+mod body;
 mod deliveries;
 mod error;
 mod events;

@@ -1,11 +1,11 @@
 //! `POST /v1/partners`: create a partner and its signing secret.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::body::Body;
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::FieldError;
 use crate::store;
@@ -16,7 +16,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/partners/{partner_id}", get(show))
 }
 
-async fn create(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<store::Partner>), ApiError> {
+/// Largest body of `POST /v1/partners`: a name and little else.
+const PARTNER_BYTES: usize = 64 << 10;
+
+async fn create(
+    State(state): State<AppState>,
+    Body(body): Body<PARTNER_BYTES>,
+) -> Result<(StatusCode, Json<store::Partner>), ApiError> {
     let json = if body.is_empty() {
         serde_json::json!({})
     } else {
