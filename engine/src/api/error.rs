@@ -86,7 +86,7 @@ impl ApiError {
     }
 
     /// 422 with field errors, each path prefixed with `prefix` (e.g. `events[3].`); at most
-    /// [`MAX_ERRORS`] of them, then one entry counting the others.
+    /// 100 (`MAX_ERRORS`) of them, then one entry counting the others.
     pub fn invalid(invalid: Invalid, prefix: &str) -> ApiError {
         let total = invalid.0.len();
         let errors = invalid
@@ -102,7 +102,7 @@ impl ApiError {
         ApiError::invalid_counted(errors, left_out)
     }
 
-    /// 422 with `errors` (paths complete), of which [`MAX_ERRORS`] are listed, and `left_out`
+    /// 422 with `errors` (paths complete), of which 100 (`MAX_ERRORS`) are listed, and `left_out`
     /// more that the caller found but did not keep.
     pub fn invalid_counted(mut errors: Vec<FieldError>, mut left_out: usize) -> ApiError {
         if errors.len() > MAX_ERRORS {
