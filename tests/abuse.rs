@@ -18,10 +18,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_millis(300);
 /// The request timeout of these tests' engines.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(600);
 
+/// How much later than its timeout a connection may be closed or answered on a busy machine.
+const SLACK: Duration = Duration::from_secs(5);
+
 async fn engine() -> Engine {
     Engine::start_with(|options| {
-        options.header_timeout = Some("300ms".into());
-        options.request_timeout = Some("600ms".into());
+        options.header_timeout = Some(format!("{}ms", HEADER_TIMEOUT.as_millis()));
+        options.request_timeout = Some(format!("{}ms", REQUEST_TIMEOUT.as_millis()));
     })
     .await
 }
@@ -105,10 +108,7 @@ async fn a_client_stalled_in_its_head_is_cut_off_while_others_are_served() {
         assert_eq!(engine.get("/healthz").await.status, 200);
     }
     let waited = closed(&mut slow).await;
-    assert!(
-        waited < HEADER_TIMEOUT * 10,
-        "a stalled head held its connection {waited:?}"
-    );
+    assert!(waited < SLACK, "a stalled head held its connection {waited:?}");
     // A kept-alive connection that idles is closed after the header timeout too.
     let mut idle = TcpStream::connect(addr(&engine)).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -117,9 +117,10 @@ async fn a_client_stalled_in_its_head_is_cut_off_while_others_are_served() {
     assert_eq!(read_answer(&mut idle).await.status, 200);
     let waited = closed(&mut idle).await;
     assert!(
-        waited < HEADER_TIMEOUT * 10,
-        "an idle connection stayed open {waited:?}"
+        waited >= HEADER_TIMEOUT / 2,
+        "closed after {waited:?}, before the timeout"
     );
+    assert!(waited < SLACK, "an idle connection stayed open {waited:?}");
     engine.stop().await;
 }
 
@@ -145,7 +146,7 @@ async fn a_client_stalled_in_its_body_gets_408_while_others_are_served() {
         waited >= REQUEST_TIMEOUT - Duration::from_millis(50),
         "answered after {waited:?}"
     );
-    assert!(waited < REQUEST_TIMEOUT * 10, "answered after {waited:?}");
+    assert!(waited < REQUEST_TIMEOUT + SLACK, "answered after {waited:?}");
     closed(&mut slow).await;
     engine.stop().await;
 }
@@ -223,7 +224,7 @@ async fn no_error_echoes_more_than_a_bounded_part_of_a_bad_value() {
 
 #[tokio::test]
 async fn bodies_past_their_cap_answer_413_problem_json_on_every_route() {
-    let engine = engine().await;
+    let engine = Engine::start().await;
     let partner = engine.create_partner("Caps").await;
     let p = &partner.id;
     let routes = [
