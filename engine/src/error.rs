@@ -74,8 +74,9 @@ const MAX_SHOWN: usize = 120;
 /// Longest field path shown, in bytes: room for a nested path with a name of [`MAX_SHOWN`].
 const MAX_FIELD: usize = 200;
 
-/// Longest message shown, in bytes: the fix in words, with a quoted name or two.
-const MAX_MESSAGE: usize = 500;
+/// Longest message shown, in bytes: the fix in words with a quoted name or two, or a plugin
+/// compiler's reason with its context.
+const MAX_MESSAGE: usize = 1000;
 
 /// `value` cut to at most `max` bytes (on a character boundary), with `…` when cut.
 pub(crate) fn shorten(value: &str, max: usize) -> String {
