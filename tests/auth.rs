@@ -22,7 +22,20 @@ enum Needs {
     Ingest,
 }
 
-/// Every route of the API but `/health`: method, path template, what it needs.
+/// The routes anyone may call: the health probes, which tell nothing of any partner.
+const PUBLIC: &[&str] = &["/health", "/healthz", "/readyz"];
+
+#[tokio::test]
+async fn the_health_probes_need_no_credential() {
+    let engine = Engine::start().await;
+    for path in PUBLIC {
+        let answer = engine.raw_as(None, reqwest::Method::GET, path, None).await;
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+    }
+    engine.stop().await;
+}
+
+/// Every route of the API but the [`PUBLIC`] ones: method, path template, what it needs.
 const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/v1/partners", Needs::Operator),
     ("GET", "/v1/partners/{partner_id}", Needs::Partner),
@@ -113,7 +126,9 @@ fn declared_routes() -> BTreeSet<String> {
 #[test]
 fn the_matrix_holds_every_route() {
     let mut declared = declared_routes();
-    assert!(declared.remove("/health"), "{declared:?}");
+    for public in PUBLIC {
+        assert!(declared.remove(*public), "{public} in {declared:?}");
+    }
     let listed: BTreeSet<String> = ROUTES.iter().map(|(_, path, _)| (*path).to_owned()).collect();
     assert_eq!(
         declared, listed,

@@ -19,10 +19,28 @@ pub struct FieldError {
 impl FieldError {
     /// An error about `field`, which held `value`.
     pub fn new(field: impl Into<String>, value: Option<&str>, message: impl Into<String>) -> Self {
-        FieldError {
+        let mut error = FieldError {
             field: field.into(),
-            value: value.map(shorten),
+            value: value.map(|v| shorten(v, MAX_SHOWN)),
             message: message.into(),
+        };
+        error.bound();
+        error
+    }
+
+    /// Cuts the path, the value and the message to their bounds: a path can hold input (a
+    /// header's name, a key of the event's data), and a message can quote it.
+    pub fn bound(&mut self) {
+        if self.field.len() > MAX_FIELD {
+            self.field = shorten(&self.field, MAX_FIELD);
+        }
+        if let Some(value) = &self.value
+            && value.len() > MAX_SHOWN + '…'.len_utf8()
+        {
+            self.value = Some(shorten(value, MAX_SHOWN));
+        }
+        if self.message.len() > MAX_MESSAGE {
+            self.message = shorten(&self.message, MAX_MESSAGE);
         }
     }
 
@@ -53,11 +71,19 @@ impl fmt::Display for FieldError {
 /// Values longer than this are cut in error messages, so an error never echoes a huge input.
 const MAX_SHOWN: usize = 120;
 
-fn shorten(value: &str) -> String {
-    if value.len() <= MAX_SHOWN {
+/// Longest field path shown, in bytes: room for a nested path with a name of [`MAX_SHOWN`].
+const MAX_FIELD: usize = 200;
+
+/// Longest message shown, in bytes: the fix in words with a quoted name or two, or a plugin
+/// compiler's reason with its context.
+const MAX_MESSAGE: usize = 1000;
+
+/// `value` cut to at most `max` bytes (on a character boundary), with `…` when cut.
+pub(crate) fn shorten(value: &str, max: usize) -> String {
+    if value.len() <= max {
         return value.to_owned();
     }
-    let mut end = MAX_SHOWN;
+    let mut end = max;
     while !value.is_char_boundary(end) {
         end -= 1;
     }

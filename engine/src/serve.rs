@@ -61,6 +61,14 @@ pub struct ServeOptions {
     /// Time allowed to connect to a receiver [default: 5s].
     #[arg(long, env = "POSTWIRE_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub connect_timeout: Option<String>,
+    /// Time an API client has to send a request's head (line and headers); an idle kept-alive
+    /// connection is closed after it too [default: 10s].
+    #[arg(long, env = "POSTWIRE_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Time an API request has, from its head to its answer, body included; past it the
+    /// answer is 408 [default: 30s].
+    #[arg(long, env = "POSTWIRE_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<String>,
     /// Fuel (roughly, instructions) a plugin call may use [default: 50000000].
     #[arg(long, env = "POSTWIRE_PLUGIN_FUEL")]
     pub plugin_fuel: Option<u64>,
@@ -95,6 +103,12 @@ pub const MIN_ADMIN_TOKEN: usize = 32;
 /// of them (CFS weights 1024 against 335).
 pub const DEFAULT_RUNTIME_NICENESS: i32 = 5;
 
+/// Time an API client has to send a request's head unless told otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time an API request has, body and handler, unless told otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -110,6 +124,10 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The sender.
     pub send: SendConfig,
+    /// Time a client has to send a request's head, and an idle connection stays open.
+    pub header_timeout: Duration,
+    /// Time a request has from its head to its answer.
+    pub request_timeout: Duration,
     /// Plugin sandbox limits.
     pub plugin_limits: Limits,
     /// Where compiled plugins are kept.
@@ -159,6 +177,19 @@ impl ServeOptions {
             )?,
             ..defaults
         };
+        let header_timeout = duration(
+            "header_timeout",
+            pick(self.header_timeout, file.header_timeout),
+            DEFAULT_HEADER_TIMEOUT,
+        )?;
+        let request_timeout = duration(
+            "request_timeout",
+            pick(self.request_timeout, file.request_timeout),
+            DEFAULT_REQUEST_TIMEOUT,
+        )?;
+        if header_timeout.is_zero() || request_timeout.is_zero() {
+            return Err("header_timeout and request_timeout must be above zero".into());
+        }
         let defaults = Limits::default();
         let plugin_limits = Limits {
             fuel: self.plugin_fuel.or(file.plugin_fuel).unwrap_or(defaults.fuel),
@@ -227,6 +258,8 @@ impl ServeOptions {
             },
             worker,
             send,
+            header_timeout,
+            request_timeout,
             plugin_limits,
             plugin_cache,
             plugin_allocator: Allocator::Pooling,
@@ -347,14 +380,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 let shutdown = shutdown.clone();
                 async move { worker.run(shutdown).await }
             });
-            let server = axum::serve(listener, app).with_graceful_shutdown({
-                let shutdown = shutdown.clone();
-                async move { shutdown.cancelled().await }
-            });
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "the API server failed");
-                shutdown.cancel();
-            }
+            serve_api(listener, app, &config, &shutdown).await;
             let _ = worker_task.await;
             store.close().await;
             info!("stopped");
@@ -367,6 +393,79 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         task,
     })
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets every connection finish
+/// the request it is answering and waits until all are closed.
+///
+/// A connection of its own rather than `axum::serve`, for the timeouts that keep slow clients
+/// from holding connections: a client has `header_timeout` to send each request's head (hyper
+/// starts that clock when it waits for a head, so an idle kept-alive connection is closed after
+/// it too), and a request has `request_timeout` from its head to its answer, body included.
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    config: &Config,
+    shutdown: &CancellationToken,
+) {
+    use axum::response::IntoResponse;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
+    let request_timeout = config.request_timeout;
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // A connection that failed before it was accepted concerns that client
+                    // only; anything else (out of file descriptors) may pass, so wait a little
+                    // rather than spin.
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        tracing::warn!(error = %e, "cannot accept API connections");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let router = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut router = router.clone();
+            async move {
+                let answer = tower_service::Service::call(&mut router, request);
+                Ok::<_, std::convert::Infallible>(match tokio::time::timeout(request_timeout, answer).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => api::ApiError::request_timeout(request_timeout).into_response(),
+                })
+            }
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "API connection ended");
+                    }
+                    return;
+                }
+                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
@@ -409,6 +508,10 @@ mod tests {
         assert_eq!(config.allow, vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]);
         assert_eq!(config.plugin_cache, Some(PathBuf::from("postwire.db.plugins")));
         assert_eq!(config.runtime_niceness, defaults.runtime_niceness);
+        assert_eq!(config.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(defaults.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(defaults.request_timeout, DEFAULT_REQUEST_TIMEOUT);
     }
 
     #[test]
@@ -422,6 +525,15 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.send.timeout, Duration::from_secs(2));
+        let config = ServeOptions {
+            header_timeout: Some("300ms".into()),
+            request_timeout: Some("2s".into()),
+            ..example()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.header_timeout, Duration::from_millis(300));
+        assert_eq!(config.request_timeout, Duration::from_secs(2));
         let refused = |options: ServeOptions| options.resolve().unwrap_err();
         let error = refused(ServeOptions {
             retry_schedule: Some("5 minutes".into()),
@@ -433,6 +545,16 @@ mod tests {
             ..ServeOptions::default()
         });
         assert!(error.starts_with("concurrency:"), "{error}");
+        let error = refused(ServeOptions {
+            header_timeout: Some("soon".into()),
+            ..ServeOptions::default()
+        });
+        assert!(error.starts_with("header_timeout:"), "{error}");
+        let error = refused(ServeOptions {
+            request_timeout: Some("0s".into()),
+            ..ServeOptions::default()
+        });
+        assert!(error.contains("request_timeout"), "{error}");
         let error = refused(ServeOptions {
             runtime_niceness: Some(20),
             ..ServeOptions::default()

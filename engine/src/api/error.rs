@@ -4,8 +4,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::error::{FieldError, Invalid};
+use crate::error::{FieldError, Invalid, shorten};
 use crate::store::StoreError;
+
+/// Most field errors one answer lists; past it, one more entry says how many were left out, so
+/// that a batch of thousands of bad events answers in kilobytes.
+pub const MAX_ERRORS: usize = 100;
+
+/// Longest `detail` an answer carries, in bytes: a detail can quote input (a path parameter, a
+/// parser's message), and an answer must not echo more than a bounded part of it.
+const MAX_DETAIL: usize = 2000;
 
 /// An error answer: status, a title, details and, for invalid input, every field at fault.
 #[derive(Debug)]
@@ -62,17 +70,74 @@ impl ApiError {
         }
     }
 
-    /// 422 with field errors, each path prefixed with `prefix` (e.g. `events[3].`).
+    /// 503: the engine cannot serve now; trying again later may succeed.
+    pub fn unavailable(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 408: the request did not arrive, or was not answered, within `limit`.
+    pub fn request_timeout(limit: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            detail: format!("the request was not received and answered within {limit:?}; send it again, whole"),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 413: the body is longer than the `limit` bytes its route accepts.
+    pub fn too_large(limit: usize) -> ApiError {
+        let shown = if limit.is_multiple_of(1 << 20) {
+            format!("{} MiB", limit >> 20)
+        } else if limit.is_multiple_of(1 << 10) {
+            format!("{} KiB", limit >> 10)
+        } else {
+            format!("{limit} bytes")
+        };
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            detail: format!("the body is larger than {shown} ({limit} bytes), the most this route accepts"),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 422 with field errors, each path prefixed with `prefix` (e.g. `events[3].`); at most
+    /// 100 (`MAX_ERRORS`) of them, then one entry counting the others.
     pub fn invalid(invalid: Invalid, prefix: &str) -> ApiError {
-        let errors: Vec<FieldError> = invalid
+        let total = invalid.0.len();
+        let errors = invalid
             .0
             .into_iter()
+            .take(MAX_ERRORS)
             .map(|mut e| {
                 e.field = format!("{prefix}{}", e.field);
                 e
             })
-            .collect();
-        let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            .collect::<Vec<_>>();
+        let left_out = total - errors.len();
+        ApiError::invalid_counted(errors, left_out)
+    }
+
+    /// 422 with `errors` (paths complete), of which 100 (`MAX_ERRORS`) are listed, and `left_out`
+    /// more that the caller found but did not keep.
+    pub fn invalid_counted(mut errors: Vec<FieldError>, mut left_out: usize) -> ApiError {
+        if errors.len() > MAX_ERRORS {
+            left_out += errors.len() - MAX_ERRORS;
+            errors.truncate(MAX_ERRORS);
+        }
+        let mut detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        if left_out > 0 {
+            let more = FieldError {
+                field: String::new(),
+                value: None,
+                message: format!("{left_out} more errors are not listed; fix these and send again to see them"),
+            };
+            detail = format!("{detail}; {}", more.message);
+            errors.push(more);
+        }
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             detail,
@@ -113,7 +178,15 @@ impl From<StoreError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        // The last place before the wire: whatever built this answer, it echoes no more than a
+        // bounded part of any input.
+        if self.detail.len() > MAX_DETAIL {
+            self.detail = shorten(&self.detail, MAX_DETAIL);
+        }
+        for error in &mut self.errors {
+            error.bound();
+        }
         let mut body = json!({
             "type": "about:blank",
             "title": self.status.canonical_reason().unwrap_or("Error"),

@@ -6,8 +6,7 @@
 //! each of them. (403, not 404: the platform's ingest key is not a tenant, and partner ids are
 //! its own data.)
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -15,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::body::Body;
+use super::error::MAX_ERRORS;
 use super::{ApiError, AppState, Caller, Ingest, parse_json};
 use crate::error::Invalid;
 use crate::event::Event;
@@ -23,19 +24,22 @@ use crate::store::Accepted;
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 5000;
 
+/// Largest body of `POST /v1/events`.
+const EVENT_BYTES: usize = 1 << 20;
+
+/// Largest body of `POST /v1/events/batch`.
+const BATCH_BYTES: usize = 32 << 20;
+
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/events", post(accept_one).layer(DefaultBodyLimit::max(1 << 20)))
-        .route(
-            "/v1/events/batch",
-            post(accept_batch).layer(DefaultBodyLimit::max(32 << 20)),
-        )
+        .route("/v1/events", post(accept_one))
+        .route("/v1/events/batch", post(accept_batch))
 }
 
 async fn accept_one(
     Ingest(caller): Ingest,
     State(state): State<AppState>,
-    body: Bytes,
+    Body(body): Body<EVENT_BYTES>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event = read_event(&body)?.map_err(|e| ApiError::invalid(e, ""))?;
     if !caller.may_post_for(&event.partner_id) {
@@ -69,7 +73,7 @@ struct Wrapped<'a> {
 async fn accept_batch(
     Ingest(caller): Ingest,
     State(state): State<AppState>,
-    body: Bytes,
+    Body(body): Body<BATCH_BYTES>,
 ) -> Result<(StatusCode, Json<Batch>), ApiError> {
     // The events' texts without a JSON tree; a body that is not plainly one of the two shapes
     // is read as a tree, which explains what is wrong.
@@ -141,15 +145,25 @@ fn read_all<T>(
         )));
     }
     let mut events = Vec::with_capacity(items.len());
+    // The first errors, named, and a count of the others: an answer lists at most
+    // `MAX_ERRORS`, so naming more would be wasted work.
     let mut errors = Vec::new();
+    let mut left_out = 0;
     for (i, item) in items.iter().enumerate() {
         match read(item)? {
             Ok(event) => events.push(event),
-            Err(invalid) => errors.extend(ApiError::invalid(invalid, &format!("events[{i}].")).into_errors()),
+            Err(invalid) => {
+                let room = MAX_ERRORS.saturating_sub(errors.len());
+                left_out += invalid.0.len().saturating_sub(room);
+                errors.extend(invalid.0.into_iter().take(room).map(|mut e| {
+                    e.field = format!("events[{i}].{}", e.field);
+                    e
+                }));
+            }
         }
     }
     if !errors.is_empty() {
-        return Err(ApiError::invalid(Invalid(errors), ""));
+        return Err(ApiError::invalid_counted(errors, left_out));
     }
     Ok(events)
 }

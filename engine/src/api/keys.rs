@@ -1,7 +1,6 @@
 //! Key management (the operator only): partner keys under `/v1/partners/{id}/keys`, ingest keys
 //! under `/v1/ingest-keys`. A key's token is in the answer that creates it, and never again.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
@@ -9,6 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::body::Body;
 use super::{ApiError, AppState, Operator, parse_json};
 use crate::error::FieldError;
 use crate::id::PartnerId;
@@ -82,10 +82,13 @@ fn revoked(done: bool, key_id: &str) -> Result<StatusCode, ApiError> {
 }
 
 /// `{}`, or `{"partners": ["ptn_…", …]}` to limit the key to those partners' events.
+/// Largest body of `POST /v1/ingest-keys`: a list of partner ids.
+const KEY_BYTES: usize = 1 << 20;
+
 async fn create_ingest(
     _: Operator,
     State(state): State<AppState>,
-    body: Bytes,
+    Body(body): Body<KEY_BYTES>,
 ) -> Result<(StatusCode, Json<NewKey>), ApiError> {
     let json = if body.is_empty() { json!({}) } else { parse_json(&body)? };
     let partners = match json.get("partners") {

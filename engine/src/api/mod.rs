@@ -6,6 +6,7 @@
 //! it makes is scoped to that partner.
 
 mod auth;
+mod body;
 mod deliveries;
 mod error;
 mod events;
@@ -45,6 +46,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(partners::router())
         .merge(keys::router())
         .merge(plugins::router())
@@ -62,6 +65,23 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
         "status": "ok",
         "plugin_cache": {"hits": stats.hits.load(Relaxed), "compiles": stats.compiles.load(Relaxed)},
     }))
+}
+
+/// Liveness: the process is up and answers.
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers a query and its migrations are applied; 503 otherwise.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .ready()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("not ready: {e}")))?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 
 /// Parses a JSON request body, with the parser's line and column on failure.

@@ -1,12 +1,12 @@
 //! `POST /v1/partners` (the operator): create a partner and its signing secret;
 //! `GET /v1/partners/{id}` (the partner or the operator).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::body::Body;
 use super::{ApiError, AppState, Operator, Partner, parse_json};
 use crate::error::FieldError;
 use crate::store;
@@ -17,10 +17,13 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/partners/{partner_id}", get(show))
 }
 
+/// Largest body of `POST /v1/partners`: a name and little else.
+const PARTNER_BYTES: usize = 64 << 10;
+
 async fn create(
     _: Operator,
     State(state): State<AppState>,
-    body: Bytes,
+    Body(body): Body<PARTNER_BYTES>,
 ) -> Result<(StatusCode, Json<store::Partner>), ApiError> {
     let json = if body.is_empty() {
         serde_json::json!({})

@@ -1,13 +1,13 @@
 //! `/v1/partners/{partner_id}/plugins`: upload, list, show, delete and dry-run plugins.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::body::Body;
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::FieldError;
 use crate::event::{Event, EventType};
@@ -17,10 +17,7 @@ use crate::store::{PluginRecord, now_ms};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/v1/partners/{partner_id}/plugins",
-            post(upload).get(list).layer(DefaultBodyLimit::max(64 << 20)),
-        )
+        .route("/v1/partners/{partner_id}/plugins", post(upload).get(list))
         .route(
             "/v1/partners/{partner_id}/plugins/{plugin_id}",
             get(show).delete(remove),
@@ -38,6 +35,13 @@ struct PluginPath {
     plugin_id: String,
 }
 
+/// Largest plugin upload; the host's own binary limit (`--plugin-binary-mib`) is checked when
+/// it compiles.
+const UPLOAD_BYTES: usize = 64 << 20;
+
+/// Largest dry-run body: an event, a request and a response.
+const RUN_BYTES: usize = 2 << 20;
+
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(FieldError::new(field, None, message).into(), "")
 }
@@ -47,7 +51,7 @@ async fn upload(
     State(state): State<AppState>,
     Partner(partner): Partner,
     Query(query): Query<UploadQuery>,
-    body: Bytes,
+    Body(body): Body<UPLOAD_BYTES>,
 ) -> Result<(StatusCode, Json<PluginRecord>), ApiError> {
     let name = query.name.unwrap_or_default();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
@@ -124,7 +128,7 @@ async fn run(
     State(state): State<AppState>,
     Partner(partner): Partner,
     Path(path): Path<PluginPath>,
-    body: Bytes,
+    Body(body): Body<RUN_BYTES>,
 ) -> Result<Json<Value>, ApiError> {
     find(&state, &partner.id, &path.plugin_id).await?;
     let input = if body.is_empty() { json!({}) } else { parse_json(&body)? };

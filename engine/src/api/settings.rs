@@ -1,13 +1,13 @@
 //! `/v1/partners/{partner_id}/settings/action-inquiry`: save, read, re-enable and test a
 //! partner's notification settings.
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::body::Body;
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::{FieldError, Invalid};
 use crate::event::{Event, EventType};
@@ -40,7 +40,14 @@ fn view(record: &SettingsRecord) -> Value {
     })
 }
 
-async fn save(State(state): State<AppState>, Partner(partner): Partner, body: Bytes) -> Result<Json<Value>, ApiError> {
+/// Largest settings body: templates and headers, with room to spare.
+const SETTINGS_BYTES: usize = 2 << 20;
+
+async fn save(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Body(body): Body<SETTINGS_BYTES>,
+) -> Result<Json<Value>, ApiError> {
     let compiled = NotificationSettings::validate(&parse_json(&body)?).map_err(|e| ApiError::invalid(e, ""))?;
     let options = compiled.settings();
     let mut problems = Vec::new();

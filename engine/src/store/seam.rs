@@ -54,6 +54,11 @@ impl Store {
         dispatch!(self, store => store.close().await)
     }
 
+    /// Whether the store answers a query and every migration this build knows is applied.
+    pub async fn ready(&self) -> Result<()> {
+        dispatch!(self, store => store.ready().await)
+    }
+
     /// Creates a partner with a fresh signing secret (see [`rules::new_partner`](super::rules::new_partner)).
     pub async fn create_partner(&self, name: &str) -> Result<Partner> {
         dispatch!(self, store => store.create_partner(name).await)

@@ -165,6 +165,25 @@ impl SqliteStore {
             .await
     }
 
+    /// Whether a read connection answers and the migrations this build embeds are all applied
+    /// (see [`Store::ready`](crate::store::Store::ready)).
+    pub async fn ready(&self) -> Result<()> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.read)
+            .await?;
+        let missing = sqlx::migrate!("migrations/sqlite")
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count();
+        if missing > 0 {
+            return Err(StoreError::backend(
+                "migrations not applied",
+                format!("{missing} migrations of this build are not applied"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Closes both pools, waiting for queries under way.
     pub async fn close(&self) {
         // The write connection closes last: only it can checkpoint the log into the database
