@@ -17,6 +17,14 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/partners/{partner_id}", get(show))
 }
 
+/// The answer of `POST /v1/partners`: the partner and, this once, its signing secret.
+#[derive(serde::Serialize)]
+struct Created {
+    #[serde(flatten)]
+    partner: store::Partner,
+    secret: String,
+}
+
 /// Largest body of `POST /v1/partners`: a name and little else.
 const PARTNER_BYTES: usize = 64 << 10;
 
@@ -24,7 +32,7 @@ async fn create(
     _: Operator,
     State(state): State<AppState>,
     Body(body): Body<PARTNER_BYTES>,
-) -> Result<(StatusCode, Json<store::Partner>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let json = if body.is_empty() {
         serde_json::json!({})
     } else {
@@ -46,7 +54,8 @@ async fn create(
         }
     };
     let partner = state.store.create_partner(name).await?;
-    Ok((StatusCode::CREATED, Json(partner)))
+    let secret = partner.secret.clone();
+    Ok((StatusCode::CREATED, Json(Created { partner, secret })))
 }
 
 async fn show(Partner(partner): Partner) -> Json<store::Partner> {

@@ -69,7 +69,9 @@ pub struct Partner {
     pub id: PartnerId,
     /// A display name.
     pub name: String,
-    /// The Standard Webhooks signing secret, `whsec_…`.
+    /// The Standard Webhooks signing secret as stored. Never serialized: a partner's secret is
+    /// shown once, in the answer that creates it, and no GET may show it again.
+    #[serde(skip)]
     pub secret: String,
     /// Unix milliseconds.
     pub created_at: i64,
