@@ -1,9 +1,15 @@
-//! Partners' signing secrets: shown once, when created, and never by any GET.
+//! Partners' signing secrets: shown once, when created, and never by any GET; encrypted in the
+//! database file with the configured key, without which the engine does not start.
 
 mod common;
 
+use std::path::Path;
+
 use axum::http::StatusCode;
+use base64::Engine as _;
 use common::*;
+use postwire::serve::Running;
+use tokio_util::sync::CancellationToken;
 
 /// The create answer holds the secret; the partner's own GET, with the operator token or the
 /// partner's key, holds none.
@@ -23,4 +29,98 @@ async fn no_get_shows_a_secret() {
         assert!(!text.contains(body), "{text}");
     }
     engine.stop().await;
+}
+
+/// The bytes of the database files (the main file, the WAL and its index) hold no signing
+/// secret, neither whole nor its base64 body, once partners are created and postbacks sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_files_hold_no_secret() {
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let engine = Engine::start().await;
+    let settings = simple_settings(&receiver.url("/pb"));
+    let mut partners = Vec::new();
+    for name in ["one", "two"] {
+        let partner = engine.partner_with(name, &settings).await;
+        let id = engine
+            .send_event(&created(&partner, &format!("evt_{name}"), "inq-1"))
+            .await;
+        engine.wait_status(&partner, &id, "delivered").await;
+        partners.push((partner, id));
+    }
+    let hits = receiver.wait_hits(2).await;
+    for (partner, id) in &partners {
+        let hit = hits.iter().find(|hit| hit.header("webhook-id") == Some(id.as_str()));
+        assert_signed(hit.expect("its postback"), &partner.secret, id);
+    }
+    assert_no_secret_in_files(
+        engine.database_dir(),
+        &partners.iter().map(|(p, _)| p.secret.clone()).collect::<Vec<_>>(),
+    );
+    engine.stop().await;
+}
+
+/// Fails when a file of the database in `dir` holds one of `secrets` or its base64 body.
+fn assert_no_secret_in_files(dir: &Path, secrets: &[String]) {
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(dir).expect("the database folder") {
+        let path = entry.expect("an entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if !name.starts_with("pw.db") || name.ends_with(".key") || path.is_dir() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("a database file");
+        scanned += 1;
+        assert!(!contains(&bytes, b"whsec_"), "{name} holds a whsec_ secret");
+        for secret in secrets {
+            let body = secret.strip_prefix("whsec_").expect("a whsec_ secret");
+            assert!(!contains(&bytes, body.as_bytes()), "{name} holds a secret's body");
+        }
+    }
+    assert!(scanned >= 2, "the main file and the WAL were scanned");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// Starts an engine on the database in `dir` with `key` as its secret key (none: the key file).
+async fn start_on(dir: &tempfile::TempDir, key: Option<&str>) -> Result<Running, String> {
+    let mut options = Engine::options(dir);
+    options.secret_key = key.map(str::to_owned);
+    let config = options.resolve()?;
+    postwire::serve::start(config, CancellationToken::new()).await
+}
+
+/// A database whose secrets were encrypted with one key does not start with another key, nor
+/// without its key file: the error names the setting, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_key_stops_the_start() {
+    let key_a = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+    let key_b = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let running = start_on(&dir, Some(&key_a)).await.expect("the first start");
+    running
+        .store
+        .create_partner("sealed", |s| s.to_owned())
+        .await
+        .expect("a partner");
+    running.stop().await;
+    // The secret stored in plain text (as before sealing) is sealed at the next start.
+    let running = start_on(&dir, Some(&key_a)).await.expect("the same key starts");
+    let stored = running.store.partner_secrets().await.expect("the secrets");
+    assert!(stored.iter().all(|(_, s)| s.starts_with("enc:v1:")), "{stored:?}");
+    running.stop().await;
+
+    let error = start_on(&dir, Some(&key_b))
+        .await
+        .err()
+        .expect("another key does not start");
+    assert!(error.starts_with("secret_key:"), "{error}");
+
+    // Without a configured key, the key file made on that start is not the key either.
+    let error = start_on(&dir, None).await.err().expect("a missing key does not start");
+    assert!(error.starts_with("secret_key:"), "{error}");
+    assert!(dir.path().join("pw.db.key").exists(), "the key file was made");
+    let running = start_on(&dir, Some(&key_a)).await.expect("the right key still starts");
+    running.stop().await;
 }

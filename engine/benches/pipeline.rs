@@ -440,7 +440,7 @@ async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
     let url = format!("sqlite://{}", dir.path().join("claim.db").display());
     let filled = Instant::now();
     let store = Store::open(&url, Durability::Process).await.expect("the store opens");
-    let partner = store.create_partner("bench").await.expect("a partner");
+    let partner = store.create_partner("bench", str::to_owned).await.expect("a partner");
     let settings = NotificationSettings::validate(&settings_json("127.0.0.1:9".parse().expect("an address")))
         .expect("valid settings");
     let body = serde_json::to_string(settings.settings()).expect("settings serialize");
@@ -566,7 +566,7 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("sqlite://{}", dir.path().join("path.db").display());
     let store = Store::open(&url, durability).await.expect("the store opens");
-    let partner = store.create_partner("bench").await.expect("a partner");
+    let partner = store.create_partner("bench", str::to_owned).await.expect("a partner");
     let settings = NotificationSettings::validate(&settings_json("127.0.0.1:9".parse().expect("an address")))
         .expect("valid settings");
     let body = serde_json::to_string(settings.settings()).expect("settings serialize");

@@ -30,6 +30,7 @@
 //! - [`plugins`]: a partner's transform and classify plugins in the pipeline (the wasm host
 //!   is the `postwire-plugins` crate).
 //! - [`sign`]: Standard Webhooks signatures.
+//! - [`sealed`]: signing secrets encrypted at rest.
 //! - [`send`]: the HTTP exchange, with timeouts, no redirects and the SSRF guard.
 //! - [`classify`]: the default reading of a receiver's answer: success, retry, fail or disable.
 //! - [`retry`]: the retry schedule.
@@ -69,6 +70,7 @@ pub mod render;
 pub mod request;
 pub mod retry;
 pub mod runner;
+pub mod sealed;
 pub mod send;
 pub mod serve;
 pub mod settings;

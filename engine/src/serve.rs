@@ -16,6 +16,7 @@ use tracing::info;
 use crate::api::{self, AppState};
 use crate::plugins::Plugins;
 use crate::retry::{Schedule, parse_duration};
+use crate::sealed::{SecretKey, is_sealed};
 use crate::send::{Guard, SendConfig, Sender};
 use crate::store::{Durability, Store};
 use crate::worker::{Worker, WorkerConfig};
@@ -93,6 +94,10 @@ pub struct ServeOptions {
     /// [default: one made on the first start, printed once and stored hashed].
     #[arg(long, env = "POSTWIRE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The key (32 random bytes in base64) that encrypts partners' signing secrets at rest
+    /// [default: the key file beside the database, `<database file>.key`, made on the first start].
+    #[arg(long, env = "POSTWIRE_SECRET_KEY", value_name = "BASE64", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 /// Shortest operator token accepted from the configuration.
@@ -139,6 +144,11 @@ pub struct Config {
     pub runtime_niceness: i32,
     /// SHA-256 of the configured operator token (the token itself is not kept).
     pub admin_token_hash: Option<String>,
+    /// The configured key that seals signing secrets, if any.
+    pub secret_key: Option<SecretKey>,
+    /// Where the key is kept when none is configured: beside the database file (none in memory,
+    /// where a fresh key lives as long as the database).
+    pub key_file: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -232,13 +242,19 @@ impl ServeOptions {
         }
         let admin_token_hash = admin_token.map(|token| crate::store::rules::token_hash(token.trim()));
         let database = pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into());
-        let plugin_cache = self.plugin_cache.or(file.plugin_cache).or_else(|| {
-            let path = database
-                .strip_prefix("sqlite://")
-                .or_else(|| database.strip_prefix("sqlite:"))?;
-            let path = path.split('?').next().unwrap_or(path);
-            (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(format!("{path}.plugins")))
-        });
+        let database_file = database
+            .strip_prefix("sqlite://")
+            .or_else(|| database.strip_prefix("sqlite:"))
+            .map(|path| path.split('?').next().unwrap_or(path))
+            .filter(|path| !path.is_empty() && !path.contains(":memory:"));
+        let plugin_cache = self
+            .plugin_cache
+            .or(file.plugin_cache)
+            .or_else(|| database_file.map(|path| PathBuf::from(format!("{path}.plugins"))));
+        let key_file = database_file.map(|path| PathBuf::from(format!("{path}.key")));
+        let secret_key = pick(self.secret_key, file.secret_key)
+            .map(|text| SecretKey::from_base64(&text))
+            .transpose()?;
         // A claim must outlast the longest a worker can hold a delivery: its wait for a rate
         // slot, two plugin calls, the exchange, and the recorder's commit. Longer only delays
         // recovery after a crash.
@@ -265,6 +281,8 @@ impl ServeOptions {
             plugin_allocator: Allocator::Pooling,
             runtime_niceness,
             admin_token_hash,
+            secret_key,
+            key_file,
         })
     }
 }
@@ -318,6 +336,69 @@ async fn operator_token(store: &Store, configured: bool) -> Result<OperatorToken
     Ok(OperatorToken::Created(key.token))
 }
 
+/// The key that seals signing secrets: the configured one, else the key file's, else a new one
+/// written to the key file (readable by its owner only), else, in memory, a new one.
+fn secret_key(config: &Config) -> Result<SecretKey, String> {
+    if let Some(key) = &config.secret_key {
+        return Ok(key.clone());
+    }
+    let Some(path) = &config.key_file else {
+        return Ok(SecretKey::generate().0);
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => SecretKey::from_base64(&text).map_err(|e| format!("{e} (in the key file {})", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (key, text) = SecretKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let written = options.open(path).and_then(|mut file| {
+                std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes())?;
+                file.sync_all()
+            });
+            written.map_err(|e| {
+                format!(
+                    "secret_key: none configured, and cannot create the key file {}: {e}",
+                    path.display()
+                )
+            })?;
+            info!(key_file = %path.display(), "created the key that encrypts signing secrets");
+            Ok(key)
+        }
+        Err(e) => Err(format!(
+            "secret_key: none configured, and cannot read the key file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// Checks that `key` opens every sealed signing secret, and seals the ones stored in plain text
+/// (from before sealing), so that a wrong key stops the start instead of every postback.
+async fn seal_stored_secrets(store: &Store, key: &SecretKey) -> Result<(), String> {
+    let stored = store
+        .partner_secrets()
+        .await
+        .map_err(|e| format!("cannot read the signing secrets: {e}"))?;
+    for (partner_id, secret) in stored {
+        if is_sealed(&secret) {
+            key.open(&secret).map_err(|_| {
+                format!(
+                    "secret_key: the signing secret of partner {partner_id} cannot be decrypted; configure the key \
+                     it was encrypted with (--secret-key, POSTWIRE_SECRET_KEY, secret_key, or the key file beside \
+                     the database)"
+                )
+            })?;
+        } else {
+            store
+                .set_partner_secret(&partner_id, &key.seal(&secret))
+                .await
+                .map_err(|e| format!("cannot encrypt the signing secret of partner {partner_id}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// A running engine: the API and the worker.
 pub struct Running {
     /// The address the API listens on.
@@ -352,6 +433,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let operator_token = operator_token(&store, config.admin_token_hash.is_some())
         .await
         .map_err(|e| format!("cannot set up the operator token: {e}"))?;
+    let secret_key = secret_key(&config)?;
+    seal_stored_secrets(&store, &secret_key).await?;
     let sender = Sender::new(Guard::new(config.allow.clone()), config.send.clone());
     let host = Host::with_allocator(
         config.plugin_limits.clone(),
@@ -360,7 +443,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .map_err(|e| format!("cannot start the plugin host: {e}"))?;
     let plugins = Arc::new(Plugins::new(host, store.clone()));
-    let worker = Worker::new(store.clone(), sender.clone(), plugins.clone(), config.worker.clone());
+    let worker_config = WorkerConfig {
+        secret_key: Some(secret_key.clone()),
+        ..config.worker.clone()
+    };
+    let worker = Worker::new(store.clone(), sender.clone(), plugins.clone(), worker_config);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -371,6 +458,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         sender,
         plugins,
         auth: Arc::new(api::Auth::new(config.admin_token_hash.clone())),
+        secret_key,
     });
     let task = {
         let shutdown = shutdown.clone();

@@ -40,6 +40,8 @@ pub struct AppState {
     pub plugins: Arc<Plugins>,
     /// The configured operator token and keys' last uses.
     pub auth: Arc<Auth>,
+    /// Seals new signing secrets and opens stored ones for test postbacks.
+    pub secret_key: crate::sealed::SecretKey,
 }
 
 /// The whole API.

@@ -53,7 +53,8 @@ async fn create(
             ));
         }
     };
-    let partner = state.store.create_partner(name).await?;
+    let key = &state.secret_key;
+    let partner = state.store.create_partner(name, |secret| key.seal(secret)).await?;
     let secret = partner.secret.clone();
     Ok((StatusCode::CREATED, Json(Created { partner, secret })))
 }

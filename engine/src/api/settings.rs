@@ -129,12 +129,16 @@ async fn test(
     let compiled = settings.compile().map_err(|e| ApiError::invalid(e, ""))?;
     let event = Event::sample(event_type, &partner.id);
     let test_id = DeliveryId::for_test();
+    let secret = state
+        .secret_key
+        .open(&partner.secret)
+        .map_err(|e| ApiError::conflict(e.to_string()))?;
     let ctx = Context {
         sender: &state.sender,
         plugins: &state.plugins,
         partner_id: &partner.id,
         settings: &compiled,
-        secret: &partner.secret,
+        secret: &secret,
         delivery_id: &test_id,
         number: 1,
     };

@@ -59,9 +59,21 @@ impl Store {
         dispatch!(self, store => store.ready().await)
     }
 
-    /// Creates a partner with a fresh signing secret (see [`rules::new_partner`](super::rules::new_partner)).
-    pub async fn create_partner(&self, name: &str) -> Result<Partner> {
-        dispatch!(self, store => store.create_partner(name).await)
+    /// Creates a partner with a fresh signing secret (see [`rules::new_partner`](super::rules::new_partner)),
+    /// stored as `seal` makes it (the store keeps that text as it is, without reading it). The
+    /// answer holds the secret itself, to show once.
+    pub async fn create_partner(&self, name: &str, seal: impl FnOnce(&str) -> String) -> Result<Partner> {
+        dispatch!(self, store => store.create_partner(name, seal).await)
+    }
+
+    /// Every partner's stored signing secret, as stored.
+    pub async fn partner_secrets(&self) -> Result<Vec<(crate::id::PartnerId, String)>> {
+        dispatch!(self, store => store.partner_secrets().await)
+    }
+
+    /// Replaces a partner's stored signing secret with `stored` (the same secret, stored anew).
+    pub async fn set_partner_secret(&self, partner_id: &str, stored: &str) -> Result<()> {
+        dispatch!(self, store => store.set_partner_secret(partner_id, stored).await)
     }
 
     /// A partner by id.

@@ -33,7 +33,7 @@ pub(super) async fn partner(store: &Store) -> PartnerId {
 
 /// A new partner whose settings add `more` to the defaults of [`partner`].
 pub(super) async fn partner_with(store: &Store, more: serde_json::Value) -> PartnerId {
-    let partner = store.create_partner("batch").await.expect("a partner");
+    let partner = store.create_partner("batch", str::to_owned).await.expect("a partner");
     let mut settings = json!({
         "url": "https://partner.example/hook",
         "body_template": "{\"id\":\"{EventId}\"}",

@@ -38,6 +38,7 @@ use crate::id::{DeliveryId, PartnerId};
 use crate::plugins::Plugins;
 use crate::ratelimit::RateLimits;
 use crate::retry::Schedule;
+use crate::sealed::{CannotOpen, SecretKey, is_sealed};
 use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings};
 use crate::store::{Accepted, Attempt, Claimed, ClaimedEvent, Lease, Next, Outcome, Store, StoreError, now_ms};
@@ -64,6 +65,9 @@ pub struct WorkerConfig {
     /// sends in a quarter of the lease (measured as it goes, and at least 4,096), so that a job
     /// queued behind slow receivers is still sent well before its lease ends.
     pub memory_queue: usize,
+    /// Opens the partners' stored signing secrets; without one, only secrets stored in plain
+    /// text (from before sealing) can sign, and a sealed one fails the attempt.
+    pub secret_key: Option<SecretKey>,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +81,7 @@ impl Default for WorkerConfig {
             schedule: Schedule::default(),
             shutdown_grace: Duration::from_secs(20),
             memory_queue: 32_768,
+            secret_key: None,
         }
     }
 }
@@ -107,6 +112,9 @@ enum Unsendable {
     /// The stored event cannot be read.
     #[error("{0}")]
     Event(String),
+    /// The partner's stored signing secret cannot be opened: nothing is sent unsigned.
+    #[error("{0}")]
+    Secret(CannotOpen),
 }
 
 /// A partner's compiled settings, kept while their version is current.
@@ -552,10 +560,15 @@ impl Worker {
         let settings: NotificationSettings =
             serde_json::from_str(&endpoint.settings).map_err(Unsendable::UnreadableSettings)?;
         let settings = settings.compile().map_err(Unsendable::SettingsDoNotCompile)?;
+        let secret = match &self.inner.config.secret_key {
+            Some(key) => key.open(&endpoint.secret).map_err(Unsendable::Secret)?,
+            None if is_sealed(&endpoint.secret) => return Err(Unsendable::Secret(CannotOpen)),
+            None => endpoint.secret,
+        };
         let compiled = Arc::new(Compiled {
             version: endpoint.version,
             settings,
-            secret: endpoint.secret,
+            secret,
         });
         self.inner
             .endpoints

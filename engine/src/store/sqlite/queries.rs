@@ -38,17 +38,35 @@ pub(super) async fn endpoint(write: &SqlitePool, partner_id: &str) -> Result<Opt
 }
 
 impl SqliteStore {
-    /// Creates a partner (see [`rules::new_partner`]).
-    pub async fn create_partner(&self, name: &str) -> Result<Partner> {
+    /// Creates a partner (see [`rules::new_partner`]), its secret stored as `seal` makes it.
+    pub async fn create_partner(&self, name: &str, seal: impl FnOnce(&str) -> String) -> Result<Partner> {
         let partner = rules::new_partner(name, crate::store::now_ms());
         sqlx::query("INSERT INTO partners (id, name, secret, created_at) VALUES (?1, ?2, ?3, ?4)")
             .bind(&partner.id)
             .bind(&partner.name)
-            .bind(&partner.secret)
+            .bind(seal(&partner.secret))
             .bind(partner.created_at)
             .execute(&self.write)
             .await?;
         Ok(partner)
+    }
+
+    /// Every partner's stored signing secret.
+    pub async fn partner_secrets(&self) -> Result<Vec<(crate::id::PartnerId, String)>> {
+        let rows = sqlx::query("SELECT id, secret FROM partners ORDER BY id")
+            .fetch_all(&self.write)
+            .await?;
+        Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Replaces a partner's stored signing secret.
+    pub async fn set_partner_secret(&self, partner_id: &str, stored: &str) -> Result<()> {
+        sqlx::query("UPDATE partners SET secret = ?2 WHERE id = ?1")
+            .bind(partner_id)
+            .bind(stored)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// A partner by id.

@@ -233,7 +233,11 @@ async fn accept_leases_only_deliveries_due_now() {
     assert_eq!(ids, expected);
 
     // A delayed delivery and one of a disabled endpoint are never leased.
-    let delayed = store.create_partner("delayed").await.expect("a partner").id;
+    let delayed = store
+        .create_partner("delayed", str::to_owned)
+        .await
+        .expect("a partner")
+        .id;
     let settings = NotificationSettings::validate(&json!({
         "url": "https://partner.example/hook",
         "body_template": "{}",
