@@ -39,6 +39,7 @@ async fn the_health_probes_need_no_credential() {
 const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/v1/partners", Needs::Operator),
     ("GET", "/v1/partners/{partner_id}", Needs::Partner),
+    ("POST", "/v1/partners/{partner_id}/secret/rotate", Needs::Partner),
     ("POST", "/v1/partners/{partner_id}/keys", Needs::Operator),
     ("GET", "/v1/partners/{partner_id}/keys", Needs::Operator),
     ("DELETE", "/v1/partners/{partner_id}/keys/{key_id}", Needs::Operator),

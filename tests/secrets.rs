@@ -8,7 +8,9 @@ use std::path::Path;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use common::*;
+use hmac::{Hmac, Mac};
 use postwire::serve::Running;
+use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 /// The create answer holds the secret; the partner's own GET, with the operator token or the
@@ -123,4 +125,115 @@ async fn a_wrong_or_missing_key_stops_the_start() {
     assert!(dir.path().join("pw.db.key").exists(), "the key file was made");
     let running = start_on(&dir, Some(&key_a)).await.expect("the right key still starts");
     running.stop().await;
+}
+
+/// The signatures of `webhook-signature`, each checked here with a plain HMAC-SHA256 of
+/// `id.timestamp.body`: which of `secrets` each one verifies with.
+fn verifying_secrets(hit: &Hit, secrets: &[&str]) -> Vec<Vec<usize>> {
+    let header = |name| hit.header(name).unwrap_or_else(|| panic!("{name} is missing"));
+    let (id, timestamp) = (header("webhook-id"), header("webhook-timestamp"));
+    header("webhook-signature")
+        .split(' ')
+        .map(|signature| {
+            let signature = signature.strip_prefix("v1,").expect("a v1 signature");
+            let signature = base64::engine::general_purpose::STANDARD
+                .decode(signature)
+                .expect("base64");
+            (0..secrets.len())
+                .filter(|&i| {
+                    let key = base64::engine::general_purpose::STANDARD
+                        .decode(secrets[i].strip_prefix("whsec_").expect("a whsec_ secret"))
+                        .expect("base64");
+                    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+                    mac.update(format!("{id}.{timestamp}.").as_bytes());
+                    mac.update(hit.body.as_bytes());
+                    mac.verify_slice(&signature).is_ok()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// After a rotation, postbacks carry the new secret's signature and the old one's, space
+/// separated, until the grace period ends; then only the new one's. The new secret is shown in
+/// the rotation's answer and nowhere after; the database files hold neither secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_signs_with_both_secrets_during_the_grace_period() {
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let engine = Engine::start().await;
+    let partner = engine
+        .partner_with("rotating", &simple_settings(&receiver.url("/pb")))
+        .await;
+    let key = engine.partner_key(&partner).await;
+    let old = partner.secret.clone();
+
+    let answer = engine
+        .post_as(
+            &key,
+            &format!("/v1/partners/{}/secret/rotate", partner.id),
+            &serde_json::json!({"grace_secs": 2}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let new = answer.json["secret"].as_str().expect("the new secret").to_owned();
+    assert!(new.starts_with("whsec_") && new != old, "{answer:?}");
+    let until = answer.json["previous_secret_expires_at"]
+        .as_i64()
+        .expect("when the old one stops");
+    let shown = engine.get(&format!("/v1/partners/{}", partner.id)).await;
+    assert!(!shown.json.to_string().contains("whsec_"), "{shown:?}");
+
+    let during = engine.send_event(&created(&partner, "evt_during", "inq-1")).await;
+    engine.wait_status(&partner, &during, "delivered").await;
+    let hit = receiver.wait_hits(1).await.remove(0);
+    assert!(
+        postwire::store::now_ms() < until,
+        "the postback came within the grace period"
+    );
+    assert_eq!(
+        verifying_secrets(&hit, &[&new, &old]),
+        vec![vec![0], vec![1]],
+        "{hit:?}"
+    );
+
+    // Past the grace period: only the new secret's signature.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (until - postwire::store::now_ms()).max(0) as u64 + 50,
+    ))
+    .await;
+    let after = engine.send_event(&created(&partner, "evt_after", "inq-2")).await;
+    engine.wait_status(&partner, &after, "delivered").await;
+    let hit = receiver.wait_hits(2).await.remove(1);
+    assert_eq!(hit.header("webhook-id"), Some(after.as_str()));
+    assert_eq!(verifying_secrets(&hit, &[&new, &old]), vec![vec![0]], "{hit:?}");
+    assert_signed(&hit, &new, &after);
+
+    // A rotation with no grace stops the old secret at once; the operator may rotate too.
+    let answer = engine
+        .post(
+            &format!("/v1/partners/{}/secret/rotate", partner.id),
+            &serde_json::json!({"grace_secs": 0}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let newest = answer.json["secret"].as_str().expect("the newest secret").to_owned();
+    let last = engine.send_event(&created(&partner, "evt_last", "inq-3")).await;
+    engine.wait_status(&partner, &last, "delivered").await;
+    let hit = receiver.wait_hits(3).await.remove(2);
+    assert_eq!(
+        verifying_secrets(&hit, &[&newest, &new, &old]),
+        vec![vec![0]],
+        "{hit:?}"
+    );
+
+    let bad = engine
+        .post(
+            &format!("/v1/partners/{}/secret/rotate", partner.id),
+            &serde_json::json!({"grace_secs": -1}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+
+    assert_no_secret_in_files(engine.database_dir(), &[old, new, newest]);
+    engine.stop().await;
 }

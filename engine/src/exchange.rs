@@ -45,6 +45,9 @@ pub struct Context<'a> {
     pub settings: &'a CompiledSettings,
     /// The partner's signing secret.
     pub secret: &'a str,
+    /// After a rotation, the previous secret and until when (Unix ms) postbacks carry its
+    /// signature after the new one's.
+    pub previous_secret: Option<(&'a str, i64)>,
     /// The delivery (its `webhook-id`).
     pub delivery_id: &'a DeliveryId,
     /// The attempt's number, from 1.
@@ -186,7 +189,18 @@ pub async fn transform(stages: &Stages<'_>, event: &Event, rendered: Request) ->
 /// The sign stage: the three Standard Webhooks headers for an attempt started at `started_at`
 /// (Unix ms).
 pub fn sign(ctx: &Context<'_>, request: &Request, started_at: i64) -> Result<[(&'static str, String); 3], BadSecret> {
-    crate::sign::headers(ctx.secret, ctx.delivery_id, started_at / 1000, request.body.as_bytes())
+    let body = request.body.as_bytes();
+    let mut headers = crate::sign::headers(ctx.secret, ctx.delivery_id, started_at / 1000, body)?;
+    // Standard Webhooks lets one header carry several signatures, space-separated: receivers
+    // that still hold the previous secret keep verifying until the grace period ends.
+    if let Some((previous, until)) = ctx.previous_secret
+        && started_at < until
+    {
+        let signature = crate::sign::signature(previous, ctx.delivery_id, started_at / 1000, body)?;
+        headers[2].1.push(' ');
+        headers[2].1.push_str(&signature);
+    }
+    Ok(headers)
 }
 
 /// What the classify stage decided.

@@ -380,6 +380,10 @@ async fn seal_stored_secrets(store: &Store, key: &SecretKey) -> Result<(), Strin
         .partner_secrets()
         .await
         .map_err(|e| format!("cannot read the signing secrets: {e}"))?;
+    store
+        .drop_previous_secrets(crate::store::now_ms())
+        .await
+        .map_err(|e| format!("cannot drop expired signing secrets: {e}"))?;
     for (partner_id, secret) in stored {
         if is_sealed(&secret) {
             key.open(&secret).map_err(|_| {

@@ -1,5 +1,6 @@
 //! `POST /v1/partners` (the operator): create a partner and its signing secret;
-//! `GET /v1/partners/{id}` (the partner or the operator).
+//! `GET /v1/partners/{id}` and `POST /v1/partners/{id}/secret/rotate` (the partner or the
+//! operator).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/partners", post(create))
         .route("/v1/partners/{partner_id}", get(show))
+        .route("/v1/partners/{partner_id}/secret/rotate", post(rotate))
 }
 
 /// The answer of `POST /v1/partners`: the partner and, this once, its signing secret.
@@ -57,6 +59,55 @@ async fn create(
     let partner = state.store.create_partner(name, |secret| key.seal(secret)).await?;
     let secret = partner.secret.clone();
     Ok((StatusCode::CREATED, Json(Created { partner, secret })))
+}
+
+/// How long the previous secret still signs after a rotation unless the request says.
+const DEFAULT_GRACE_SECS: u64 = 86_400;
+
+/// Longest grace period accepted: 30 days.
+const MAX_GRACE_SECS: u64 = 30 * 86_400;
+
+/// Gives the partner a new signing secret, shown this once; postbacks carry the previous
+/// secret's signature too until the grace period (`grace_secs`, default 24 h, 0 for none) ends.
+async fn rotate(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Body(body): Body<PARTNER_BYTES>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let json = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        parse_json(&body)?
+    };
+    let grace_secs = match json.get("grace_secs") {
+        None | Some(serde_json::Value::Null) => DEFAULT_GRACE_SECS,
+        Some(value) => value.as_u64().filter(|s| *s <= MAX_GRACE_SECS).ok_or_else(|| {
+            ApiError::invalid(
+                FieldError::new(
+                    "grace_secs",
+                    Some(&value.to_string()),
+                    "must be a whole number of seconds from 0 to 2592000",
+                )
+                .into(),
+                "",
+            )
+        })?,
+    };
+    let secret = crate::sign::new_secret();
+    let until = store::now_ms() + grace_secs as i64 * 1000;
+    let found = state
+        .store
+        .rotate_secret(&partner.id, &state.secret_key.seal(&secret), until)
+        .await?;
+    if !found {
+        return Err(ApiError::not_found("no such partner"));
+    }
+    state.worker.forget_endpoint(&partner.id);
+    Ok(Json(serde_json::json!({
+        "id": partner.id,
+        "secret": secret,
+        "previous_secret_expires_at": until,
+    })))
 }
 
 async fn show(Partner(partner): Partner) -> Json<store::Partner> {

@@ -133,12 +133,23 @@ async fn test(
         .secret_key
         .open(&partner.secret)
         .map_err(|e| ApiError::conflict(e.to_string()))?;
+    let previous = match state.store.endpoint(&partner.id).await?.and_then(|e| e.previous_secret) {
+        Some((stored, until)) => Some((
+            state
+                .secret_key
+                .open(&stored)
+                .map_err(|e| ApiError::conflict(e.to_string()))?,
+            until,
+        )),
+        None => None,
+    };
     let ctx = Context {
         sender: &state.sender,
         plugins: &state.plugins,
         partner_id: &partner.id,
         settings: &compiled,
         secret: &secret,
+        previous_secret: previous.as_ref().map(|(s, until)| (s.as_str(), *until)),
         delivery_id: &test_id,
         number: 1,
     };

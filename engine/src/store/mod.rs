@@ -399,8 +399,11 @@ pub struct Endpoint {
     pub settings: String,
     /// Its version.
     pub version: i64,
-    /// The signing secret.
+    /// The signing secret, as stored.
     pub secret: String,
+    /// After a rotation, the previous secret as stored and until when (Unix ms) postbacks carry
+    /// its signature too.
+    pub previous_secret: Option<(String, i64)>,
 }
 
 /// What happens to a delivery after an attempt.

@@ -71,6 +71,19 @@ impl Store {
         dispatch!(self, store => store.partner_secrets().await)
     }
 
+    /// Gives a partner a new signing secret, `stored` (opaque text, as for
+    /// [`create_partner`](Self::create_partner)), keeping the current one as the previous
+    /// secret until `previous_until` (Unix ms). Returns whether the partner exists.
+    pub async fn rotate_secret(&self, partner_id: &str, stored: &str, previous_until: i64) -> Result<bool> {
+        dispatch!(self, store => store.rotate_secret(partner_id, stored, previous_until).await)
+    }
+
+    /// Drops the previous signing secrets whose grace period ended by `now` (Unix ms); returns
+    /// how many.
+    pub async fn drop_previous_secrets(&self, now: i64) -> Result<u64> {
+        dispatch!(self, store => store.drop_previous_secrets(now).await)
+    }
+
     /// Replaces a partner's stored signing secret with `stored` (the same secret, stored anew).
     pub async fn set_partner_secret(&self, partner_id: &str, stored: &str) -> Result<()> {
         dispatch!(self, store => store.set_partner_secret(partner_id, stored).await)

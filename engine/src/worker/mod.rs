@@ -122,6 +122,7 @@ struct Compiled {
     version: i64,
     settings: CompiledSettings,
     secret: String,
+    previous_secret: Option<(String, i64)>,
 }
 
 struct Inner {
@@ -166,6 +167,12 @@ impl Worker {
                 config,
             }),
         }
+    }
+
+    /// Drops the partner's cached endpoint, so that the next postback loads its signing secrets
+    /// anew (after a rotation; settings changes are seen by their version).
+    pub fn forget_endpoint(&self, partner_id: &str) {
+        self.inner.endpoints.lock().expect("never poisoned").remove(partner_id);
     }
 
     /// Tells the worker that deliveries may be due now (new events, a retry, an enabled endpoint).
@@ -459,6 +466,7 @@ impl Worker {
             partner_id: &claimed.partner_id,
             settings: &compiled.settings,
             secret: &compiled.secret,
+            previous_secret: compiled.previous_secret.as_ref().map(|(s, until)| (s.as_str(), *until)),
             delivery_id: &claimed.delivery_id,
             number,
         };
@@ -560,15 +568,21 @@ impl Worker {
         let settings: NotificationSettings =
             serde_json::from_str(&endpoint.settings).map_err(Unsendable::UnreadableSettings)?;
         let settings = settings.compile().map_err(Unsendable::SettingsDoNotCompile)?;
-        let secret = match &self.inner.config.secret_key {
-            Some(key) => key.open(&endpoint.secret).map_err(Unsendable::Secret)?,
-            None if is_sealed(&endpoint.secret) => return Err(Unsendable::Secret(CannotOpen)),
-            None => endpoint.secret,
+        let open = |stored: String| match &self.inner.config.secret_key {
+            Some(key) => key.open(&stored).map_err(Unsendable::Secret),
+            None if is_sealed(&stored) => Err(Unsendable::Secret(CannotOpen)),
+            None => Ok(stored),
+        };
+        let secret = open(endpoint.secret)?;
+        let previous_secret = match endpoint.previous_secret {
+            Some((stored, until)) if until > now_ms() => Some((open(stored)?, until)),
+            _ => None,
         };
         let compiled = Arc::new(Compiled {
             version: endpoint.version,
             settings,
             secret,
+            previous_secret,
         });
         self.inner
             .endpoints

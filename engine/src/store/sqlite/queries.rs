@@ -23,7 +23,8 @@ pub(super) async fn next_due(write: &SqlitePool) -> Result<Option<i64>> {
 /// A partner's settings and secret for sending.
 pub(super) async fn endpoint(write: &SqlitePool, partner_id: &str) -> Result<Option<Endpoint>> {
     let row = sqlx::query(
-        "SELECT s.body, s.version, p.secret FROM settings s JOIN partners p ON p.id = s.partner_id
+        "SELECT s.body, s.version, p.secret, p.previous_secret, p.previous_secret_until
+         FROM settings s JOIN partners p ON p.id = s.partner_id
          WHERE s.partner_id = ?1 AND s.family = ?2",
     )
     .bind(partner_id)
@@ -34,6 +35,7 @@ pub(super) async fn endpoint(write: &SqlitePool, partner_id: &str) -> Result<Opt
         settings: row.get(0),
         version: row.get(1),
         secret: row.get(2),
+        previous_secret: row.get::<Option<String>, _>(3).zip(row.get::<Option<i64>, _>(4)),
     }))
 }
 
@@ -57,6 +59,33 @@ impl SqliteStore {
             .fetch_all(&self.write)
             .await?;
         Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Gives a partner a new signing secret, `stored`, keeping the current one as the previous
+    /// secret until `previous_until` (Unix ms); a previous secret from an earlier rotation is
+    /// dropped. Returns whether the partner exists.
+    pub async fn rotate_secret(&self, partner_id: &str, stored: &str, previous_until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE partners SET previous_secret = secret, previous_secret_until = ?3, secret = ?2 WHERE id = ?1",
+        )
+        .bind(partner_id)
+        .bind(stored)
+        .bind(previous_until)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Drops the previous signing secrets whose grace period ended by `now` (Unix ms).
+    pub async fn drop_previous_secrets(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE partners SET previous_secret = NULL, previous_secret_until = NULL
+             WHERE previous_secret_until <= ?1",
+        )
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Replaces a partner's stored signing secret.
