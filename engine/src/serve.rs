@@ -95,7 +95,7 @@ pub struct ServeOptions {
     #[arg(long, env = "POSTWIRE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The key (32 random bytes in base64) that encrypts partners' signing secrets at rest
-    /// [default: the key file beside the database, `<database file>.key`, made on the first start].
+    /// (default: the key file beside the database, `<database file>.key`, made on the first start).
     #[arg(long, env = "POSTWIRE_SECRET_KEY", value_name = "BASE64", hide_env_values = true)]
     pub secret_key: Option<String>,
 }
