@@ -31,8 +31,9 @@ struct ListQuery {
     until: Option<String>,
     inquiry_id: Option<String>,
     order_id: Option<String>,
-    #[serde(flatten)]
-    page: Page,
+    /// Cursor: the `next` of the previous page.
+    before: Option<String>,
+    limit: Option<i64>,
 }
 
 /// A time given as Unix milliseconds or in RFC 3339.
@@ -126,10 +127,14 @@ async fn list(
     .map_err(ApiError::bad_query)?;
     filter.inquiry_id = query.inquiry_id.filter(|i| !i.is_empty());
     filter.order_id = query.order_id.filter(|o| !o.is_empty());
-    let limit = query.page.limit()?;
+    let limit = Page {
+        before: None,
+        limit: query.limit,
+    }
+    .limit()?;
     let page = state
         .store
-        .deliveries_where(&partner.id, &filter, query.page.before.as_deref(), limit)
+        .deliveries_where(&partner.id, &filter, query.before.as_deref(), limit)
         .await?;
     let next = if page.len() as i64 == limit {
         page.last().map(|d| d.id.clone())

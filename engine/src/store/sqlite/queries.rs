@@ -27,6 +27,7 @@ macro_rules! bind_all {
         query
     }};
 }
+#[cfg(test)]
 pub(super) use bind_all;
 
 /// When the earliest pending delivery is due, if any is.
