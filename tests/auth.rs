@@ -35,9 +35,13 @@ async fn the_health_probes_need_no_credential() {
     engine.stop().await;
 }
 
-/// Every route of the API but the [`PUBLIC`] ones: method, path template, what it needs.
+/// Every route of the API but the [`PUBLIC`] ones: method, path template, what it needs. They
+/// are called in this order, so a route that takes something away comes before the one that
+/// gives it back (a deleted setting before the PUT, a disable before its enable), and deleting
+/// the partner comes last.
 const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/v1/partners", Needs::Operator),
+    ("GET", "/v1/partners", Needs::Operator),
     ("GET", "/v1/partners/{partner_id}", Needs::Partner),
     ("POST", "/v1/partners/{partner_id}/secret/rotate", Needs::Partner),
     ("POST", "/v1/partners/{partner_id}/keys", Needs::Operator),
@@ -54,13 +58,28 @@ const ROUTES: &[(&str, &str, Needs)] = &[
         Needs::Partner,
     ),
     (
+        "DELETE",
+        "/v1/partners/{partner_id}/settings/action-inquiry",
+        Needs::Partner,
+    ),
+    (
         "PUT",
         "/v1/partners/{partner_id}/settings/action-inquiry",
         Needs::Partner,
     ),
     (
         "POST",
+        "/v1/partners/{partner_id}/settings/action-inquiry/disable",
+        Needs::Partner,
+    ),
+    (
+        "POST",
         "/v1/partners/{partner_id}/settings/action-inquiry/enable",
+        Needs::Partner,
+    ),
+    (
+        "POST",
+        "/v1/partners/{partner_id}/settings/action-inquiry/preview",
         Needs::Partner,
     ),
     (
@@ -79,6 +98,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
         "/v1/partners/{partner_id}/deliveries/{delivery_id}/retry",
         Needs::Partner,
     ),
+    ("POST", "/v1/partners/{partner_id}/deliveries/replay", Needs::Partner),
     ("POST", "/v1/partners/{partner_id}/plugins", Needs::Partner),
     ("GET", "/v1/partners/{partner_id}/plugins", Needs::Partner),
     ("GET", "/v1/partners/{partner_id}/plugins/{plugin_id}", Needs::Partner),
@@ -92,6 +112,9 @@ const ROUTES: &[(&str, &str, Needs)] = &[
         "/v1/partners/{partner_id}/plugins/{plugin_id}",
         Needs::Partner,
     ),
+    ("POST", "/v1/partners/{partner_id}/disable", Needs::Operator),
+    ("POST", "/v1/partners/{partner_id}/enable", Needs::Operator),
+    ("DELETE", "/v1/partners/{partner_id}", Needs::Operator),
 ];
 
 /// The path templates the API's routers declare, read from their source.

@@ -98,6 +98,10 @@ pub struct ServeOptions {
     /// (default: the key file beside the database, `<database file>.key`, made on the first start).
     #[arg(long, env = "POSTWIRE_SECRET_KEY", value_name = "BASE64", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// Test postbacks and plugin dry runs each partner may make per minute, together; past it
+    /// the API answers 429 with Retry-After (default: 10).
+    #[arg(long, env = "POSTWIRE_TRIES_PER_MINUTE", value_name = "N")]
+    pub tries_per_minute: Option<u32>,
 }
 
 /// Shortest operator token accepted from the configuration.
@@ -107,6 +111,10 @@ pub const MIN_ADMIN_TOKEN: usize = 32;
 /// told otherwise: enough that the writer gets about three quarters of a CPU it shares with one
 /// of them (CFS weights 1024 against 335).
 pub const DEFAULT_RUNTIME_NICENESS: i32 = 5;
+
+/// Test postbacks and plugin dry runs a partner may make per minute unless told otherwise: each
+/// one makes a request to the partner's receiver or runs its plugin, on the engine's time.
+pub const DEFAULT_TRIES_PER_MINUTE: u32 = 10;
 
 /// Time an API client has to send a request's head unless told otherwise.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,6 +150,8 @@ pub struct Config {
     pub plugin_allocator: Allocator,
     /// Nice steps the async runtime's threads run below the store's writer (see [`runtime`]).
     pub runtime_niceness: i32,
+    /// Test postbacks and plugin dry runs each partner may make per minute.
+    pub tries_per_minute: u32,
     /// SHA-256 of the configured operator token (the token itself is not kept).
     pub admin_token_hash: Option<String>,
     /// The configured key that seals signing secrets, if any.
@@ -231,6 +241,16 @@ impl ServeOptions {
                  writer's priority, or up to 19 for the lowest"
             ));
         }
+        let tries_per_minute = self
+            .tries_per_minute
+            .or(file.tries_per_minute)
+            .unwrap_or(DEFAULT_TRIES_PER_MINUTE);
+        if tries_per_minute == 0 {
+            return Err(format!(
+                "tries_per_minute: 0 would refuse every test postback and plugin dry run; use at least 1 \
+                 (default: {DEFAULT_TRIES_PER_MINUTE})"
+            ));
+        }
         let admin_token = pick(self.admin_token, file.admin_token);
         if let Some(token) = &admin_token
             && token.trim().chars().count() < MIN_ADMIN_TOKEN
@@ -280,6 +300,7 @@ impl ServeOptions {
             plugin_cache,
             plugin_allocator: Allocator::Pooling,
             runtime_niceness,
+            tries_per_minute,
             admin_token_hash,
             secret_key,
             key_file,
@@ -463,6 +484,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         plugins,
         auth: Arc::new(api::Auth::new(config.admin_token_hash.clone())),
         secret_key,
+        tries: Arc::new(api::Tries::per_minute(config.tries_per_minute)),
     });
     let task = {
         let shutdown = shutdown.clone();

@@ -67,6 +67,16 @@ impl Auth {
         known.revocations += 1;
     }
 
+    /// Forgets the keys of a partner just deleted or disabled, and keeps no key read before
+    /// now (see [`Auth::forget`]).
+    pub(super) fn forget_partner(&self, partner_id: &str) {
+        let mut known = self.known();
+        known
+            .keys
+            .retain(|_, key| key.partner_id.as_deref() != Some(partner_id));
+        known.revocations += 1;
+    }
+
     /// The key whose token hashes to `hash`: from memory, else from the store.
     async fn key(&self, store: &store::Store, hash: String) -> Result<Option<ApiKey>, ApiError> {
         let revocations = {
@@ -215,7 +225,7 @@ impl FromRequestParts<AppState> for Ingest {
 
 /// The partner a request acts for, from the `{partner_id}` in its path: the caller is that
 /// partner's key, or the operator. Another partner's key gets 404, as if the partner did not
-/// exist.
+/// exist; the partner's own key gets 403 while the operator has the partner disabled.
 pub struct Partner(pub store::Partner);
 
 impl FromRequestParts<AppState> for Partner {
@@ -233,9 +243,13 @@ impl FromRequestParts<AppState> for Partner {
             },
         };
         let partner = if allowed { state.store.partner(&id).await? } else { None };
-        partner
-            .map(Partner)
-            .ok_or_else(|| ApiError::not_found(format!("no partner {id}")))
+        let partner = partner.ok_or_else(|| ApiError::not_found(format!("no partner {id}")))?;
+        if partner.disabled_at.is_some() && matches!(&caller, Caller::Key(key) if key.kind == KeyKind::Partner) {
+            return Err(ApiError::forbidden(format!(
+                "partner {id} is disabled by the operator; its keys work again once it is enabled"
+            )));
+        }
+        Ok(Partner(partner))
     }
 }
 

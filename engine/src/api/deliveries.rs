@@ -1,4 +1,5 @@
-//! `/v1/partners/{partner_id}/deliveries`: the delivery log partners read, and manual retries.
+//! `/v1/partners/{partner_id}/deliveries`: the delivery log partners read, manual retries, and
+//! replays of many deliveries at once.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -7,12 +8,17 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Partner};
-use crate::store::{Status, now_ms};
+use super::body::Body;
+use super::partners::Page;
+use super::{ApiError, AppState, Partner, parse_json};
+use crate::error::FieldError;
+use crate::event::EventType;
+use crate::store::{DeliveryFilter, Status, now_ms, rules};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/partners/{partner_id}/deliveries", get(list))
+        .route("/v1/partners/{partner_id}/deliveries/replay", post(replay))
         .route("/v1/partners/{partner_id}/deliveries/{delivery_id}", get(show))
         .route("/v1/partners/{partner_id}/deliveries/{delivery_id}/retry", post(retry))
 }
@@ -20,11 +26,89 @@ pub(super) fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 struct ListQuery {
     status: Option<String>,
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    inquiry_id: Option<String>,
+    order_id: Option<String>,
     /// Cursor: the `next` of the previous page.
     before: Option<String>,
     limit: Option<i64>,
 }
 
+/// A time given as Unix milliseconds or in RFC 3339.
+fn time(field: &str, value: &str) -> Result<i64, FieldError> {
+    let value = value.trim();
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|at| at.timestamp_millis())
+        .map_err(|_| {
+            FieldError::new(
+                field,
+                Some(value),
+                "is not a time; give Unix milliseconds (1763647380000) or RFC 3339 (2026-11-20T14:03:00Z)",
+            )
+        })
+}
+
+/// A status name, if it is one.
+fn status(field: &str, name: &str) -> Result<Status, FieldError> {
+    Status::parse(name).ok_or_else(|| {
+        FieldError::new(
+            field,
+            Some(name),
+            "is not a delivery status; use pending, blocked, held, delivered or failed",
+        )
+    })
+}
+
+/// The filters of a listing or a replay, checked.
+fn filter(
+    status: Option<Status>,
+    event_type: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<DeliveryFilter, FieldError> {
+    let event_type = match event_type.filter(|t| !t.is_empty()) {
+        None => None,
+        Some(name) => Some(
+            EventType::parse(name)
+                .ok_or_else(|| {
+                    FieldError::new(
+                        "event_type",
+                        Some(name),
+                        "is not an event type; use action_inquiry.created or action_inquiry.resolved",
+                    )
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+    };
+    let since = since.filter(|s| !s.is_empty()).map(|s| time("since", s)).transpose()?;
+    let until = until.filter(|s| !s.is_empty()).map(|s| time("until", s)).transpose()?;
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        return Err(FieldError::new(
+            "until",
+            Some(&until.to_string()),
+            format!("must be after since ({since}); the range takes since and stops before until"),
+        ));
+    }
+    Ok(DeliveryFilter {
+        status,
+        event_type,
+        since,
+        until,
+        ..DeliveryFilter::default()
+    })
+}
+
+/// A partner's deliveries, newest first: `{"data": [...], "next": cursor}`, filtered by any of
+/// `status`, `event_type`, `since` and `until` (on `created_at`; Unix ms or RFC 3339; since
+/// included, until not), `inquiry_id` and `order_id`; page with `before=<next>`.
 async fn list(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -32,21 +116,25 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
-        Some(name) => Some(Status::parse(name).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "status {name:?} is not a delivery status; use pending, blocked, held, delivered or failed"
-            ))
-        })?),
+        Some(name) => Some(status("status", name).map_err(ApiError::bad_query)?),
     };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit} is out of range; use 1 to 500"
-        )));
+    let mut filter = filter(
+        status,
+        query.event_type.as_deref(),
+        query.since.as_deref(),
+        query.until.as_deref(),
+    )
+    .map_err(ApiError::bad_query)?;
+    filter.inquiry_id = query.inquiry_id.filter(|i| !i.is_empty());
+    filter.order_id = query.order_id.filter(|o| !o.is_empty());
+    let limit = Page {
+        before: None,
+        limit: query.limit,
     }
+    .limit()?;
     let page = state
         .store
-        .deliveries(&partner.id, status, query.before.as_deref(), limit)
+        .deliveries_where(&partner.id, &filter, query.before.as_deref(), limit)
         .await?;
     let next = if page.len() as i64 == limit {
         page.last().map(|d| d.id.clone())
@@ -54,6 +142,88 @@ async fn list(
         None
     };
     Ok(Json(json!({"data": page, "next": next})))
+}
+
+/// Largest body of a replay: a few filters.
+const REPLAY_BYTES: usize = 64 << 10;
+
+/// Replays the partner's done deliveries: `{"since"?, "until"?, "status"?: "delivered" |
+/// "failed", "event_type"?, "after"?}`. Each is due now again with the same id (the receiver
+/// sees the same `webhook-id`) and gets a new attempt; pending, blocked and held ones are on
+/// their way already and are left be. At most 10,000 (oldest first) per call: the answer's
+/// `next`, when not null, is the `after` that replays the rest.
+async fn replay(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Body(body): Body<REPLAY_BYTES>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let input = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+    let Some(object) = input.as_object() else {
+        return Err(ApiError::bad_request(
+            "the body must be an object: {\"since\"?, \"until\"?, \"status\"?, \"event_type\"?, \"after\"?}",
+        ));
+    };
+    let mut problems = Vec::new();
+    let mut text = |field: &str| match object.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(Value::Number(n)) if field == "since" || field == "until" => Some(n.to_string()),
+        Some(other) => {
+            problems.push(FieldError::new(field, Some(&other.to_string()), "must be a string"));
+            None
+        }
+    };
+    let (status_name, event_type, since, until, after) = (
+        text("status"),
+        text("event_type"),
+        text("since"),
+        text("until"),
+        text("after"),
+    );
+    let status = match status_name.as_deref() {
+        None => None,
+        Some(name) => match status("status", name) {
+            Ok(status) if rules::REPLAYABLE.contains(&status) => Some(status),
+            Ok(_) => {
+                problems.push(FieldError::new(
+                    "status",
+                    Some(name),
+                    "is on its way already; replay takes delivered or failed deliveries",
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        },
+    };
+    let filter = match filter(status, event_type.as_deref(), since.as_deref(), until.as_deref()) {
+        Ok(filter) => Some(filter),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
+    let Some(filter) = filter.filter(|_| problems.is_empty()) else {
+        return Err(ApiError::invalid_counted(problems, 0));
+    };
+    let queued = state
+        .store
+        .replay(&partner.id, &filter, after.as_deref(), rules::MAX_REPLAY, now_ms())
+        .await?;
+    if !queued.is_empty() {
+        state.worker.wake();
+    }
+    let next = if queued.len() as i64 == rules::MAX_REPLAY {
+        queued.iter().max().cloned()
+    } else {
+        None
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"queued": queued.len(), "next": next})),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,8 @@ pub struct ApiError {
     status: StatusCode,
     detail: String,
     errors: Vec<FieldError>,
+    /// Seconds to wait before trying again, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -30,6 +32,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -49,6 +53,7 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -58,6 +63,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -67,6 +73,7 @@ impl ApiError {
             status: StatusCode::CONFLICT,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -76,6 +83,28 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: the caller made too many such requests; it may try again after `retry_after`.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: std::time::Duration) -> ApiError {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: Some(secs.max(1)),
+        }
+    }
+
+    /// 400 naming the query parameter at fault, its value and the fix.
+    pub fn bad_query(error: FieldError) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            detail: error.to_string(),
+            errors: vec![error],
+            retry_after: None,
         }
     }
 
@@ -85,6 +114,7 @@ impl ApiError {
             status: StatusCode::REQUEST_TIMEOUT,
             detail: format!("the request was not received and answered within {limit:?}; send it again, whole"),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -101,6 +131,7 @@ impl ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             detail: format!("the body is larger than {shown} ({limit} bytes), the most this route accepts"),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -142,6 +173,7 @@ impl ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             detail,
             errors,
+            retry_after: None,
         }
     }
 }
@@ -171,6 +203,7 @@ impl From<StoreError> for ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     detail: "the store is unavailable; nothing was changed, try again".into(),
                     errors: Vec::new(),
+                    retry_after: None,
                 }
             }
         }
@@ -201,6 +234,11 @@ impl IntoResponse for ApiError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

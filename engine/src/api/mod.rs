@@ -14,11 +14,13 @@ mod keys;
 mod partners;
 mod plugins;
 mod settings;
+mod tries;
 
 use axum::{Router, routing::get};
 
 pub use auth::{Auth, Caller, Ingest, Operator, Partner};
 pub use error::ApiError;
+pub use tries::Tries;
 
 use std::sync::Arc;
 
@@ -42,6 +44,24 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Seals new signing secrets and opens stored ones for test postbacks.
     pub secret_key: crate::sealed::SecretKey,
+    /// Test postbacks and plugin dry runs left to each partner.
+    pub tries: Arc<Tries>,
+}
+
+impl AppState {
+    /// Takes one of the partner's test postbacks or plugin dry runs, or answers 429 with when
+    /// the next one is allowed.
+    pub(crate) fn take_try(&self, partner_id: &str) -> Result<(), ApiError> {
+        self.tries.take(partner_id).map_err(|wait| {
+            ApiError::too_many_requests(
+                format!(
+                    "partner {partner_id} made too many test postbacks and plugin dry runs; try again in {} s",
+                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+                ),
+                wait,
+            )
+        })
+    }
 }
 
 /// The whole API.

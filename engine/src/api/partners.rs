@@ -1,22 +1,137 @@
-//! `POST /v1/partners` (the operator): create a partner and its signing secret;
-//! `GET /v1/partners/{id}` and `POST /v1/partners/{id}/secret/rotate` (the partner or the
-//! operator).
+//! Partners. The operator creates (`POST /v1/partners`, with its signing secret), lists
+//! (`GET /v1/partners`), disables, enables and deletes them; `GET /v1/partners/{id}` and
+//! `POST /v1/partners/{id}/secret/rotate` are the partner's or the operator's.
+//!
+//! A disabled partner's keys answer 403, and its postbacks are held: those pending when it is
+//! disabled, and those of events accepted while it is. Events for it are still accepted (202),
+//! as a webhook service keeps taking its platform's events for a suspended customer: the
+//! platform's ingest need not know which partners are disabled, a batch is never refused for
+//! one of them, and nothing is lost; enabling the partner sends what was held.
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::body::Body;
 use super::{ApiError, AppState, Operator, Partner, parse_json};
 use crate::error::FieldError;
-use crate::store;
+use crate::store::{self, now_ms};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/partners", post(create))
-        .route("/v1/partners/{partner_id}", get(show))
+        .route("/v1/partners", post(create).get(list))
+        .route("/v1/partners/{partner_id}", get(show).delete(remove))
+        .route("/v1/partners/{partner_id}/disable", post(disable))
+        .route("/v1/partners/{partner_id}/enable", post(enable))
         .route("/v1/partners/{partner_id}/secret/rotate", post(rotate))
+}
+
+/// The `{partner_id}` of an operator's route.
+#[derive(Deserialize)]
+struct PartnerPath {
+    partner_id: String,
+}
+
+/// A page of a listing: `limit` (1 to 500, default 50) items older than the cursor `before`.
+#[derive(Deserialize)]
+pub(super) struct Page {
+    /// Cursor: the `next` of the previous page.
+    pub before: Option<String>,
+    /// Items per page.
+    pub limit: Option<i64>,
+}
+
+impl Page {
+    /// The page size asked for, checked.
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::bad_query(FieldError::new(
+                "limit",
+                Some(&limit.to_string()),
+                "is out of range; use 1 to 500",
+            )));
+        }
+        Ok(limit)
+    }
+}
+
+/// Every partner, newest first: `{"data": [...], "next": cursor}`. Signing secrets are never
+/// listed.
+async fn list(_: Operator, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
+    let limit = page.limit()?;
+    let partners = state.store.partners(page.before.as_deref(), limit).await?;
+    let next = if partners.len() as i64 == limit {
+        partners.last().map(|p| p.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({"data": partners, "next": next})))
+}
+
+fn no_partner(id: &str) -> ApiError {
+    ApiError::not_found(format!("no partner {id}"))
+}
+
+/// Disables a partner: its keys answer 403 and its postbacks are held until it is enabled.
+async fn disable(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(path): Path<PartnerPath>,
+) -> Result<Json<Value>, ApiError> {
+    let id = &path.partner_id;
+    let held = state
+        .store
+        .disable_partner(id, now_ms())
+        .await?
+        .ok_or_else(|| no_partner(id))?;
+    state.worker.hold(id);
+    state.auth.forget_partner(id);
+    Ok(Json(json!({"id": id, "enabled": false, "held_deliveries": held})))
+}
+
+/// Enables a disabled partner: its keys work again and its held postbacks go, if its endpoint
+/// can send.
+async fn enable(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(path): Path<PartnerPath>,
+) -> Result<Json<Value>, ApiError> {
+    let id = &path.partner_id;
+    let released = state
+        .store
+        .enable_partner(id, now_ms())
+        .await?
+        .ok_or_else(|| no_partner(id))?;
+    state.worker.wake();
+    Ok(Json(
+        json!({"id": id, "enabled": true, "released_deliveries": released}),
+    ))
+}
+
+/// Deletes a partner with all its data, in one transaction; its keys answer 401 and its ids
+/// 404 from then on.
+async fn remove(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(path): Path<PartnerPath>,
+) -> Result<StatusCode, ApiError> {
+    let id = &path.partner_id;
+    if state.store.partner(id).await?.is_none() {
+        return Err(no_partner(id));
+    }
+    // Before the rows go: from now on no outcome of the partner's is recorded.
+    state.worker.forget_partner(id);
+    let deleted = state.store.delete_partner(id).await?.ok_or_else(|| no_partner(id))?;
+    state.auth.forget_partner(id);
+    for plugin in &deleted.plugins {
+        state.plugins.forget(plugin);
+    }
+    tracing::info!(partner = %id, deliveries = deleted.deliveries, keys = deleted.keys.len(), "partner deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The answer of `POST /v1/partners`: the partner and, this once, its signing secret.

@@ -131,6 +131,7 @@ async fn run(
     Body(body): Body<RUN_BYTES>,
 ) -> Result<Json<Value>, ApiError> {
     find(&state, &partner.id, &path.plugin_id).await?;
+    state.take_try(&partner.id)?;
     let input = if body.is_empty() { json!({}) } else { parse_json(&body)? };
     let saved = match state.store.settings(&partner.id).await? {
         Some(record) => serde_json::from_str::<NotificationSettings>(&record.body).ok(),

@@ -1,5 +1,9 @@
-//! `/v1/partners/{partner_id}/settings/action-inquiry`: save, read, re-enable and test a
-//! partner's notification settings.
+//! `/v1/partners/{partner_id}/settings/action-inquiry`: save, read, delete, disable, re-enable,
+//! preview and test a partner's notification settings.
+//!
+//! Deleting the settings loses no postback: the partner's pending deliveries are held (status
+//! `held`), as while its endpoint is disabled, and go once settings are saved again; events
+//! accepted meanwhile make no deliveries, as for a partner that never had settings.
 
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
@@ -20,8 +24,10 @@ const PATH: &str = "/v1/partners/{partner_id}/settings/action-inquiry";
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route(PATH, get(show).put(save))
+        .route(PATH, get(show).put(save).delete(remove))
         .route(&format!("{PATH}/enable"), post(enable))
+        .route(&format!("{PATH}/disable"), post(disable))
+        .route(&format!("{PATH}/preview"), post(preview))
         .route(&format!("{PATH}/test"), post(test))
 }
 
@@ -99,6 +105,144 @@ async fn enable(State(state): State<AppState>, Partner(partner): Partner) -> Res
     Ok(Json(json!({"enabled": true, "released_deliveries": released})))
 }
 
+/// Deletes the settings; the pending deliveries are held until settings are saved again.
+async fn remove(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
+    let held = state
+        .store
+        .delete_settings(&partner.id, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("partner {} has no action inquiry settings", partner.id)))?;
+    state.worker.hold(&partner.id);
+    Ok(Json(json!({"deleted": true, "held_deliveries": held})))
+}
+
+/// Largest body of `POST .../disable`: a reason.
+const REASON_BYTES: usize = 64 << 10;
+
+/// Longest reason kept, in bytes.
+const MAX_REASON: usize = 500;
+
+/// Disables the endpoint (`{"reason"?: "..."}`): postbacks are held until it is enabled again
+/// (`POST .../enable`) or settings are saved.
+async fn disable(
+    State(state): State<AppState>,
+    Partner(partner): Partner,
+    Body(body): Body<REASON_BYTES>,
+) -> Result<Json<Value>, ApiError> {
+    let input = if body.is_empty() { json!({}) } else { parse_json(&body)? };
+    let reason = match input.get("reason") {
+        None | Some(Value::Null) => "disabled by the partner".to_owned(),
+        Some(Value::String(reason)) if !reason.trim().is_empty() && reason.len() <= MAX_REASON => {
+            reason.trim().to_owned()
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                FieldError::new(
+                    "reason",
+                    Some(&other.to_string()),
+                    format!("must be a non-empty string of at most {MAX_REASON} bytes, or left out"),
+                )
+                .into(),
+                "",
+            ));
+        }
+    };
+    let held = state
+        .store
+        .disable_endpoint(&partner.id, &reason, now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "partner {} has no action inquiry settings to disable; PUT them first",
+                partner.id
+            ))
+        })?;
+    state.worker.hold(&partner.id);
+    Ok(Json(
+        json!({"enabled": false, "disabled_reason": reason, "held_deliveries": held}),
+    ))
+}
+
+/// Validates settings and renders the request they make for an event, without saving or
+/// sending anything: `{"settings": {...}, "event"?: {...}, "type"?: "action_inquiry.created"}`.
+/// Without an event, the sample event of `type` (default: created) is used. Answers the
+/// request as the templates make it, secret values redacted as in the attempt log, and whether
+/// the settings send a postback for the event's type at all; `webhook-id`,
+/// `webhook-timestamp` and `webhook-signature` are added when it is sent, and a transform
+/// plugin, if named, runs then too (see `POST .../plugins/{plugin_id}/run`).
+async fn preview(Partner(partner): Partner, Body(body): Body<SETTINGS_BYTES>) -> Result<Json<Value>, ApiError> {
+    let input = parse_json(&body)?;
+    let Some(object) = input.as_object() else {
+        return Err(ApiError::bad_request(
+            "the body must be {\"settings\": {...}, \"event\"?: {...}, \"type\"?: \"action_inquiry.created\"}",
+        ));
+    };
+    let mut problems = Vec::new();
+    let event_type = match object.get("type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if EventType::parse(name).is_some() => EventType::parse(name),
+        Some(other) => {
+            problems.push(FieldError::new(
+                "type",
+                Some(&other.to_string()),
+                "use action_inquiry.created or action_inquiry.resolved",
+            ));
+            None
+        }
+    };
+    let compiled = match object.get("settings") {
+        None => {
+            problems.push(FieldError::new(
+                "settings",
+                None,
+                "give the settings to preview, as for PUT",
+            ));
+            None
+        }
+        Some(settings) => match NotificationSettings::validate(settings) {
+            Ok(compiled) => Some(compiled),
+            Err(invalid) => {
+                problems.extend(ApiError::invalid(invalid, "settings.").into_errors());
+                None
+            }
+        },
+    };
+    let event = match object.get("event") {
+        None | Some(Value::Null) => Some(Event::sample(
+            event_type.unwrap_or(EventType::ActionInquiryCreated),
+            &partner.id,
+        )),
+        Some(event) => match Event::from_value(event) {
+            Ok(event) if event_type.is_some_and(|t| t != event.event_type) => {
+                problems.push(FieldError::new(
+                    "type",
+                    event_type.map(EventType::as_str),
+                    format!(
+                        "differs from the event's type {}; leave type out when giving an event",
+                        event.event_type
+                    ),
+                ));
+                None
+            }
+            Ok(event) => Some(event),
+            Err(invalid) => {
+                problems.extend(ApiError::invalid(invalid, "event.").into_errors());
+                None
+            }
+        },
+    };
+    let (Some(compiled), Some(event), true) = (compiled, event, problems.is_empty()) else {
+        return Err(ApiError::invalid_counted(problems, 0));
+    };
+    let sends = compiled.settings().events.contains(&event.event_type);
+    let request = compiled.render(&event);
+    Ok(Json(json!({
+        "event": event.to_json(),
+        "sends": sends,
+        "request": crate::redact::request_value(&request),
+    })))
+}
+
 #[derive(Deserialize)]
 struct TestQuery {
     #[serde(rename = "type")]
@@ -124,6 +268,7 @@ async fn test(
         .settings(&partner.id)
         .await?
         .ok_or_else(|| ApiError::not_found("no settings to test; PUT them first"))?;
+    state.take_try(&partner.id)?;
     let settings: NotificationSettings = serde_json::from_str(&record.body)
         .map_err(|e| ApiError::conflict(format!("the saved settings are unreadable: {e}")))?;
     let compiled = settings.compile().map_err(|e| ApiError::invalid(e, ""))?;

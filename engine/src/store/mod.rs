@@ -75,6 +75,9 @@ pub struct Partner {
     pub secret: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// When the operator disabled the partner (Unix ms): its keys stop working and its
+    /// postbacks are held until it is enabled again. `None` while enabled.
+    pub disabled_at: Option<i64>,
 }
 
 /// What an API key may do.
@@ -212,6 +215,9 @@ pub struct Delivery {
     pub event_type: String,
     /// The inquiry the event is about.
     pub inquiry_id: String,
+    /// The event's `OrderId`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
     /// Where it stands.
     pub status: Status,
     /// Attempts made so far.
@@ -228,6 +234,34 @@ pub struct Delivery {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+}
+
+/// Which of a partner's deliveries a listing or a replay takes; every filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Of this status.
+    pub status: Option<Status>,
+    /// Of this event type (`action_inquiry.created`, ...).
+    pub event_type: Option<String>,
+    /// Created at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Created before this time (Unix ms).
+    pub until: Option<i64>,
+    /// About this inquiry.
+    pub inquiry_id: Option<String>,
+    /// Of an event with this `OrderId`.
+    pub order_id: Option<String>,
+}
+
+/// What deleting a partner removed, so that the caller can drop what it keeps in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Deleted {
+    /// The partner's keys.
+    pub keys: Vec<KeyId>,
+    /// The partner's plugins.
+    pub plugins: Vec<PluginId>,
+    /// How many deliveries went with it.
+    pub deliveries: u64,
 }
 
 /// What an attempt meant for its delivery, as the attempt log names it.

@@ -183,6 +183,32 @@ pub fn may_retry_sql(now: &str) -> String {
     )
 }
 
+/// The statuses a replay takes: the done ones. Pending, blocked and held deliveries are on
+/// their way already, so a replay leaves them be and never sends a postback twice at once.
+pub const REPLAYABLE: [Status; 2] = RETRYABLE;
+
+/// Most deliveries one replay queues; a replay that matches more answers where to go on from.
+pub const MAX_REPLAY: i64 = 10_000;
+
+/// How far a delivery's id time may lie from its `created_at`: the id is made in the accepting
+/// transaction a moment after the time it records, and a wall clock can step back.
+pub const ID_TIME_SLACK_MS: i64 = 60_000;
+
+/// Bounds on delivery ids for a time range on `created_at` (`since` included, `until` not):
+/// ids sort by the time they were made, so a listing walking a partner's ids in order can stop
+/// at the range's end instead of reading every older delivery. The bounds are wider than the
+/// range by [`ID_TIME_SLACK_MS`]; the exact range is checked on `created_at` itself.
+pub fn id_bounds(since: Option<i64>, until: Option<i64>) -> (Option<String>, Option<String>) {
+    let id_at = |ms: i64| {
+        let ms = ms.clamp(0, (1_i64 << 48) - 1) as u64;
+        format!("{}_{}", crate::id::DeliveryId::PREFIX, ulid::Ulid::from_parts(ms, 0))
+    };
+    (
+        since.map(|s| id_at(s.saturating_sub(ID_TIME_SLACK_MS))),
+        until.map(|u| id_at(u.saturating_add(ID_TIME_SLACK_MS))),
+    )
+}
+
 // Recorded outcomes.
 
 /// What recording an attempt does to its delivery (besides counting the attempt, keeping its
@@ -225,6 +251,7 @@ pub fn new_partner(name: &str, now: i64) -> Partner {
         name: name.to_owned(),
         secret: crate::sign::new_secret(),
         created_at: now,
+        disabled_at: None,
     }
 }
 
@@ -431,6 +458,27 @@ mod tests {
         assert!(!may_retry(Status::Pending, Some(11), 10), "being sent");
         assert!(!may_retry(Status::Blocked, None, 10));
         assert!(!may_retry(Status::Held, None, 10));
+    }
+
+    #[test]
+    fn id_bounds_enclose_the_time_range() {
+        let made = crate::id::DeliveryId::generate();
+        let now = crate::store::now_ms();
+        let (low, high) = id_bounds(Some(now - 1_000), Some(now + 1_000));
+        let (low, high) = (low.unwrap(), high.unwrap());
+        assert!(
+            low.as_str() < made.as_str() && made.as_str() < high.as_str(),
+            "{low} {made} {high}"
+        );
+        let (past, _) = id_bounds(Some(now + ID_TIME_SLACK_MS + 10_000), None);
+        assert!(past.unwrap().as_str() > made.as_str());
+        let (_, before) = id_bounds(None, Some(now - ID_TIME_SLACK_MS - 10_000));
+        assert!(before.unwrap().as_str() < made.as_str());
+        assert_eq!(
+            id_bounds(Some(i64::MIN), None).0.unwrap(),
+            "dlv_00000000000000000000000000"
+        );
+        assert!(REPLAYABLE.iter().all(|s| may_retry(*s, None, 0)));
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::sqlite::SqliteStore;
 use super::{
-    Accepted, ApiKey, Attempt, Claimed, Delivery, Durability, Endpoint, KeyKind, Lease, Leased, NewKey, Outcome,
-    Partner, PluginRecord, SettingsRecord, Status, StoreError, rules,
+    Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, KeyKind, Lease,
+    Leased, NewKey, Outcome, Partner, PluginRecord, SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::DeliveryId;
@@ -94,6 +94,31 @@ impl Store {
         dispatch!(self, store => store.partner(id).await)
     }
 
+    /// Partners, newest first, `limit` at a time after the cursor `before` (a partner id).
+    pub async fn partners(&self, before: Option<&str>, limit: i64) -> Result<Vec<Partner>> {
+        dispatch!(self, store => store.partners(before, limit).await)
+    }
+
+    /// Disables a partner: its keys stop working, its pending deliveries are held, and those
+    /// of events accepted from now on too, until it is enabled. Returns how many were held, or
+    /// `None` without such a partner.
+    pub async fn disable_partner(&self, id: &str, now: i64) -> Result<Option<u64>> {
+        dispatch!(self, store => store.set_partner_disabled(id, true, now).await)
+    }
+
+    /// Enables a disabled partner and releases its held deliveries, due now, if its endpoint
+    /// can send (it has settings, not disabled). Returns how many, or `None` without such a
+    /// partner.
+    pub async fn enable_partner(&self, id: &str, now: i64) -> Result<Option<u64>> {
+        dispatch!(self, store => store.set_partner_disabled(id, false, now).await)
+    }
+
+    /// Deletes a partner with all its data (attempts, deliveries, events, settings, keys and
+    /// plugins) in one transaction. `None` without such a partner.
+    pub async fn delete_partner(&self, id: &str) -> Result<Option<Deleted>> {
+        dispatch!(self, store => store.delete_partner(id).await)
+    }
+
     /// Creates an API key of `kind` (see [`rules::new_key`]) and stores only its token's hash;
     /// the token is in the answer, and nowhere else from then on.
     pub async fn create_key(
@@ -152,6 +177,19 @@ impl Store {
     /// Re-enables a disabled endpoint and releases its held deliveries; returns how many.
     pub async fn enable(&self, partner_id: &str, now: i64) -> Result<u64> {
         dispatch!(self, store => store.enable(partner_id, now).await)
+    }
+
+    /// Deletes a partner's settings. Its pending deliveries are held, not failed, and go when
+    /// settings are saved again; events accepted meanwhile make no deliveries. Returns how many
+    /// were held, or `None` when it had no settings.
+    pub async fn delete_settings(&self, partner_id: &str, now: i64) -> Result<Option<u64>> {
+        dispatch!(self, store => store.delete_settings(partner_id, now).await)
+    }
+
+    /// Disables a partner's endpoint with `reason`, holding its pending deliveries until it is
+    /// enabled (or its settings saved). Returns how many were held, or `None` without settings.
+    pub async fn disable_endpoint(&self, partner_id: &str, reason: &str, now: i64) -> Result<Option<u64>> {
+        dispatch!(self, store => store.disable_endpoint(partner_id, reason, now).await)
     }
 
     /// Records events and their deliveries in one transaction: all of them, or none.
@@ -215,7 +253,40 @@ impl Store {
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
-        dispatch!(self, store => store.deliveries(partner_id, status, before, limit).await)
+        let filter = DeliveryFilter {
+            status,
+            ..DeliveryFilter::default()
+        };
+        self.deliveries_where(partner_id, &filter, before, limit).await
+    }
+
+    /// A partner's deliveries that pass `filter`, newest first, `limit` at a time after the
+    /// cursor `before`; served by an index whatever the filter.
+    pub async fn deliveries_where(
+        &self,
+        partner_id: &str,
+        filter: &DeliveryFilter,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        dispatch!(self, store => store.deliveries(partner_id, filter, before, limit).await)
+    }
+
+    /// Replays a partner's done deliveries ([`rules::REPLAYABLE`], or those of
+    /// `filter.status`) that pass `filter`: each is due now again, with its own id (the same
+    /// `webhook-id`) and a new attempt. Oldest first, after the cursor `after` (a delivery id),
+    /// at most `limit`; returns the ids queued. Pending, blocked and held deliveries are on
+    /// their way already and are left be; while the endpoint may not send, the replayed ones are
+    /// held until it can.
+    pub async fn replay(
+        &self,
+        partner_id: &str,
+        filter: &DeliveryFilter,
+        after: Option<&str>,
+        limit: i64,
+        now: i64,
+    ) -> Result<Vec<DeliveryId>> {
+        dispatch!(self, store => store.replay(partner_id, filter, after, limit, now).await)
     }
 
     /// One delivery with its attempts, oldest attempt first.

@@ -143,7 +143,303 @@ suite!(
     a_resolved_postback_waits_for_the_created_one,
     keys_authenticate_by_token_until_revoked,
     the_database_file_holds_no_token,
+    a_disabled_partner_holds_its_postbacks_until_enabled,
+    deleting_a_partner_removes_all_its_data_and_nothing_else,
+    deleted_settings_hold_pending_deliveries_until_saved_again,
+    deliveries_filter_by_every_field_and_page_under_filters,
+    a_replay_queues_done_deliveries_once_in_bounded_steps,
 );
+
+/// An event of `partner` with an `OrderId` when `order` is given.
+fn ordered(partner: &str, id: &str, kind: &str, inquiry: &str, order: Option<&str>) -> Event {
+    let mut data = json!({"ActionInquiryId": inquiry});
+    if kind == "resolved" {
+        data["ResolutionStatus"] = json!("VALID");
+    }
+    if let Some(order) = order {
+        data["OrderId"] = json!(order);
+    }
+    Event::from_value(
+        &json!({"id": id, "type": format!("action_inquiry.{kind}"), "partner_id": partner,
+        "occurred_at": "2026-11-20T14:03:00Z", "data": data}),
+    )
+    .expect("a valid event")
+}
+
+/// Partners list newest first, page by page; a disabled partner's pending postbacks are held,
+/// and so are those of events accepted while it is disabled, even when its settings are saved;
+/// enabling it releases them all.
+async fn a_disabled_partner_holds_its_postbacks_until_enabled(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    // Partners made in the same millisecond have no order among them; each is listed once.
+    let first = store.partners(None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = store.partners(Some(&first[0].id), 10).await.unwrap();
+    let mut walked: Vec<_> = first.iter().chain(&rest).map(|p| p.id.clone()).collect();
+    walked.sort();
+    let mut made = vec![a.clone(), b.clone()];
+    made.sort();
+    assert_eq!(walked, made);
+
+    store
+        .accept(&events(&a, &[("e1", "created", "i1")]), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(store.disable_partner(&a, now_ms()).await.unwrap(), Some(1));
+    assert!(store.partner(&a).await.unwrap().unwrap().disabled_at.is_some());
+    store
+        .accept(&events(&a, &[("e2", "created", "i2")]), now_ms())
+        .await
+        .unwrap();
+    let body = store.settings(&a).await.unwrap().unwrap().body;
+    store.put_settings(&a, &body, now_ms()).await.unwrap();
+    assert_eq!(listed(&store, &a, Some(Status::Held)).await.len(), 2);
+    assert!(store.claim(now_ms(), 60_000, 10).await.unwrap().is_empty());
+    assert_eq!(store.enable_partner(&a, now_ms()).await.unwrap(), Some(2));
+    assert!(store.partner(&a).await.unwrap().unwrap().disabled_at.is_none());
+    assert_eq!(store.claim(now_ms(), 60_000, 10).await.unwrap().len(), 2);
+    assert_eq!(store.disable_partner("ptn_nope", now_ms()).await.unwrap(), None);
+    assert_eq!(store.enable_partner("ptn_nope", now_ms()).await.unwrap(), None);
+}
+
+/// Deleting a partner removes its events, deliveries, attempts, settings, keys and plugins in
+/// one go, and nothing of another partner's.
+async fn deleting_a_partner_removes_all_its_data_and_nothing_else(backend: Backend) {
+    use super::KeyKind;
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    let now = now_ms();
+    store
+        .accept(&events(&a, &[("e1", "created", "i1")]), now)
+        .await
+        .unwrap();
+    store
+        .accept(&events(&b, &[("e1", "created", "i1")]), now)
+        .await
+        .unwrap();
+    let claimed = store.claim(now_ms(), 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    store.record(delivered(&claimed).into(), now_ms()).await.unwrap();
+    store
+        .accept(&events(&a, &[("e2", "created", "i2")]), now)
+        .await
+        .unwrap();
+    store
+        .accept(&events(&b, &[("e2", "created", "i2")]), now)
+        .await
+        .unwrap();
+    let on_the_wire = store.claim(now_ms(), 60_000, 10).await.unwrap();
+    assert_eq!(on_the_wire.len(), 2);
+    let key = store.create_key(KeyKind::Partner, Some(&a), None, now).await.unwrap();
+    let plugin = store
+        .create_plugin(&a, "p", "00", &["transform"], b"\0asm", now)
+        .await
+        .unwrap();
+
+    let deleted = store.delete_partner(&a).await.unwrap().expect("it existed");
+    assert_eq!(deleted.deliveries, 2);
+    assert_eq!(deleted.keys, [key.key.id.clone()]);
+    assert_eq!(deleted.plugins, [plugin.id.clone()]);
+    assert!(store.partner(&a).await.unwrap().is_none());
+    assert!(store.settings(&a).await.unwrap().is_none());
+    assert!(listed(&store, &a, None).await.is_empty());
+    assert!(store.authenticate(&key.token).await.unwrap().is_none());
+    assert!(store.plugins(&a).await.unwrap().is_empty());
+    assert!(store.plugin_wasm(&plugin.id).await.unwrap().is_none());
+    assert!(store.delete_partner(&a).await.unwrap().is_none());
+
+    let of_b: Vec<Claimed> = on_the_wire.into_iter().filter(|c| c.partner_id == b).collect();
+    store.record(delivered(&of_b).into(), now_ms()).await.unwrap();
+    assert_eq!(listed(&store, &b, Some(Status::Delivered)).await.len(), 2);
+    assert_eq!(attempts(&store, &b).await, 2);
+    // The same event ids are new for a partner made afresh.
+    let c = partner(&store).await;
+    let again = store
+        .accept(&events(&c, &[("e1", "created", "i1")]), now)
+        .await
+        .unwrap();
+    assert!(!again[0].duplicate);
+}
+
+/// Deleting settings holds the pending deliveries instead of failing them; events accepted
+/// meanwhile make none; the endpoint can be neither disabled nor released without settings;
+/// saving settings again releases what was held. A disabled endpoint keeps its reason.
+async fn deleted_settings_hold_pending_deliveries_until_saved_again(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let p = partner(&store).await;
+    store
+        .accept(&events(&p, &[("e1", "created", "i1")]), now_ms())
+        .await
+        .unwrap();
+    let body = store.settings(&p).await.unwrap().unwrap().body;
+    assert_eq!(store.delete_settings(&p, now_ms()).await.unwrap(), Some(1));
+    assert!(store.settings(&p).await.unwrap().is_none());
+    assert_eq!(store.delete_settings(&p, now_ms()).await.unwrap(), None);
+    assert_eq!(listed(&store, &p, Some(Status::Held)).await.len(), 1);
+    let accepted = store
+        .accept(&events(&p, &[("e2", "created", "i2")]), now_ms())
+        .await
+        .unwrap();
+    assert!(accepted[0].delivery_ids.is_empty());
+    assert_eq!(store.disable_endpoint(&p, "why", now_ms()).await.unwrap(), None);
+    assert_eq!(store.enable(&p, now_ms()).await.unwrap(), 0, "nothing to send with");
+    assert!(store.claim(now_ms(), 60_000, 10).await.unwrap().is_empty());
+    store.put_settings(&p, &body, now_ms()).await.unwrap();
+    assert_eq!(listed(&store, &p, Some(Status::Pending)).await.len(), 1);
+
+    assert_eq!(
+        store.disable_endpoint(&p, "maintenance", now_ms()).await.unwrap(),
+        Some(1)
+    );
+    let settings = store.settings(&p).await.unwrap().unwrap();
+    assert_eq!(settings.disabled_reason.as_deref(), Some("maintenance"));
+    assert_eq!(listed(&store, &p, Some(Status::Held)).await.len(), 1);
+    assert_eq!(store.enable(&p, now_ms()).await.unwrap(), 1);
+}
+
+/// Every filter of the listing narrows it, alone and together, and a cursor walks a filtered
+/// listing without repeating or skipping a delivery.
+async fn deliveries_filter_by_every_field_and_page_under_filters(backend: Backend) {
+    use super::DeliveryFilter;
+    let (_dir, store) = open(backend).await;
+    let (p, other) = (partner(&store).await, partner(&store).await);
+    let t0 = now_ms();
+    let first = [
+        ordered(&p, "c1", "created", "i1", Some("O-1")),
+        ordered(&p, "r1", "resolved", "i1", Some("O-1")),
+        ordered(&p, "c2", "created", "i2", Some("O-2")),
+        ordered(&p, "c3", "created", "i3", None),
+    ];
+    store.accept(&first, t0).await.unwrap();
+    let t1 = t0 + 10;
+    let second = [
+        ordered(&p, "c4", "created", "i4", Some("O-1")),
+        ordered(&p, "c5", "created", "i5", None),
+        ordered(&other, "c1", "created", "i1", Some("O-1")),
+    ];
+    store.accept(&second, t1).await.unwrap();
+    // Events' ids, sorted: deliveries made in the same millisecond have no order among them.
+    let count = async |filter: DeliveryFilter| {
+        let mut ids = store
+            .deliveries_where(&p, &filter, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event_id.into_string())
+            .collect::<Vec<_>>();
+        ids.sort();
+        ids
+    };
+    let all = count(DeliveryFilter::default()).await;
+    assert_eq!(all, ["c1", "c2", "c3", "c4", "c5", "r1"], "only p's");
+    let newest: Vec<String> = store
+        .deliveries(&p, None, None, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.event_id.into_string())
+        .collect();
+    assert_eq!(newest.iter().collect::<std::collections::BTreeSet<_>>().len(), 2);
+    assert!(
+        newest.iter().all(|e| ["c4", "c5"].contains(&e.as_str())),
+        "newest first: {newest:?}"
+    );
+    let by = |f: fn(&mut DeliveryFilter)| {
+        let mut filter = DeliveryFilter::default();
+        f(&mut filter);
+        filter
+    };
+    assert_eq!(count(by(|f| f.inquiry_id = Some("i1".into()))).await, ["c1", "r1"]);
+    assert_eq!(count(by(|f| f.order_id = Some("O-1".into()))).await, ["c1", "c4", "r1"]);
+    assert_eq!(
+        count(by(|f| f.event_type = Some("action_inquiry.resolved".into()))).await,
+        ["r1"]
+    );
+    assert_eq!(count(by(|f| f.status = Some(Status::Blocked))).await, ["r1"]);
+    let since = DeliveryFilter {
+        since: Some(t1),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(count(since).await, ["c4", "c5"]);
+    let until = DeliveryFilter {
+        until: Some(t1),
+        order_id: Some("O-1".into()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(count(until).await, ["c1", "r1"]);
+    let later = DeliveryFilter {
+        since: Some(t1 + 1),
+        ..DeliveryFilter::default()
+    };
+    assert!(count(later).await.is_empty());
+    let listing = store.deliveries(&p, None, None, 100).await.unwrap();
+    let order_of = |event: &str| listing.iter().find(|d| d.event_id == event).unwrap().order_id.clone();
+    assert_eq!((order_of("c4"), order_of("c5")), (Some("O-1".into()), None));
+
+    let created = by(|f| f.event_type = Some("action_inquiry.created".into()));
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .deliveries_where(&p, &created, cursor.as_deref(), 2)
+            .await
+            .unwrap();
+        walked.extend(page.iter().map(|d| d.event_id.clone().into_string()));
+        if page.len() < 2 {
+            break;
+        }
+        cursor = page.last().map(|d| d.id.clone().into_string());
+    }
+    walked.sort();
+    assert_eq!(walked, ["c1", "c2", "c3", "c4", "c5"], "each once");
+}
+
+/// A replay makes done deliveries due again, with their own ids, in steps of at most the limit
+/// with a cursor; deliveries on their way are left be, so none is queued twice.
+async fn a_replay_queues_done_deliveries_once_in_bounded_steps(backend: Backend) {
+    use super::DeliveryFilter;
+    let (_dir, store) = open(backend).await;
+    let p = partner(&store).await;
+    let rows: Vec<(String, String)> = (0..5).map(|i| (format!("e{i}"), format!("i{i}"))).collect();
+    let batch: Vec<Event> = rows.iter().map(|(id, inq)| event(&p, id, "created", inq)).collect();
+    store.accept(&batch, now_ms()).await.unwrap();
+    let claimed = store.claim(now_ms(), 60_000, 3).await.unwrap();
+    let mut outcomes = delivered(&claimed[..2]);
+    outcomes.push(Outcome {
+        attempt: attempt(&claimed[2].delivery_id, Some("no")),
+        next: Next::Failed,
+    });
+    store.record(outcomes.into(), now_ms()).await.unwrap();
+    let done = DeliveryFilter::default();
+    let first = store.replay(&p, &done, None, 2, now_ms()).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let cursor = first.iter().max().unwrap().clone();
+    let rest = store.replay(&p, &done, Some(&cursor), 2, now_ms()).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    let failed_only = DeliveryFilter {
+        status: Some(Status::Failed),
+        ..DeliveryFilter::default()
+    };
+    assert!(
+        store
+            .replay(&p, &failed_only, None, 10, now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store.replay(&p, &done, None, 10, now_ms()).await.unwrap().is_empty(),
+        "all on their way"
+    );
+    let mut replayed: Vec<_> = first.into_iter().chain(rest).collect();
+    replayed.sort();
+    let mut was: Vec<_> = claimed.iter().map(|c| c.delivery_id.clone()).collect();
+    was.sort();
+    assert_eq!(replayed, was, "the same deliveries, the same ids");
+    assert_eq!(listed(&store, &p, Some(Status::Pending)).await.len(), 5);
+    assert_eq!(store.claim(now_ms(), 60_000, 10).await.unwrap().len(), 5);
+}
 
 /// A key authenticates with its token and nothing else, until it is revoked; listings scope by
 /// kind and partner, and the last use is recorded.

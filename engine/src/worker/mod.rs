@@ -141,6 +141,9 @@ struct Inner {
     queue: Queue,
     /// Per partner, when an attempt last disabled its endpoint (Unix ms).
     disabled: Mutex<HashMap<PartnerId, i64>>,
+    /// Partners deleted: the outcomes of their postbacks that were on the wire have no
+    /// delivery left to record.
+    gone: Mutex<std::collections::HashSet<PartnerId>>,
 }
 
 /// The delivery worker; clones share one worker.
@@ -164,6 +167,7 @@ impl Worker {
                 wake: Notify::new(),
                 queue: Queue::new(config.memory_queue, config.batch * 2, config.lease / 4),
                 disabled: Mutex::new(HashMap::new()),
+                gone: Mutex::default(),
                 config,
             }),
         }
@@ -173,6 +177,30 @@ impl Worker {
     /// anew (after a rotation; settings changes are seen by their version).
     pub fn forget_endpoint(&self, partner_id: &str) {
         self.inner.endpoints.lock().expect("never poisoned").remove(partner_id);
+    }
+
+    /// Keeps the partner's postbacks already in memory from being sent, and drops its cached
+    /// endpoint: its partner was disabled or deleted, or its endpoint disabled or its settings
+    /// deleted, and the store holds (or no longer has) those deliveries. Postbacks on the wire
+    /// finish.
+    pub fn hold(&self, partner_id: &str) {
+        self.inner
+            .disabled
+            .lock()
+            .expect("never poisoned")
+            .insert(partner_id.into(), now_ms());
+        self.forget_endpoint(partner_id);
+    }
+
+    /// Forgets a partner about to be deleted: its postbacks in memory are not sent, and the
+    /// outcomes of those on the wire are not recorded, since their deliveries are gone.
+    pub fn forget_partner(&self, partner_id: &str) {
+        self.inner
+            .gone
+            .lock()
+            .expect("never poisoned")
+            .insert(partner_id.into());
+        self.hold(partner_id);
     }
 
     /// Tells the worker that deliveries may be due now (new events, a retry, an enabled endpoint).
@@ -439,8 +467,11 @@ impl Worker {
         let number = claimed.attempts + 1;
         let send_outcome = |attempt: Attempt, next: Next| {
             let records = records.clone();
+            let partner_id = claimed.partner_id.clone();
             async move {
-                let _ = records.send(Record::Outcome(Box::new(Outcome { attempt, next }))).await;
+                let _ = records
+                    .send(Record::Outcome(Box::new(Outcome { attempt, next }), partner_id))
+                    .await;
             }
         };
         let (compiled, event) = match self

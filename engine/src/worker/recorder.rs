@@ -7,12 +7,13 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::Worker;
-use crate::id::DeliveryId;
+use crate::id::{DeliveryId, PartnerId};
 use crate::store::{Next, Outcome, now_ms};
 
 /// What the recorder writes.
 pub(super) enum Record {
-    Outcome(Box<Outcome>),
+    /// An outcome, with the partner of its delivery.
+    Outcome(Box<Outcome>, PartnerId),
     /// Back to the store due at this time, no attempt counted.
     Later(DeliveryId, i64),
 }
@@ -23,12 +24,16 @@ pub(super) enum Record {
 pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
     let store = &worker.inner.store;
     let mut outcomes = Vec::new();
+    let mut partners = Vec::new();
     let mut later = Vec::new();
     while let Some(first) = receiver.recv().await {
         let mut next = Some(first);
         while let Some(item) = next {
             match item {
-                Record::Outcome(outcome) => outcomes.push(*outcome),
+                Record::Outcome(outcome, partner) => {
+                    outcomes.push(*outcome);
+                    partners.push(partner);
+                }
                 Record::Later(id, at) => later.push((id, at)),
             }
             next = if outcomes.len() + later.len() < 1024 {
@@ -44,15 +49,37 @@ pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>)
             || later.iter().any(|(_, at)| *at <= now);
         // Handed over whole and taken back after, so that the buffer is allocated once.
         let batch = Arc::new(std::mem::take(&mut outcomes));
-        let unblocked = persist("recording attempts", || store.record(batch.clone(), now)).await;
+        let unblocked = persist("recording attempts", || {
+            store.record(without_gone(&worker, &batch, &partners), now)
+        })
+        .await;
         outcomes = Arc::try_unwrap(batch).unwrap_or_default();
         persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
         if due_now || unblocked.is_some_and(|n| n > 0) {
             worker.wake();
         }
         outcomes.clear();
+        partners.clear();
         later.clear();
     }
+}
+
+/// The batch without the outcomes of deleted partners, whose deliveries went with them. Looked
+/// at on every try: a partner deleted while a recording waited fails that try, and the next
+/// one leaves its outcomes out.
+fn without_gone(worker: &Worker, batch: &Arc<Vec<Outcome>>, partners: &[PartnerId]) -> Arc<Vec<Outcome>> {
+    let gone = worker.inner.gone.lock().expect("never poisoned");
+    if gone.is_empty() || !partners.iter().any(|p| gone.contains(p)) {
+        return batch.clone();
+    }
+    Arc::new(
+        batch
+            .iter()
+            .zip(partners)
+            .filter(|(_, partner)| !gone.contains(*partner))
+            .map(|(outcome, _)| outcome.clone())
+            .collect(),
+    )
 }
 
 /// Runs a store write, retrying with backoff for a while; if the store stays down, the leases

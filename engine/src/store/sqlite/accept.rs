@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use rusqlite::{OptionalExtension, params};
 
 use super::Result;
-use crate::event::Event;
+use crate::event::{Event, Value};
 use crate::id::DeliveryId;
 use crate::settings::NotificationSettings;
 use crate::store::{ACTION_INQUIRY, Accepted, Lease, Leased, Status, StoreError, rules};
@@ -88,8 +88,8 @@ pub(super) fn accept(
     let mut earlier_on_its_way = tx.prepare_cached(&ordering.earlier_on_its_way)?;
     let mut insert_delivery = tx.prepare_cached(
         "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
-             blocked_by, created_at, updated_at, leased_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+             blocked_by, created_at, updated_at, leased_until, order_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
     )?;
 
     let mut accepted = Vec::with_capacity(events.len());
@@ -164,6 +164,7 @@ pub(super) fn accept(
                 blocked_by,
                 now,
                 lease_it.then_some(lease.until),
+                order_id(event).as_deref(),
             ])?;
             if lease_it {
                 leased.push(Leased {
@@ -183,15 +184,26 @@ pub(super) fn accept(
     Ok((accepted, leased))
 }
 
-/// The partner's settings, or `None` without settings.
-fn load_for_accept(tx: &rusqlite::Transaction<'_>, partner_id: &str) -> Result<Option<ForAccept>> {
-    let known = tx
-        .prepare_cached("SELECT 1 FROM partners WHERE id = ?1")?
-        .query_row([partner_id], |_| Ok(()))
-        .optional()?;
-    if known.is_none() {
-        return Err(StoreError::UnknownPartner(partner_id.to_owned()));
+/// The event's `OrderId` as text, to find its deliveries by.
+fn order_id(event: &Event) -> Option<std::borrow::Cow<'_, str>> {
+    match event.get("OrderId")? {
+        Value::Text(text) => Some(text.as_str().into()),
+        other => {
+            let mut text = String::new();
+            other.write_text(&mut text);
+            Some(text.into())
+        }
     }
+}
+
+/// The partner's settings, or `None` without settings. A disabled partner's endpoint counts as
+/// disabled: its events are accepted and their postbacks held until it is enabled again.
+fn load_for_accept(tx: &rusqlite::Transaction<'_>, partner_id: &str) -> Result<Option<ForAccept>> {
+    let partner_disabled: bool = tx
+        .prepare_cached("SELECT disabled_at IS NOT NULL FROM partners WHERE id = ?1")?
+        .query_row([partner_id], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::UnknownPartner(partner_id.to_owned()))?;
     let row = tx
         .prepare_cached(
             "SELECT body, disabled_at IS NOT NULL, version FROM settings WHERE partner_id = ?1 AND family = ?2",
@@ -203,7 +215,7 @@ fn load_for_accept(tx: &rusqlite::Transaction<'_>, partner_id: &str) -> Result<O
     Ok(row.and_then(|(body, disabled, version)| {
         Some(ForAccept {
             settings: serde_json::from_str::<NotificationSettings>(&body).ok()?,
-            disabled,
+            disabled: disabled || partner_disabled,
             version,
         })
     }))

@@ -5,9 +5,30 @@ use std::sync::LazyLock;
 
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+use super::record::ENDPOINT_DISABLED;
 use super::{Result, SqliteStore};
+use crate::id::DeliveryId;
 use crate::store::rules;
-use crate::store::{ACTION_INQUIRY, Attempt, AttemptVerdict, Delivery, Endpoint, Partner, SettingsRecord, Status};
+use crate::store::{
+    ACTION_INQUIRY, Attempt, AttemptVerdict, Deleted, Delivery, DeliveryFilter, Endpoint, Partner, SettingsRecord,
+    Status,
+};
+
+/// Binds `binds` to `query` in order.
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for bind in $binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+#[cfg(test)]
+pub(super) use bind_all;
 
 /// When the earliest pending delivery is due, if any is.
 pub(super) async fn next_due(write: &SqlitePool) -> Result<Option<i64>> {
@@ -100,15 +121,91 @@ impl SqliteStore {
 
     /// A partner by id.
     pub async fn partner(&self, id: &str) -> Result<Option<Partner>> {
-        let row = sqlx::query("SELECT id, name, secret, created_at FROM partners WHERE id = ?1")
+        let row = sqlx::query(&format!("SELECT {PARTNER_COLUMNS} FROM partners WHERE id = ?1"))
             .bind(id)
             .fetch_optional(&self.write)
             .await?;
-        Ok(row.map(|row| Partner {
-            id: row.get(0),
-            name: row.get(1),
-            secret: row.get(2),
-            created_at: row.get(3),
+        Ok(row.as_ref().map(partner))
+    }
+
+    /// Partners, newest first, `limit` at a time after the cursor `before`.
+    pub async fn partners(&self, before: Option<&str>, limit: i64) -> Result<Vec<Partner>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PARTNER_COLUMNS} FROM partners WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2"
+        ))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(partner).collect())
+    }
+
+    /// Disables a partner (`disabled` true) and holds its pending deliveries, or enables it and
+    /// releases its held ones if its endpoint can send. Returns how many deliveries were held or
+    /// released, or `None` without such a partner.
+    pub async fn set_partner_disabled(&self, id: &str, disabled: bool, now: i64) -> Result<Option<u64>> {
+        let mut tx = self.write.begin().await?;
+        let found = sqlx::query(
+            "UPDATE partners SET disabled_at = CASE WHEN ?2 THEN COALESCE(disabled_at, ?3) END WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(disabled)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if found == 0 {
+            return Ok(None);
+        }
+        let moved = if disabled {
+            hold_pending(&mut tx, id, now).await?
+        } else {
+            release_held(&mut tx, id, now).await?
+        };
+        tx.commit().await?;
+        Ok(Some(moved))
+    }
+
+    /// Deletes a partner and everything of it in one transaction: attempts, deliveries, events,
+    /// settings, keys and plugins. `None` without such a partner.
+    pub async fn delete_partner(&self, id: &str) -> Result<Option<Deleted>> {
+        let mut tx = self.write.begin().await?;
+        let keys: Vec<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE partner_id = ?1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let plugins: Vec<String> = sqlx::query_scalar("SELECT id FROM plugins WHERE partner_id = ?1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut deliveries = 0;
+        // Children before parents, for the foreign keys.
+        for statement in [
+            "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE partner_id = ?1)",
+            "DELETE FROM deliveries WHERE partner_id = ?1",
+            "DELETE FROM events WHERE partner_id = ?1",
+            "DELETE FROM settings WHERE partner_id = ?1",
+            "DELETE FROM api_keys WHERE partner_id = ?1",
+            "DELETE FROM plugins WHERE partner_id = ?1",
+        ] {
+            let done = sqlx::query(statement).bind(id).execute(&mut *tx).await?;
+            if statement.starts_with("DELETE FROM deliveries") {
+                deliveries = done.rows_affected();
+            }
+        }
+        let found = sqlx::query("DELETE FROM partners WHERE id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if found == 0 {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(Deleted {
+            keys: keys.into_iter().map(Into::into).collect(),
+            plugins: plugins.into_iter().map(Into::into).collect(),
+            deliveries,
         }))
     }
 
@@ -163,26 +260,76 @@ impl SqliteStore {
         Ok(released)
     }
 
-    /// A partner's deliveries, newest first, `limit` at a time after the cursor `before`.
+    /// Deletes a partner's settings and holds its pending deliveries until settings are saved
+    /// again; returns how many were held, or `None` when it had no settings.
+    pub async fn delete_settings(&self, partner_id: &str, now: i64) -> Result<Option<u64>> {
+        let mut tx = self.write.begin().await?;
+        let found = sqlx::query("DELETE FROM settings WHERE partner_id = ?1 AND family = ?2")
+            .bind(partner_id)
+            .bind(ACTION_INQUIRY)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if found == 0 {
+            return Ok(None);
+        }
+        let held = hold_pending(&mut tx, partner_id, now).await?;
+        tx.commit().await?;
+        Ok(Some(held))
+    }
+
+    /// Disables a partner's endpoint with `reason` and holds its pending deliveries; returns
+    /// how many were held, or `None` when it has no settings.
+    pub async fn disable_endpoint(&self, partner_id: &str, reason: &str, now: i64) -> Result<Option<u64>> {
+        let mut tx = self.write.begin().await?;
+        let found = sqlx::query(
+            "UPDATE settings SET disabled_reason = ?3, disabled_at = ?4 WHERE partner_id = ?1 AND family = ?2",
+        )
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if found == 0 {
+            return Ok(None);
+        }
+        let held = hold_pending(&mut tx, partner_id, now).await?;
+        tx.commit().await?;
+        Ok(Some(held))
+    }
+
+    /// A partner's deliveries that pass `filter`, newest first, `limit` at a time after the
+    /// cursor `before`.
     pub async fn deliveries(
         &self,
         partner_id: &str,
-        status: Option<Status>,
+        filter: &DeliveryFilter,
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries
-             WHERE partner_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
-             ORDER BY id DESC LIMIT ?4"
-        ))
-        .bind(partner_id)
-        .bind(status.map(Status::as_str))
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        let (sql, binds) = listing_sql(partner_id, filter, before, limit);
+        let rows = bind_all!(sqlx::query(&sql), binds).fetch_all(&self.read).await?;
         Ok(rows.iter().map(delivery).collect())
+    }
+
+    /// Makes a partner's done deliveries that pass `filter` due now again, oldest first, after
+    /// the cursor `after`, at most `limit`; returns their ids. While the endpoint may not send
+    /// they are held instead, and go when it can.
+    pub async fn replay(
+        &self,
+        partner_id: &str,
+        filter: &DeliveryFilter,
+        after: Option<&str>,
+        limit: i64,
+        now: i64,
+    ) -> Result<Vec<DeliveryId>> {
+        let (sql, binds) = replay_sql(partner_id, filter, after, limit, now);
+        let ids: Vec<String> = bind_all!(sqlx::query_scalar(&sql), binds)
+            .fetch_all(&self.write)
+            .await?;
+        Ok(ids.into_iter().map(Into::into).collect())
     }
 
     /// One delivery with its attempts, oldest attempt first.
@@ -245,7 +392,7 @@ impl SqliteStore {
 }
 
 const DELIVERY_COLUMNS: &str = "id, partner_id, event_id, event_type, inquiry_id, status, attempts, next_at, \
-     blocked_by, last_error, created_at, updated_at";
+     blocked_by, last_error, created_at, updated_at, order_id";
 
 fn delivery(row: &sqlx::sqlite::SqliteRow) -> Delivery {
     Delivery {
@@ -261,7 +408,120 @@ fn delivery(row: &sqlx::sqlite::SqliteRow) -> Delivery {
         last_error: row.get(9),
         created_at: row.get(10),
         updated_at: row.get(11),
+        order_id: row.get(12),
     }
+}
+
+const PARTNER_COLUMNS: &str = "id, name, secret, created_at, disabled_at";
+
+fn partner(row: &sqlx::sqlite::SqliteRow) -> Partner {
+    Partner {
+        id: row.get(0),
+        name: row.get(1),
+        secret: row.get(2),
+        created_at: row.get(3),
+        disabled_at: row.get(4),
+    }
+}
+
+/// A value bound to a statement built at run time.
+pub(super) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// The conditions of `filter` on a partner's deliveries (`?1` is the partner), their values
+/// appended to `binds`, and the index that serves them best: an inquiry's or an order's rows
+/// when one is named, else the partner's, walked in id order and bounded by the time range
+/// ([`rules::id_bounds`]) so that a listing never reads the whole table.
+fn filter_sql(filter: &DeliveryFilter, binds: &mut Vec<Bind>) -> (String, &'static str) {
+    let mut conditions = vec!["partner_id = ?1".to_owned()];
+    let mut add = |condition: &str, bind: Bind| {
+        binds.push(bind);
+        conditions.push(condition.replace('?', &format!("?{}", binds.len())));
+    };
+    if let Some(status) = filter.status {
+        add("status = ?", Bind::Text(status.as_str().to_owned()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        add("event_type = ?", Bind::Text(event_type.clone()));
+    }
+    if let Some(inquiry) = &filter.inquiry_id {
+        add("inquiry_id = ?", Bind::Text(inquiry.clone()));
+    }
+    if let Some(order) = &filter.order_id {
+        add("order_id = ?", Bind::Text(order.clone()));
+    }
+    if let Some(since) = filter.since {
+        add("created_at >= ?", Bind::Int(since));
+    }
+    if let Some(until) = filter.until {
+        add("created_at < ?", Bind::Int(until));
+    }
+    let (low, high) = rules::id_bounds(filter.since, filter.until);
+    if let Some(low) = low {
+        add("id >= ?", Bind::Text(low));
+    }
+    if let Some(high) = high {
+        add("id < ?", Bind::Text(high));
+    }
+    let index = if filter.order_id.is_some() {
+        "deliveries_by_order"
+    } else if filter.inquiry_id.is_some() {
+        "deliveries_by_inquiry"
+    } else {
+        "deliveries_by_partner"
+    };
+    (conditions.join(" AND "), index)
+}
+
+/// The listing statement of [`SqliteStore::deliveries`] and its values after the partner.
+pub(super) fn listing_sql(
+    partner_id: &str,
+    filter: &DeliveryFilter,
+    before: Option<&str>,
+    limit: i64,
+) -> (String, Vec<Bind>) {
+    let mut binds = vec![Bind::Text(partner_id.to_owned())];
+    let (mut conditions, index) = filter_sql(filter, &mut binds);
+    if let Some(before) = before {
+        binds.push(Bind::Text(before.to_owned()));
+        conditions.push_str(&format!(" AND id < ?{}", binds.len()));
+    }
+    binds.push(Bind::Int(limit));
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries INDEXED BY {index} WHERE {conditions} ORDER BY id DESC LIMIT ?{}",
+        binds.len()
+    );
+    (sql, binds)
+}
+
+/// The replay statement of [`SqliteStore::replay`] and its values.
+pub(super) fn replay_sql(
+    partner_id: &str,
+    filter: &DeliveryFilter,
+    after: Option<&str>,
+    limit: i64,
+    now: i64,
+) -> (String, Vec<Bind>) {
+    let mut binds = vec![Bind::Text(partner_id.to_owned())];
+    let (mut conditions, index) = filter_sql(filter, &mut binds);
+    conditions.push_str(&format!(" AND status IN ({})", rules::statuses_sql(&rules::REPLAYABLE)));
+    if let Some(after) = after {
+        binds.push(Bind::Text(after.to_owned()));
+        conditions.push_str(&format!(" AND id > ?{}", binds.len()));
+    }
+    binds.push(Bind::Int(limit));
+    let limit_at = binds.len();
+    binds.push(Bind::Int(now));
+    let now_at = binds.len();
+    let sql = format!(
+        "UPDATE deliveries SET status = {status}, next_at = ?{now_at}, updated_at = ?{now_at}, leased_until = NULL
+         WHERE id IN (SELECT id FROM deliveries INDEXED BY {index} WHERE {conditions} ORDER BY id LIMIT ?{limit_at})
+         RETURNING id",
+        status = rules::pending_unless_disabled_sql(ENDPOINT_DISABLED),
+    );
+    (sql, binds)
 }
 
 fn raw_json(text: String) -> Box<serde_json::value::RawValue> {
@@ -275,11 +535,30 @@ fn parse_json(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
 
-/// Releases the endpoint's held deliveries, due now (see [`rules::RELEASED_ON_ENABLE`]).
+/// Holds the partner's pending deliveries (see [`rules::HELD_ON_DISABLE`]); returns how many.
+async fn hold_pending(tx: &mut Transaction<'_, Sqlite>, partner_id: &str, now: i64) -> Result<u64> {
+    static HOLD: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE deliveries SET status = '{}', updated_at = ?2 WHERE partner_id = ?1 AND status = '{}'",
+            Status::Held.as_str(),
+            rules::HELD_ON_DISABLE.as_str(),
+        )
+    });
+    Ok(sqlx::query(&HOLD)
+        .bind(partner_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// Releases the endpoint's held deliveries, due now (see [`rules::RELEASED_ON_ENABLE`]), when
+/// it can send: its settings exist and are enabled, and its partner is enabled.
 async fn release_held(tx: &mut Transaction<'_, Sqlite>, partner_id: &str, now: i64) -> Result<u64> {
     static RELEASE: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "UPDATE deliveries SET status = '{}', next_at = ?2, updated_at = ?2 WHERE partner_id = ?1 AND status = '{}'",
+            "UPDATE deliveries SET status = '{}', next_at = ?2, updated_at = ?2
+             WHERE partner_id = ?1 AND status = '{}' AND NOT {ENDPOINT_DISABLED}",
             Status::Pending.as_str(),
             rules::RELEASED_ON_ENABLE.as_str(),
         )

@@ -30,9 +30,12 @@ struct Statements {
     hold_pending: String,
 }
 
-/// An SQL condition, on a row of `deliveries`, that is true while its endpoint is disabled.
-const ENDPOINT_DISABLED: &str = "EXISTS (SELECT 1 FROM settings s WHERE s.partner_id = deliveries.partner_id \
-     AND s.disabled_at IS NOT NULL)";
+/// An SQL condition, on a row of `deliveries`, that is true while its endpoint may not send:
+/// its settings are disabled or deleted, or its partner is disabled. Such a delivery is held,
+/// not failed, so that it goes once the endpoint can send again.
+pub(super) const ENDPOINT_DISABLED: &str = "(NOT EXISTS (SELECT 1 FROM settings s \
+     WHERE s.partner_id = deliveries.partner_id AND s.disabled_at IS NULL) \
+     OR EXISTS (SELECT 1 FROM partners p WHERE p.id = deliveries.partner_id AND p.disabled_at IS NOT NULL))";
 
 static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
     let waiting_for_it = format!("blocked_by = ?1 AND status = '{}'", Status::Blocked.as_str());

@@ -191,3 +191,74 @@ fn the_sql_forms_agree_with_the_rules() {
         &|(_, attempts, ..)| rules::pending_unless_disabled(attempts == 1) == Status::Held,
     );
 }
+
+/// A partner's filtered listing and a replay read deliveries through an index, whatever the
+/// filters: no plan step scans the table.
+#[tokio::test]
+async fn filtered_listings_and_replays_use_an_index() {
+    use super::queries::{Bind, bind_all, listing_sql, replay_sql};
+    use crate::store::DeliveryFilter;
+    use sqlx::Row;
+    let (_dir, store) = store().await;
+    let p = partner(&store).await;
+    store
+        .accept(
+            &events(&p, &[("e1", "created", "i1"), ("e2", "resolved", "i1")]),
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let now = now_ms();
+    let filters = [
+        DeliveryFilter::default(),
+        DeliveryFilter {
+            status: Some(Status::Failed),
+            ..DeliveryFilter::default()
+        },
+        DeliveryFilter {
+            event_type: Some("action_inquiry.created".into()),
+            ..DeliveryFilter::default()
+        },
+        DeliveryFilter {
+            since: Some(now - 1000),
+            until: Some(now),
+            ..DeliveryFilter::default()
+        },
+        DeliveryFilter {
+            inquiry_id: Some("i1".into()),
+            ..DeliveryFilter::default()
+        },
+        DeliveryFilter {
+            order_id: Some("O-1".into()),
+            status: Some(Status::Delivered),
+            since: Some(now - 1000),
+            ..DeliveryFilter::default()
+        },
+    ];
+    for filter in &filters {
+        let statements: [(String, Vec<Bind>); 3] = [
+            listing_sql(&p, filter, None, 50),
+            listing_sql(&p, filter, Some("dlv_01"), 50),
+            replay_sql(&p, filter, Some("dlv_01"), 10_000, now),
+        ];
+        for (sql, binds) in statements {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let plan: Vec<String> = bind_all!(sqlx::query(&explain), binds)
+                .fetch_all(write(&store))
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>(3))
+                .collect();
+            assert!(
+                !plan.iter().any(|step| step.starts_with("SCAN")),
+                "{filter:?}\n{sql}\n{plan:#?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|step| step.starts_with("SEARCH deliveries USING INDEX deliveries_by_")),
+                "{filter:?}\n{sql}\n{plan:#?}"
+            );
+        }
+    }
+}
