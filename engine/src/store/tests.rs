@@ -239,8 +239,8 @@ async fn deleting_a_partner_removes_all_its_data_and_nothing_else(backend: Backe
 
     let deleted = store.delete_partner(&a).await.unwrap().expect("it existed");
     assert_eq!(deleted.deliveries, 2);
-    assert_eq!(deleted.keys, [key.key.id.clone()]);
-    assert_eq!(deleted.plugins, [plugin.id.clone()]);
+    assert_eq!(deleted.keys, std::slice::from_ref(&key.key.id));
+    assert_eq!(deleted.plugins, std::slice::from_ref(&plugin.id));
     assert!(store.partner(&a).await.unwrap().is_none());
     assert!(store.settings(&a).await.unwrap().is_none());
     assert!(listed(&store, &a, None).await.is_empty());
