@@ -590,3 +590,148 @@ async fn a_transform_that_sets_a_header_postwire_writes_is_refused() {
     assert!(receiver.hits().is_empty(), "nothing was sent: {:?}", receiver.hits());
     engine.stop().await;
 }
+
+/// Hop-by-hop and proxy headers are refused from a transform exactly as settings refuse them
+/// (one rule): the dry run names the header, settings naming it are refused, and a postback
+/// whose transform sets one fails as the plugin's failure, not retried, with nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_may_not_set_hop_by_hop_or_proxy_headers() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
+    let partner = engine.create_partner("Hop").await;
+    let reshape = upload_ok(&engine, &partner, "reshape").await;
+    for header in [
+        "Transfer-Encoding",
+        "Connection",
+        "Upgrade",
+        "Proxy-Authorization",
+        "Proxy-Anything",
+        "TE",
+        "Trailer",
+        "Keep-Alive",
+        "Host",
+        "Content-Length",
+        "webhook-signature",
+    ] {
+        // Settings may not name it.
+        let mut settings = sample_settings(&receiver.url("/pb"));
+        settings["headers"] = json!({ header: "x" });
+        let refused = engine.put_settings(&partner, &settings).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{header}: {refused:?}"
+        );
+        assert!(
+            refused.error_about(&format!("headers.{header}")).is_some(),
+            "{refused:?}"
+        );
+        // Nor may the transform return it.
+        let mut settings = sample_settings(&receiver.url("/pb"));
+        settings["transform_plugin"] = json!(reshape);
+        settings["plugin_config"] = json!({ "headers": { header: "gzip" } });
+        assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
+        let dry = engine
+            .post(
+                &format!("/v1/partners/{}/plugins/{reshape}/run", partner.id),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(
+            dry.json["transform"]["error"],
+            format!("it set the header {header}, which Postwire writes itself; remove it"),
+            "{dry:?}"
+        );
+    }
+    // The last settings (a transform that sets webhook-signature) stand; one with Connection:
+    let mut settings = sample_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = json!(reshape);
+    settings["plugin_config"] = json!({ "headers": { "Connection": "upgrade" } });
+    assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
+    let id = engine.send_event(&created(&partner, "evt_hop", "inq-hop")).await;
+    let delivery = engine.wait_status(&partner, &id, "failed").await;
+    let log = attempts(&delivery);
+    assert_eq!(log.len(), 1, "failed at once, not retried: {delivery:#}");
+    assert_eq!(log[0]["verdict"], "fail");
+    assert!(receiver.hits().is_empty(), "nothing was sent: {:?}", receiver.hits());
+    engine.stop().await;
+}
+
+/// Resident memory of this process (the engine runs in it), from /proc/self/statm.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Hostile uploads of every class are refused with the reason while another partner's
+/// postbacks, through a transform plugin, are all delivered; the engine's resident memory is
+/// measured around it (printed; asserted only against a generous bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_uploads_are_refused_and_other_partners_deliver() {
+    use postwire_test_plugins::hostile;
+
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
+    let calm = engine.create_partner("Calm").await;
+    let reshape = upload_ok(&engine, &calm, "reshape").await;
+    let mut settings = sample_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = json!(reshape);
+    assert_eq!(engine.put_settings(&calm, &settings).await.status, StatusCode::OK);
+    let hostile_partner = engine.create_partner("Hostile").await;
+    let path = format!("/v1/partners/{}/plugins?name=bomb", hostile_partner.id);
+    let before = resident_bytes();
+
+    let trivial = postwire_test_plugins::bytes("trivial");
+    let bombs = [
+        (
+            hostile::with_memories(&trivial, 64, 256),
+            "can never run within the sandbox's limits: it creates",
+        ),
+        (
+            hostile::with_memories(&trivial, 1, 256),
+            "can never run within the sandbox's limits: its memories start at",
+        ),
+        (
+            hostile::many_functions(150_000),
+            "too costly to compile: it defines 150,000 functions; the limit is 50,000",
+        ),
+        (
+            hostile::many_locals(5_000, 5_000),
+            "too costly to compile: a function's locals times its blocks is 25,005,000",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(
+            engine
+                .send_event(&created(&calm, &format!("evt_calm_{n}"), &format!("inq-c{n}")))
+                .await,
+        );
+        let (wasm, reason) = &bombs[n % bombs.len()];
+        let answer = engine.raw(reqwest::Method::POST, &path, Some(wasm.clone())).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{answer:?}");
+        let message = answer.error_about("body").expect("names the body")["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.starts_with(reason), "{message}");
+    }
+    for id in &ids {
+        engine.wait_status(&calm, id, "delivered").await;
+    }
+    let after = resident_bytes();
+    eprintln!(
+        "engine resident memory: {} MiB before the hostile uploads, {} MiB after; 20 postbacks of the other \
+         partner delivered",
+        before >> 20,
+        after >> 20
+    );
+    assert!(
+        after.saturating_sub(before) < 512 << 20,
+        "resident memory grew by {} MiB",
+        (after - before) >> 20
+    );
+    engine.assert_healthy().await;
+    engine.stop().await;
+}

@@ -12,7 +12,9 @@
 //!   is fixed, a manual retry replays it;
 //! - a classifier that fails is recorded and the attempt is retried on the schedule: the
 //!   postback did reach the receiver, only its meaning is unknown;
-//! - a failure of the host itself (no sandbox slot, a broken artifact) is retried.
+//! - a failure of the host itself (a broken artifact, memory the system refuses) is retried;
+//!   a plugin's own doing never counts as one: a stored plugin that breaks the limits now, or
+//!   cannot be instantiated within a call's, fails as the plugin.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -147,6 +149,13 @@ impl Plugins {
 
     /// The plugin with this id, loaded from the store the first time.
     pub async fn get(&self, id: &str) -> Result<Plugin, String> {
+        self.load(id).await.map_err(|unloaded| unloaded.reason)
+    }
+
+    /// [`Plugins::get`], telling a plugin that cannot be loaded (one stored before the limits
+    /// it breaks, refused now: the plugin's failure) from a host that cannot load it.
+    async fn load(&self, id: &str) -> Result<Plugin, Unloaded> {
+        let host = |reason: String| Unloaded { reason, host: true };
         if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id).cloned() {
             return Ok(plugin);
         }
@@ -164,13 +173,16 @@ impl Plugins {
         let store = self
             .store
             .as_ref()
-            .ok_or_else(|| format!("plugin {id} is not loaded"))?;
+            .ok_or_else(|| host(format!("plugin {id} is not loaded")))?;
         let wasm = store
             .plugin_wasm(id)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("plugin {id} does not exist (was it deleted?)"))?;
-        let plugin = self.compile(wasm).await.map_err(|e| e.to_string())?;
+            .map_err(|e| host(e.to_string()))?
+            .ok_or_else(|| host(format!("plugin {id} does not exist (was it deleted?)")))?;
+        let plugin = self.compile(wasm).await.map_err(|e| Unloaded {
+            host: e.is_host_failure(),
+            reason: e.to_string(),
+        })?;
         self.remember(id, plugin.clone());
         Ok(plugin)
     }
@@ -190,14 +202,17 @@ impl Plugins {
         partner_id: &str,
         id: &str,
         call: impl FnOnce(&Host, &Plugin) -> Run<T> + Send + 'static,
-    ) -> Result<Run<T>, String> {
-        let plugin = self.get(id).await?;
+    ) -> Result<Run<T>, Unloaded> {
+        let plugin = self.load(id).await?;
         let host = self.host.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         self.lane(partner_id).submit(Box::new(move || {
             let _ = done.send(call(&host, &plugin));
         }));
-        result.await.map_err(|_| "the plugin call was cancelled".to_owned())
+        result.await.map_err(|_| Unloaded {
+            reason: "the plugin call was cancelled".to_owned(),
+            host: true,
+        })
     }
 
     /// Runs `transform` of plugin `id` for `partner_id`.
@@ -258,11 +273,17 @@ impl Plugins {
     }
 }
 
-fn unavailable<T>(id: &str, error: String) -> Call<T> {
+/// A plugin that could not be run, and whether the host is to blame.
+struct Unloaded {
+    reason: String,
+    host: bool,
+}
+
+fn unavailable<T>(id: &str, unloaded: Unloaded) -> Call<T> {
     Call {
-        report: json!({"plugin": id, "error": error}),
-        result: Err(error),
-        host_failure: true,
+        report: json!({"plugin": id, "error": unloaded.reason}),
+        result: Err(unloaded.reason),
+        host_failure: unloaded.host,
     }
 }
 

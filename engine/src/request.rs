@@ -64,7 +64,7 @@ impl fmt::Display for Request {
 
 /// Headers Postwire writes itself (transport, framing and the Standard Webhooks signature); a
 /// partner's settings may not name them, and a transform plugin may not return them. Any other
-/// `webhook-` header is reserved too (see [`is_reserved`]).
+/// `webhook-` or `proxy-` header is reserved too (see [`is_reserved`]).
 pub const RESERVED_HEADERS: &[&str] = &[
     "host",
     "content-length",
@@ -81,15 +81,20 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
 ];
 
+/// Namespaces reserved whole: Standard Webhooks' own headers, and the hop-by-hop headers meant
+/// for proxies, which a receiver behind one would read as its proxy's.
+pub const RESERVED_PREFIXES: &[&str] = &["webhook-", "proxy-"];
+
 /// Whether Postwire writes the header `name` itself: one of [`RESERVED_HEADERS`], or any name
-/// in the Standard Webhooks `webhook-` namespace, in any case.
+/// in [`RESERVED_PREFIXES`], in any case. Settings validation and the check of a transform
+/// plugin's output both ask this, so the two cannot disagree.
 pub fn is_reserved(name: &str) -> bool {
-    const NAMESPACE: &str = "webhook-";
-    name.get(..NAMESPACE.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(NAMESPACE))
-        || RESERVED_HEADERS
-            .iter()
-            .any(|reserved| name.eq_ignore_ascii_case(reserved))
+    RESERVED_PREFIXES.iter().any(|prefix| {
+        name.get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    }) || RESERVED_HEADERS
+        .iter()
+        .any(|reserved| name.eq_ignore_ascii_case(reserved))
 }
 
 #[cfg(test)]
@@ -106,6 +111,13 @@ mod tests {
             "webhook-signature",
             "Webhook-Id",
             "webhook-anything",
+            "Connection",
+            "Keep-Alive",
+            "Upgrade",
+            "Trailer",
+            "Proxy-Authorization",
+            "proxy-authenticate",
+            "PROXY-Anything",
         ] {
             assert!(is_reserved(name), "{name}");
         }
@@ -117,6 +129,8 @@ mod tests {
             "",
             "Authorization",
             "\u{e9}",
+            "proxy",
+            "X-Proxy-Id",
         ] {
             assert!(!is_reserved(name), "{name}");
         }

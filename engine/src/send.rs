@@ -50,6 +50,17 @@ pub struct RefusedDestination {
     pub kind: &'static str,
 }
 
+impl RefusedDestination {
+    /// The refusal of a name that resolved to this address, in words that do not reveal it.
+    pub fn resolved(&self, host: &str) -> String {
+        format!(
+            "{host} resolves to a {} address; postbacks may not go there unless the operator \
+             allow-lists it (serve --allow-destination)",
+            self.kind
+        )
+    }
+}
+
 /// The kind of internal address `ip` is, if it is one.
 fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
@@ -71,6 +82,8 @@ fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
                 Some("IETF protocol")
             } else if a == 198 && (18..20).contains(&b) {
                 Some("benchmarking")
+            } else if v4.is_documentation() {
+                Some("documentation")
             } else {
                 None
             }
@@ -79,19 +92,40 @@ fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return forbidden_kind(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let [first, second, ..] = segments;
+            let embedded = |high: u16, low: u16| std::net::Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() {
                 Some("unspecified")
+            } else if segments[..6] == [0; 6] {
+                // `::a.b.c.d`: deprecated, and some stacks still route it to the IPv4 address
+                // inside, so none of it is a postback's destination.
+                Some("IPv4-compatible (deprecated)")
             } else if first & 0xfe00 == 0xfc00 {
                 Some("unique-local (cloud metadata)")
             } else if first & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("site-local (deprecated)")
             } else if v6.is_multicast() {
                 Some("multicast")
-            } else if first == 0x64 && v6.segments()[1] == 0xff9b {
+            } else if first == 0x64 && second == 0xff9b {
                 Some("NAT64")
+            } else if first == 0x2001 && second == 0x0db8 {
+                Some("documentation")
+            } else if first == 0x2002 && forbidden_kind(IpAddr::V4(embedded(second, segments[2]))).is_some() {
+                // 6to4 relays deliver to the IPv4 address in bits 16..48.
+                Some("6to4 (an internal IPv4 address inside)")
+            } else if first == 0x2001
+                && second == 0
+                && (forbidden_kind(IpAddr::V4(embedded(segments[2], segments[3]))).is_some()
+                    || forbidden_kind(IpAddr::V4(embedded(!segments[6], !segments[7]))).is_some())
+            {
+                // Teredo: the server's address in bits 32..64, the client's in the last 32 bits,
+                // inverted.
+                Some("Teredo (an internal IPv4 address inside)")
             } else {
                 None
             }
@@ -116,14 +150,23 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|addr| match guard.check(addr.ip()) {
                     Ok(()) => true,
                     Err(why) => {
-                        refused.get_or_insert_with(|| why.to_string());
+                        refused.get_or_insert(why);
                         false
                     }
                 })
                 .collect();
             if allowed.is_empty() {
-                let why = refused.unwrap_or_else(|| format!("{host} has no address"));
-                return Err(format!("{host}: {why}").into());
+                // The partner reads this text: it names the kind of address, never the address,
+                // so that a postback URL cannot be used to map the internal network. The
+                // operator's log has the address.
+                return Err(match refused {
+                    Some(why) => {
+                        tracing::info!(host = %host, ip = %why.ip, kind = why.kind, "refused a postback destination");
+                        why.resolved(&host)
+                    }
+                    None => format!("{host} has no address"),
+                }
+                .into());
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -407,5 +450,84 @@ mod tests {
         let allowed = Guard::new(vec!["127.0.0.1/32".parse().unwrap()]);
         assert!(allowed.check("127.0.0.1".parse().unwrap()).is_ok());
         assert!(allowed.check("127.0.0.2".parse().unwrap()).is_err());
+    }
+
+    /// Every other spelling of an internal address: IPv6 forms with an IPv4 address inside, the
+    /// deprecated site-local range and the documentation ranges.
+    #[test]
+    fn refuses_internal_addresses_in_every_spelling() {
+        let guard = Guard::default();
+        for (ip, kind) in [
+            // IPv4-compatible, whatever the address inside.
+            ("::127.0.0.1", "IPv4-compatible (deprecated)"),
+            ("::10.0.0.1", "IPv4-compatible (deprecated)"),
+            ("::169.254.169.254", "IPv4-compatible (deprecated)"),
+            ("::93.184.216.34", "IPv4-compatible (deprecated)"),
+            // 6to4 with an internal address inside: 2002:AABB:CCDD:: carries AA.BB.CC.DD.
+            ("2002:7f00:1::", "6to4 (an internal IPv4 address inside)"),
+            ("2002:a9fe:a9fe::1", "6to4 (an internal IPv4 address inside)"),
+            ("2002:c0a8:0101:1::5", "6to4 (an internal IPv4 address inside)"),
+            // Teredo: the client's address (127.0.0.1) inverted in the last 32 bits, or an
+            // internal server (10.0.0.1) in bits 32..64.
+            (
+                "2001:0:4136:e378:8000:63bf:80ff:fffe",
+                "Teredo (an internal IPv4 address inside)",
+            ),
+            (
+                "2001:0:a00:1:8000:63bf:a2bb:fe8d",
+                "Teredo (an internal IPv4 address inside)",
+            ),
+            ("fec0::1", "site-local (deprecated)"),
+            ("feff:ffff::1", "site-local (deprecated)"),
+            ("192.0.2.1", "documentation"),
+            ("198.51.100.7", "documentation"),
+            ("203.0.113.255", "documentation"),
+            ("2001:db8::1", "documentation"),
+            ("::ffff:203.0.113.9", "documentation"),
+        ] {
+            let refused = guard.check(ip.parse().unwrap()).expect_err(ip);
+            assert_eq!(refused.kind, kind, "{ip}");
+        }
+        // The same forms around public addresses are public: 6to4 of 93.184.216.34, Teredo
+        // with a public server and client (93.184.216.34 inverted).
+        for ip in [
+            "2002:5db8:d822::1",
+            "2001:0:4136:e378:8000:63bf:a247:27dd",
+            "2001:db9::1",
+            "2001:1::1",
+            "203.0.114.1",
+            "192.0.3.1",
+        ] {
+            assert!(guard.check(ip.parse().unwrap()).is_ok(), "{ip} should pass");
+        }
+    }
+
+    /// A name that resolves to an internal address is refused in words that do not reveal the
+    /// address.
+    #[test]
+    fn a_refused_name_does_not_reveal_its_address() {
+        let refused = Guard::default().check("10.20.30.40".parse().unwrap()).unwrap_err();
+        let text = refused.resolved("db.internal.example");
+        assert_eq!(
+            text,
+            "db.internal.example resolves to a private address; postbacks may not go there unless \
+             the operator allow-lists it (serve --allow-destination)"
+        );
+        assert!(!text.contains("10.20"), "{text}");
+    }
+
+    /// Through the resolver, as a postback meets it: the error names the host, never the address.
+    #[tokio::test]
+    async fn the_resolver_refuses_without_the_address() {
+        use reqwest::dns::Resolve;
+        let resolver = GuardedResolver {
+            guard: Arc::new(Guard::default()),
+        };
+        let error = match resolver.resolve("localhost".parse().unwrap()).await {
+            Ok(_) => panic!("localhost resolved through the guard"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.starts_with("localhost resolves to a loopback address"), "{error}");
+        assert!(!error.contains("127.0.0.1") && !error.contains("::1"), "{error}");
     }
 }

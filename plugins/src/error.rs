@@ -28,6 +28,20 @@ pub enum PluginError {
     /// Wasmtime could not compile it.
     #[error("not a valid component: {0}")]
     Invalid(String),
+    /// Compiling it would cost more time or memory than an upload may (too many functions,
+    /// locals or blocks), found before compiling.
+    #[error("too costly to compile: {0}")]
+    TooCostly(String),
+    /// Compiling took longer than the compile deadline.
+    #[error(
+        "compiling took longer than {0} ms; make the plugin smaller (fewer and smaller functions, \
+         build with opt-level \"s\")"
+    )]
+    CompileDeadline(u128),
+    /// Its instances can never fit the sandbox: more memories, tables or core instances than
+    /// a call may have, or more initial memory than the cap.
+    #[error("can never run within the sandbox's limits: {0}")]
+    NeverFits(String),
     /// It imports something plugins may not have.
     #[error(
         "it imports {0}, which plugins may not use: plugins get no filesystem, network, environment, \
@@ -84,6 +98,9 @@ pub enum PluginError {
     /// Another trap.
     #[error("trapped: {0}")]
     Trap(String),
+    /// The component could not be instantiated within a call's limits.
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
     /// The plugin returned an error.
     #[error("the plugin refused: {0}")]
     Refused(String),

@@ -49,6 +49,36 @@ pub struct Host {
     ticking: Arc<AtomicBool>,
     slots: std::sync::Mutex<u32>,
     slot_freed: std::sync::Condvar,
+    compiles: Arc<Gate>,
+}
+
+/// A counting semaphore for compiles: a compile's thread holds its permit until it ends, even
+/// when the upload that started it stopped waiting at the compile deadline.
+struct Gate {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn enter(self: &Arc<Self>) -> Permit {
+        let mut free = self.free.lock().expect("never poisoned");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("never poisoned");
+        }
+        *free -= 1;
+        Permit { gate: self.clone() }
+    }
+}
+
+struct Permit {
+    gate: Arc<Gate>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        *self.gate.free.lock().expect("never poisoned") += 1;
+        self.gate.freed.notify_one();
+    }
 }
 
 /// A loaded plugin, ready to instantiate.
@@ -105,17 +135,26 @@ impl Host {
         let strategy = match allocator {
             Allocator::Pooling => {
                 let mut pool = PoolingAllocationConfig::new();
+                // Every call holds a slot (`take_slot`), and no component may have more than the
+                // per-component maxima: so the pool holds enough core instances, memories and
+                // tables for every slot at its maximum, and one partner's plugin cannot take
+                // what another's call needs.
                 pool.total_component_instances(POOL_INSTANCES)
-                    .total_core_instances(POOL_INSTANCES * 4)
-                    .total_memories(POOL_INSTANCES * 2)
-                    .total_tables(POOL_INSTANCES * 4)
+                    .max_core_instances_per_component(limits.core_instances)
+                    .max_memories_per_component(limits.memories)
+                    .max_tables_per_component(limits.tables)
+                    .total_core_instances(POOL_INSTANCES * limits.core_instances)
+                    .total_memories(POOL_INSTANCES * limits.memories)
+                    .total_tables(POOL_INSTANCES * limits.tables)
                     .max_memory_size(limits.memory)
                     // Reset a slot by rewriting only the pages the last call touched (found with
                     // Linux's PAGEMAP_SCAN) instead of unmapping them: the next call then takes
                     // no page faults and no TLB shootdowns. Where the ioctl is missing, memory
                     // is decommitted as usual.
                     .pagemap_scan(Enabled::Auto)
-                    .linear_memory_keep_resident(limits.memory)
+                    // What a slot keeps resident after a call, so that all the slots together
+                    // keep at most what every call slot at its memory cap would.
+                    .linear_memory_keep_resident(limits.memory / limits.memories.max(1) as usize)
                     .table_keep_resident(1 << 20)
                     .decommit_batch_size(64);
                 InstanceAllocationStrategy::Pooling(pool)
@@ -152,12 +191,16 @@ impl Host {
         Ok(Host {
             engine,
             linker,
-            limits,
             cache_dir,
             stats: CacheStats::default(),
             ticking,
             slots: std::sync::Mutex::new(POOL_INSTANCES),
             slot_freed: std::sync::Condvar::new(),
+            compiles: Arc::new(Gate {
+                free: std::sync::Mutex::new(limits.compiles.max(1)),
+                freed: std::sync::Condvar::new(),
+            }),
+            limits,
         })
     }
 
@@ -176,9 +219,12 @@ impl Host {
         Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Validates, compiles (or loads the precompiled artifact of) and links a plugin.
+    /// Validates, compiles (or loads the precompiled artifact of) and links a plugin, then
+    /// instantiates it once under a call's limits: a component that cannot be instantiated
+    /// within them never could, and is refused now rather than on every postback.
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, PluginError> {
         validate::check_binary(bytes, self.limits.binary)?;
+        validate::check_shape(bytes, &self.limits)?;
         let sha256 = Host::sha256(bytes);
         let component = self.component(bytes, &sha256)?;
         let exports = validate::check_component(&self.engine, &component)?;
@@ -196,7 +242,7 @@ impl Host {
         } else {
             None
         };
-        Ok(Plugin {
+        let plugin = Plugin {
             inner: Arc::new(Loaded {
                 sha256,
                 size: bytes.len(),
@@ -205,7 +251,16 @@ impl Host {
                 transform,
                 classify,
             }),
-        })
+        };
+        match self.call(0, |_, _| Ok(()), &plugin).result {
+            Ok(()) => Ok(plugin),
+            Err(PluginError::Instantiate(reason)) => Err(PluginError::NeverFits(reason)),
+            Err(PluginError::OutOfMemory { limit }) => Err(PluginError::NeverFits(format!(
+                "its memories need more than the {} a call may have as soon as it starts",
+                crate::limits::bytes(limit)
+            ))),
+            Err(error) => Err(error),
+        }
     }
 
     /// The compiled component: from the artifact cache when this binary was compiled before
@@ -221,7 +276,7 @@ impl Host {
                 return Ok(component);
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let component = self.compile(bytes)?;
         self.stats.compiles.fetch_add(1, Ordering::Relaxed);
         if let Some(path) = artifact {
             let serialized = component.serialize().map_err(|e| PluginError::Host(e.to_string()))?;
@@ -231,6 +286,33 @@ impl Host {
                 .map_err(|e| PluginError::Host(format!("cannot write the artifact {}: {e}", path.display())))?;
         }
         Ok(component)
+    }
+
+    /// Compiles on a thread of its own, a few at a time, and gives up waiting at the compile
+    /// deadline. Wasmtime cannot stop a compile midway: one past its deadline runs to its end
+    /// and keeps its permit until then, so slow compiles never pile up beyond `compiles`; what
+    /// one may cost is bounded beforehand by [`validate::check_shape`].
+    fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        let permit = self.compiles.enter();
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let engine = self.engine.clone();
+        let bytes = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("plugin-compile".into())
+            .spawn(move || {
+                let _permit = permit;
+                let _ = done.send(Component::new(&engine, &bytes));
+            })
+            .map_err(|e| PluginError::Host(format!("cannot start a compile: {e}")))?;
+        match result.recv_timeout(self.limits.compile_deadline) {
+            Ok(compiled) => compiled.map_err(|e| PluginError::Invalid(format!("{e:#}"))),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(PluginError::CompileDeadline(self.limits.compile_deadline.as_millis()))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(PluginError::Host("the compiler stopped without an answer".into()))
+            }
+        }
     }
 
     /// Runs `transform`.
@@ -370,10 +452,10 @@ impl Host {
         store.epoch_deadline_trap();
         let result = match plugin.inner.pre.instantiate(&mut store) {
             Ok(instance) => body(&mut store, &instance),
-            Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() => Err(CallError::Wasm(e)),
-            Err(e) => Err(CallError::Plugin(PluginError::Host(format!(
-                "instantiation failed: {e:#}"
-            )))),
+            Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() || store.data().memory.exceeded => {
+                Err(CallError::Wasm(e))
+            }
+            Err(e) => Err(CallError::Plugin(instantiation_failed(&e))),
         };
         let result = result.map_err(|error| match error {
             CallError::Wasm(e) => explain(e, store.data(), &self.limits),
@@ -397,6 +479,24 @@ impl Host {
         }
         *free -= 1;
         SlotGuard { host: self }
+    }
+}
+
+/// Why an instance could not be made. The pool is sized so that every call slot fits the
+/// largest component the limits allow, and uploads that cannot fit are refused, so what is
+/// left is the component's own doing (more memories, tables or instances than a call may have,
+/// a start function that fails), a plugin failure; only the operating system refusing memory
+/// is the host's.
+fn instantiation_failed(error: &wasmtime::Error) -> PluginError {
+    let text = format!("{error:#}");
+    let host = error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some())
+        || text.contains("concurrent limit");
+    if host {
+        PluginError::Host(format!("instantiation failed: {text}"))
+    } else {
+        PluginError::Instantiate(text)
     }
 }
 

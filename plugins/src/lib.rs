@@ -10,13 +10,17 @@
 //!
 //! - [`Host`]: one wasmtime `Engine` per process, with fuel, epoch interruption and a pooling
 //!   allocator with copy-on-write memory images; a thread ticks the epoch for deadlines.
-//! - [`validate`]: what an upload must be: a component, within the size cap, exporting the
-//!   contract's `transform` and/or `classify`, importing nothing but `log` and capability-free
-//!   WASI.
-//! - [`Host::load`]: compile once, keep the artifact by sha256 so a restart does not compile
-//!   again, and resolve imports once (`InstancePre`).
-//! - `sandbox`: per call, a fresh `Store` with a fuel budget, a memory cap, a deadline, no
-//!   filesystem, network or environment, fixed clocks and seeded randomness, bounded logs.
+//! - [`validate`]: what an upload must be: a component, within the size cap, within the caps
+//!   on functions, locals and blocks that bound what compiling it costs, with instances that
+//!   can fit a call, exporting the contract's `transform` and/or `classify`, importing nothing
+//!   but `log` and capability-free WASI.
+//! - [`Host::load`]: compile once (a few at a time, under a deadline), keep the artifact by
+//!   sha256 so a restart does not compile again, resolve imports once (`InstancePre`), and
+//!   instantiate once under a call's limits so that a component that can never fit is refused.
+//! - `sandbox`: per call, a fresh `Store` with a fuel budget, one memory cap for all of the
+//!   call's memories, caps on its memories, tables and core instances, a deadline, no
+//!   filesystem, network or environment, fixed clocks and seeded randomness, logs capped by
+//!   lines and bytes.
 //! - [`Host::transform`] and [`Host::classify`]: one call each, returning the output with the
 //!   fuel used, peak memory, time and logs, or a [`PluginError`] a partner understands.
 //!

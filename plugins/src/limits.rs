@@ -7,7 +7,7 @@ use std::time::Duration;
 pub struct Limits {
     /// Instructions (fuel units) per call.
     pub fuel: u64,
-    /// Linear memory, in bytes.
+    /// Linear memory, in bytes: all of a call's memories together.
     pub memory: usize,
     /// Wall-clock time per call.
     pub deadline: Duration,
@@ -19,6 +19,27 @@ pub struct Limits {
     pub output: usize,
     /// Bytes of log lines (including what the plugin writes to stdout and stderr).
     pub logs: usize,
+    /// Log lines, empty ones included; past this or `logs` the call goes on and its further
+    /// lines are counted, not kept.
+    pub log_lines: usize,
+    /// Linear memories one call may create, across all of its component's core instances.
+    pub memories: u32,
+    /// Tables one call may create.
+    pub tables: u32,
+    /// Core module instances one call may create.
+    pub core_instances: u32,
+    /// Functions an upload may define, across all of its modules; compiling costs time and
+    /// memory by the function.
+    pub functions: u32,
+    /// Locals one function may declare.
+    pub locals: u32,
+    /// Locals times control-flow blocks in one function: compiling needs memory growing with
+    /// their product.
+    pub locals_by_blocks: u64,
+    /// Wall-clock time one compile may take.
+    pub compile_deadline: Duration,
+    /// Compiles that may run at once; more wait their turn.
+    pub compiles: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +52,15 @@ impl Default for Limits {
             input: 1 << 20,
             output: 1 << 20,
             logs: 4 << 10,
+            log_lines: 100,
+            memories: 2,
+            tables: 4,
+            core_instances: 16,
+            functions: 50_000,
+            locals: 10_000,
+            locals_by_blocks: 10_000_000,
+            compile_deadline: Duration::from_secs(20),
+            compiles: 2,
         }
     }
 }

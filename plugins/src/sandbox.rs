@@ -13,6 +13,7 @@ use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::postwire::plugin::log;
+use crate::limits::{bytes, thousands};
 use crate::types::LogLine;
 use crate::{Limits, PluginError};
 
@@ -21,9 +22,7 @@ pub(crate) struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) memory: MemoryLimiter,
-    logs: Vec<LogLine>,
-    log_bytes: usize,
-    log_cap: usize,
+    logs: LogBook,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 }
@@ -47,28 +46,29 @@ impl CallState {
         CallState {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryLimiter {
-                cap: limits.memory,
-                peak: 0,
-                exceeded: false,
+            memory: MemoryLimiter::new(limits),
+            logs: LogBook {
+                lines: Vec::new(),
+                bytes: 0,
+                dropped: 0,
+                max_bytes: limits.logs,
+                max_lines: limits.log_lines,
             },
-            logs: Vec::new(),
-            log_bytes: 0,
-            log_cap: limits.logs,
             stdout,
             stderr,
         }
     }
 
-    /// The logs, with what the plugin wrote to stdout and stderr as lines of their own.
+    /// The logs, with what the plugin wrote to stdout and stderr as lines of their own, and a
+    /// last line saying how many were dropped, if any were.
     pub(crate) fn into_logs(mut self) -> Vec<LogLine> {
         for (level, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                push_log(&mut self.logs, &mut self.log_bytes, self.log_cap, level, line);
+                self.logs.push(level, line);
             }
         }
-        self.logs
+        self.logs.finish()
     }
 
     /// What the plugin wrote to stderr (where Rust prints panic messages).
@@ -77,28 +77,59 @@ impl CallState {
     }
 }
 
-fn push_log(logs: &mut Vec<LogLine>, used: &mut usize, cap: usize, level: &'static str, message: &str) {
-    const CUT: &str = "[logs cut: over the limit]";
-    if *used >= cap {
-        return;
-    }
-    let room = cap - *used;
-    if message.len() <= room {
-        *used += message.len();
-        logs.push(LogLine {
-            level,
-            message: message.to_owned(),
-        });
-    } else {
-        *used = cap;
-        let mut end = room;
-        while !message.is_char_boundary(end) {
-            end -= 1;
+/// A call's log lines, capped by lines and by bytes. Every line counts against the line cap,
+/// an empty one too: a plugin that logs nothing a million times must not store a million lines.
+struct LogBook {
+    lines: Vec<LogLine>,
+    bytes: usize,
+    dropped: u64,
+    max_bytes: usize,
+    max_lines: usize,
+}
+
+impl LogBook {
+    fn push(&mut self, level: &'static str, message: &str) {
+        if self.lines.len() >= self.max_lines || self.bytes >= self.max_bytes {
+            self.dropped += 1;
+            return;
         }
-        logs.push(LogLine {
-            level,
-            message: format!("{}… {CUT}", &message[..end]),
-        });
+        let room = self.max_bytes - self.bytes;
+        if message.len() <= room {
+            self.bytes += message.len();
+            self.lines.push(LogLine {
+                level,
+                message: message.to_owned(),
+            });
+        } else {
+            self.bytes = self.max_bytes;
+            let mut end = room;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.lines.push(LogLine {
+                level,
+                message: format!(
+                    "{}… [cut: over the {} log limit]",
+                    &message[..end],
+                    bytes(self.max_bytes)
+                ),
+            });
+        }
+    }
+
+    fn finish(mut self) -> Vec<LogLine> {
+        if self.dropped > 0 {
+            self.lines.push(LogLine {
+                level: "host",
+                message: format!(
+                    "[{} more log lines dropped: a call keeps at most {} lines and {}]",
+                    thousands(self.dropped),
+                    self.max_lines,
+                    bytes(self.max_bytes)
+                ),
+            });
+        }
+        self.lines
     }
 }
 
@@ -119,31 +150,78 @@ impl log::Host for CallState {
             log::Level::Warn => "warn",
             log::Level::Error => "error",
         };
-        push_log(&mut self.logs, &mut self.log_bytes, self.log_cap, level, &message);
+        self.logs.push(level, &message);
     }
 }
 
 impl crate::bindings::postwire::plugin::types::Host for CallState {}
 
-/// Caps linear memory and remembers the peak.
+/// Table elements a call may have, all tables together.
+const TABLE_ELEMENTS: usize = 100_000;
+
+/// Caps a call's linear memory, all of its memories together, and counts the instances,
+/// memories and tables it creates; remembers the peak of the total.
 pub(crate) struct MemoryLimiter {
     cap: usize,
+    /// Bytes of all the call's memories now.
+    total: usize,
+    /// The most `total` has been.
     pub(crate) peak: usize,
-    exceeded: bool,
+    table_elements: usize,
+    pub(crate) exceeded: bool,
+    instances: u32,
+    memories: u32,
+    tables: u32,
+}
+
+impl MemoryLimiter {
+    fn new(limits: &Limits) -> MemoryLimiter {
+        MemoryLimiter {
+            cap: limits.memory,
+            total: 0,
+            peak: 0,
+            table_elements: 0,
+            exceeded: false,
+            instances: limits.core_instances,
+            memories: limits.memories,
+            tables: limits.tables,
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Called for each memory as it is created (from 0) and as it grows: the sum over calls
+        // is the call's memory, however many memories it spreads it over.
+        let total = self.total.saturating_sub(current).saturating_add(desired);
+        if total > self.cap {
             self.exceeded = true;
             return Err(wasmtime::format_err!("memory limit exceeded"));
         }
-        self.peak = self.peak.max(desired);
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.table_elements.saturating_sub(current).saturating_add(desired);
+        if total > TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances as usize
+    }
+
+    fn memories(&self) -> usize {
+        self.memories as usize
+    }
+
+    fn tables(&self) -> usize {
+        self.tables as usize
     }
 }
 
@@ -235,5 +313,67 @@ pub(crate) fn explain(error: wasmtime::Error, state: &CallState, limits: &Limits
         }
         Some(trap) => PluginError::Trap(trap.to_string()),
         None => PluginError::Trap(format!("{error:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(max_lines: usize, max_bytes: usize) -> LogBook {
+        LogBook {
+            lines: Vec::new(),
+            bytes: 0,
+            dropped: 0,
+            max_bytes,
+            max_lines,
+        }
+    }
+
+    /// Empty lines cost no bytes, and still count: 200,000 of them keep 100 and a note.
+    #[test]
+    fn every_line_counts_empty_ones_too() {
+        let mut logs = book(100, 4 << 10);
+        for _ in 0..200_000 {
+            logs.push("info", "");
+        }
+        let lines = logs.finish();
+        assert_eq!(lines.len(), 101);
+        assert!(lines[..100].iter().all(|l| l.message.is_empty()));
+        assert_eq!(
+            lines[100].message,
+            "[199,900 more log lines dropped: a call keeps at most 100 lines and 4 KiB]"
+        );
+    }
+
+    /// The byte cap cuts the line that crosses it and drops the rest.
+    #[test]
+    fn the_byte_cap_cuts_and_drops() {
+        let mut logs = book(100, 10);
+        logs.push("info", "12345678");
+        logs.push("warn", "a\u{e9}z");
+        logs.push("info", "more");
+        let lines = logs.finish();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[1].message, "a… [cut: over the 10 bytes log limit]");
+        assert_eq!(
+            lines[2].message,
+            "[1 more log lines dropped: a call keeps at most 100 lines and 10 bytes]"
+        );
+    }
+
+    /// A call's memories are capped and peaked together.
+    #[test]
+    fn memories_count_together() {
+        let mut limiter = MemoryLimiter::new(&Limits {
+            memory: 10 << 20,
+            ..Limits::default()
+        });
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(limiter.memory_growing(4 << 20, 7 << 20, None).is_err());
+        assert!(limiter.exceeded);
+        assert!(limiter.memory_growing(4 << 20, 5 << 20, None).unwrap());
+        assert_eq!(limiter.peak, 9 << 20);
     }
 }

@@ -87,7 +87,8 @@ impl Exports {
 /// One line the plugin logged (or wrote to stdout or stderr).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
-    /// `debug`, `info`, `warn`, `error`, `stdout` or `stderr`.
+    /// `debug`, `info`, `warn`, `error`, `stdout` or `stderr`; `host` for the host's note that
+    /// lines past the cap were dropped.
     pub level: &'static str,
     /// The text.
     pub message: String,
@@ -100,7 +101,7 @@ pub struct Run<T> {
     pub result: Result<T, PluginError>,
     /// Fuel (roughly, instructions) consumed.
     pub fuel_used: u64,
-    /// The largest linear memory the plugin had, in bytes.
+    /// The most linear memory the plugin had at once, all of its memories together, in bytes.
     pub peak_memory: usize,
     /// Wall-clock time of the call, instantiation included.
     pub duration: Duration,

@@ -20,8 +20,13 @@
 //!
 //! Transformers: `hmac-header`, `nested-json`, `soap-envelope`; classifiers: `json-status`,
 //! `plain-ack`.
+//!
+//! Components too hostile to write in Rust (thousands of instances, functions or locals) are
+//! crafted in [`hostile`].
 
 use std::path::PathBuf;
+
+pub mod hostile;
 
 /// The folder the guests' `.wasm` files are in.
 const DIR: &str = env!("POSTWIRE_TEST_PLUGINS_DIR");
