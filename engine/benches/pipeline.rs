@@ -282,16 +282,29 @@ async fn api_call(client: &reqwest::Client, method: reqwest::Method, url: String
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// What a run's engine has besides the defaults.
+#[derive(Default)]
+struct Setup {
+    durability: Durability,
+    /// A transform plugin on every postback.
+    transform: Option<Vec<u8>>,
+    /// Retention pruning during the run.
+    prune: bool,
+}
+
 async fn postwire_run(
     receiver: SocketAddr,
     count: &AtomicUsize,
     n: usize,
     concurrency: usize,
-    durability: Durability,
-    transform: Option<Vec<u8>>,
+    setup: Setup,
     ingest_concurrency: usize,
-    prune: bool,
 ) -> Run {
+    let Setup {
+        durability,
+        transform,
+        prune,
+    } = setup;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = format!("sqlite://{}", dir.path().join("pw.db").display());
     let mut config = ServeOptions {
@@ -726,17 +739,11 @@ async fn bench(niceness: i32) {
             .into_iter()
             .filter(|(d, _)| wanted(&format!("{d:?}").to_lowercase()))
         {
-            let run = postwire_run(
-                receiver,
-                &count,
-                n,
-                concurrency,
+            let setup = Setup {
                 durability,
-                None,
-                ingest_concurrency,
-                false,
-            )
-            .await;
+                ..Setup::default()
+            };
+            let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
             println!(
                 "  round {round}: postwire {:<8}  {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s, \
                  after ingest {:>9.0} postbacks/s; {:.2} cores busy, {:.0} us of CPU a postback",
@@ -750,17 +757,11 @@ async fn bench(niceness: i32) {
             runs.push(run);
         }
         if wanted("prune") {
-            let run = postwire_run(
-                receiver,
-                &count,
-                n,
-                concurrency,
-                Durability::Process,
-                None,
-                ingest_concurrency,
-                true,
-            )
-            .await;
+            let setup = Setup {
+                prune: true,
+                ..Setup::default()
+            };
+            let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
             println!(
                 "  round {round}: postwire process, pruning every {PRUNE_INTERVAL} with a {PRUNE_WINDOW} window \
                  {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s",
@@ -770,17 +771,11 @@ async fn bench(niceness: i32) {
         }
         if wanted("plugin") {
             let wasm = postwire_test_plugins::bytes("trivial");
-            let run = postwire_run(
-                receiver,
-                &count,
-                n,
-                concurrency,
-                Durability::Process,
-                Some(wasm),
-                ingest_concurrency,
-                false,
-            )
-            .await;
+            let setup = Setup {
+                transform: Some(wasm),
+                ..Setup::default()
+            };
+            let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
             println!(
                 "  round {round}: postwire process + trivial transform plugin {:>9.0} postbacks/s end to end",
                 run.end_to_end
