@@ -10,6 +10,8 @@
 //!   events posted through `POST /v1/events/batch` (1000 a batch, one request at a time), timed
 //!   from the first POST to the receiver having seen N postbacks; with durability `process` and
 //!   `power`. Each run also reports the cores busy meanwhile and so the CPU time per postback;
+//!   a run with retention pruning every 200 ms with a 1 s window, so that pruning removes most
+//!   rows while the rest are delivered, compares against the process run;
 //! - CLAIM COST: `Store::claim(now, lease, 100)` and giving the rows back (`Store::reschedule`)
 //!   with 1,000 and with 1,000,000 due deliveries waiting.
 //!
@@ -45,6 +47,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A typical partner template: 10 fields in a JSON body, a placeholder in the URL and a header.
 const BODY_TEMPLATE: &str = r#"{"inquiry":"{ActionInquiryId}","order":"{OrderId}","campaign":"{CampaignName}","amount":{TransactionAmount},"currency":"{Currency}","payout":{ExpectedPayout},"type":"{InquiryType}","date":"{TransactionDate}","notes":"{InquiryNotes}","sub1":"{SubId1}"}"#;
+
+/// The retention window of the runs with pruning (`PW_BENCH_ONLY=process+prune`).
+const PRUNE_WINDOW: &str = "1s";
+
+/// How often those runs prune.
+const PRUNE_INTERVAL: &str = "200ms";
 
 /// Events per `POST /v1/events/batch`.
 const BATCH: usize = 1000;
@@ -274,15 +282,29 @@ async fn api_call(client: &reqwest::Client, method: reqwest::Method, url: String
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// What a run's engine has besides the defaults.
+#[derive(Default)]
+struct Setup {
+    durability: Durability,
+    /// A transform plugin on every postback.
+    transform: Option<Vec<u8>>,
+    /// Retention pruning during the run.
+    prune: bool,
+}
+
 async fn postwire_run(
     receiver: SocketAddr,
     count: &AtomicUsize,
     n: usize,
     concurrency: usize,
-    durability: Durability,
-    transform: Option<Vec<u8>>,
+    setup: Setup,
     ingest_concurrency: usize,
 ) -> Run {
+    let Setup {
+        durability,
+        transform,
+        prune,
+    } = setup;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = format!("sqlite://{}", dir.path().join("pw.db").display());
     let mut config = ServeOptions {
@@ -292,6 +314,10 @@ async fn postwire_run(
         allow_destination: vec!["127.0.0.1/32".parse().expect("a network")],
         concurrency: Some(concurrency),
         admin_token: Some(OPERATOR_TOKEN.into()),
+        // Retention at the default (30 days) removes nothing during a run; with `prune`, a
+        // window short enough that it removes most postbacks while the others are delivered.
+        retention: prune.then(|| PRUNE_WINDOW.into()),
+        prune_interval: prune.then(|| PRUNE_INTERVAL.into()),
         ..Default::default()
     }
     .resolve()
@@ -406,7 +432,13 @@ async fn postwire_run(
         .fetch_one(&mut db)
         .await
         .expect("a count");
-    if delivered as usize != n || attempts as usize != n {
+    if prune {
+        println!(
+            "    retention removed {} of {n} deliveries and {} of {n} attempts during the run",
+            n as i64 - delivered,
+            n as i64 - attempts
+        );
+    } else if delivered as usize != n || attempts as usize != n {
         println!("    note: {delivered} deliveries delivered and {attempts} attempts recorded for {n} events");
     }
     let received = count.load(Ordering::Relaxed) - before;
@@ -681,9 +713,9 @@ async fn bench(niceness: i32) {
     // figure that depends less on what else the machine runs.
     let per = |rate: f64, cores: f64| cores * 1e6 / rate;
 
-    // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power, plugin, claim or
-    // path (the store path alone, durability process, once); `plugin+process` runs the plugin
-    // comparison alone.
+    // For profiling one part alone: PW_BENCH_ONLY=baseline, process, power, plugin, prune, claim
+    // or path (the store path alone, durability process, once); `plugin+process` runs the plugin
+    // comparison alone, `process+prune` the comparison with retention pruning during the run.
     let only = std::env::var("PW_BENCH_ONLY").ok();
     let wanted = |part: &str| {
         only.as_deref()
@@ -693,6 +725,7 @@ async fn bench(niceness: i32) {
     let mut process = Vec::new();
     let mut power = Vec::new();
     let mut plugin = Vec::new();
+    let mut pruning = Vec::new();
     for round in 1..=repeats {
         if wanted("baseline") {
             let (rate, cores) = baseline(receiver, &count, n, concurrency).await;
@@ -706,7 +739,11 @@ async fn bench(niceness: i32) {
             .into_iter()
             .filter(|(d, _)| wanted(&format!("{d:?}").to_lowercase()))
         {
-            let run = postwire_run(receiver, &count, n, concurrency, durability, None, ingest_concurrency).await;
+            let setup = Setup {
+                durability,
+                ..Setup::default()
+            };
+            let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
             println!(
                 "  round {round}: postwire {:<8}  {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s, \
                  after ingest {:>9.0} postbacks/s; {:.2} cores busy, {:.0} us of CPU a postback",
@@ -719,24 +756,46 @@ async fn bench(niceness: i32) {
             );
             runs.push(run);
         }
+        if wanted("prune") {
+            let setup = Setup {
+                prune: true,
+                ..Setup::default()
+            };
+            let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
+            println!(
+                "  round {round}: postwire process, pruning every {PRUNE_INTERVAL} with a {PRUNE_WINDOW} window \
+                 {:>9.0} postbacks/s end to end, ingest {:>9.0} events/s",
+                run.end_to_end, run.ingest
+            );
+            pruning.push(run);
+        }
         if wanted("plugin") {
             let wasm = postwire_test_plugins::bytes("trivial");
-            let run = postwire_run(
-                receiver,
-                &count,
-                n,
-                concurrency,
-                Durability::Process,
-                Some(wasm),
-                ingest_concurrency,
-            )
-            .await;
+            let setup = Setup {
+                transform: Some(wasm),
+                ..Setup::default()
+            };
+            let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
             println!(
                 "  round {round}: postwire process + trivial transform plugin {:>9.0} postbacks/s end to end",
                 run.end_to_end
             );
             plugin.push(run);
         }
+    }
+    if only.as_deref() == Some("process+prune") {
+        let with = median(&mut pruning.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
+        let without = median(&mut process.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
+        let ingest_with = median(&mut pruning.iter().map(|r| r.ingest).collect::<Vec<_>>());
+        let ingest_without = median(&mut process.iter().map(|r| r.ingest).collect::<Vec<_>>());
+        println!(
+            "summary: medians of {repeats} runs: without pruning {without:.0} p/s (ingest {ingest_without:.0} e/s), \
+             pruning every {PRUNE_INTERVAL} with a {PRUNE_WINDOW} window {with:.0} p/s (ingest {ingest_with:.0} e/s): \
+             {:.0}% end to end, {:.0}% ingest",
+            100.0 * with / without,
+            100.0 * ingest_with / ingest_without
+        );
+        return;
     }
     if only.as_deref() == Some("plugin+process") {
         let with = median(&mut plugin.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
@@ -871,6 +930,13 @@ async fn bench(niceness: i32) {
         plugin_e2e,
         100.0 * plugin_e2e / process_e2e,
         verdict(plugin_e2e >= 0.8 * process_e2e)
+    );
+    let pruning_e2e = e2e(&pruning);
+    println!(
+        "{:<46} {:>12.0} p/s {:>9.0}%  of the run without pruning",
+        format!("postwire pruning ({PRUNE_WINDOW} window, every {PRUNE_INTERVAL})"),
+        pruning_e2e,
+        100.0 * pruning_e2e / process_e2e
     );
     println!(
         "{:<46} {:>15.0}% {:>10}  (end to end), ingest {:+.0}%",

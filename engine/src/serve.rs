@@ -94,6 +94,14 @@ pub struct ServeOptions {
     /// [default: one made on the first start, printed once and stored hashed].
     #[arg(long, env = "POSTWIRE_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// How long finished deliveries (delivered or failed), their attempts and events are kept
+    /// after their last activity, e.g. 30d or 12h; `0` or `off` keeps everything. Deliveries
+    /// still on their way are never removed (default: 30d).
+    #[arg(long, env = "POSTWIRE_RETENTION", value_name = "DURATION")]
+    pub retention: Option<String>,
+    /// How often retention removes what has grown older than its window (default: 1m).
+    #[arg(long, env = "POSTWIRE_PRUNE_INTERVAL", value_name = "DURATION")]
+    pub prune_interval: Option<String>,
     /// The key (32 random bytes in base64) that encrypts partners' signing secrets at rest
     /// (default: the key file beside the database, `<database file>.key`, made on the first start).
     #[arg(long, env = "POSTWIRE_SECRET_KEY", value_name = "BASE64", hide_env_values = true)]
@@ -121,6 +129,16 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time an API request has, body and handler, unless told otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long finished deliveries are kept unless told otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// How often retention runs unless told otherwise.
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Rows retention looks at in one transaction: a few milliseconds of the write connection,
+/// which accepts and recordings wait for.
+pub const PRUNE_BATCH: usize = 500;
 
 /// Resolved configuration.
 #[derive(Debug, Clone)]
@@ -156,6 +174,10 @@ pub struct Config {
     pub admin_token_hash: Option<String>,
     /// The configured key that seals signing secrets, if any.
     pub secret_key: Option<SecretKey>,
+    /// How long finished deliveries are kept after their last activity; `None` keeps them.
+    pub retention: Option<Duration>,
+    /// How often retention runs.
+    pub prune_interval: Duration,
     /// Where the key is kept when none is configured: beside the database file (none in memory,
     /// where a fresh key lives as long as the database).
     pub key_file: Option<PathBuf>,
@@ -251,6 +273,23 @@ impl ServeOptions {
                  (default: {DEFAULT_TRIES_PER_MINUTE})"
             ));
         }
+        let retention = match pick(self.retention, file.retention) {
+            None => Some(DEFAULT_RETENTION),
+            Some(text) if text.trim() == "off" => None,
+            Some(text) => {
+                let window = parse_duration(text.trim())
+                    .map_err(|e| format!("retention: {e}, or write 0 or off to keep finished deliveries for ever"))?;
+                (!window.is_zero()).then_some(window)
+            }
+        };
+        let prune_interval = duration(
+            "prune_interval",
+            pick(self.prune_interval, file.prune_interval),
+            DEFAULT_PRUNE_INTERVAL,
+        )?;
+        if prune_interval.is_zero() {
+            return Err("prune_interval: 0s would prune without a pause; use at least 1s, such as 1m".into());
+        }
         let admin_token = pick(self.admin_token, file.admin_token);
         if let Some(token) = &admin_token
             && token.trim().chars().count() < MIN_ADMIN_TOKEN
@@ -304,6 +343,8 @@ impl ServeOptions {
             admin_token_hash,
             secret_key,
             key_file,
+            retention,
+            prune_interval,
         })
     }
 }
@@ -494,8 +535,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 let shutdown = shutdown.clone();
                 async move { worker.run(shutdown).await }
             });
+            let pruner = config
+                .retention
+                .map(|window| tokio::spawn(prune(store.clone(), window, config.prune_interval, shutdown.clone())));
             serve_api(listener, app, &config, &shutdown).await;
             let _ = worker_task.await;
+            if let Some(pruner) = pruner {
+                let _ = pruner.await;
+            }
             store.close().await;
             info!("stopped");
         })
@@ -507,6 +554,36 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         task,
     })
+}
+
+/// Every `interval` until `shutdown` is cancelled, removes the finished deliveries whose last
+/// activity is older than `window`, their attempts and their events (see [`Store::prune`]).
+///
+/// A pass goes in short transactions that let accepts go first, so it never stalls delivery;
+/// a failed pass is logged and the next one tries again.
+async fn prune(store: Store, window: Duration, interval: Duration, shutdown: CancellationToken) {
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let older_than = crate::store::now_ms().saturating_sub(window_ms);
+        tokio::select! {
+            // A step under way finishes on the store's thread; the pass stops after it.
+            () = shutdown.cancelled() => return,
+            pruned = store.prune(older_than, PRUNE_BATCH) => match pruned {
+                Ok(pruned) if !pruned.is_empty() => info!(
+                    deliveries = pruned.deliveries,
+                    attempts = pruned.attempts,
+                    events = pruned.events,
+                    "retention removed finished deliveries"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention could not remove finished deliveries; trying again later"),
+            },
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets every connection finish
@@ -626,6 +703,8 @@ mod tests {
         assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(defaults.header_timeout, DEFAULT_HEADER_TIMEOUT);
         assert_eq!(defaults.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(config.retention, defaults.retention);
+        assert_eq!(config.prune_interval, defaults.prune_interval);
     }
 
     #[test]
@@ -679,6 +758,40 @@ mod tests {
             ..ServeOptions::default()
         });
         assert!(error.starts_with("admin_token: too short"), "{error}");
+    }
+
+    /// Retention keeps 30 days unless told otherwise; `0` and `off` turn it off, and a value
+    /// that is no duration is refused naming the option and the way to turn it off.
+    #[test]
+    fn retention_takes_a_window_or_off() {
+        let resolved = |retention: Option<&str>, interval: Option<&str>| {
+            ServeOptions {
+                retention: retention.map(str::to_owned),
+                prune_interval: interval.map(str::to_owned),
+                ..ServeOptions::default()
+            }
+            .resolve()
+        };
+        let defaults = resolved(None, None).unwrap();
+        assert_eq!(defaults.retention, Some(DEFAULT_RETENTION));
+        assert_eq!(defaults.prune_interval, DEFAULT_PRUNE_INTERVAL);
+        assert_eq!(DEFAULT_RETENTION, Duration::from_secs(30 * 86_400));
+        let short = resolved(Some("2s"), Some("100ms")).unwrap();
+        assert_eq!(short.retention, Some(Duration::from_secs(2)));
+        assert_eq!(short.prune_interval, Duration::from_millis(100));
+        assert_eq!(
+            resolved(Some("12h"), None).unwrap().retention,
+            Some(Duration::from_secs(43_200))
+        );
+        assert_eq!(resolved(Some("0"), None).unwrap().retention, None);
+        assert_eq!(resolved(Some("off"), None).unwrap().retention, None);
+        let error = resolved(Some("a month"), None).unwrap_err();
+        assert!(error.starts_with("retention: \"a month\""), "{error}");
+        assert!(error.contains("0 or off"), "{error}");
+        let error = resolved(None, Some("0s")).unwrap_err();
+        assert!(error.starts_with("prune_interval:"), "{error}");
+        let error = resolved(None, Some("often")).unwrap_err();
+        assert!(error.starts_with("prune_interval:"), "{error}");
     }
 
     /// The operator token is kept as its hash only, from a flag over the file.

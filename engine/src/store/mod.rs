@@ -462,6 +462,32 @@ pub struct Outcome {
     pub next: Next,
 }
 
+/// What one pass of retention removed (see [`Store::prune`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Deliveries removed.
+    pub deliveries: u64,
+    /// Their attempts.
+    pub attempts: u64,
+    /// Events removed: with the last of their deliveries, or having made none.
+    pub events: u64,
+}
+
+impl Pruned {
+    /// Whether nothing was removed.
+    pub fn is_empty(&self) -> bool {
+        *self == Pruned::default()
+    }
+}
+
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, other: Pruned) {
+        self.deliveries += other.deliveries;
+        self.attempts += other.attempts;
+        self.events += other.events;
+    }
+}
+
 /// Errors of the store, the same whatever the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -241,6 +241,29 @@ pub fn released_due(next_at: i64, now: i64) -> i64 {
     next_at.max(now)
 }
 
+// Retention.
+
+/// The statuses of a delivery that retention may remove once its last activity is older than
+/// the window: done for good. A delivery still on its way (pending, blocked or held) is never
+/// removed, however old: an undelivered postback must not vanish.
+pub const PRUNABLE: [Status; 2] = [Status::Delivered, Status::Failed];
+
+/// Whether retention removes a delivery, with its attempts, at the cutoff `older_than` (Unix
+/// ms): it is [done](PRUNABLE) and nothing happened to it since before the cutoff. Its event
+/// goes with the last of its deliveries; an event that made none goes once it was received
+/// before the cutoff.
+pub fn prunable(status: Status, updated_at: i64, older_than: i64) -> bool {
+    PRUNABLE.contains(&status) && updated_at < older_than
+}
+
+/// The SQL form of [`prunable`]; `older_than` is the backend's placeholder for the cutoff.
+pub fn prunable_sql(older_than: &str) -> String {
+    format!(
+        "(status IN ({}) AND updated_at < {older_than})",
+        statuses_sql(&PRUNABLE)
+    )
+}
+
 // Partners.
 
 /// A new partner named `name`, with a fresh id and a fresh Standard Webhooks signing secret

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::sqlite::SqliteStore;
 use super::{
     Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, KeyKind, Lease,
-    Leased, NewKey, Outcome, Partner, PluginRecord, SettingsRecord, Status, StoreError, rules,
+    Leased, NewKey, Outcome, Partner, PluginRecord, Pruned, SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::DeliveryId;
@@ -298,6 +298,16 @@ impl Store {
     /// [`rules::may_retry`](super::rules::may_retry) allows it.
     pub async fn retry(&self, partner_id: &str, id: &str, now: i64) -> Result<Option<Delivery>> {
         dispatch!(self, store => store.retry(partner_id, id, now).await)
+    }
+
+    /// Removes what retention lets go at the cutoff `older_than` (Unix ms): deliveries done
+    /// for good whose last activity is older (see [`rules::prunable`]), their attempts, and
+    /// events left without deliveries. Deliveries still on their way stay, however old.
+    ///
+    /// Works in transactions of about `batch` rows, each letting waiting writes in before it,
+    /// so that a large backlog never holds up accepts and recordings for long.
+    pub async fn prune(&self, older_than: i64, batch: usize) -> Result<Pruned> {
+        dispatch!(self, store => store.prune(older_than, batch).await)
     }
 
     /// Stores an uploaded, validated plugin.

@@ -5,7 +5,8 @@
 //! listings) use their own pool and never wait for the writer.
 //!
 //! The hot writes (accept, claim, record, reschedule) run on the write connection's SQLite
-//! handle directly (see `direct`), one file per statement group: `accept`, `claim`, `record`.
+//! handle directly (see `direct`), one file per statement group: `accept`, `claim`, `record`;
+//! so does retention (`prune`).
 //! The API's other queries go through sqlx (`queries`, `plugins`, `keys`). The delivery rules they
 //! apply are the store's [`rules`](super::rules).
 
@@ -15,6 +16,7 @@ mod direct;
 mod ids;
 mod keys;
 mod plugins;
+mod prune;
 mod queries;
 mod record;
 #[cfg(test)]
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Accepted, Claimed, Durability, Endpoint, Lease, Leased, Outcome, StoreError};
+use super::{Accepted, Claimed, Durability, Endpoint, Lease, Leased, Outcome, Pruned, StoreError};
 use crate::event::Event;
 use crate::id::DeliveryId;
 use threads::{Accepts, Waiting, WriterThread};
@@ -163,6 +165,68 @@ impl SqliteStore {
         self.background
             .run(async move { direct::transaction(&write, || {}, work).await })
             .await
+    }
+
+    /// [`SqliteStore::on_handle`] without SQLite's foreign key checks (see
+    /// `direct::unchecked_transaction`).
+    async fn on_handle_unchecked<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let write = self.write.clone();
+        self.background
+            .run(async move { direct::unchecked_transaction(&write, work).await })
+            .await
+    }
+
+    /// Waits until no accept waits for the write connection, or `RECORD_YIELD` has passed.
+    async fn after_accepts(&self) {
+        let until = tokio::time::Instant::now() + RECORD_YIELD;
+        loop {
+            let none = self.accepts.none.notified();
+            if self.accepts.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::select! {
+                () = none => {}
+                () = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+
+    /// Removes what retention lets go at the cutoff `older_than` (see
+    /// [`Store::prune`](crate::store::Store::prune) and `prune`): a step of `batch` rows a
+    /// transaction on the background thread, each after the accepts that wait, so that the
+    /// write connection is never held for more than one step.
+    pub async fn prune(&self, older_than: i64, batch: usize) -> Result<Pruned> {
+        let batch = batch.max(1);
+        let mut pruned = Pruned::default();
+        let mut after = String::new();
+        loop {
+            self.after_accepts().await;
+            let from = std::mem::take(&mut after);
+            let step = self
+                .on_handle_unchecked(move |tx| prune::deliveries(tx, older_than, &from, batch))
+                .await?;
+            pruned += step.pruned;
+            match step.cursor {
+                Some(cursor) => after = cursor,
+                None => break,
+            }
+        }
+        let mut after = 0;
+        loop {
+            self.after_accepts().await;
+            let step = self
+                .on_handle_unchecked(move |tx| prune::events(tx, older_than, after, batch))
+                .await?;
+            pruned.events += step.pruned;
+            after = step.cursor;
+            if step.done {
+                break;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Whether a read connection answers and the migrations this build embeds are all applied

@@ -148,6 +148,7 @@ suite!(
     deleted_settings_hold_pending_deliveries_until_saved_again,
     deliveries_filter_by_every_field_and_page_under_filters,
     a_replay_queues_done_deliveries_once_in_bounded_steps,
+    retention_removes_only_what_is_done_and_older_than_the_cutoff,
 );
 
 /// An event of `partner` with an `OrderId` when `order` is given.
@@ -772,4 +773,130 @@ async fn a_postgres_url_is_not_supported_yet() {
     );
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("sqlite://"), "{message}");
+}
+
+/// Retention removes deliveries done for good (delivered or failed) whose last activity is
+/// before the cutoff, with their attempts and events, and events that made no delivery; it
+/// keeps the newer ones and every delivery still on its way (pending, blocked, held), however
+/// old, with its attempts.
+async fn retention_removes_only_what_is_done_and_older_than_the_cutoff(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner(&store).await;
+    let gone = partner_with(&store, json!({})).await;
+    let silent = store
+        .create_partner("no settings", str::to_owned)
+        .await
+        .expect("a partner")
+        .id;
+    let now = now_ms();
+    let later = now + 120_000;
+    let ids = |accepted: &[super::Accepted]| -> Vec<DeliveryId> {
+        accepted.iter().map(|a| a.delivery_ids[0].clone()).collect()
+    };
+    // Delivered and failed now; one attempt disables `gone`'s endpoint (held).
+    let mut first = events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]);
+    first.push(event(&gone, "g1", "created", "g1"));
+    let first = ids(&store.accept(&first, now).await.expect("accepted"));
+    let claimed = store.claim(now, 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 3);
+    let outcome = |id: &DeliveryId, next: Next| Outcome {
+        attempt: attempt(id, None),
+        next,
+    };
+    let outcomes = vec![
+        outcome(&first[0], Next::Delivered),
+        outcome(&first[1], Next::Failed),
+        outcome(&first[2], Next::Disable("410 Gone".into())),
+    ];
+    store.record(outcomes.into(), now).await.expect("recorded");
+    // Delivered after the cutoff.
+    let newer = ids(&store
+        .accept(&events(&partner, &[("c3", "created", "i3")]), now)
+        .await
+        .expect("accepted"));
+    let claimed = store.claim(now, 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 1);
+    store
+        .record(vec![outcome(&newer[0], Next::Delivered)].into(), later)
+        .await
+        .expect("recorded");
+    // Pending, never claimed, and a resolved postback blocked behind it.
+    let waiting = ids(&store
+        .accept(
+            &events(&partner, &[("c4", "created", "i4"), ("r4", "resolved", "i4")]),
+            now,
+        )
+        .await
+        .expect("accepted"));
+    // An event that makes no delivery.
+    let quiet = store
+        .accept(&events(&silent, &[("s1", "created", "s1")]), now)
+        .await
+        .expect("accepted");
+    assert!(quiet[0].delivery_ids.is_empty());
+
+    let cutoff = now + 60_000;
+    // Two rows a step, so that the walks take several.
+    let pruned = store.prune(cutoff, 2).await.expect("pruned");
+    assert_eq!(
+        (pruned.deliveries, pruned.attempts, pruned.events),
+        (2, 2, 3),
+        "c1 and c2 with their attempts and events, and s1"
+    );
+    for id in &first[..2] {
+        assert!(
+            store.delivery(&partner, id).await.expect("read").is_none(),
+            "{id} is gone"
+        );
+    }
+    // Sorted by id: ids made in the same millisecond are in no particular order.
+    let statuses = |list: Vec<super::Delivery>| -> Vec<(DeliveryId, Status)> {
+        let mut list: Vec<_> = list.into_iter().map(|d| (d.id, d.status)).collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    };
+    let sorted = |mut list: Vec<(DeliveryId, Status)>| {
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    };
+    assert_eq!(
+        statuses(listed(&store, &partner, None).await),
+        sorted(vec![
+            (waiting[1].clone(), Status::Blocked),
+            (waiting[0].clone(), Status::Pending),
+            (newer[0].clone(), Status::Delivered),
+        ])
+    );
+    let (held, held_attempts) = store.delivery(&gone, &first[2]).await.expect("read").expect("kept");
+    assert_eq!((held.status, held_attempts.len()), (Status::Held, 1));
+    assert_eq!(attempts(&store, &partner).await, 1, "c3's attempt stays");
+    assert!(store.prune(cutoff, 2).await.expect("pruned").is_empty(), "nothing more");
+
+    // An event is known as long as it is kept: sent again once removed, it is new.
+    let again = store
+        .accept(&events(&silent, &[("s1", "created", "s1")]), now)
+        .await
+        .expect("accepted");
+    assert!(!again[0].duplicate);
+    let again = store
+        .accept(&events(&partner, &[("c3", "created", "i3")]), now)
+        .await
+        .expect("accepted");
+    assert!(again[0].duplicate, "c3 is kept");
+
+    // Past c3's last activity, it goes too; the deliveries on their way still stay.
+    let pruned = store.prune(later + 1, 500).await.expect("pruned");
+    assert_eq!(
+        (pruned.deliveries, pruned.attempts, pruned.events),
+        (1, 1, 2),
+        "c3 with its attempt and event, and s1 again"
+    );
+    assert_eq!(
+        statuses(listed(&store, &partner, None).await),
+        sorted(vec![
+            (waiting[1].clone(), Status::Blocked),
+            (waiting[0].clone(), Status::Pending)
+        ])
+    );
+    assert!(store.delivery(&gone, &first[2]).await.expect("read").is_some());
 }

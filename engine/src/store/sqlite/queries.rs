@@ -342,14 +342,7 @@ impl SqliteStore {
         .fetch_optional(&self.read)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let attempts = sqlx::query(
-            "SELECT id, delivery_id, number, started_at, duration_ms, request, response_status, response_headers,
-                    response_body, verdict, error, plugins
-             FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at",
-        )
-        .bind(id)
-        .fetch_all(&self.read)
-        .await?;
+        let attempts = sqlx::query(ATTEMPTS).bind(id).fetch_all(&self.read).await?;
         let attempts = attempts
             .into_iter()
             .map(|row| Attempt {
@@ -390,6 +383,11 @@ impl SqliteStore {
         Ok(row.as_ref().map(delivery))
     }
 }
+
+/// A delivery's attempts, oldest first, through `attempts_by_delivery`.
+pub(super) const ATTEMPTS: &str = "SELECT id, delivery_id, number, started_at, duration_ms, request, response_status,
+         response_headers, response_body, verdict, error, plugins
+     FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at";
 
 const DELIVERY_COLUMNS: &str = "id, partner_id, event_id, event_type, inquiry_id, status, attempts, next_at, \
      blocked_by, last_error, created_at, updated_at, order_id";

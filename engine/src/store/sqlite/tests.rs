@@ -185,6 +185,15 @@ fn the_sql_forms_agree_with_the_rules() {
     check(&rules::may_retry_sql("100"), &|(status, _, leased_until, _)| {
         rules::may_retry(status, leased_until, now)
     });
+    // The rows' `next_at` stands for `updated_at`.
+    check(&rules::prunable_sql("100").replace("updated_at", "next_at"), &|(
+        status,
+        _,
+        _,
+        next_at,
+    )| {
+        rules::prunable(status, next_at, now)
+    });
     let held = Status::Held.as_str();
     check(
         &format!("{} = '{held}'", rules::pending_unless_disabled_sql("attempts = 1")),
@@ -261,4 +270,95 @@ async fn filtered_listings_and_replays_use_an_index() {
             );
         }
     }
+}
+
+/// A delivery's attempts and every statement of retention seek through an index; none reads a
+/// whole table of deliveries, attempts or events, whatever its size. (The listings: see
+/// `filtered_listings_and_replays_use_an_index`.)
+#[tokio::test]
+async fn retention_and_the_attempt_log_go_through_indexes() {
+    use sqlx::Row;
+    let (_dir, store) = store().await;
+    let partner = partner(&store).await;
+    let accepted = store
+        .accept(
+            &events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]),
+            now_ms(),
+        )
+        .await
+        .expect("accepted");
+    assert_eq!(accepted.len(), 2);
+    let statements = [
+        super::queries::ATTEMPTS,
+        super::prune::NEXT_DELIVERIES,
+        super::prune::DELETE_DELIVERY.as_str(),
+        "DELETE FROM attempts WHERE delivery_id = ?1",
+        super::prune::EVENT_HAS_DELIVERIES,
+        "DELETE FROM events WHERE partner_id = ?1 AND id = ?2",
+        super::prune::NEXT_EVENTS,
+        "DELETE FROM events WHERE rowid = ?1",
+    ];
+    for sql in statements {
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(write(&store))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        assert!(!plan.is_empty(), "{sql}");
+        for step in &plan {
+            assert!(
+                !["deliveries", "attempts", "events"]
+                    .iter()
+                    .any(|table| step.starts_with(&format!("SCAN {table}"))),
+                "{sql}\nreads a whole table: {plan:?}"
+            );
+        }
+    }
+}
+
+/// Retention runs without SQLite's foreign key checks and keeps every reference whole itself;
+/// the write connection has its checks back afterwards.
+#[tokio::test]
+async fn retention_keeps_references_whole_and_the_checks_on() {
+    let (_dir, store) = store().await;
+    let partner = partner(&store).await;
+    let now = now_ms();
+    store
+        .accept(
+            &events(
+                &partner,
+                &[
+                    ("c1", "created", "i1"),
+                    ("c2", "created", "i2"),
+                    ("r2", "resolved", "i2"),
+                ],
+            ),
+            now,
+        )
+        .await
+        .expect("accepted");
+    let claimed = store.claim(now, 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 2, "r2 waits for c2");
+    let outcomes = delivered(&claimed[..1]);
+    store.record(outcomes.into(), now).await.expect("recorded");
+    let pruned = store.prune(now + 60_000, 1).await.expect("pruned");
+    assert_eq!((pruned.deliveries, pruned.events), (1, 1));
+    let broken: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(write(&store))
+        .await
+        .expect("checked");
+    assert!(broken.is_empty(), "{} rows name missing ones", broken.len());
+    let on: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(write(&store))
+        .await
+        .expect("the setting");
+    assert_eq!(on, 1);
+    // And the checks hold: an attempt of no delivery is refused.
+    let ghost = vec![crate::store::Outcome {
+        attempt: crate::store::tests::attempt(&"dlv_ghost".into(), None),
+        next: crate::store::Next::Delivered,
+    }];
+    assert!(store.record(ghost.into(), now).await.is_err());
 }
