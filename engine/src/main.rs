@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use postwire::catalogue::CATALOGUE;
 use postwire::event::Event;
-use postwire::serve::ServeOptions;
+use postwire::serve::{LogFormat, ServeOptions};
 use postwire::settings::NotificationSettings;
 use tokio_util::sync::CancellationToken;
 
@@ -186,24 +186,30 @@ fn serve_runtime(niceness: i32) -> tokio::runtime::Runtime {
     postwire::serve::runtime(niceness).expect("the async runtime starts")
 }
 
-fn init_logs() {
-    init_logs_at("info,sqlx=warn");
+fn init_logs_at(default: &str) {
+    init_logs(default, LogFormat::Text);
 }
 
-fn init_logs_at(default: &str) {
+/// Log lines on standard error, filtered by `POSTWIRE_LOG` (else `default`), in `format`.
+fn init_logs(default: &str, format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTWIRE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        // One object per line, the innermost span's fields (an attempt's ids) in `span`.
+        LogFormat::Json => lines.json().with_current_span(true).with_span_list(false).boxed(),
+    };
+    tracing_subscriber::registry().with(lines.with_filter(filter)).init();
 }
 
 fn serve(options: ServeOptions) -> Result<(), String> {
     let config = options.resolve()?;
-    init_logs();
+    init_logs("info,sqlx=warn", config.log_format);
     serve_runtime(config.runtime_niceness).block_on(async {
         let shutdown = CancellationToken::new();
         postwire::serve::cancel_on_signal(shutdown.clone());
