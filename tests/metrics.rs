@@ -468,94 +468,153 @@ async fn the_metrics_need_the_operator_token_unless_made_public() {
     public.stop().await;
 }
 
+/// A `postwire serve` process on a temporary database, its standard error in a file, killed
+/// (SIGKILL) when dropped unless it stopped.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+    http: reqwest::Client,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts the binary with `args` after the test's own and `POSTWIRE_LOG` set to `filter`.
+    fn start(args: &[&str], filter: &str) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("sqlite://{}", dir.path().join("pw.db").display());
+        let log = dir.path().join("stderr.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_postwire"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
+            .args(["--allow-destination", "127.0.0.1/32", "--admin-token", TOKEN])
+            .args(args)
+            .env("POSTWIRE_LOG", filter)
+            // Spans go to the test's collector on 127.0.0.1, never through a proxy.
+            .env("NO_PROXY", "127.0.0.1")
+            .env("no_proxy", "127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+        for name in [
+            "POSTWIRE_LOG_FORMAT",
+            "POSTWIRE_CONFIG",
+            "POSTWIRE_METRICS_PUBLIC",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            command.env_remove(name);
+        }
+        let mut child = command.spawn().expect("the binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        // Read to the end, so that the engine's later lines never meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let addr = first
+            .strip_prefix("postwire listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {first:?}: {}",
+                    std::fs::read_to_string(&log).unwrap()
+                )
+            });
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(operator_headers())
+            .timeout(DEADLINE)
+            .build()
+            .unwrap();
+        Serve {
+            child,
+            base: format!("http://{addr}"),
+            http,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// A partner whose postbacks go to `receiver`, and one event for it; returns the partner and
+    /// the delivery's id.
+    async fn post_one(&self, receiver: &Receiver, event_id: &str) -> (Partner, String) {
+        let base = &self.base;
+        let partner: Value = self
+            .http
+            .post(format!("{base}/v1/partners"))
+            .json(&json!({"name": "Observed"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let partner = Partner {
+            id: partner["id"].as_str().unwrap().to_owned(),
+            secret: partner["secret"].as_str().unwrap().to_owned(),
+        };
+        let saved = self
+            .http
+            .put(format!("{base}{}", settings_path(&partner)))
+            .json(&simple_settings(&receiver.url("/pb")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), StatusCode::OK);
+        let accepted: Value = self
+            .http
+            .post(format!("{base}/v1/events"))
+            .json(&created(&partner, event_id, &format!("inq-{event_id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let delivery_id = accepted["delivery_ids"][0].as_str().unwrap().to_owned();
+        (partner, delivery_id)
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns standard error.
+    async fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(started.elapsed() < DEADLINE, "postwire did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        assert!(exit.success(), "{exit:?}: {text}");
+        text
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// `postwire serve --log-format json` writes one JSON object per line on standard error, with
 /// the attempt's ids on the lines written in its span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_with_the_attempts_ids() {
-    let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::always(Reply::ok("ok")).await;
-    let database = format!("sqlite://{}", dir.path().join("pw.db").display());
-    let log = dir.path().join("stderr.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_postwire"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
-        .args(["--allow-destination", "127.0.0.1/32", "--admin-token", TOKEN])
-        .args(["--log-format", "json"])
-        .env("POSTWIRE_LOG", "info,sqlx=warn,postwire::attempt=debug")
-        .env_remove("POSTWIRE_LOG_FORMAT")
-        .env_remove("POSTWIRE_CONFIG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    let mut child = command.spawn().expect("the binary starts");
-    let guard = KillOnDrop(child.id());
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    // Read to the end, so that the engine's later lines never meet a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let addr = first
-        .strip_prefix("postwire listening on http://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(operator_headers())
-        .timeout(DEADLINE)
-        .build()
-        .unwrap();
-    let base = format!("http://{addr}");
-    let partner: Value = http
-        .post(format!("{base}/v1/partners"))
-        .json(&json!({"name": "Logged"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let partner = Partner {
-        id: partner["id"].as_str().unwrap().to_owned(),
-        secret: partner["secret"].as_str().unwrap().to_owned(),
-    };
-    let saved = http
-        .put(format!("{base}{}", settings_path(&partner)))
-        .json(&simple_settings(&receiver.url("/pb")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(saved.status(), StatusCode::OK);
-    let accepted: Value = http
-        .post(format!("{base}/v1/events"))
-        .json(&created(&partner, "evt_log", "inq-log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let delivery_id = accepted["delivery_ids"][0].as_str().unwrap().to_owned();
+    let serve = Serve::start(&["--log-format", "json"], "info,sqlx=warn,postwire::attempt=debug");
+    let (partner, delivery_id) = serve.post_one(&receiver, "evt_log").await;
     receiver.wait_hits(1).await;
+    let text = serve.stop().await;
 
-    // SIGTERM: the engine finishes and logs its stop.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(started.elapsed() < DEADLINE, "postwire did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    drop(guard);
-    assert!(exit.success(), "{exit:?}");
-
-    let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}")))
@@ -581,6 +640,8 @@ async fn json_logs_are_one_object_per_line_with_the_attempts_ids() {
         .iter()
         .find(|l| l["span"]["name"] == "attempt")
         .unwrap_or_else(|| panic!("a line in the attempt's span: {text}"));
+    assert_eq!(attempt["fields"]["message"], "attempt made", "{attempt}");
+    assert_eq!(attempt["fields"]["verdict"], "success", "{attempt}");
     assert_eq!(attempt["span"]["delivery_id"], delivery_id.as_str(), "{attempt}");
     assert_eq!(attempt["span"]["partner_id"], partner.id.as_str(), "{attempt}");
     assert_eq!(attempt["span"]["event_id"], "evt_log", "{attempt}");
@@ -588,13 +649,67 @@ async fn json_logs_are_one_object_per_line_with_the_attempts_ids() {
     assert!(!text.contains(TOKEN), "the operator token is not logged");
 }
 
-/// Kills the process (SIGKILL) if the test fails before it stopped.
-struct KillOnDrop(u32);
+/// What an OpenTelemetry collector received: each request's path, content type and body.
+type Received = Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+/// A collector on 127.0.0.1 that takes every OTLP/HTTP request and answers 200 with an empty
+/// protobuf `Export*ServiceResponse`.
+async fn collector() -> (String, Received, tokio::task::JoinHandle<()>) {
+    let received: Received = Arc::default();
+    let app = axum::Router::new().fallback({
+        let received = received.clone();
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            received
+                .lock()
+                .unwrap()
+                .push((uri.path().to_owned(), content_type, body.to_vec()));
+            ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
         }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, received, task)
+}
+
+/// With `--otlp-endpoint`, each attempt's span reaches the collector, as protobuf at
+/// `/v1/traces`, carrying the delivery's and the event's ids; the log filter does not hold it
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_spans_are_exported_to_an_otlp_collector() {
+    let (url, received, task) = collector().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let serve = Serve::start(&["--otlp-endpoint", &url], "warn");
+    let (partner, delivery_id) = serve.post_one(&receiver, "evt_traced").await;
+    receiver.wait_hits(1).await;
+    // Stopping sends the spans still in the batch.
+    serve.stop().await;
+    task.abort();
+    let received = received.lock().unwrap().clone();
+    assert!(!received.is_empty(), "the collector received nothing");
+    for (path, content_type, _) in &received {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(content_type, "application/x-protobuf");
+    }
+    let contains = |needle: &str| {
+        received
+            .iter()
+            .any(|(_, _, body)| body.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    };
+    for needle in [
+        delivery_id.as_str(),
+        "evt_traced",
+        partner.id.as_str(),
+        "attempt",
+        "postwire",
+    ] {
+        assert!(contains(needle), "no exported span holds {needle:?}");
     }
 }
