@@ -50,6 +50,8 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/v1/ingest-keys", Needs::Operator),
     ("GET", "/v1/ingest-keys", Needs::Operator),
     ("DELETE", "/v1/ingest-keys/{key_id}", Needs::Operator),
+    // Anyone's only with `--metrics-public` (tests/metrics.rs).
+    ("GET", "/metrics", Needs::Operator),
     ("POST", "/v1/events", Needs::Ingest),
     ("POST", "/v1/events/batch", Needs::Ingest),
     (

@@ -37,6 +37,7 @@
 //! - [`redact`]: what counts as a secret, hidden the same way in the attempt log, settings as
 //!   shown, dry runs and the local runner.
 //! - [`runner`]: `postwire plugin ...`, the tools of plugin authors.
+//! - [`metrics`]: the Prometheus metrics the worker, the plugins and the store report.
 //! - [`error`]: the engine's error type, and field-level validation errors.
 //!
 //! ```
@@ -62,6 +63,7 @@ pub mod error;
 pub mod event;
 pub mod exchange;
 pub mod id;
+pub mod metrics;
 pub mod plugins;
 mod priority;
 pub mod ratelimit;

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use postwire::catalogue::CATALOGUE;
 use postwire::event::Event;
-use postwire::serve::ServeOptions;
+use postwire::serve::{LogFormat, ServeOptions};
 use postwire::settings::NotificationSettings;
 use tokio_util::sync::CancellationToken;
 
@@ -186,25 +187,66 @@ fn serve_runtime(niceness: i32) -> tokio::runtime::Runtime {
     postwire::serve::runtime(niceness).expect("the async runtime starts")
 }
 
-fn init_logs() {
-    init_logs_at("info,sqlx=warn");
+fn init_logs_at(default: &str) {
+    init_logs(default, LogFormat::Text, None);
 }
 
-fn init_logs_at(default: &str) {
+/// Log lines on standard error, filtered by `POSTWIRE_LOG` (else `default`), in `format`; and
+/// with `spans`, the attempt spans exported to OpenTelemetry, whatever the log filter says.
+fn init_logs(default: &str, format: LogFormat, spans: Option<&SdkTracerProvider>) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTWIRE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        // One object per line, the innermost span's fields (an attempt's ids) in `span`.
+        LogFormat::Json => lines.json().with_current_span(true).with_span_list(false).boxed(),
+    };
+    let export = spans.map(|provider| {
+        use opentelemetry::trace::TracerProvider as _;
+        let exported = tracing_subscriber::filter::Targets::new()
+            .with_target("postwire", tracing::Level::INFO)
+            .with_target("postwire::attempt", tracing::Level::DEBUG);
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("postwire"))
+            .with_filter(exported)
+    });
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(export)
         .init();
+}
+
+/// Exports spans to the OpenTelemetry collector at `endpoint` (its OTLP/HTTP base address),
+/// `POST {endpoint}/v1/traces` with protobuf bodies, in batches from a thread of its own.
+fn otlp(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(&url)
+        .build()
+        .map_err(|e| format!("otlp_endpoint: cannot export to {url}: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("postwire")
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }
 
 fn serve(options: ServeOptions) -> Result<(), String> {
     let config = options.resolve()?;
-    init_logs();
-    serve_runtime(config.runtime_niceness).block_on(async {
+    // Built before the runtime: the exporter's blocking HTTP client must not start inside it.
+    let spans = config.otlp_endpoint.as_deref().map(otlp).transpose()?;
+    init_logs("info,sqlx=warn", config.log_format, spans.as_ref());
+    let served = serve_runtime(config.runtime_niceness).block_on(async {
         let shutdown = CancellationToken::new();
         postwire::serve::cancel_on_signal(shutdown.clone());
         let running = postwire::serve::start(config.clone(), shutdown).await?;
@@ -225,7 +267,14 @@ fn serve(options: ServeOptions) -> Result<(), String> {
         let _ = std::io::stdout().flush();
         running.wait().await;
         Ok(())
-    })
+    });
+    // Sends the spans still waiting in the batch.
+    if let Some(provider) = spans
+        && let Err(e) = provider.shutdown()
+    {
+        eprintln!("warning: the last spans were not exported: {e}");
+    }
+    served
 }
 
 fn plugin(command: PluginCommand) -> Result<(), String> {

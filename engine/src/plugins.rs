@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::catalogue::{CATALOGUE, Source};
 use crate::event::{Event, format_timestamp};
+use crate::metrics::{Metrics, PluginFunction};
 use crate::request::{Method, Request, is_reserved};
 use crate::store::Store;
 
@@ -41,6 +42,8 @@ pub struct Plugins {
     /// yet (after a restart) load it once, not once each.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    /// Where calls are counted, with their fuel and time.
+    metrics: Arc<Metrics>,
 }
 
 /// A call waiting for its partner's lane.
@@ -118,7 +121,14 @@ impl Plugins {
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts calls in `metrics` (default: a set of its own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Plugins {
+        self.metrics = metrics;
+        self
     }
 
     /// The host.
@@ -199,6 +209,7 @@ impl Plugins {
     /// Runs `call` with plugin `id` on a blocking thread of `partner_id`'s lane.
     async fn run<T: Send + 'static>(
         &self,
+        function: PluginFunction,
         partner_id: &str,
         id: &str,
         call: impl FnOnce(&Host, &Plugin) -> Run<T> + Send + 'static,
@@ -209,10 +220,13 @@ impl Plugins {
         self.lane(partner_id).submit(Box::new(move || {
             let _ = done.send(call(&host, &plugin));
         }));
-        result.await.map_err(|_| Unloaded {
+        let run = result.await.map_err(|_| Unloaded {
             reason: "the plugin call was cancelled".to_owned(),
             host: true,
-        })
+        })?;
+        self.metrics
+            .plugin_call(function, run.result.is_ok(), run.fuel_used, run.duration);
+        Ok(run)
     }
 
     /// Runs `transform` of plugin `id` for `partner_id`.
@@ -226,7 +240,7 @@ impl Plugins {
     ) -> Call<Request> {
         let (event, input, config) = (plugin_event(event), plugin_request(request), config.to_owned());
         let run = match self
-            .run(partner_id, id, move |host, plugin| {
+            .run(PluginFunction::Transform, partner_id, id, move |host, plugin| {
                 host.transform(plugin, &event, &input, &config)
             })
             .await
@@ -259,7 +273,7 @@ impl Plugins {
     ) -> Call<wit::Verdict> {
         let (input, config) = (plugin_request(request), config.to_owned());
         let run = match self
-            .run(partner_id, id, move |host, plugin| {
+            .run(PluginFunction::Classify, partner_id, id, move |host, plugin| {
                 host.classify(plugin, &input, &response, &config)
             })
             .await

@@ -110,6 +110,31 @@ pub struct ServeOptions {
     /// the API answers 429 with Retry-After (default: 10).
     #[arg(long, env = "POSTWIRE_TRIES_PER_MINUTE", value_name = "N")]
     pub tries_per_minute: Option<u32>,
+    /// Let `GET /metrics` answer without the operator token, for scrapers that cannot send one;
+    /// keep the API's address off public networks then (default: the operator token is needed).
+    #[arg(long, env = "POSTWIRE_METRICS_PUBLIC")]
+    #[serde(default)]
+    pub metrics_public: bool,
+    /// How log lines are written to standard error: `text` for people, `json` (one object per
+    /// line) for log shippers (default: text).
+    #[arg(long, env = "POSTWIRE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// An OpenTelemetry collector's OTLP/HTTP address (e.g. http://127.0.0.1:4318): each
+    /// delivery attempt is exported to it as a span (default: no export).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people to read.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`) and
+    /// the spans the line was written in.
+    Json,
 }
 
 /// Shortest operator token accepted from the configuration.
@@ -181,6 +206,12 @@ pub struct Config {
     /// Where the key is kept when none is configured: beside the database file (none in memory,
     /// where a fresh key lives as long as the database).
     pub key_file: Option<PathBuf>,
+    /// Whether `GET /metrics` answers without a credential.
+    pub metrics_public: bool,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Where attempt spans are exported (OTLP/HTTP), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeOptions {
@@ -314,6 +345,20 @@ impl ServeOptions {
         let secret_key = pick(self.secret_key, file.secret_key)
             .map(|text| SecretKey::from_base64(&text))
             .transpose()?;
+        let otlp_endpoint = pick(self.otlp_endpoint, file.otlp_endpoint).filter(|url| !url.trim().is_empty());
+        if let Some(url) = &otlp_endpoint {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                format!(
+                    "otlp_endpoint: {url} is not a URL ({e}); give the collector's address, e.g. http://127.0.0.1:4318"
+                )
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!(
+                    "otlp_endpoint: {url} is not an http(s) URL; give the collector's OTLP/HTTP address, e.g. \
+                     http://127.0.0.1:4318"
+                ));
+            }
+        }
         // A claim must outlast the longest a worker can hold a delivery: its wait for a rate
         // slot, two plugin calls, the exchange, and the recorder's commit. Longer only delays
         // recovery after a crash.
@@ -345,6 +390,9 @@ impl ServeOptions {
             key_file,
             retention,
             prune_interval,
+            metrics_public: self.metrics_public || file.metrics_public,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            otlp_endpoint,
         })
     }
 }
@@ -508,9 +556,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.plugin_allocator,
     )
     .map_err(|e| format!("cannot start the plugin host: {e}"))?;
-    let plugins = Arc::new(Plugins::new(host, store.clone()));
+    // One set of metrics per engine, shared by the worker, the plugins and the API.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let plugins = Arc::new(Plugins::new(host, store.clone()).with_metrics(metrics.clone()));
     let worker_config = WorkerConfig {
         secret_key: Some(secret_key.clone()),
+        metrics,
         ..config.worker.clone()
     };
     let worker = Worker::new(store.clone(), sender.clone(), plugins.clone(), worker_config);
@@ -523,7 +574,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         worker: worker.clone(),
         sender,
         plugins,
-        auth: Arc::new(api::Auth::new(config.admin_token_hash.clone())),
+        auth: Arc::new(api::Auth::new(config.admin_token_hash.clone()).with_public_metrics(config.metrics_public)),
         secret_key,
         tries: Arc::new(api::Tries::per_minute(config.tries_per_minute)),
     });
@@ -705,6 +756,11 @@ mod tests {
         assert_eq!(defaults.request_timeout, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(config.retention, defaults.retention);
         assert_eq!(config.prune_interval, defaults.prune_interval);
+        assert_eq!(config.metrics_public, defaults.metrics_public);
+        assert!(!defaults.metrics_public);
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(defaults.log_format, LogFormat::Text);
+        assert_eq!(config.otlp_endpoint, None);
     }
 
     #[test]
@@ -758,6 +814,19 @@ mod tests {
             ..ServeOptions::default()
         });
         assert!(error.starts_with("admin_token: too short"), "{error}");
+        let error = refused(ServeOptions {
+            otlp_endpoint: Some("collector:4318".into()),
+            ..ServeOptions::default()
+        });
+        assert!(error.starts_with("otlp_endpoint: collector:4318 is not"), "{error}");
+        let error = refused(ServeOptions {
+            otlp_endpoint: Some("ftp://127.0.0.1:4318".into()),
+            ..ServeOptions::default()
+        });
+        assert!(
+            error.starts_with("otlp_endpoint: ftp://127.0.0.1:4318 is not an http(s) URL"),
+            "{error}"
+        );
     }
 
     /// Retention keeps 30 days unless told otherwise; `0` and `off` turn it off, and a value

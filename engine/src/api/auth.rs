@@ -36,6 +36,8 @@ pub struct Auth {
     /// When each key's last use was last written (Unix ms), so that it is written at most once
     /// per [`rules::LAST_USE_EVERY_MS`] per key.
     written: Mutex<HashMap<KeyId, i64>>,
+    /// Whether `GET /metrics` answers without a credential.
+    public_metrics: bool,
 }
 
 /// Keys found in the store, and how many revocations there have been: a key read before a
@@ -53,6 +55,12 @@ impl Auth {
             operator_hash,
             ..Auth::default()
         }
+    }
+
+    /// Lets `GET /metrics` answer without a credential, for scrapers that cannot send one.
+    pub fn with_public_metrics(mut self, public: bool) -> Auth {
+        self.public_metrics = public;
+        self
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
@@ -204,6 +212,22 @@ impl FromRequestParts<AppState> for Operator {
             Caller::Key(key) if key.kind == KeyKind::Operator => Ok(Operator),
             other => Err(forbidden(&other)),
         }
+    }
+}
+
+/// A caller that may read the metrics: the operator, or anyone when the metrics are public
+/// (`--metrics-public`). The metrics name no partner, but they tell the engine's load and
+/// health, which is the operator's business.
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if state.auth.public_metrics {
+            return Ok(MetricsReader);
+        }
+        Operator::from_request_parts(parts, state).await.map(|_| MetricsReader)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP API (axum): one router per resource, one error type, one extractor per credential.
 //!
-//! Every route but `/health` takes one of the credential extractors of `auth`: [`Operator`],
-//! [`Ingest`] or [`Partner`]. Every partner-scoped route takes [`Partner`], so a handler cannot
+//! Every route but the health probes takes one of the credential extractors of `auth`:
+//! [`Operator`], [`Ingest`] or [`Partner`]; `/metrics` takes [`MetricsReader`], the operator
+//! unless the metrics are made public. Every partner-scoped route takes [`Partner`], so a handler cannot
 //! run without the partner it acts for, checked against the caller's credential, and every query
 //! it makes is scoped to that partner.
 
@@ -18,7 +19,7 @@ mod tries;
 
 use axum::{Router, routing::get};
 
-pub use auth::{Auth, Caller, Ingest, Operator, Partner};
+pub use auth::{Auth, Caller, Ingest, MetricsReader, Operator, Partner};
 pub use error::ApiError;
 pub use tries::Tries;
 
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(partners::router())
         .merge(keys::router())
         .merge(plugins::router())
@@ -104,6 +106,22 @@ async fn readyz(
         .await
         .map_err(|e| ApiError::unavailable(format!("not ready: {e}")))?;
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
+}
+
+/// The metrics in the Prometheus text format, with the queue measured now: due deliveries in the
+/// store (one indexed query on a read connection) and in the worker's memory queue.
+async fn metrics(
+    _: MetricsReader,
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let now = crate::store::now_ms();
+    let (due, oldest) = state.store.due(now).await?;
+    let age = oldest.map_or(std::time::Duration::ZERO, |at| {
+        std::time::Duration::from_millis((now - at).max(0) as u64)
+    });
+    let text = state.worker.metrics().encode(due, age, state.worker.queued() as i64);
+    Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// Parses a JSON request body, with the parser's line and column on failure.

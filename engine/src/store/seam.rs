@@ -227,6 +227,12 @@ impl Store {
         dispatch!(self, store => store.next_due().await)
     }
 
+    /// How many pending deliveries are due at `now` (Unix ms) and not claimed, and when the
+    /// earliest of them fell due; read on a read connection, off the writer.
+    pub async fn due(&self, now: i64) -> Result<(i64, Option<i64>)> {
+        dispatch!(self, store => store.due(now).await)
+    }
+
     /// A partner's settings and secret for sending.
     pub async fn endpoint(&self, partner_id: &str) -> Result<Option<Endpoint>> {
         dispatch!(self, store => store.endpoint(partner_id).await)

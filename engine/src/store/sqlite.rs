@@ -308,6 +308,12 @@ impl SqliteStore {
         self.on_writer(async move { queries::next_due(&write).await }).await
     }
 
+    /// How many pending deliveries are due at `now` and when the earliest fell due (see
+    /// [`Store::due`](crate::store::Store::due)).
+    pub async fn due(&self, now: i64) -> Result<(i64, Option<i64>)> {
+        queries::due(&self.read, now).await
+    }
+
     /// A partner's settings and secret for sending.
     pub async fn endpoint(&self, partner_id: &str) -> Result<Option<Endpoint>> {
         let (write, partner_id) = (self.write.clone(), partner_id.to_owned());

@@ -140,6 +140,7 @@ suite!(
     a_manual_retry_waits_for_what_is_under_way,
     a_disabled_endpoint_holds_its_deliveries_until_enabled,
     a_delivery_waits_for_its_delay,
+    due_deliveries_are_counted_until_claimed,
     a_resolved_postback_waits_for_the_created_one,
     keys_authenticate_by_token_until_revoked,
     the_database_file_holds_no_token,
@@ -705,6 +706,32 @@ async fn a_delivery_waits_for_its_delay(backend: Backend) {
     assert_eq!(store.next_due().await.expect("next due"), Some(due));
     assert!(store.claim(now_ms(), 60_000, 10).await.expect("claimed").is_empty());
     assert_eq!(store.claim(due, 60_000, 10).await.expect("claimed").len(), 1);
+}
+
+/// The due deliveries the metrics report: pending ones whose time has come, not the claimed
+/// ones, with the earliest due time.
+async fn due_deliveries_are_counted_until_claimed(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let partner = partner_with(&store, json!({"min_delay_secs": 600})).await;
+    let occurred = chrono::Utc::now();
+    let events: Vec<Event> = (0..3)
+        .map(|i| {
+            Event::from_value(&json!({"id": format!("q{i}"), "type": "action_inquiry.created",
+                "partner_id": partner, "occurred_at": occurred.to_rfc3339(),
+                "data": {"ActionInquiryId": format!("i{i}")}}))
+            .expect("a valid event")
+        })
+        .collect();
+    store.accept(&events, now_ms()).await.expect("accepted");
+    let due = occurred.timestamp_millis() + 600_000;
+    assert_eq!(store.due(now_ms()).await.expect("due"), (0, None), "none is due yet");
+    assert_eq!(store.due(due + 5_000).await.expect("due"), (3, Some(due)));
+    assert_eq!(store.claim(due + 5_000, 60_000, 2).await.expect("claimed").len(), 2);
+    assert_eq!(
+        store.due(due + 5_000).await.expect("due"),
+        (1, Some(due)),
+        "claimed ones are not due"
+    );
 }
 
 /// A resolved postback waits for the created one of its inquiry while that is on its way; a

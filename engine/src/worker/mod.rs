@@ -35,6 +35,7 @@ use crate::classify::Verdict;
 use crate::event::Event;
 use crate::exchange::{self, Context, unsent_attempt};
 use crate::id::{DeliveryId, PartnerId};
+use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::ratelimit::RateLimits;
 use crate::retry::Schedule;
@@ -68,6 +69,9 @@ pub struct WorkerConfig {
     /// Opens the partners' stored signing secrets; without one, only secrets stored in plain
     /// text (from before sealing) can sign, and a sealed one fails the attempt.
     pub secret_key: Option<SecretKey>,
+    /// Where the worker counts deliveries, attempts, rate-limit waits and commits (default: a
+    /// set of its own).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WorkerConfig {
@@ -82,6 +86,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(20),
             memory_queue: 32_768,
             secret_key: None,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -201,6 +206,16 @@ impl Worker {
             .expect("never poisoned")
             .insert(partner_id.into());
         self.hold(partner_id);
+    }
+
+    /// The metrics the worker reports to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.config.metrics
+    }
+
+    /// How many claimed deliveries wait in memory for a send slot.
+    pub fn queued(&self) -> usize {
+        self.inner.queue.queued()
     }
 
     /// Tells the worker that deliveries may be due now (new events, a retry, an enabled endpoint).
@@ -448,9 +463,29 @@ impl Worker {
         }
     }
 
+    /// One delivery in a span of its own (see [`Worker::attempt`]).
+    async fn deliver(&self, job: Job, records: mpsc::Sender<Record>, shutdown: CancellationToken) {
+        use tracing::Instrument;
+        // At debug level: with the default `info` filter the span is never built, which costs
+        // one relaxed load per postback. Field values are only formatted for a live span.
+        let claimed = &job.claimed;
+        let span = tracing::debug_span!(
+            target: "postwire::attempt",
+            "attempt",
+            partner_id = %claimed.partner_id,
+            delivery_id = %claimed.delivery_id,
+            // Known once the event is read (claimed ones are read by the attempt).
+            event_id = tracing::field::Empty,
+            attempt = claimed.attempts + 1,
+        );
+        self.attempt(job, records, shutdown, span.clone())
+            .instrument(span)
+            .await
+    }
+
     /// One delivery through rate limit, render and the exchange (transform, sign, send,
     /// classify); the result goes to the recorder.
-    async fn deliver(&self, job: Job, records: mpsc::Sender<Record>, shutdown: CancellationToken) {
+    async fn attempt(&self, job: Job, records: mpsc::Sender<Record>, shutdown: CancellationToken, span: tracing::Span) {
         let inner = &self.inner;
         let Job { claimed, leased_at, .. } = job;
         let disabled_at = inner
@@ -481,12 +516,17 @@ impl Worker {
             Ok(prepared) => prepared,
             Err(unsendable) => {
                 let attempt = unsent_attempt(&claimed.delivery_id, number, &unsendable.to_string(), None);
+                inner.config.metrics.attempt(verdict_index(attempt.verdict), None);
                 return send_outcome(attempt, Next::Failed).await;
             }
         };
+        if !span.is_disabled() {
+            span.record("event_id", tracing::field::display(&event.id));
+        }
         if let Some(rate) = compiled.settings.settings().max_requests_per_sec
             && let Slot::Later(at) = self.wait_for_slot(&claimed.partner_id, rate, &shutdown).await
         {
+            inner.config.metrics.rate_limit_deferral();
             let _ = records.send(Record::Later(claimed.delivery_id, at)).await;
             return;
         }
@@ -509,11 +549,23 @@ impl Worker {
                 } else {
                     Next::Failed
                 };
-                return send_outcome(failed.into_attempt(&claimed.delivery_id, number), next).await;
+                let attempt = failed.into_attempt(&claimed.delivery_id, number);
+                inner.config.metrics.attempt(verdict_index(attempt.verdict), None);
+                return send_outcome(attempt, next).await;
             }
         };
+        let attempt = exchanged.attempt;
+        // An attempt that sent something has a request; one stopped before sending has none.
+        let sent = (attempt.request.get() != "null").then(|| Duration::from_millis(attempt.duration_ms as u64));
+        inner.config.metrics.attempt(verdict_index(attempt.verdict), sent);
+        debug!(
+            target: "postwire::attempt",
+            verdict = attempt.verdict.as_str(),
+            duration_ms = attempt.duration_ms,
+            "attempt made"
+        );
         let next = self.next_after(&claimed.partner_id, number, exchanged.verdict);
-        send_outcome(exchanged.attempt, next).await;
+        send_outcome(attempt, next).await;
     }
 
     /// The rate limit stage: waits for the endpoint's next slot when it is near enough, else
@@ -524,6 +576,7 @@ impl Worker {
         let now = Instant::now();
         match inner.limits.reserve(partner_id, rate, now, inner.config.rate_horizon) {
             Ok(slot) if slot > now => {
+                inner.config.metrics.rate_limit_wait();
                 tokio::select! {
                     () = tokio::time::sleep_until(slot.into()) => {}
                     () = shutdown.cancelled() => return Slot::Later(now_ms()),
@@ -621,5 +674,16 @@ impl Worker {
             .expect("never poisoned")
             .insert(partner_id.clone(), compiled.clone());
         Ok(compiled)
+    }
+}
+
+/// The attempts counter's index of a verdict (see [`Metrics::attempt`]).
+fn verdict_index(verdict: crate::store::AttemptVerdict) -> usize {
+    use crate::store::AttemptVerdict;
+    match verdict {
+        AttemptVerdict::Success => 0,
+        AttemptVerdict::Retry => 1,
+        AttemptVerdict::Fail => 2,
+        AttemptVerdict::Disable => 3,
     }
 }

@@ -132,6 +132,11 @@ impl Queue {
         state.jobs.len() + state.reserved
     }
 
+    /// Jobs queued, without the places promised to claims under way.
+    pub(super) fn queued(&self) -> usize {
+        self.state().jobs.len()
+    }
+
     /// Up to `max` queued jobs whose leases last at least until `sendable_until`; the others
     /// are left to the store, which hands them out again when their leases end.
     pub(super) fn take(&self, max: usize, sendable_until: i64) -> Vec<Job> {

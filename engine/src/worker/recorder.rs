@@ -1,13 +1,14 @@
 //! The recorder: attempts and the deliveries' next states, committed in batches.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::Worker;
 use crate::id::{DeliveryId, PartnerId};
+use crate::metrics;
 use crate::store::{Next, Outcome, now_ms};
 
 /// What the recorder writes.
@@ -23,6 +24,7 @@ pub(super) enum Record {
 /// done, an immediate retry, a delivery given back) wakes the claimer.
 pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>) {
     let store = &worker.inner.store;
+    let metrics = &*worker.inner.config.metrics;
     let mut outcomes = Vec::new();
     let mut partners = Vec::new();
     let mut later = Vec::new();
@@ -50,10 +52,30 @@ pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>)
         // Handed over whole and taken back after, so that the buffer is allocated once.
         let batch = Arc::new(std::mem::take(&mut outcomes));
         let unblocked = persist("recording attempts", || {
-            store.record(without_gone(&worker, &batch, &partners), now)
+            let started = Instant::now();
+            let commit = store.record(without_gone(&worker, &batch, &partners), now);
+            async move {
+                let done = commit.await;
+                if done.is_ok() {
+                    metrics.store_commit(started.elapsed());
+                }
+                done
+            }
         })
         .await;
         outcomes = Arc::try_unwrap(batch).unwrap_or_default();
+        // Counted once committed, so that an outcome the store lost (the delivery is sent
+        // again) is not counted twice.
+        if unblocked.is_some() {
+            for outcome in &outcomes {
+                metrics.delivery(match outcome.next {
+                    Next::Delivered => metrics::Outcome::Delivered,
+                    Next::RetryAt(_) => metrics::Outcome::Retry,
+                    Next::Failed => metrics::Outcome::Failed,
+                    Next::Disable(_) => metrics::Outcome::Disabled,
+                });
+            }
+        }
         persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
         if due_now || unblocked.is_some_and(|n| n > 0) {
             worker.wake();

@@ -41,6 +41,20 @@ pub(super) async fn next_due(write: &SqlitePool) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(&NEXT_DUE).fetch_one(write).await?)
 }
 
+/// How many pending deliveries are due at `now`, and the earliest due time among them. A
+/// claimed delivery's due time is its lease's end, so claimed ones are not counted. The range
+/// is read from the `deliveries_due` index alone.
+pub(super) async fn due(read: &SqlitePool, now: i64) -> Result<(i64, Option<i64>)> {
+    static DUE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT COUNT(*), MIN(next_at) FROM deliveries WHERE status = '{}' AND next_at <= ?1",
+            Status::Pending.as_str()
+        )
+    });
+    let row = sqlx::query(&DUE).bind(now).fetch_one(read).await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// A partner's settings and secret for sending.
 pub(super) async fn endpoint(write: &SqlitePool, partner_id: &str) -> Result<Option<Endpoint>> {
     let row = sqlx::query(
