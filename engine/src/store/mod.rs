@@ -315,8 +315,9 @@ pub struct Attempt {
     pub started_at: i64,
     /// How long the exchange took.
     pub duration_ms: i64,
-    /// The request as sent (method, url, headers with secrets redacted, body).
-    #[schema(value_type = Object)]
+    /// The request as sent (method, url, headers with secrets redacted, body); null when no
+    /// request was made.
+    #[schema(value_type = Option<Object>)]
     pub request: Box<serde_json::value::RawValue>,
     /// The status the receiver answered, if it answered.
     pub response_status: Option<i64>,
