@@ -151,7 +151,10 @@ fn route_methods_are_read_from_method_routers() {
 /// Resources for filling path templates.
 struct Fixture {
     partner: Partner,
-    partner_key: String,
+    /// Another partner with settings, and its key, for the calls that check credentials: a
+    /// partner key may delete its settings, and this one's may go.
+    scratch: Partner,
+    scratch_key: String,
     partner_key_id: String,
     ingest_key: String,
     ingest_key_id: String,
@@ -179,8 +182,12 @@ async fn fixture(engine: &Engine, receiver: &Receiver) -> Fixture {
     assert_eq!(key.status, StatusCode::CREATED, "{key:?}");
     let ingest = engine.post("/v1/ingest-keys", &json!({})).await;
     assert_eq!(ingest.status, StatusCode::CREATED, "{ingest:?}");
+    let scratch = engine
+        .partner_with("Scratch", &simple_settings(&receiver.url("/pb")))
+        .await;
     Fixture {
-        partner_key: key.json["token"].as_str().unwrap().to_owned(),
+        scratch_key: engine.partner_key(&scratch).await,
+        scratch,
         partner_key_id: key.json["id"].as_str().unwrap().to_owned(),
         ingest_key: ingest.json["token"].as_str().unwrap().to_owned(),
         ingest_key_id: ingest.json["id"].as_str().unwrap().to_owned(),
@@ -190,10 +197,12 @@ async fn fixture(engine: &Engine, receiver: &Receiver) -> Fixture {
     }
 }
 
-/// `template` with the fixture's resources, or with ids that name nothing when `real` is false
-/// (so that calls made only to check credentials change nothing but the partner's own state).
+/// `template` with the fixture's resources, or with the scratch partner and ids that name
+/// nothing when `real` is false (so that calls made only to check credentials leave the
+/// fixture's resources be).
 fn fill(template: &str, fixture: &Fixture, real: bool) -> String {
-    let mut path = template.replace("{partner_id}", &fixture.partner.id);
+    let partner = if real { &fixture.partner } else { &fixture.scratch };
+    let mut path = template.replace("{partner_id}", &partner.id);
     for (name, value) in [
         ("delivery_id", &fixture.delivery_id),
         ("plugin_id", &fixture.plugin_id),
@@ -228,6 +237,11 @@ fn valid_request(
         ("post", "/v1/events") => event,
         ("post", "/v1/events/batch") => json!({"events": [created(&fixture.partner, "evt_docs_3", "inq-docs-3")]}),
         ("put", "/v1/partners/{partner_id}/settings/action-inquiry") => simple_settings(&receiver.url("/pb")),
+        ("post", "/v1/partners/{partner_id}/settings/action-inquiry/preview") => {
+            json!({"settings": simple_settings(&receiver.url("/pb")), "type": "action_inquiry.resolved"})
+        }
+        ("post", "/v1/partners/{partner_id}/settings/action-inquiry/disable") => json!({"reason": "maintenance"}),
+        ("post", "/v1/partners/{partner_id}/deliveries/replay") => json!({"status": "delivered"}),
         ("post", "/v1/ingest-keys") => json!({"partners": [fixture.partner.id]}),
         ("post", "/v1/partners/{partner_id}/secret/rotate") => json!({"grace_secs": 60}),
         ("post", "/v1/partners/{partner_id}/settings/action-inquiry/test") => {
@@ -331,7 +345,7 @@ async fn the_engine_answers_every_operation_as_documented() {
         }
         for (scheme, token) in [
             ("ingest_key", &fixture.ingest_key),
-            ("partner_key", &fixture.partner_key),
+            ("partner_key", &fixture.scratch_key),
         ] {
             if schemes.is_empty() {
                 continue;
