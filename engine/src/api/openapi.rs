@@ -75,7 +75,7 @@ token: the operator token, an ingest key or a partner key, as each operation's `
         (name = "settings", description = "A partner's postback settings for action inquiries."),
         (name = "plugins", description = "A partner's WebAssembly plugins."),
         (name = "events", description = "Events in: each request is one transaction."),
-        (name = "deliveries", description = "The delivery log and manual retries."),
+        (name = "deliveries", description = "The delivery log, retries and replays."),
         (name = "health", description = "Probes and this document; no credential."),
     ),
 )]
@@ -160,7 +160,7 @@ impl Modify for Shared {
             (
                 PARTNER,
                 "A partner key (`POST /v1/partners/{partner_id}/keys`): the routes under its own \
-                 `/v1/partners/{partner_id}/` but its keys.",
+                 `/v1/partners/{partner_id}/` but its keys, `disable`, `enable` and `DELETE`.",
             ),
             (
                 INGEST,
