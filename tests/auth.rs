@@ -22,8 +22,9 @@ enum Needs {
     Ingest,
 }
 
-/// The routes anyone may call: the health probes, which tell nothing of any partner.
-const PUBLIC: &[&str] = &["/health", "/healthz", "/readyz"];
+/// The routes anyone may call: the health probes and the API's OpenAPI document, which tell
+/// nothing of any partner.
+const PUBLIC: &[&str] = &["/health", "/healthz", "/readyz", "/openapi.json"];
 
 #[tokio::test]
 async fn the_health_probes_need_no_credential() {

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// One problem with one input field: which field, the value it had, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Path of the field, e.g. `data.TransactionAmount` or `headers.X-Api-Key`.
     pub field: String,

@@ -9,8 +9,8 @@
 //! follows one event through them function by function.
 //!
 //! - [`api`]: the HTTP API (axum), every route behind a credential (operator token, ingest key
-//!   or partner key); [`serve`] runs it with the worker in one process; [`demo`]
-//!   shows it all in one command.
+//!   or partner key) but the health probes and its OpenAPI 3.1 document (`/openapi.json`);
+//!   [`serve`] runs it with the worker in one process; [`demo`] shows it all in one command.
 //! - [`event`]: the envelope the platform posts, validated into typed values (a fast path for
 //!   valid envelopes, and validation that names every problem).
 //! - [`catalogue`]: every placeholder a template may name (name, type, description, example).

@@ -9,11 +9,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::Body;
+use super::openapi::{BadRequest, Conflict, NotFound, PartnerPath, TooLarge, Unprocessable};
 use super::partners::Page;
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::FieldError;
 use crate::event::EventType;
-use crate::store::{DeliveryFilter, Status, now_ms, rules};
+use crate::store::{Attempt, Delivery, DeliveryFilter, Status, now_ms, rules};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -23,16 +24,77 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/partners/{partner_id}/deliveries/{delivery_id}/retry", post(retry))
 }
 
-#[derive(Deserialize)]
+/// These routes in the OpenAPI document (`api/openapi.rs`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, replay, show, retry))]
+pub(super) struct Doc;
+
+/// A page of deliveries, newest first.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `list` in the OpenAPI document")]
+struct DeliveryPage {
+    data: Vec<Delivery>,
+    /// The cursor of the next page (its `before`); null on the last page.
+    next: Option<String>,
+}
+
+/// A delivery and every attempt made for it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `show` in the OpenAPI document")]
+struct DeliveryLog {
+    delivery: Delivery,
+    attempts: Vec<Attempt>,
+}
+
+/// The body of `replay` (optional): which done deliveries to send again.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the body `replay` reads, in the OpenAPI document")]
+struct ReplayInput {
+    /// Created at or after: Unix ms or RFC 3339.
+    #[schema(value_type = Option<String>)]
+    since: Option<Value>,
+    /// Created before: Unix ms or RFC 3339.
+    #[schema(value_type = Option<String>)]
+    until: Option<Value>,
+    /// `delivered` or `failed` (default: both).
+    status: Option<Status>,
+    /// Only events of this type.
+    event_type: Option<EventType>,
+    /// The `next` of the previous replay, to replay the rest.
+    after: Option<String>,
+}
+
+/// The answer of `replay`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `replay` in the OpenAPI document")]
+struct Replayed {
+    /// Deliveries due again now.
+    queued: u64,
+    /// The `after` that replays the rest; null when all were replayed.
+    next: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only deliveries in this state (default: all).
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
+    /// Only deliveries of events of this type.
+    #[param(value_type = Option<EventType>)]
     event_type: Option<String>,
+    /// Created at or after: Unix ms or RFC 3339.
     since: Option<String>,
+    /// Created before: Unix ms or RFC 3339.
     until: Option<String>,
+    /// Only deliveries of this inquiry.
     inquiry_id: Option<String>,
+    /// Only deliveries of events with this `OrderId`.
     order_id: Option<String>,
     /// Cursor: the `next` of the previous page.
     before: Option<String>,
+    /// Deliveries per page, 1 to 500 (default: 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -109,6 +171,19 @@ fn filter(
 /// A partner's deliveries, newest first: `{"data": [...], "next": cursor}`, filtered by any of
 /// `status`, `event_type`, `since` and `until` (on `created_at`; Unix ms or RFC 3339; since
 /// included, until not), `inquiry_id` and `order_id`; page with `before=<next>`.
+#[utoipa::path(
+    get,
+    path = "/v1/partners/{partner_id}/deliveries",
+    operation_id = "list_deliveries",
+    tag = "deliveries",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, ListQuery),
+    responses(
+        (status = 200, description = "A page of deliveries.", body = DeliveryPage),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -152,6 +227,22 @@ const REPLAY_BYTES: usize = 64 << 10;
 /// sees the same `webhook-id`) and gets a new attempt; pending, blocked and held ones are on
 /// their way already and are left be. At most 10,000 (oldest first) per call: the answer's
 /// `next`, when not null, is the `after` that replays the rest.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/deliveries/replay",
+    operation_id = "replay_deliveries",
+    tag = "deliveries",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    request_body(content = Option<ReplayInput>, description = "Optional; an empty body replays every done delivery."),
+    responses(
+        (status = 202, description = "How many are due again, and where to go on.", body = Replayed),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn replay(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -226,11 +317,26 @@ async fn replay(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct DeliveryPath {
+    /// The delivery's id, `dlv_…`.
     delivery_id: String,
 }
 
+/// A delivery and its attempts: each request as sent and the receiver's answer.
+#[utoipa::path(
+    get,
+    path = "/v1/partners/{partner_id}/deliveries/{delivery_id}",
+    operation_id = "show_delivery",
+    tag = "deliveries",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, DeliveryPath),
+    responses(
+        (status = 200, description = "The delivery and its attempts.", body = DeliveryLog),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn show(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -245,6 +351,20 @@ async fn show(
     }
 }
 
+/// Sends a delivered or failed delivery again, now.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/deliveries/{delivery_id}/retry",
+    operation_id = "retry_delivery",
+    tag = "deliveries",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, DeliveryPath),
+    responses(
+        (status = 202, description = "Due now.", body = Delivery),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn retry(
     State(state): State<AppState>,
     Partner(partner): Partner,

@@ -2,7 +2,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::error::{FieldError, Invalid, shorten};
 use crate::store::StoreError;
@@ -210,6 +209,26 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer: RFC 9457 problem details, sent as `application/problem+json`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Problem {
+    /// Always `about:blank`: the status tells the kind of problem.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    kind: &'static str,
+    /// The status's reason phrase, e.g. `Unprocessable Entity`.
+    #[schema(value_type = String)]
+    title: &'static str,
+    /// The HTTP status, repeated.
+    status: u16,
+    /// What went wrong and how to fix it, in words (at most 2,000 bytes).
+    detail: String,
+    /// For invalid input (422): every field at fault, with its value and the fix; at most 100,
+    /// then one entry counting the others.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(mut self) -> Response {
         // The last place before the wire: whatever built this answer, it echoes no more than a
@@ -220,15 +239,13 @@ impl IntoResponse for ApiError {
         for error in &mut self.errors {
             error.bound();
         }
-        let mut body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if !self.errors.is_empty() {
-            body["errors"] = json!(self.errors);
-        }
+        let body = Problem {
+            kind: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::body::Body;
 use super::error::MAX_ERRORS;
+use super::openapi::{BadRequest, Forbidden, TooLarge, Unprocessable};
 use super::{ApiError, AppState, Caller, Ingest, parse_json};
 use crate::error::Invalid;
 use crate::event::Event;
@@ -36,6 +37,83 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/events/batch", post(accept_batch))
 }
 
+/// These routes in the OpenAPI document (`api/openapi.rs`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(accept_one, accept_batch))]
+pub(super) struct Doc;
+
+/// An event as the platform posts it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code, reason = "describes the body `accept_one` reads, in the OpenAPI document")]
+struct EventIn {
+    /// The platform's id of the event, at most 128 bytes. With `partner_id`, the idempotency
+    /// key: the same event posted again is recorded once.
+    #[schema(max_length = 128)]
+    id: String,
+    /// What happened.
+    #[schema(rename = "type")]
+    event_type: crate::event::EventType,
+    /// The partner whose postback this is, `ptn_…`.
+    #[schema(max_length = 128)]
+    partner_id: String,
+    /// When it happened: RFC 3339 with an offset, e.g. `2026-11-20T14:03:00Z`.
+    #[schema(format = DateTime)]
+    occurred_at: String,
+    data: EventData,
+}
+
+/// The values of the event's placeholders, by name (the placeholder catalogue's data fields).
+/// `action_inquiry.created` needs `ActionInquiryId`; `action_inquiry.resolved` needs
+/// `ActionInquiryId` and `ResolutionStatus`.
+struct EventData;
+
+impl utoipa::PartialSchema for EventData {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use crate::catalogue::{CATALOGUE, FieldType, MAX_TEXT_LEN, Source};
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+        let mut object = ObjectBuilder::new().schema_type(Type::Object).description(Some(
+            "The values of the event's placeholders, by name. `action_inquiry.created` needs \
+             `ActionInquiryId`; `action_inquiry.resolved` needs `ActionInquiryId` and `ResolutionStatus`.",
+        ));
+        for placeholder in CATALOGUE.iter().filter(|p| p.source == Source::Data) {
+            let field = ObjectBuilder::new()
+                .description(Some(placeholder.description))
+                .examples([placeholder.example]);
+            let field = match placeholder.ty {
+                FieldType::Text => field.schema_type(Type::String).max_length(Some(MAX_TEXT_LEN)),
+                FieldType::Id => field.schema_type(SchemaType::from_iter([Type::String, Type::Integer])),
+                FieldType::Amount => field.schema_type(SchemaType::from_iter([Type::String, Type::Number])),
+                FieldType::Currency => field.schema_type(Type::String).pattern(Some("^[A-Z]{3}$")),
+                FieldType::Timestamp => field
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+                FieldType::Enum(words) => field.schema_type(Type::String).enum_values(Some(words.iter().copied())),
+            };
+            object = object.property(placeholder.name, field);
+        }
+        object.into()
+    }
+}
+
+impl utoipa::ToSchema for EventData {}
+
+/// Accepts one event and records its deliveries.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "accept_event",
+    tag = "events",
+    security(("ingest_key" = []), ("operator_token" = [])),
+    request_body = EventIn,
+    responses(
+        (status = 202, description = "Accepted (or accepted before: `duplicate`).", body = Accepted),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn accept_one(
     Ingest(caller): Ingest,
     State(state): State<AppState>,
@@ -63,13 +141,32 @@ fn read_event(text: &[u8]) -> Result<Result<Event, Invalid>, ApiError> {
 }
 
 /// `{"events": [...]}`, each event left as text to read on its own.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = EventBatch)]
 struct Wrapped<'a> {
+    /// 1 to 5000 events.
     #[serde(borrow)]
+    #[schema(value_type = Vec<EventIn>, min_items = 1, max_items = 5000)]
     events: Vec<&'a RawValue>,
 }
 
-/// The body is `{"events": [...]}` or a bare array.
+/// Accepts up to 5,000 events in one transaction: all or none. The body is `{"events": [...]}` or
+/// a bare array.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    operation_id = "accept_events",
+    tag = "events",
+    security(("ingest_key" = []), ("operator_token" = [])),
+    request_body(content = Wrapped, description = "`{\"events\": [...]}`, or the array of events alone."),
+    responses(
+        (status = 202, description = "Every event accepted, in the order sent.", body = Batch),
+        (status = 400, response = BadRequest),
+        (status = 403, response = Forbidden),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn accept_batch(
     Ingest(caller): Ingest,
     State(state): State<AppState>,
@@ -126,7 +223,8 @@ fn refuse_others(caller: &Caller, events: &[Event]) -> Result<(), ApiError> {
 }
 
 /// The answer to a batch.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AcceptedBatch)]
 struct Batch {
     accepted: Vec<Accepted>,
 }

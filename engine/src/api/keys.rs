@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::Body;
+use super::openapi::{BadRequest, NotFound, PartnerPath, TooLarge, Unprocessable};
 use super::{ApiError, AppState, Operator, parse_json};
 use crate::error::FieldError;
 use crate::id::PartnerId;
@@ -22,6 +23,39 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/ingest-keys/{key_id}", delete(revoke_ingest))
 }
 
+/// These routes in the OpenAPI document (`api/openapi.rs`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    create_partner,
+    list_partner,
+    revoke_partner,
+    create_ingest,
+    list_ingest,
+    revoke_ingest
+))]
+pub(super) struct Doc;
+
+/// A list of keys, newest first.
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the answer of the key listings in the OpenAPI document"
+)]
+struct Keys {
+    keys: Vec<ApiKey>,
+}
+
+/// The body of `POST /v1/ingest-keys` (optional).
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the body `create_ingest` reads, in the OpenAPI document"
+)]
+struct NewIngestKey {
+    /// The partners whose events the key may post (default: null, every partner).
+    partners: Option<Vec<PartnerId>>,
+}
+
 /// The partner of the path, which must exist.
 async fn existing(state: &AppState, id: &str) -> Result<(), ApiError> {
     match state.store.partner(id).await? {
@@ -30,6 +64,19 @@ async fn existing(state: &AppState, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Creates a key for the partner; its token is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/keys",
+    operation_id = "create_partner_key",
+    tag = "keys",
+    security(("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 201, description = "The key, with its token (shown once).", body = NewKey),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn create_partner(
     _: Operator,
     State(state): State<AppState>,
@@ -43,6 +90,19 @@ async fn create_partner(
     Ok((StatusCode::CREATED, Json(key)))
 }
 
+/// The partner's keys, revoked ones included; never their tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/partners/{partner_id}/keys",
+    operation_id = "list_partner_keys",
+    tag = "keys",
+    security(("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "The keys.", body = Keys),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn list_partner(
     _: Operator,
     State(state): State<AppState>,
@@ -53,12 +113,37 @@ async fn list_partner(
     Ok(Json(json!({ "keys": keys })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct KeyPath {
+    /// The partner's id, `ptn_…`.
     partner_id: String,
+    /// The key's id, `key_…`.
     key_id: String,
 }
 
+/// The key of an ingest-key route.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code, reason = "describes the path parameter in the OpenAPI document")]
+struct IngestKeyPath {
+    /// The key's id, `key_…`.
+    key_id: String,
+}
+
+/// Revokes one of the partner's keys, at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/partners/{partner_id}/keys/{key_id}",
+    operation_id = "revoke_partner_key",
+    tag = "keys",
+    security(("operator_token" = [])),
+    params(KeyPath),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn revoke_partner(
     _: Operator,
     State(state): State<AppState>,
@@ -85,6 +170,21 @@ fn revoked(done: bool, key_id: &str) -> Result<StatusCode, ApiError> {
 /// Largest body of `POST /v1/ingest-keys`: a list of partner ids.
 const KEY_BYTES: usize = 1 << 20;
 
+/// Creates an ingest key, for every partner or those it names; its token is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/ingest-keys",
+    operation_id = "create_ingest_key",
+    tag = "keys",
+    security(("operator_token" = [])),
+    request_body(content = Option<NewIngestKey>, description = "Optional; an empty body makes a key for every partner."),
+    responses(
+        (status = 201, description = "The key, with its token (shown once).", body = NewKey),
+        (status = 400, response = BadRequest),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn create_ingest(
     _: Operator,
     State(state): State<AppState>,
@@ -132,11 +232,33 @@ async fn create_ingest(
     Ok((StatusCode::CREATED, Json(key)))
 }
 
+/// The ingest keys, revoked ones included; never their tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/ingest-keys",
+    operation_id = "list_ingest_keys",
+    tag = "keys",
+    security(("operator_token" = [])),
+    responses((status = 200, description = "The keys.", body = Keys)),
+)]
 async fn list_ingest(_: Operator, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let keys = state.store.keys(KeyKind::Ingest, None).await?;
     Ok(Json(json!({ "keys": keys })))
 }
 
+/// Revokes an ingest key, at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/ingest-keys/{key_id}",
+    operation_id = "revoke_ingest_key",
+    tag = "keys",
+    security(("operator_token" = [])),
+    params(IngestKeyPath),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn revoke_ingest(
     _: Operator,
     State(state): State<AppState>,

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): one router per resource, one error type, one extractor per credential.
 //!
-//! Every route but the health probes takes one of the credential extractors of `auth`:
+//! Every route but the health probes (`/health`, `/healthz`, `/readyz`) and the OpenAPI document
+//! (`/openapi.json`, see `openapi`) takes one of the credential extractors of `auth`:
 //! [`Operator`], [`Ingest`] or [`Partner`]; `/metrics` takes [`MetricsReader`], the operator
 //! unless the metrics are made public. Every partner-scoped route takes [`Partner`], so a handler cannot
 //! run without the partner it acts for, checked against the caller's credential, and every query
@@ -12,6 +13,7 @@ mod deliveries;
 mod error;
 mod events;
 mod keys;
+mod openapi;
 mod partners;
 mod plugins;
 mod settings;
@@ -72,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
         .merge(partners::router())
         .merge(keys::router())
         .merge(plugins::router())
@@ -82,6 +85,13 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Liveness, with the plugin artifact cache's counters.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "health",
+    responses((status = 200, description = "The process is up.", body = Health)),
+)]
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let stats = state.plugins.host().cache_stats();
@@ -92,11 +102,28 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
 }
 
 /// Liveness: the process is up and answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is up.", body = Probe)),
+)]
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Readiness: the store answers a query and its migrations are applied; 503 otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The store answers and is migrated.", body = Probe),
+        (status = 503, response = openapi::Unavailable),
+    ),
+)]
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
@@ -110,6 +137,20 @@ async fn readyz(
 
 /// The metrics in the Prometheus text format, with the queue measured now: due deliveries in the
 /// store (one indexed query on a read connection) and in the worker's memory queue.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    security(("operator_token" = [])),
+    responses((
+        status = 200,
+        description = "The metrics in the Prometheus text format (version 0.0.4). Needs the operator \
+token unless `serve` runs with `--metrics-public`.",
+        content_type = "text/plain; version=0.0.4; charset=utf-8",
+        body = String,
+    )),
+)]
 async fn metrics(
     _: MetricsReader,
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -122,6 +163,34 @@ async fn metrics(
     });
     let text = state.worker.metrics().encode(due, age, state.worker.queued() as i64);
     Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// The answer of `GET /health`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `health` in the OpenAPI document")]
+struct Health {
+    /// `ok`.
+    status: String,
+    /// The plugin artifact cache: plugins found compiled, and compiles.
+    plugin_cache: CacheStats,
+}
+
+/// The plugin artifact cache's counters.
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes part of the answer of `health` in the OpenAPI document"
+)]
+struct CacheStats {
+    hits: u64,
+    compiles: u64,
+}
+
+/// The answer of the probes: `ok`, or `ready`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of the probes in the OpenAPI document")]
+struct Probe {
+    status: String,
 }
 
 /// Parses a JSON request body, with the parser's line and column on failure.

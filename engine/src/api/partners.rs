@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::Body;
+use super::openapi::{BadRequest, NotFound, TooLarge, Unprocessable};
 use super::{ApiError, AppState, Operator, Partner, parse_json};
 use crate::error::FieldError;
 use crate::store::{self, now_ms};
@@ -29,19 +30,85 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/partners/{partner_id}/secret/rotate", post(rotate))
 }
 
+/// These routes in the OpenAPI document (`api/openapi.rs`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, list, show, remove, disable, enable, rotate))]
+pub(super) struct Doc;
+
 /// The `{partner_id}` of an operator's route.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct PartnerPath {
+    /// The partner's id, `ptn_…`.
     partner_id: String,
 }
 
 /// A page of a listing: `limit` (1 to 500, default 50) items older than the cursor `before`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Page {
     /// Cursor: the `next` of the previous page.
     pub before: Option<String>,
-    /// Items per page.
+    /// Items per page, 1 to 500 (default: 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+}
+
+/// A page of partners, newest first.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `list` in the OpenAPI document")]
+struct Partners {
+    data: Vec<store::Partner>,
+    /// The cursor of the next page (its `before`); null on the last page.
+    next: Option<String>,
+}
+
+/// The answer of `disable` and `enable`.
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the answers of `disable` and `enable` in the OpenAPI document"
+)]
+struct PartnerState {
+    /// The partner.
+    id: crate::id::PartnerId,
+    /// Whether its keys work and its postbacks go.
+    enabled: bool,
+    /// Postbacks held by disabling it.
+    held_deliveries: Option<u64>,
+    /// Held postbacks released by enabling it.
+    released_deliveries: Option<u64>,
+}
+
+/// The body of `POST /v1/partners` (optional).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the body `create` reads, in the OpenAPI document")]
+struct NewPartner {
+    /// A display name, at most 200 bytes (default: none).
+    #[schema(max_length = 200)]
+    name: Option<String>,
+}
+
+/// The body of `POST /v1/partners/{partner_id}/secret/rotate` (optional).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the body `rotate` reads, in the OpenAPI document")]
+struct Rotate {
+    /// Seconds during which postbacks carry the previous secret's signature too (default: 86400;
+    /// 0 for none; at most 2592000).
+    #[schema(minimum = 0, maximum = 2592000)]
+    grace_secs: Option<u64>,
+}
+
+/// The answer of a rotation.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `rotate` in the OpenAPI document")]
+struct Rotated {
+    /// The partner.
+    id: crate::id::PartnerId,
+    /// The new signing secret, `whsec_…`: shown in this answer only.
+    secret: String,
+    /// When the previous secret stops signing (Unix ms).
+    previous_secret_expires_at: i64,
 }
 
 impl Page {
@@ -61,6 +128,18 @@ impl Page {
 
 /// Every partner, newest first: `{"data": [...], "next": cursor}`. Signing secrets are never
 /// listed.
+#[utoipa::path(
+    get,
+    path = "/v1/partners",
+    operation_id = "list_partners",
+    tag = "partners",
+    security(("operator_token" = [])),
+    params(Page),
+    responses(
+        (status = 200, description = "A page of partners.", body = Partners),
+        (status = 400, response = BadRequest),
+    ),
+)]
 async fn list(_: Operator, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
     let limit = page.limit()?;
     let partners = state.store.partners(page.before.as_deref(), limit).await?;
@@ -77,6 +156,18 @@ fn no_partner(id: &str) -> ApiError {
 }
 
 /// Disables a partner: its keys answer 403 and its postbacks are held until it is enabled.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/disable",
+    operation_id = "disable_partner",
+    tag = "partners",
+    security(("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "Disabled, with the postbacks held.", body = PartnerState),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn disable(
     _: Operator,
     State(state): State<AppState>,
@@ -95,6 +186,18 @@ async fn disable(
 
 /// Enables a disabled partner: its keys work again and its held postbacks go, if its endpoint
 /// can send.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/enable",
+    operation_id = "enable_partner",
+    tag = "partners",
+    security(("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "Enabled, with the postbacks released.", body = PartnerState),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn enable(
     _: Operator,
     State(state): State<AppState>,
@@ -114,6 +217,18 @@ async fn enable(
 
 /// Deletes a partner with all its data, in one transaction; its keys answer 401 and its ids
 /// 404 from then on.
+#[utoipa::path(
+    delete,
+    path = "/v1/partners/{partner_id}",
+    operation_id = "delete_partner",
+    tag = "partners",
+    security(("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn remove(
     _: Operator,
     State(state): State<AppState>,
@@ -135,16 +250,33 @@ async fn remove(
 }
 
 /// The answer of `POST /v1/partners`: the partner and, this once, its signing secret.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedPartner)]
 struct Created {
     #[serde(flatten)]
     partner: store::Partner,
+    /// The Standard Webhooks signing secret, `whsec_…`: shown in this answer only.
     secret: String,
 }
 
 /// Largest body of `POST /v1/partners`: a name and little else.
 const PARTNER_BYTES: usize = 64 << 10;
 
+/// Creates a partner and its signing secret.
+#[utoipa::path(
+    post,
+    path = "/v1/partners",
+    operation_id = "create_partner",
+    tag = "partners",
+    security(("operator_token" = [])),
+    request_body(content = Option<NewPartner>, description = "Optional; an empty body is a partner without a name."),
+    responses(
+        (status = 201, description = "The partner and, this once, its signing secret.", body = Created),
+        (status = 400, response = BadRequest),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn create(
     _: Operator,
     State(state): State<AppState>,
@@ -184,6 +316,22 @@ const MAX_GRACE_SECS: u64 = 30 * 86_400;
 
 /// Gives the partner a new signing secret, shown this once; postbacks carry the previous
 /// secret's signature too until the grace period (`grace_secs`, default 24 h, 0 for none) ends.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/secret/rotate",
+    operation_id = "rotate_secret",
+    tag = "partners",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    request_body(content = Option<Rotate>, description = "Optional; an empty body keeps the default grace period."),
+    responses(
+        (status = 200, description = "The new secret and when the previous one stops signing.", body = Rotated),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn rotate(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -225,6 +373,19 @@ async fn rotate(
     })))
 }
 
+/// The partner (never its signing secret).
+#[utoipa::path(
+    get,
+    path = "/v1/partners/{partner_id}",
+    operation_id = "show_partner",
+    tag = "partners",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "The partner.", body = store::Partner),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn show(Partner(partner): Partner) -> Json<store::Partner> {
     Json(partner)
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::Body;
+use super::openapi::{BadRequest, Conflict, NotFound, PartnerPath, TooLarge, TooManyRequests, Unprocessable};
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::FieldError;
 use crate::event::{Event, EventType};
@@ -25,13 +26,49 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/partners/{partner_id}/plugins/{plugin_id}/run", post(run))
 }
 
-#[derive(Deserialize)]
+/// These routes in the OpenAPI document (`api/openapi.rs`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload, list, show, remove, run))]
+pub(super) struct Doc;
+
+/// The partner's plugins.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `list` in the OpenAPI document")]
+struct Plugins {
+    data: Vec<PluginRecord>,
+}
+
+/// The body of a dry run; every field is optional.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the body `run` reads, in the OpenAPI document")]
+struct RunInput {
+    /// The event (default: a sample of `event_type`).
+    event: Option<Object>,
+    /// The sample's type (default: `action_inquiry.created`).
+    event_type: Option<crate::event::EventType>,
+    /// `{method, url, headers, body}` (default: rendered by the saved settings).
+    request: Option<Object>,
+    /// The receiver's answer to classify: `{status, headers, body, duration_ms}`.
+    response: Option<Object>,
+    /// The plugin's configuration (default: the saved `plugin_config`).
+    config: Option<Value>,
+}
+
+/// Any JSON object.
+type Object = serde_json::Map<String, Value>;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// The plugin's name, 1 to 100 characters.
+    #[param(required = true, min_length = 1, max_length = 100)]
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct PluginPath {
+    /// The plugin's id, `plg_…`.
     plugin_id: String,
 }
 
@@ -46,7 +83,23 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid(FieldError::new(field, None, message).into(), "")
 }
 
-/// The body is the component's bytes (`application/wasm`).
+/// Uploads a plugin: the body is the WebAssembly component's bytes (`application/wasm`),
+/// compiled and checked before it is stored.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/plugins",
+    operation_id = "upload_plugin",
+    tag = "plugins",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, UploadQuery),
+    request_body(description = "The component's bytes.", content(("application/wasm"))),
+    responses(
+        (status = 201, description = "The plugin.", body = PluginRecord),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn upload(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -80,6 +133,19 @@ async fn upload(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
+/// The partner's plugins.
+#[utoipa::path(
+    get,
+    path = "/v1/partners/{partner_id}/plugins",
+    operation_id = "list_plugins",
+    tag = "plugins",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "The plugins.", body = Plugins),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn list(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"data": state.store.plugins(&partner.id).await?})))
 }
@@ -92,6 +158,19 @@ async fn find(state: &AppState, partner_id: &str, id: &str) -> Result<PluginReco
         .ok_or_else(|| ApiError::not_found(format!("partner {partner_id} has no plugin {id}")))
 }
 
+/// One plugin.
+#[utoipa::path(
+    get,
+    path = "/v1/partners/{partner_id}/plugins/{plugin_id}",
+    operation_id = "show_plugin",
+    tag = "plugins",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, PluginPath),
+    responses(
+        (status = 200, description = "The plugin.", body = PluginRecord),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn show(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -100,6 +179,20 @@ async fn show(
     Ok(Json(find(&state, &partner.id, &path.plugin_id).await?))
 }
 
+/// Deletes a plugin that the settings do not name.
+#[utoipa::path(
+    delete,
+    path = "/v1/partners/{partner_id}/plugins/{plugin_id}",
+    operation_id = "delete_plugin",
+    tag = "plugins",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, PluginPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+)]
 async fn remove(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -124,6 +217,23 @@ async fn remove(
 /// A dry run: `{"event"?, "event_type"?, "request"?, "response"?, "config"?}`. Without an event,
 /// a sample of `event_type` is used; without a request, the saved settings render one; without
 /// a config, the saved `plugin_config` is used.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/plugins/{plugin_id}/run",
+    operation_id = "run_plugin",
+    tag = "plugins",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, PluginPath),
+    request_body(content = Option<RunInput>, description = "Optional; an empty body runs on a sample event."),
+    responses(
+        (status = 200, description = "What each export of the plugin did: output or error, fuel, memory, time and logs.", body = Object),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 async fn run(
     State(state): State<AppState>,
     Partner(partner): Partner,

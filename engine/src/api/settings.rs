@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::Body;
+use super::openapi::{BadRequest, Conflict, NotFound, PartnerPath, TooLarge, TooManyRequests, Unprocessable};
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::{FieldError, Invalid};
 use crate::event::{Event, EventType};
@@ -31,6 +32,116 @@ pub(super) fn router() -> Router<AppState> {
         .route(&format!("{PATH}/test"), post(test))
 }
 
+/// These routes in the OpenAPI document (`api/openapi.rs`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(show, save, remove, enable, disable, preview, test))]
+pub(super) struct Doc;
+
+/// Saved settings with their state, as `view` writes them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer `view` writes, in the OpenAPI document")]
+struct SettingsView {
+    /// The settings as saved, with `plugin_config`'s secrets redacted.
+    settings: NotificationSettings,
+    /// Grows on every save.
+    version: i64,
+    /// False while the endpoint is disabled (after a 410 Gone, or by `disable`); its deliveries
+    /// are held.
+    enabled: bool,
+    /// Why the endpoint is disabled, when it is.
+    disabled_reason: Option<String>,
+    /// When it was disabled (Unix ms).
+    disabled_at: Option<i64>,
+    /// When the settings were last saved (Unix ms).
+    updated_at: i64,
+}
+
+/// The answer of `enable` and `disable`.
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "describes the answers of `enable` and `disable` in the OpenAPI document"
+)]
+struct EndpointState {
+    /// Whether postbacks go.
+    enabled: bool,
+    /// Why it is disabled (`disable` only).
+    disabled_reason: Option<String>,
+    /// Deliveries held by disabling it (`disable` only).
+    held_deliveries: Option<u64>,
+    /// Held deliveries due again (`enable` only).
+    released_deliveries: Option<u64>,
+}
+
+/// The answer of `remove`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `remove` in the OpenAPI document")]
+struct Deleted {
+    /// Always true.
+    deleted: bool,
+    /// Pending deliveries now held until settings are saved again.
+    held_deliveries: u64,
+}
+
+/// The body of `disable` (optional).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the body `disable` reads, in the OpenAPI document")]
+struct Disable {
+    /// Why, at most 500 bytes (default: `disabled by the partner`).
+    #[schema(max_length = 500)]
+    reason: Option<String>,
+}
+
+/// The body of `preview`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the body `preview` reads, in the OpenAPI document")]
+struct PreviewInput {
+    /// The settings to preview, as for PUT.
+    settings: NotificationSettings,
+    /// An event (default: the sample event of `type`).
+    event: Option<Object>,
+    /// The sample event's type (default: `action_inquiry.created`).
+    #[schema(rename = "type")]
+    event_type: Option<crate::event::EventType>,
+}
+
+/// What settings would send for an event.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `preview` in the OpenAPI document")]
+struct Preview {
+    /// The event rendered.
+    event: Object,
+    /// Whether the settings send a postback for the event's type at all.
+    sends: bool,
+    /// The request as the templates make it (method, url, headers, body), secret values redacted.
+    request: Object,
+}
+
+/// What a test postback did.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the answer of `test` in the OpenAPI document")]
+struct TestOutcome {
+    /// The sample event the postback was built from.
+    event: Object,
+    /// The request as sent (secret headers redacted); null when none could be built.
+    request: Option<Object>,
+    /// The receiver's answer: `status`, `headers`, `body`; null when it did not answer.
+    response: Option<Object>,
+    /// How long the exchange took.
+    duration_ms: Option<i64>,
+    /// What the answer would mean for a delivery.
+    verdict: crate::store::AttemptVerdict,
+    /// When the verdict is `retry` and the receiver said when, the seconds it asked to wait.
+    retry_after_secs: Option<u64>,
+    /// What went wrong, in words.
+    error: Option<String>,
+    /// What the plugins did.
+    plugins: Option<Value>,
+}
+
+/// Any JSON object.
+type Object = serde_json::Map<String, Value>;
+
 fn view(record: &SettingsRecord) -> Value {
     let mut settings = serde_json::from_str::<Value>(&record.body).unwrap_or(Value::Null);
     if let Some(config) = settings.get_mut("plugin_config") {
@@ -49,6 +160,23 @@ fn view(record: &SettingsRecord) -> Value {
 /// Largest settings body: templates and headers, with room to spare.
 const SETTINGS_BYTES: usize = 2 << 20;
 
+/// Saves the partner's settings, validated first: 422 names every field at fault.
+#[utoipa::path(
+    put,
+    path = "/v1/partners/{partner_id}/settings/action-inquiry",
+    operation_id = "save_settings",
+    tag = "settings",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    request_body = NotificationSettings,
+    responses(
+        (status = 200, description = "The settings as saved.", body = SettingsView),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn save(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -89,6 +217,19 @@ async fn save(
     Ok(Json(view(&record)))
 }
 
+/// The partner's settings.
+#[utoipa::path(
+    get,
+    path = "/v1/partners/{partner_id}/settings/action-inquiry",
+    operation_id = "show_settings",
+    tag = "settings",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "The settings.", body = SettingsView),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn show(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
     match state.store.settings(&partner.id).await? {
         Some(record) => Ok(Json(view(&record))),
@@ -99,6 +240,19 @@ async fn show(State(state): State<AppState>, Partner(partner): Partner) -> Resul
     }
 }
 
+/// Re-enables a disabled endpoint and releases its held deliveries.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/settings/action-inquiry/enable",
+    operation_id = "enable_settings",
+    tag = "settings",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "Enabled.", body = EndpointState),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn enable(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
     let released = state.store.enable(&partner.id, now_ms()).await?;
     state.worker.wake();
@@ -106,6 +260,18 @@ async fn enable(State(state): State<AppState>, Partner(partner): Partner) -> Res
 }
 
 /// Deletes the settings; the pending deliveries are held until settings are saved again.
+#[utoipa::path(
+    delete,
+    path = "/v1/partners/{partner_id}/settings/action-inquiry",
+    operation_id = "delete_settings",
+    tag = "settings",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    responses(
+        (status = 200, description = "Deleted.", body = Deleted),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn remove(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
     let held = state
         .store
@@ -124,6 +290,22 @@ const MAX_REASON: usize = 500;
 
 /// Disables the endpoint (`{"reason"?: "..."}`): postbacks are held until it is enabled again
 /// (`POST .../enable`) or settings are saved.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/settings/action-inquiry/disable",
+    operation_id = "disable_settings",
+    tag = "settings",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    request_body(content = Option<Disable>, description = "Optional; an empty body gives the default reason."),
+    responses(
+        (status = 200, description = "Disabled, with the deliveries held.", body = EndpointState),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn disable(
     State(state): State<AppState>,
     Partner(partner): Partner,
@@ -170,6 +352,22 @@ async fn disable(
 /// the settings send a postback for the event's type at all; `webhook-id`,
 /// `webhook-timestamp` and `webhook-signature` are added when it is sent, and a transform
 /// plugin, if named, runs then too (see `POST .../plugins/{plugin_id}/run`).
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/settings/action-inquiry/preview",
+    operation_id = "preview_settings",
+    tag = "settings",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath),
+    request_body = PreviewInput,
+    responses(
+        (status = 200, description = "The request the settings make for the event.", body = Preview),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 422, response = Unprocessable),
+    ),
+)]
 async fn preview(Partner(partner): Partner, Body(body): Body<SETTINGS_BYTES>) -> Result<Json<Value>, ApiError> {
     let input = parse_json(&body)?;
     let Some(object) = input.as_object() else {
@@ -243,13 +441,32 @@ async fn preview(Partner(partner): Partner, Body(body): Body<SETTINGS_BYTES>) ->
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TestQuery {
+    /// The sample event's type (default: `action_inquiry.created`).
     #[serde(rename = "type")]
+    #[param(value_type = Option<crate::event::EventType>)]
     event_type: Option<String>,
 }
 
 /// Sends a postback built from a sample event now, and answers with what happened.
+#[utoipa::path(
+    post,
+    path = "/v1/partners/{partner_id}/settings/action-inquiry/test",
+    operation_id = "test_settings",
+    tag = "settings",
+    security(("partner_key" = []), ("operator_token" = [])),
+    params(PartnerPath, TestQuery),
+    responses(
+        (status = 200, description = "The request, the receiver's answer and the verdict.", body = TestOutcome),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 async fn test(
     State(state): State<AppState>,
     Partner(partner): Partner,

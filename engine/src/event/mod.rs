@@ -19,7 +19,7 @@ use crate::catalogue::{self, CATALOGUE, FieldId, Source};
 use crate::id::{EventId, PartnerId};
 
 /// The kinds of event Postwire delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventType {
     /// A partner opened an action inquiry.
     #[serde(rename = "action_inquiry.created")]

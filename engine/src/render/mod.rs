@@ -27,7 +27,7 @@ use helpers::{Expr, Out};
 use parse::{Ast, Piece};
 
 /// How the body is written and escaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyFormat {
     /// `application/json`.

@@ -35,13 +35,15 @@ pub mod limits {
 }
 
 /// A partner's settings for one event family, as saved.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotificationSettings {
     /// The endpoint; placeholders allowed after the host.
     pub url: String,
-    /// The HTTP method.
+    /// The HTTP method (default: POST, when saving).
+    #[schema(required = false)]
     pub method: Method,
-    /// How the body is written and escaped.
+    /// How the body is written and escaped (default: json, when saving).
+    #[schema(required = false)]
     pub body_format: BodyFormat,
     /// The body with placeholders; absent for GET.
     #[serde(default, skip_serializing_if = "Option::is_none")]

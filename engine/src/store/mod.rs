@@ -63,7 +63,7 @@ pub enum Durability {
 pub const ACTION_INQUIRY: &str = "action_inquiry";
 
 /// A partner (tenant).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Partner {
     /// `ptn_…`
     pub id: PartnerId,
@@ -81,7 +81,7 @@ pub struct Partner {
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     /// Everything: the operator token made on a first start without a configured one.
@@ -114,7 +114,7 @@ impl KeyKind {
 }
 
 /// An API key as stored: never its token, which only its creator sees, once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     /// `key_…`
     pub id: KeyId,
@@ -136,7 +136,7 @@ pub struct ApiKey {
 }
 
 /// A key just created, with its token: the only time the token exists outside its holder.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     /// The key.
     #[serde(flatten)]
@@ -161,7 +161,7 @@ pub struct SettingsRecord {
 }
 
 /// The state of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting for its time, or being sent.
@@ -203,7 +203,7 @@ impl Status {
 }
 
 /// One postback of one event to one partner.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// `dlv_…`; also the `webhook-id` the receiver sees on every attempt.
     pub id: DeliveryId,
@@ -265,7 +265,7 @@ pub struct Deleted {
 }
 
 /// What an attempt meant for its delivery, as the attempt log names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptVerdict {
     /// The receiver accepted the postback.
@@ -303,7 +303,7 @@ impl AttemptVerdict {
 }
 
 /// One attempt as recorded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// `att_…`
     pub id: AttemptId,
@@ -315,11 +315,14 @@ pub struct Attempt {
     pub started_at: i64,
     /// How long the exchange took.
     pub duration_ms: i64,
-    /// The request as sent (method, url, headers with secrets redacted, body).
+    /// The request as sent (method, url, headers with secrets redacted, body); null when no
+    /// request was made.
+    #[schema(value_type = Option<Object>)]
     pub request: Box<serde_json::value::RawValue>,
     /// The status the receiver answered, if it answered.
     pub response_status: Option<i64>,
     /// The receiver's headers, as a JSON list of `[name, value]` pairs.
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
     pub response_headers: Option<Box<serde_json::value::RawValue>>,
     /// The receiver's body, cut at the capture limit.
     pub response_body: Option<String>,
@@ -333,7 +336,7 @@ pub struct Attempt {
 }
 
 /// An uploaded plugin (without its binary).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginRecord {
     /// `plg_…`
     pub id: PluginId,
@@ -352,7 +355,7 @@ pub struct PluginRecord {
 }
 
 /// An accepted event and what it became.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The event id.
     pub event_id: EventId,
