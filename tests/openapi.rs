@@ -282,8 +282,12 @@ fn response_schema(doc: &Value, path: &str, method: &str, status: u16, content_t
     if let Some(target) = response["$ref"].as_str() {
         response = pointer(doc, target).expect("a response reference resolves");
     }
-    let media = content_type.split(';').next().unwrap_or_default().trim();
-    response["content"].get(media)?.get("schema")?;
+    // The media type as sent, parameters included, or else its essence (`text/plain`).
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let media = [content_type, essence]
+        .into_iter()
+        .find(|media| response["content"].get(*media).is_some())?;
+    response["content"][media].get("schema")?;
     let escape = |s: &str| s.replace('~', "~0").replace('/', "~1");
     let location = match responses[status.to_string()]["$ref"].as_str() {
         Some(target) => format!("{}/content/{}/schema", target.trim_start_matches('#'), escape(media)),
@@ -298,8 +302,13 @@ fn response_schema(doc: &Value, path: &str, method: &str, status: u16, content_t
 
 /// A schema that is a reference to the JSON pointer `location` in the document.
 fn reference(location: &str) -> Value {
-    // A pointer in a URI's fragment is percent-encoded; path templates hold braces.
-    let fragment = location.replace('{', "%7B").replace('}', "%7D");
+    // A pointer in a URI's fragment is percent-encoded: path templates hold braces, media types
+    // with parameters hold spaces.
+    let fragment = location
+        .replace('%', "%25")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .replace(' ', "%20");
     json!({"$ref": format!("{DOC_URI}#{fragment}")})
 }
 
