@@ -120,43 +120,19 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("DELETE", "/v1/partners/{partner_id}", Needs::Operator),
 ];
 
-/// The path templates the API's routers declare, read from their source.
-fn declared_routes() -> BTreeSet<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
-    let mut routes = BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        let constant = text
-            .split_once("const PATH: &str = \"")
-            .map(|(_, rest)| rest.split('"').next().unwrap().to_owned());
-        for (_, rest) in text.match_indices(".route(").map(|(i, _)| ((), &text[i + 7..])) {
-            let rest = rest.trim_start();
-            let path = if let Some(literal) = rest.strip_prefix('"') {
-                literal.split('"').next().unwrap().to_owned()
-            } else if rest.starts_with("PATH") {
-                constant.clone().expect("a PATH constant")
-            } else if let Some(literal) = rest.strip_prefix("&format!(\"") {
-                literal
-                    .split('"')
-                    .next()
-                    .unwrap()
-                    .replace("{PATH}", constant.as_deref().expect("a PATH constant"))
-            } else {
-                panic!("a route this test cannot read: {}", &rest[..rest.len().min(60)]);
-            };
-            routes.insert(path);
-        }
-    }
-    routes
-}
-
 #[test]
 fn the_matrix_holds_every_route() {
-    let mut declared = declared_routes();
+    let mut declared = common::routes::declared_routes();
     for public in PUBLIC {
-        assert!(declared.remove(*public), "{public} in {declared:?}");
+        assert!(
+            declared.remove(&("GET".to_owned(), (*public).to_owned())),
+            "GET {public} in {declared:?}"
+        );
     }
-    let listed: BTreeSet<String> = ROUTES.iter().map(|(_, path, _)| (*path).to_owned()).collect();
+    let listed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(method, path, _)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
     assert_eq!(
         declared, listed,
         "every route of the API is in ROUTES with what it needs, and nothing else"

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod routes;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
