@@ -26,6 +26,7 @@ use crate::event::Event;
 use crate::id::{AttemptId, DeliveryId, PartnerId};
 use crate::plugins::{Plugins, config_text};
 use crate::redact;
+use crate::render::MAX_RENDERED_LEN;
 use crate::request::Request;
 use crate::send::{Answer, SendError, Sender};
 use crate::settings::CompiledSettings;
@@ -289,9 +290,26 @@ pub struct Exchanged {
 /// The whole exchange for `event`: transform, then [`send`] (sign, send, classify).
 /// `Err` when the transform produced no request; nothing was sent then.
 pub async fn run(ctx: &Context<'_>, event: &Event, rendered: Request) -> Result<Exchanged, TransformError> {
+    if rendered.body.len() > MAX_RENDERED_LEN {
+        // Rendering stopped part way: not even a transform may see a cut body.
+        return Ok(too_long(ctx));
+    }
     let stages = ctx.stages();
     let transformed = transform(&stages, event, rendered).await?;
     Ok(send(ctx, &stages, transformed).await)
+}
+
+/// The attempt of a request whose body is past [`MAX_RENDERED_LEN`]: failed, not sent, and not
+/// retried, since the same event renders the same body every time.
+fn too_long(ctx: &Context<'_>) -> Exchanged {
+    let reason = format!(
+        "the request body is over {MAX_RENDERED_LEN} bytes, the most a postback sends; the body \
+         template repeats placeholders whose values are long: use each once"
+    );
+    Exchanged {
+        attempt: unsent_attempt(ctx.delivery_id, ctx.number, &reason, None),
+        verdict: Verdict::Fail { reason },
+    }
 }
 
 /// Sign, send and classify a transformed request, and describe the attempt.
@@ -301,6 +319,9 @@ pub async fn send(ctx: &Context<'_>, stages: &Stages<'_>, transformed: Transform
     let mut reports = serde_json::Map::new();
     if let Some(report) = report {
         reports.insert("transform".into(), report);
+    }
+    if request.body.len() > MAX_RENDERED_LEN {
+        return too_long(ctx);
     }
     let signature = match sign(ctx, &request, started_at) {
         Ok(headers) => headers,

@@ -18,6 +18,7 @@ use crate::error::{FieldError, Invalid};
 use crate::event::{Event, EventType};
 use crate::exchange::{self, Context, Exchanged};
 use crate::id::DeliveryId;
+use crate::render::MAX_RENDERED_LEN;
 use crate::settings::NotificationSettings;
 use crate::store::{SettingsRecord, now_ms};
 
@@ -434,6 +435,19 @@ async fn preview(Partner(partner): Partner, Body(body): Body<SETTINGS_BYTES>) ->
     };
     let sends = compiled.settings().events.contains(&event.event_type);
     let request = compiled.render(&event);
+    if request.body.len() > MAX_RENDERED_LEN {
+        return Err(ApiError::invalid_counted(
+            vec![FieldError::new(
+                "settings.body_template",
+                None,
+                format!(
+                    "renders over {MAX_RENDERED_LEN} bytes for this event, more than a postback sends; \
+                     use each long placeholder once"
+                ),
+            )],
+            0,
+        ));
+    }
     Ok(Json(json!({
         "event": event.to_json(),
         "sends": sends,

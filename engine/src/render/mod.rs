@@ -26,6 +26,11 @@ use crate::event::Event;
 use helpers::{Expr, Out};
 use parse::{Ast, Piece};
 
+/// The most a template renders to, in bytes. Placeholders repeated in a long template can
+/// multiply an event's longest values (and their escapes) into hundreds of MiB; rendering stops
+/// once past this, and a body past it is not sent.
+pub const MAX_RENDERED_LEN: usize = 1 << 20;
+
 /// How the body is written and escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -119,8 +124,12 @@ impl Template {
     }
 
     /// Appends the template rendered for `event` to `out`.
+    /// Stops once `out` is past [`MAX_RENDERED_LEN`]: what it then holds is too long to send.
     pub fn render_into(&self, event: &Event, out: &mut String) {
         for segment in &self.segments {
+            if out.len() > MAX_RENDERED_LEN {
+                return;
+            }
             match segment {
                 Segment::Literal(text) => out.push_str(text),
                 Segment::Value(Expr::Field(field), context) => helpers::field(event, *field).write(*context, out),
@@ -303,6 +312,18 @@ mod tests {
     }
 
     const JSON: Place = Place::Body(BodyFormat::Json);
+
+    #[test]
+    fn rendering_stops_soon_after_the_cap() {
+        let mut event = event().to_json();
+        event["data"]["InquiryNotes"] = "\u{1}".repeat(4096).into();
+        let event = Event::from_value(&event).unwrap();
+        let template = format!("{{\"n\": \"{}\"}}", "{InquiryNotes}".repeat(4000));
+        let out = Template::compile(&template, JSON).unwrap().render(&event);
+        // Each placeholder adds 4096 six-byte escapes; all 4000 would make 98 MB.
+        assert!(out.len() > MAX_RENDERED_LEN, "{}", out.len());
+        assert!(out.len() <= MAX_RENDERED_LEN + 6 * 4096, "{}", out.len());
+    }
 
     #[test]
     fn json_braces_are_not_placeholders() {
