@@ -139,42 +139,6 @@ fn the_matrix_holds_every_route() {
     );
 }
 
-/// One partner's resources, for filling route templates.
-struct Tenant {
-    partner: Partner,
-    key: String,
-    key_id: String,
-    delivery_id: String,
-    plugin_id: String,
-}
-
-async fn tenant(engine: &Engine, receiver: &Receiver, name: &str) -> Tenant {
-    let partner = engine.partner_with(name, &simple_settings(&receiver.url("/pb"))).await;
-    let delivery_id = engine
-        .send_event(&created(&partner, &format!("evt_{name}"), &format!("inq-{name}")))
-        .await;
-    engine.wait_status(&partner, &delivery_id, "delivered").await;
-    let upload = engine
-        .raw(
-            Method::POST,
-            &format!("/v1/partners/{}/plugins?name=ack", partner.id),
-            Some(postwire_test_plugins::bytes("trivial")),
-        )
-        .await;
-    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
-    let key = engine
-        .post(&format!("/v1/partners/{}/keys", partner.id), &json!({}))
-        .await;
-    assert_eq!(key.status, StatusCode::CREATED, "{key:?}");
-    Tenant {
-        key: key.json["token"].as_str().unwrap().to_owned(),
-        key_id: key.json["id"].as_str().unwrap().to_owned(),
-        delivery_id,
-        plugin_id: upload.json["id"].as_str().unwrap().to_owned(),
-        partner,
-    }
-}
-
 /// A route's path for `tenant`'s resources (`ingest_key` for the ingest-key routes), and a body.
 fn request(template: &str, tenant: &Tenant, ingest_key: &str, n: usize) -> (String, Option<Vec<u8>>) {
     let path = template

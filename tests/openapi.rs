@@ -94,23 +94,7 @@ struct Fixture {
 }
 
 async fn fixture(engine: &Engine, receiver: &Receiver) -> Fixture {
-    let partner = engine
-        .partner_with("Docs", &simple_settings(&receiver.url("/pb")))
-        .await;
-    let delivery_id = engine.send_event(&created(&partner, "evt_docs", "inq-docs")).await;
-    engine.wait_status(&partner, &delivery_id, "delivered").await;
-    let upload = engine
-        .raw(
-            Method::POST,
-            &format!("/v1/partners/{}/plugins?name=ack", partner.id),
-            Some(postwire_test_plugins::bytes("trivial")),
-        )
-        .await;
-    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
-    let key = engine
-        .post(&format!("/v1/partners/{}/keys", partner.id), &json!({}))
-        .await;
-    assert_eq!(key.status, StatusCode::CREATED, "{key:?}");
+    let docs = tenant(engine, receiver, "docs").await;
     let ingest = engine.post("/v1/ingest-keys", &json!({})).await;
     assert_eq!(ingest.status, StatusCode::CREATED, "{ingest:?}");
     let scratch = engine
@@ -119,12 +103,12 @@ async fn fixture(engine: &Engine, receiver: &Receiver) -> Fixture {
     Fixture {
         scratch_key: engine.partner_key(&scratch).await,
         scratch,
-        partner_key_id: key.json["id"].as_str().unwrap().to_owned(),
+        partner_key_id: docs.key_id,
         ingest_key: ingest.json["token"].as_str().unwrap().to_owned(),
         ingest_key_id: ingest.json["id"].as_str().unwrap().to_owned(),
-        delivery_id,
-        plugin_id: upload.json["id"].as_str().unwrap().to_owned(),
-        partner,
+        delivery_id: docs.delivery_id,
+        plugin_id: docs.plugin_id,
+        partner: docs.partner,
     }
 }
 

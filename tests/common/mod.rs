@@ -746,3 +746,41 @@ impl Drop for Resetter {
         self.task.abort();
     }
 }
+
+/// One partner with one of each resource (a delivered postback, a plugin, a partner key), for
+/// filling route templates.
+pub struct Tenant {
+    pub partner: Partner,
+    pub key: String,
+    pub key_id: String,
+    pub delivery_id: String,
+    pub plugin_id: String,
+}
+
+/// Makes [`Tenant`] `name`: its events and inquiries are `evt_{name}` and `inq-{name}`.
+pub async fn tenant(engine: &Engine, receiver: &Receiver, name: &str) -> Tenant {
+    let partner = engine.partner_with(name, &simple_settings(&receiver.url("/pb"))).await;
+    let delivery_id = engine
+        .send_event(&created(&partner, &format!("evt_{name}"), &format!("inq-{name}")))
+        .await;
+    engine.wait_status(&partner, &delivery_id, "delivered").await;
+    let upload = engine
+        .raw(
+            Method::POST,
+            &format!("/v1/partners/{}/plugins?name=ack", partner.id),
+            Some(postwire_test_plugins::bytes("trivial")),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
+    let key = engine
+        .post(&format!("/v1/partners/{}/keys", partner.id), &json!({}))
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{key:?}");
+    Tenant {
+        key: key.json["token"].as_str().unwrap().to_owned(),
+        key_id: key.json["id"].as_str().unwrap().to_owned(),
+        delivery_id,
+        plugin_id: upload.json["id"].as_str().unwrap().to_owned(),
+        partner,
+    }
+}
