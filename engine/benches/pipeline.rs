@@ -418,6 +418,26 @@ async fn postwire_run(
     );
     let total = started.elapsed();
     let cores = cores_since(cpu, total);
+    // Retention steps aside while postbacks wait to be sent, and catches up once they are
+    // sent: how long after the last postback it removed every delivery of the run.
+    let caught_up = if prune {
+        let mut db = sqlx::SqliteConnection::connect(&database)
+            .await
+            .expect("the database opens");
+        let idle = Instant::now();
+        loop {
+            let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+                .fetch_one(&mut db)
+                .await
+                .expect("a count");
+            if left == 0 || idle.elapsed() > Duration::from_secs(120) {
+                break Some((left, idle.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    } else {
+        None
+    };
     running.stop().await;
 
     // Every delivery is recorded as delivered after one attempt.
@@ -432,11 +452,13 @@ async fn postwire_run(
         .fetch_one(&mut db)
         .await
         .expect("a count");
-    if prune {
+    if let Some((left, after)) = caught_up {
         println!(
-            "    retention removed {} of {n} deliveries and {} of {n} attempts during the run",
+            "    retention removed {} of {n} deliveries and {} of {n} attempts by {:.1} s after the last \
+             postback arrived ({left} left)",
             n as i64 - delivered,
-            n as i64 - attempts
+            n as i64 - attempts,
+            after.as_secs_f64()
         );
     } else if delivered as usize != n || attempts as usize != n {
         println!("    note: {delivered} deliveries delivered and {attempts} attempts recorded for {n} events");

@@ -165,6 +165,10 @@ pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// which accepts and recordings wait for.
 pub const PRUNE_BATCH: usize = 500;
 
+/// While postbacks wait to be sent, retention takes one step of [`PRUNE_BATCH`] rows at most
+/// this often (see [`Pace`](crate::store::Pace)).
+pub const PRUNE_BUSY_GAP: Duration = Duration::from_secs(1);
+
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -582,13 +586,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let shutdown = shutdown.clone();
         let store = store.clone();
         tokio::spawn(async move {
+            let pace = {
+                let worker = worker.clone();
+                crate::store::Pace::yielding(move || worker.busy(), PRUNE_BUSY_GAP)
+            };
             let worker_task = tokio::spawn({
                 let shutdown = shutdown.clone();
                 async move { worker.run(shutdown).await }
             });
-            let pruner = config
-                .retention
-                .map(|window| tokio::spawn(prune(store.clone(), window, config.prune_interval, shutdown.clone())));
+            let pruner = config.retention.map(|window| {
+                tokio::spawn(prune(
+                    store.clone(),
+                    window,
+                    config.prune_interval,
+                    pace,
+                    shutdown.clone(),
+                ))
+            });
             serve_api(listener, app, &config, &shutdown).await;
             let _ = worker_task.await;
             if let Some(pruner) = pruner {
@@ -610,9 +624,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 /// Every `interval` until `shutdown` is cancelled, removes the finished deliveries whose last
 /// activity is older than `window`, their attempts and their events (see [`Store::prune`]).
 ///
-/// A pass goes in short transactions that let accepts go first, so it never stalls delivery;
-/// a failed pass is logged and the next one tries again.
-async fn prune(store: Store, window: Duration, interval: Duration, shutdown: CancellationToken) {
+/// A pass goes in short transactions that let accepts go first, and steps aside while
+/// postbacks wait to be sent (`pace`), so it never stalls delivery; a failed pass is logged and
+/// the next one tries again.
+async fn prune(
+    store: Store,
+    window: Duration,
+    interval: Duration,
+    pace: crate::store::Pace,
+    shutdown: CancellationToken,
+) {
     let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
@@ -623,7 +644,7 @@ async fn prune(store: Store, window: Duration, interval: Duration, shutdown: Can
         tokio::select! {
             // A step under way finishes on the store's thread; the pass stops after it.
             () = shutdown.cancelled() => return,
-            pruned = store.prune(older_than, PRUNE_BATCH) => match pruned {
+            pruned = store.prune(older_than, PRUNE_BATCH, &pace) => match pruned {
                 Ok(pruned) if !pruned.is_empty() => info!(
                     deliveries = pruned.deliveries,
                     attempts = pruned.attempts,

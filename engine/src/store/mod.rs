@@ -465,6 +465,70 @@ pub struct Outcome {
     pub next: Next,
 }
 
+/// How a pass of retention shares the store's writer with delivery (see [`Store::prune`]).
+///
+/// Retention is the one write nobody waits for, so it goes last: while `busy` says postbacks
+/// are waiting to be sent, a pass takes one step at most every `busy_gap` and otherwise waits,
+/// the way PostgreSQL's autovacuum sleeps between pages under its cost limit. Under load it
+/// costs delivery next to nothing; when the queue empties it catches up at full speed. Even a
+/// pipeline that is never idle keeps a floor of one step of [`PRUNE_BATCH`] rows per
+/// `busy_gap` (500 rows a second by default), far more than one process delivers on average
+/// when it is busy all day.
+///
+/// [`PRUNE_BATCH`]: crate::serve::PRUNE_BATCH
+#[derive(Clone)]
+pub struct Pace {
+    busy: Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>,
+    busy_gap: std::time::Duration,
+}
+
+impl std::fmt::Debug for Pace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pace")
+            .field("yields", &self.busy.is_some())
+            .field("busy_gap", &self.busy_gap)
+            .finish()
+    }
+}
+
+impl Pace {
+    /// How often a waiting step looks again whether delivery is still busy.
+    const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+    /// Steps one after another, waiting only for the accepts under way (tests, and tools that
+    /// prune a store nothing delivers from).
+    pub fn unpaced() -> Pace {
+        Pace {
+            busy: None,
+            busy_gap: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Steps aside while `busy` is true, taking one step at most every `busy_gap` then.
+    pub fn yielding(busy: impl Fn() -> bool + Send + Sync + 'static, busy_gap: std::time::Duration) -> Pace {
+        Pace {
+            busy: Some(std::sync::Arc::new(busy)),
+            busy_gap,
+        }
+    }
+
+    /// Waits until the next step may run; `last` is when the previous one started.
+    pub(crate) async fn before_step(&self, last: &mut Option<tokio::time::Instant>) {
+        if let Some(busy) = &self.busy {
+            while busy() {
+                let Some(since) = last.map(|at| at.elapsed()) else {
+                    break;
+                };
+                if since >= self.busy_gap {
+                    break;
+                }
+                tokio::time::sleep(Self::LOOK_AGAIN.min(self.busy_gap - since)).await;
+            }
+        }
+        *last = Some(tokio::time::Instant::now());
+    }
+}
+
 /// What one pass of retention removed (see [`Store::prune`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {

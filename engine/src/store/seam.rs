@@ -311,9 +311,10 @@ impl Store {
     /// events left without deliveries. Deliveries still on their way stay, however old.
     ///
     /// Works in transactions of about `batch` rows, each letting waiting writes in before it,
-    /// so that a large backlog never holds up accepts and recordings for long.
-    pub async fn prune(&self, older_than: i64, batch: usize) -> Result<Pruned> {
-        dispatch!(self, store => store.prune(older_than, batch).await)
+    /// so that a large backlog never holds up accepts and recordings for long, and each when
+    /// `pace` lets it (see [`Pace`](super::Pace)).
+    pub async fn prune(&self, older_than: i64, batch: usize, pace: &super::Pace) -> Result<Pruned> {
+        dispatch!(self, store => store.prune(older_than, batch, pace).await)
     }
 
     /// Stores an uploaded, validated plugin.

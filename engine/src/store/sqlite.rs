@@ -198,11 +198,13 @@ impl SqliteStore {
     /// [`Store::prune`](crate::store::Store::prune) and `prune`): a step of `batch` rows a
     /// transaction on the background thread, each after the accepts that wait, so that the
     /// write connection is never held for more than one step.
-    pub async fn prune(&self, older_than: i64, batch: usize) -> Result<Pruned> {
+    pub async fn prune(&self, older_than: i64, batch: usize, pace: &crate::store::Pace) -> Result<Pruned> {
         let batch = batch.max(1);
         let mut pruned = Pruned::default();
         let mut after = String::new();
+        let mut last_step = None;
         loop {
+            pace.before_step(&mut last_step).await;
             self.after_accepts().await;
             let from = std::mem::take(&mut after);
             let step = self
@@ -216,6 +218,7 @@ impl SqliteStore {
         }
         let mut after = 0;
         loop {
+            pace.before_step(&mut last_step).await;
             self.after_accepts().await;
             let step = self
                 .on_handle_unchecked(move |tx| prune::events(tx, older_than, after, batch))

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Status, Store, now_ms};
+use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Pace, Status, Store, now_ms};
 use crate::event::Event;
 use crate::id::{AttemptId, DeliveryId, PartnerId};
 use crate::settings::NotificationSettings;
@@ -864,7 +864,7 @@ async fn retention_removes_only_what_is_done_and_older_than_the_cutoff(backend: 
 
     let cutoff = now + 60_000;
     // Two rows a step, so that the walks take several.
-    let pruned = store.prune(cutoff, 2).await.expect("pruned");
+    let pruned = store.prune(cutoff, 2, &Pace::unpaced()).await.expect("pruned");
     assert_eq!(
         (pruned.deliveries, pruned.attempts, pruned.events),
         (2, 2, 3),
@@ -897,7 +897,14 @@ async fn retention_removes_only_what_is_done_and_older_than_the_cutoff(backend: 
     let (held, held_attempts) = store.delivery(&gone, &first[2]).await.expect("read").expect("kept");
     assert_eq!((held.status, held_attempts.len()), (Status::Held, 1));
     assert_eq!(attempts(&store, &partner).await, 1, "c3's attempt stays");
-    assert!(store.prune(cutoff, 2).await.expect("pruned").is_empty(), "nothing more");
+    assert!(
+        store
+            .prune(cutoff, 2, &Pace::unpaced())
+            .await
+            .expect("pruned")
+            .is_empty(),
+        "nothing more"
+    );
 
     // An event is known as long as it is kept: sent again once removed, it is new.
     let again = store
@@ -912,7 +919,7 @@ async fn retention_removes_only_what_is_done_and_older_than_the_cutoff(backend: 
     assert!(again[0].duplicate, "c3 is kept");
 
     // Past c3's last activity, it goes too; the deliveries on their way still stay.
-    let pruned = store.prune(later + 1, 500).await.expect("pruned");
+    let pruned = store.prune(later + 1, 500, &Pace::unpaced()).await.expect("pruned");
     assert_eq!(
         (pruned.deliveries, pruned.attempts, pruned.events),
         (1, 1, 2),
@@ -926,4 +933,51 @@ async fn retention_removes_only_what_is_done_and_older_than_the_cutoff(backend: 
         ])
     );
     assert!(store.delivery(&gone, &first[2]).await.expect("read").is_some());
+}
+
+/// Retention steps aside while delivery is busy, one step per gap at most, and goes on as soon
+/// as delivery is idle.
+#[tokio::test]
+async fn a_pace_holds_steps_while_delivery_is_busy() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let busy = Arc::new(AtomicBool::new(true));
+    let pace = Pace::yielding(
+        {
+            let busy = busy.clone();
+            move || busy.load(Ordering::Acquire)
+        },
+        Duration::from_secs(3600),
+    );
+    let (stepped, mut steps) = tokio::sync::mpsc::unbounded_channel();
+    let stepping = tokio::spawn(async move {
+        let mut last = None;
+        for step in 0..3 {
+            pace.before_step(&mut last).await;
+            stepped.send(step).expect("the test listens");
+        }
+    });
+    assert_eq!(steps.recv().await, Some(0), "the first step of a pass goes at once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), steps.recv())
+            .await
+            .is_err(),
+        "the next waits while delivery is busy and its gap has not passed"
+    );
+    busy.store(false, Ordering::Release);
+    for step in 1..3 {
+        let next = tokio::time::timeout(Duration::from_secs(30), steps.recv()).await;
+        assert_eq!(next.expect("steps go once delivery is idle"), Some(step));
+    }
+    stepping.await.expect("the steps ran");
+
+    let mut last = None;
+    let unpaced = Pace::unpaced();
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(30), unpaced.before_step(&mut last))
+            .await
+            .expect("an unpaced pass never waits");
+    }
 }

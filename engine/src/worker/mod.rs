@@ -218,6 +218,13 @@ impl Worker {
         self.inner.queue.queued()
     }
 
+    /// Whether postbacks are waiting to be sent: claimed ones waiting in memory for a send
+    /// slot, or due ones left in the store behind them. Work that can wait, such as retention,
+    /// steps aside meanwhile (see [`Pace`](crate::store::Pace)).
+    pub fn busy(&self) -> bool {
+        self.inner.queue.queued() > 0 || self.inner.backlog.load(Ordering::Acquire)
+    }
+
     /// Tells the worker that deliveries may be due now (new events, a retry, an enabled endpoint).
     pub fn wake(&self) {
         self.inner.store_due.store(true, Ordering::Release);

@@ -14,7 +14,7 @@ use super::direct::transaction;
 use super::record::{RECORD_STRETCH, record};
 use crate::store::rules;
 use crate::store::tests::{Backend, delivered, events, partner};
-use crate::store::{Durability, Status, Store, now_ms};
+use crate::store::{Durability, Pace, Status, Store, now_ms};
 
 /// A fresh SQLite store.
 async fn store() -> (tempfile::TempDir, Store) {
@@ -343,7 +343,7 @@ async fn retention_keeps_references_whole_and_the_checks_on() {
     assert_eq!(claimed.len(), 2, "r2 waits for c2");
     let outcomes = delivered(&claimed[..1]);
     store.record(outcomes.into(), now).await.expect("recorded");
-    let pruned = store.prune(now + 60_000, 1).await.expect("pruned");
+    let pruned = store.prune(now + 60_000, 1, &Pace::unpaced()).await.expect("pruned");
     assert_eq!((pruned.deliveries, pruned.events), (1, 1));
     let broken: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(write(&store))
