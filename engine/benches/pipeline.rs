@@ -36,7 +36,7 @@ use postwire::event::{Event, EventType};
 use postwire::request::Request;
 use postwire::serve::ServeOptions;
 use postwire::settings::NotificationSettings;
-use postwire::store::{Attempt, AttemptVerdict, Durability, Next, Outcome, Store, now_ms};
+use postwire::store::{Attempt, AttemptVerdict, Durability, GiveBack, Next, Outcome, Store, now_ms};
 use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 use tokio_util::sync::CancellationToken;
@@ -584,7 +584,14 @@ async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
         let claimed = store.claim(now, lease, 100).await.expect("a claim");
         let claimed_in = started.elapsed();
         assert_eq!(claimed.len(), 100);
-        let rows: Vec<(postwire::id::DeliveryId, i64)> = claimed.into_iter().map(|c| (c.delivery_id, now)).collect();
+        let rows: Vec<GiveBack> = claimed
+            .into_iter()
+            .map(|c| GiveBack {
+                delivery_id: c.delivery_id,
+                lease_seq: c.lease_seq,
+                due: now,
+            })
+            .collect();
         let given = Instant::now();
         store.reschedule(&rows).await.expect("given back");
         let given_in = given.elapsed();
@@ -683,8 +690,10 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
                 verdict: AttemptVerdict::Success,
                 error: None,
                 plugins: None,
+                superseded: false,
             },
             next: Next::Delivered,
+            lease_seq: c.lease_seq,
         })
         .collect();
     let started = Instant::now();

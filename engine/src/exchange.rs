@@ -359,6 +359,7 @@ pub async fn send(ctx: &Context<'_>, stages: &Stages<'_>, transformed: Transform
         verdict: verdict_name,
         error,
         plugins: (!reports.is_empty()).then(|| Value::Object(reports)),
+        superseded: false,
     };
     Exchanged { attempt, verdict }
 }
@@ -388,6 +389,7 @@ pub fn unsent_attempt(delivery_id: &DeliveryId, number: i64, reason: &str, plugi
         verdict: AttemptVerdict::Fail,
         error: Some(reason.to_owned()),
         plugins,
+        superseded: false,
     }
 }
 

@@ -3,7 +3,8 @@
 //! Every state change of a postback is one transaction here, so a process killed at any point
 //! loses nothing: an accepted event is committed together with its deliveries; a claimed
 //! delivery carries a lease (its `next_at` moves forward by the lease) that simply expires if
-//! the worker dies; an attempt and the delivery's new state are committed together.
+//! the worker dies; an attempt and the delivery's new state are committed together, the new
+//! state only while the attempt's lease still holds (see [`rules::holds_lease`]).
 //!
 //! # The seam
 //!
@@ -220,7 +221,7 @@ pub struct Delivery {
     pub order_id: Option<String>,
     /// Where it stands.
     pub status: Status,
-    /// Attempts made so far.
+    /// Attempts made so far, without those [superseded](Attempt::superseded) by a newer claim.
     pub attempts: i64,
     /// When it is due next (Unix ms); meaningful while pending.
     pub next_at: i64,
@@ -333,6 +334,11 @@ pub struct Attempt {
     /// What plugins did: per plugin, its output or error, fuel used, peak memory, time and logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugins: Option<serde_json::Value>,
+    /// True when the delivery had been claimed again (its lease having lapsed) by the time
+    /// this attempt was recorded: the receiver saw the request, so it is logged, but it did
+    /// not move the delivery, which keeps the newer claim's outcome. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 /// An uploaded plugin (without its binary).
@@ -378,6 +384,9 @@ pub struct Claimed {
     pub event: ClaimedEvent,
     /// The version of the partner's settings now.
     pub settings_version: i64,
+    /// The claim's fencing token (see [`rules::holds_lease`]), carried by its
+    /// [`Outcome`].
+    pub lease_seq: i64,
 }
 
 /// The event of a claimed delivery.
@@ -427,6 +436,8 @@ pub struct Leased {
     pub delivery_id: DeliveryId,
     /// The version of the partner's settings it was accepted under.
     pub settings_version: i64,
+    /// The lease's fencing token (see [`rules::holds_lease`]).
+    pub lease_seq: i64,
 }
 
 /// A partner's settings and secret, as a worker needs them.
@@ -441,6 +452,19 @@ pub struct Endpoint {
     /// After a rotation, the previous secret as stored and until when (Unix ms) postbacks carry
     /// its signature too.
     pub previous_secret: Option<(String, i64)>,
+}
+
+/// A claimed delivery given back to the store without an attempt (see
+/// [`Store::reschedule`]).
+#[derive(Debug, Clone)]
+pub struct GiveBack {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The lease it is held under ([`Claimed::lease_seq`]): once the delivery was claimed
+    /// again, the newer claim holds it and nothing is given back.
+    pub lease_seq: i64,
+    /// When it is due again (Unix ms).
+    pub due: i64,
 }
 
 /// What happens to a delivery after an attempt.
@@ -461,8 +485,11 @@ pub enum Next {
 pub struct Outcome {
     /// The attempt.
     pub attempt: Attempt,
-    /// The delivery's next state.
+    /// The delivery's next state, taken only while the lease the attempt was made under still
+    /// holds (see [`rules::holds_lease`]); the attempt is logged either way.
     pub next: Next,
+    /// The fencing token of the lease the attempt was made under ([`Claimed::lease_seq`]).
+    pub lease_seq: i64,
 }
 
 /// How a pass of retention shares the store's writer with delivery (see [`Store::prune`]).

@@ -131,6 +131,28 @@ pub fn due_sql(now: &str) -> String {
     format!("status = '{}' AND next_at <= {now}", Status::Pending.as_str())
 }
 
+// Fencing.
+
+/// The lease number (fencing token) of a new delivery: 1 when it is leased at accept (that
+/// lease is its first), 0 when it waits for a claim. Every claim adds one.
+pub fn first_lease_seq(leased_at_accept: bool) -> i64 {
+    i64::from(leased_at_accept)
+}
+
+/// Whether the lease an attempt was made under still holds its delivery, so that recording
+/// the attempt's outcome may move the delivery: no claim was made since (a lease that lapsed
+/// is claimed again with the next number). Otherwise the attempt is logged, superseded, and
+/// the delivery keeps the newer claim's outcome, whichever of the two is recorded first.
+pub fn holds_lease(lease_seq: i64, attempt_lease_seq: i64) -> bool {
+    lease_seq == attempt_lease_seq
+}
+
+/// The SQL form of [`holds_lease`]; `token` is the backend's placeholder for the attempt's
+/// lease number.
+pub fn holds_lease_sql(token: &str) -> String {
+    format!("lease_seq = {token}")
+}
+
 // Disabled endpoints.
 
 /// The status of a delivery that goes on (a retry, or one released by the delivery it waited
@@ -212,7 +234,7 @@ pub fn id_bounds(since: Option<i64>, until: Option<i64>) -> (Option<String>, Opt
 // Recorded outcomes.
 
 /// What recording an attempt does to its delivery (besides counting the attempt, keeping its
-/// error and ending its lease).
+/// error and ending its lease), when the attempt's lease [still holds](holds_lease) it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle<'a> {
     /// Done for good with this status; the deliveries that waited for it go on (see
@@ -512,6 +534,15 @@ mod tests {
         assert_eq!(settle(&Next::Disable("410".into())), Settle::Disable("410"));
         assert_eq!(released_due(5, 9), 9);
         assert_eq!(released_due(15, 9), 15);
+    }
+
+    #[test]
+    fn only_the_lease_still_held_moves_a_delivery() {
+        assert_eq!(first_lease_seq(true), 1);
+        assert_eq!(first_lease_seq(false), 0);
+        assert!(holds_lease(3, 3));
+        assert!(!holds_lease(3, 2), "claimed again after the lease lapsed");
+        assert_eq!(holds_lease_sql("?5"), "lease_seq = ?5");
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::sqlite::SqliteStore;
 use super::{
-    Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, KeyKind, Lease,
-    Leased, NewKey, Outcome, Partner, PluginRecord, Pruned, SettingsRecord, Status, StoreError, rules,
+    Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, GiveBack, KeyKind,
+    Lease, Leased, NewKey, Outcome, Partner, PluginRecord, Pruned, SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::DeliveryId;
@@ -240,14 +240,21 @@ impl Store {
 
     /// Records attempts and moves their deliveries on, outcome after outcome, in order (see
     /// [`rules::settle`](super::rules::settle)). Accepts, which a client waits for, go first.
+    ///
+    /// An outcome moves its delivery only while the lease it was made under still holds it
+    /// ([`rules::holds_lease`]): once a lapsed lease was claimed again, the newer claim's
+    /// outcome is kept whichever is recorded first, and the older attempt is logged with
+    /// [`Attempt::superseded`] set.
     /// Returns how many deliveries that waited for the finished ones may go now.
     pub async fn record(&self, outcomes: Arc<Vec<Outcome>>, now: i64) -> Result<u64> {
         dispatch!(self, store => store.record(outcomes, now).await)
     }
 
     /// Moves claimed deliveries to new due times without counting an attempt (rate limiting,
-    /// shutdown); the last time given for a delivery wins.
-    pub async fn reschedule(&self, due: &[(DeliveryId, i64)]) -> Result<()> {
+    /// shutdown, a store that failed to load what sending needs); the last time given for a
+    /// delivery wins. A delivery claimed again since its lease lapsed is left to the newer
+    /// claim (see [`rules::holds_lease`]).
+    pub async fn reschedule(&self, due: &[GiveBack]) -> Result<()> {
         dispatch!(self, store => store.reschedule(due).await)
     }
 

@@ -29,9 +29,8 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Accepted, Claimed, Durability, Endpoint, Lease, Leased, Outcome, Pruned, StoreError};
+use super::{Accepted, Claimed, Durability, Endpoint, GiveBack, Lease, Leased, Outcome, Pruned, StoreError};
 use crate::event::Event;
-use crate::id::DeliveryId;
 use threads::{Accepts, Waiting, WriterThread};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -357,7 +356,7 @@ impl SqliteStore {
     }
 
     /// Moves claimed deliveries to new due times without counting an attempt.
-    pub async fn reschedule(&self, due: &[(DeliveryId, i64)]) -> Result<()> {
+    pub async fn reschedule(&self, due: &[GiveBack]) -> Result<()> {
         if due.is_empty() {
             return Ok(());
         }

@@ -84,7 +84,17 @@ pub(super) fn attempt(delivery_id: &DeliveryId, error: Option<&str>) -> Attempt 
         verdict: AttemptVerdict::Success,
         error: error.map(str::to_owned),
         plugins: None,
+        superseded: false,
     }
+}
+
+/// The lease number under which `claimed` holds `id`.
+pub(super) fn lease_of(claimed: &[Claimed], id: &DeliveryId) -> i64 {
+    claimed
+        .iter()
+        .find(|c| &c.delivery_id == id)
+        .expect("claimed")
+        .lease_seq
 }
 
 /// A successful first attempt for each claimed delivery.
@@ -94,6 +104,7 @@ pub(super) fn delivered(claimed: &[Claimed]) -> Vec<Outcome> {
         .map(|c| Outcome {
             attempt: attempt(&c.delivery_id, None),
             next: Next::Delivered,
+            lease_seq: c.lease_seq,
         })
         .collect()
 }
@@ -150,6 +161,7 @@ suite!(
     deliveries_filter_by_every_field_and_page_under_filters,
     a_replay_queues_done_deliveries_once_in_bounded_steps,
     retention_removes_only_what_is_done_and_older_than_the_cutoff,
+    a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order,
 );
 
 /// An event of `partner` with an `OrderId` when `order` is given.
@@ -411,6 +423,7 @@ async fn a_replay_queues_done_deliveries_once_in_bounded_steps(backend: Backend)
     outcomes.push(Outcome {
         attempt: attempt(&claimed[2].delivery_id, Some("no")),
         next: Next::Failed,
+        lease_seq: claimed[2].lease_seq,
     });
     store.record(outcomes.into(), now_ms()).await.unwrap();
     let done = DeliveryFilter::default();
@@ -610,11 +623,13 @@ async fn a_failed_recording_is_rolled_back(backend: Backend) {
     let real = Outcome {
         attempt: attempt(&claimed[0].delivery_id, None),
         next: Next::Delivered,
+        lease_seq: claimed[0].lease_seq,
     };
     // No such delivery: its attempt breaks the foreign key, after the first was written.
     let ghost = Outcome {
         attempt: attempt(&"dlv_ghost".into(), None),
         next: Next::Delivered,
+        lease_seq: 1,
     };
     let failed = store.record(vec![real.clone(), ghost].into(), now_ms()).await;
     assert!(failed.is_err(), "{failed:?}");
@@ -674,6 +689,7 @@ async fn a_disabled_endpoint_holds_its_deliveries_until_enabled(backend: Backend
     let gone = Outcome {
         attempt: attempt(&claimed[0].delivery_id, Some("410")),
         next: Next::Disable("410".into()),
+        lease_seq: claimed[0].lease_seq,
     };
     store.record(vec![gone].into(), now_ms()).await.expect("recorded");
     store
@@ -775,10 +791,12 @@ async fn a_resolved_postback_waits_for_the_created_one(backend: Backend) {
         Outcome {
             attempt: attempt(&id("c2"), Some("refused")),
             next: Next::Failed,
+            lease_seq: lease_of(&claimed, &id("c2")),
         },
         Outcome {
             attempt: attempt(&id("c1"), None),
             next: Next::Delivered,
+            lease_seq: lease_of(&claimed, &id("c1")),
         },
     ];
     let released = store.record(outcomes.into(), now_ms()).await.expect("recorded");
@@ -826,14 +844,15 @@ async fn retention_removes_only_what_is_done_and_older_than_the_cutoff(backend: 
     let first = ids(&store.accept(&first, now).await.expect("accepted"));
     let claimed = store.claim(now, 60_000, 10).await.expect("claimed");
     assert_eq!(claimed.len(), 3);
-    let outcome = |id: &DeliveryId, next: Next| Outcome {
+    let outcome = |claimed: &[Claimed], id: &DeliveryId, next: Next| Outcome {
         attempt: attempt(id, None),
         next,
+        lease_seq: lease_of(claimed, id),
     };
     let outcomes = vec![
-        outcome(&first[0], Next::Delivered),
-        outcome(&first[1], Next::Failed),
-        outcome(&first[2], Next::Disable("410 Gone".into())),
+        outcome(&claimed, &first[0], Next::Delivered),
+        outcome(&claimed, &first[1], Next::Failed),
+        outcome(&claimed, &first[2], Next::Disable("410 Gone".into())),
     ];
     store.record(outcomes.into(), now).await.expect("recorded");
     // Delivered after the cutoff.
@@ -844,7 +863,7 @@ async fn retention_removes_only_what_is_done_and_older_than_the_cutoff(backend: 
     let claimed = store.claim(now, 60_000, 10).await.expect("claimed");
     assert_eq!(claimed.len(), 1);
     store
-        .record(vec![outcome(&newer[0], Next::Delivered)].into(), later)
+        .record(vec![outcome(&claimed, &newer[0], Next::Delivered)].into(), later)
         .await
         .expect("recorded");
     // Pending, never claimed, and a resolved postback blocked behind it.
@@ -979,5 +998,92 @@ async fn a_pace_holds_steps_while_delivery_is_busy() {
         tokio::time::timeout(Duration::from_secs(30), unpaced.before_step(&mut last))
             .await
             .expect("an unpaced pass never waits");
+    }
+}
+
+/// A delivery whose lease lapsed is claimed again; the two attempts' outcomes are recorded in
+/// both orders. The delivery keeps the newer claim's outcome whatever order they land in, both
+/// attempts are in its log, the older one marked superseded, and the older outcome neither ends
+/// the newer lease nor disables the endpoint. The first lease is a claim, or the lease at accept.
+async fn a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order(backend: Backend) {
+    use super::{Lease, rules};
+    let hour = 3_600_000;
+    for older in [
+        Next::Failed,
+        Next::RetryAt(now_ms() + hour),
+        Next::Disable("410".into()),
+    ] {
+        for (older_first, leased_at_accept) in [(true, false), (false, false), (true, true), (false, true)] {
+            let case = format!("older {older:?}, older first {older_first}, leased at accept {leased_at_accept}");
+            let (_dir, store) = open(backend).await;
+            let partner = partner(&store).await;
+            let start = now_ms();
+            let lease = Lease {
+                until: start + 1_000,
+                max: usize::from(leased_at_accept),
+            };
+            let (accepted, leased) = store
+                .accept_leasing(events(&partner, &[("c1", "created", "i1")]).into(), start, lease)
+                .await
+                .expect("accepted");
+            let id = accepted[0].delivery_ids[0].clone();
+            let first = if leased_at_accept {
+                assert_eq!(leased.len(), 1, "{case}");
+                leased[0].lease_seq
+            } else {
+                let claimed = store.claim(start, 1_000, 10).await.expect("claimed");
+                assert_eq!(claimed.len(), 1, "{case}");
+                claimed[0].lease_seq
+            };
+            // Nobody claims it while the first lease holds; once it lapses, the next claim does.
+            assert!(
+                store.claim(start + 999, 60_000, 10).await.expect("claimed").is_empty(),
+                "{case}"
+            );
+            let second = store.claim(start + 1_000, 60_000, 10).await.expect("claimed");
+            assert_eq!(second.len(), 1, "{case}");
+            assert!(!rules::holds_lease(second[0].lease_seq, first), "{case}");
+            let stale = Outcome {
+                attempt: attempt(&id, Some("from the lapsed lease")),
+                next: older.clone(),
+                lease_seq: first,
+            };
+            let newer = Outcome {
+                attempt: attempt(&id, None),
+                next: Next::Delivered,
+                lease_seq: second[0].lease_seq,
+            };
+            let (stale_id, newer_id) = (stale.attempt.id.clone(), newer.attempt.id.clone());
+            if older_first {
+                store.record(vec![stale].into(), now_ms()).await.expect("recorded");
+                // The newer claim still holds the delivery: not due, not retried by hand.
+                let (delivery, _) = store.delivery(&partner, &id).await.expect("read").expect("exists");
+                assert_eq!((delivery.status, delivery.attempts), (Status::Pending, 0), "{case}");
+                assert!(
+                    store.retry(&partner, &id, now_ms()).await.expect("retry").is_none(),
+                    "{case}"
+                );
+                assert!(
+                    store.claim(now_ms(), 60_000, 10).await.expect("claimed").is_empty(),
+                    "{case}"
+                );
+                store.record(vec![newer].into(), now_ms()).await.expect("recorded");
+            } else {
+                store.record(vec![newer].into(), now_ms()).await.expect("recorded");
+                store.record(vec![stale].into(), now_ms()).await.expect("recorded");
+            }
+            let (delivery, log) = store.delivery(&partner, &id).await.expect("read").expect("exists");
+            assert_eq!(
+                (delivery.status, delivery.attempts, delivery.last_error.as_deref()),
+                (Status::Delivered, 1, None),
+                "{case}"
+            );
+            let superseded: Vec<(AttemptId, bool)> = log.iter().map(|a| (a.id.clone(), a.superseded)).collect();
+            assert_eq!(superseded.len(), 2, "both attempts are logged: {case}");
+            assert!(superseded.contains(&(stale_id, true)), "{case}: {superseded:?}");
+            assert!(superseded.contains(&(newer_id, false)), "{case}: {superseded:?}");
+            let settings = store.settings(&partner).await.expect("settings").expect("saved");
+            assert_eq!(settings.disabled_at, None, "{case}");
+        }
     }
 }

@@ -34,7 +34,7 @@ use self::recorder::{Record, record};
 use crate::classify::Verdict;
 use crate::event::Event;
 use crate::exchange::{self, Context, unsent_attempt};
-use crate::id::{DeliveryId, PartnerId};
+use crate::id::PartnerId;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::ratelimit::RateLimits;
@@ -42,7 +42,9 @@ use crate::retry::Schedule;
 use crate::sealed::{CannotOpen, SecretKey, is_sealed};
 use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings};
-use crate::store::{Accepted, Attempt, Claimed, ClaimedEvent, Lease, Next, Outcome, Store, StoreError, now_ms};
+use crate::store::{
+    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Outcome, Store, StoreError, now_ms,
+};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -287,6 +289,7 @@ impl Worker {
                         attempts: 0,
                         event: ClaimedEvent::Read(Box::new(event)),
                         settings_version: leased.settings_version,
+                        lease_seq: leased.lease_seq,
                     },
                     leased_at: now,
                     until: lease.until,
@@ -362,7 +365,7 @@ impl Worker {
         }
         // Deliveries still waiting in memory are due now for whichever worker runs next.
         for job in inner.queue.close() {
-            let _ = records.send(Record::Later(job.claimed.delivery_id, now_ms())).await;
+            let _ = records.send(Record::Later(job.give_back(now_ms()))).await;
         }
         tasks.close();
         if tokio::time::timeout(inner.config.shutdown_grace, tasks.wait())
@@ -454,7 +457,7 @@ impl Worker {
         if refused.is_empty() {
             return;
         }
-        let due: Vec<(DeliveryId, i64)> = refused.into_iter().map(|job| (job.claimed.delivery_id, now)).collect();
+        let due: Vec<GiveBack> = refused.into_iter().map(|job| job.give_back(now)).collect();
         if let Err(e) = self.inner.store.reschedule(&due).await {
             warn!(error = %e, "giving back leases failed; they are sent once the leases end");
         }
@@ -507,13 +510,17 @@ impl Worker {
             return;
         }
         let number = claimed.attempts + 1;
+        let lease_seq = claimed.lease_seq;
         let send_outcome = |attempt: Attempt, next: Next| {
             let records = records.clone();
             let partner_id = claimed.partner_id.clone();
             async move {
-                let _ = records
-                    .send(Record::Outcome(Box::new(Outcome { attempt, next }), partner_id))
-                    .await;
+                let outcome = Outcome {
+                    attempt,
+                    next,
+                    lease_seq,
+                };
+                let _ = records.send(Record::Outcome(Box::new(outcome), partner_id)).await;
             }
         };
         let (compiled, event) = match self
@@ -534,7 +541,12 @@ impl Worker {
             && let Slot::Later(at) = self.wait_for_slot(&claimed.partner_id, rate, &shutdown).await
         {
             inner.config.metrics.rate_limit_deferral();
-            let _ = records.send(Record::Later(claimed.delivery_id, at)).await;
+            let back = GiveBack {
+                delivery_id: claimed.delivery_id,
+                lease_seq,
+                due: at,
+            };
+            let _ = records.send(Record::Later(back)).await;
             return;
         }
         let rendered = compiled.settings.render(&event);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::store::Claimed;
+use crate::store::{Claimed, GiveBack};
 
 /// A delivery on its way through the pipeline.
 pub(super) struct Job {
@@ -16,6 +16,17 @@ pub(super) struct Job {
     pub(super) leased_at: i64,
     /// When its lease ends (Unix ms).
     pub(super) until: i64,
+}
+
+impl Job {
+    /// The job given back to the store, due at `due`, under its lease.
+    pub(super) fn give_back(self, due: i64) -> GiveBack {
+        GiveBack {
+            delivery_id: self.claimed.delivery_id,
+            lease_seq: self.claimed.lease_seq,
+            due,
+        }
+    }
 }
 
 /// Deliveries leased to this worker and waiting in memory for a send slot: those accepted by
@@ -191,6 +202,7 @@ mod tests {
                 attempts: 0,
                 event: ClaimedEvent::Stored(String::new()),
                 settings_version: 1,
+                lease_seq: 1,
             },
             leased_at: 0,
             until,

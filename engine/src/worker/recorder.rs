@@ -7,16 +7,16 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::Worker;
-use crate::id::{DeliveryId, PartnerId};
+use crate::id::PartnerId;
 use crate::metrics;
-use crate::store::{Next, Outcome, now_ms};
+use crate::store::{GiveBack, Next, Outcome, now_ms};
 
 /// What the recorder writes.
 pub(super) enum Record {
     /// An outcome, with the partner of its delivery.
     Outcome(Box<Outcome>, PartnerId),
-    /// Back to the store due at this time, no attempt counted.
-    Later(DeliveryId, i64),
+    /// Back to the store due at its time, no attempt counted.
+    Later(GiveBack),
 }
 
 /// The recorder: commits outcomes in batches, retrying the store for a while when it fails.
@@ -36,7 +36,7 @@ pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>)
                     outcomes.push(*outcome);
                     partners.push(partner);
                 }
-                Record::Later(id, at) => later.push((id, at)),
+                Record::Later(back) => later.push(back),
             }
             next = if outcomes.len() + later.len() < 1024 {
                 receiver.try_recv().ok()
@@ -48,7 +48,7 @@ pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>)
         let due_now = outcomes
             .iter()
             .any(|o| matches!(o.next, Next::RetryAt(at) if at <= now))
-            || later.iter().any(|(_, at)| *at <= now);
+            || later.iter().any(|back| back.due <= now);
         // Handed over whole and taken back after, so that the buffer is allocated once.
         let batch = Arc::new(std::mem::take(&mut outcomes));
         let unblocked = persist("recording attempts", || {
@@ -76,7 +76,7 @@ pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>)
                 });
             }
         }
-        persist("rescheduling rate-limited deliveries", || store.reschedule(&later)).await;
+        persist("giving deliveries back", || store.reschedule(&later)).await;
         if due_now || unblocked.is_some_and(|n| n > 0) {
             worker.wake();
         }

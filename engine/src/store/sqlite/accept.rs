@@ -88,8 +88,8 @@ pub(super) fn accept(
     let mut earlier_on_its_way = tx.prepare_cached(&ordering.earlier_on_its_way)?;
     let mut insert_delivery = tx.prepare_cached(
         "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
-             blocked_by, created_at, updated_at, leased_until, order_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
+             blocked_by, created_at, updated_at, leased_until, order_id, lease_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12)",
     )?;
 
     let mut accepted = Vec::with_capacity(events.len());
@@ -165,12 +165,14 @@ pub(super) fn accept(
                 now,
                 lease_it.then_some(lease.until),
                 order_id(event).as_deref(),
+                rules::first_lease_seq(lease_it),
             ])?;
             if lease_it {
                 leased.push(Leased {
                     event: at,
                     delivery_id: id.clone(),
                     settings_version: endpoint.version,
+                    lease_seq: rules::first_lease_seq(true),
                 });
             }
             delivery_ids.push(id);

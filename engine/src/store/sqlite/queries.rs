@@ -372,6 +372,7 @@ impl SqliteStore {
                 verdict: AttemptVerdict::parse(row.get(9)).unwrap_or(AttemptVerdict::Fail),
                 error: row.get(10),
                 plugins: row.get::<Option<String>, _>(11).map(parse_json),
+                superseded: row.get(12),
             })
             .collect();
         Ok(Some((delivery(&row), attempts)))
@@ -400,7 +401,7 @@ impl SqliteStore {
 
 /// A delivery's attempts, oldest first, through `attempts_by_delivery`.
 pub(super) const ATTEMPTS: &str = "SELECT id, delivery_id, number, started_at, duration_ms, request, response_status,
-         response_headers, response_body, verdict, error, plugins
+         response_headers, response_body, verdict, error, plugins, superseded
      FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at";
 
 const DELIVERY_COLUMNS: &str = "id, partner_id, event_id, event_type, inquiry_id, status, attempts, next_at, \

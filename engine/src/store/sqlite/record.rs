@@ -1,10 +1,15 @@
 //! Recording attempts: each attempt's row and what its outcome does to the delivery (see
 //! [`rules::settle`]), in one transaction on the SQLite handle (see `direct`).
+//!
+//! Every statement that moves a delivery matches it by id and by the attempt's lease number
+//! ([`rules::holds_lease`]), so that an outcome recorded after the delivery was claimed again
+//! changes nothing but the log. The delivery goes first: whether it moved says how the attempt
+//! is logged, without a statement of its own.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::Result;
 use super::direct::prepared;
@@ -22,9 +27,13 @@ struct Statements {
     /// Lets them go on, [pending unless disabled](rules::pending_unless_disabled), due at
     /// [`rules::released_due`] (SQLite's two-argument `MAX`).
     release: String,
-    /// Moves a delivery to its retry time, pending unless disabled.
+    /// Ends a delivery for good, if the attempt's lease (`?5`) still holds it.
+    finish: String,
+    /// Moves a delivery to its retry time, pending unless disabled, if the attempt's lease
+    /// (`?5`) still holds it.
     retry: String,
-    /// Holds the delivery whose attempt disabled its endpoint; returns the partner.
+    /// Holds the delivery whose attempt disabled its endpoint, if the attempt's lease (`?4`)
+    /// still holds it; returns the partner.
     hold: String,
     /// Holds the endpoint's [other deliveries](rules::HELD_ON_DISABLE).
     hold_pending: String,
@@ -41,6 +50,7 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
     let waiting_for_it = format!("blocked_by = ?1 AND status = '{}'", Status::Blocked.as_str());
     let pending_unless_disabled = rules::pending_unless_disabled_sql(ENDPOINT_DISABLED);
     let held = Status::Held.as_str();
+    let fenced = |token| format!("id = ?1 AND {}", rules::holds_lease_sql(token));
     Statements {
         blocked_by_it: format!("SELECT 1 FROM deliveries WHERE {waiting_for_it} LIMIT 1"),
         release: format!(
@@ -48,15 +58,23 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
                  next_at = MAX(next_at, ?2), updated_at = ?2
              WHERE {waiting_for_it}"
         ),
+        finish: format!(
+            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
+                 leased_until = NULL
+             WHERE {}",
+            fenced("?5")
+        ),
         retry: format!(
             "UPDATE deliveries SET status = {pending_unless_disabled}, next_at = ?2,
                  attempts = attempts + 1, last_error = ?3, updated_at = ?4, leased_until = NULL
-             WHERE id = ?1"
+             WHERE {}",
+            fenced("?5")
         ),
         hold: format!(
             "UPDATE deliveries SET status = '{held}', attempts = attempts + 1, last_error = ?2, updated_at = ?3,
                  leased_until = NULL
-             WHERE id = ?1 RETURNING partner_id"
+             WHERE {} RETURNING partner_id",
+            fenced("?4")
         ),
         hold_pending: format!(
             "UPDATE deliveries SET status = '{held}', updated_at = ?2 WHERE partner_id = ?1 AND status = '{}'",
@@ -64,6 +82,13 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
         ),
     }
 });
+
+/// The statements that move one delivery, each matched by id and lease number.
+#[cfg(test)]
+pub(super) fn fenced_statements() -> [&'static str; 3] {
+    let statements = &*STATEMENTS;
+    [&statements.finish, &statements.retry, &statements.hold]
+}
 
 /// Records attempts and moves their deliveries on, outcome after outcome; stops early, at a
 /// multiple of [`RECORD_STRETCH`], when `yield_to` counts a waiting accept. Returns how many
@@ -77,23 +102,45 @@ pub(super) fn record(
     let statements = &*STATEMENTS;
     let mut insert_attempt = tx.prepare_cached(
         "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request, response_status,
-             response_headers, response_body, verdict, error, plugins)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             response_headers, response_body, verdict, error, plugins, superseded)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
-    let mut finish = tx.prepare_cached(
-        "UPDATE deliveries SET status = ?2, attempts = attempts + 1, last_error = ?3, updated_at = ?4,
-             leased_until = NULL
-         WHERE id = ?1",
-    )?;
+    let mut finish = tx.prepare_cached(&statements.finish)?;
     let mut blocked_by_it = tx.prepare_cached(&statements.blocked_by_it)?;
     // Prepared when first needed: most recordings release nothing and retry nothing.
     let mut release = None;
     let mut retry = None;
     let mut released = 0;
-    for (i, Outcome { attempt, next }) in outcomes.iter().enumerate() {
+    for (
+        i,
+        Outcome {
+            attempt,
+            next,
+            lease_seq,
+        },
+    ) in outcomes.iter().enumerate()
+    {
         if i > 0 && i % RECORD_STRETCH == 0 && yield_to.is_some_and(|waiting| waiting.load(Ordering::Acquire) > 0) {
             return Ok((released, i));
         }
+        let id = &attempt.delivery_id;
+        let moved = match rules::settle(next) {
+            Settle::Done(status) => {
+                let moved = finish.execute(params![id, status.as_str(), attempt.error, now, lease_seq])? > 0;
+                if moved && blocked_by_it.exists(params![id])? {
+                    let release = prepared(&mut release, tx, &statements.release)?;
+                    released += release.execute(params![id, now])? as u64;
+                }
+                moved
+            }
+            Settle::RetryAt(at) => {
+                let retry = prepared(&mut retry, tx, &statements.retry)?;
+                retry.execute(params![id, at, attempt.error, now, lease_seq])? > 0
+            }
+            Settle::Disable(reason) => disable(tx, id, *lease_seq, reason, now)?,
+        };
+        // A delivery that did not move is gone (its attempt breaks the foreign key and the
+        // recording fails) or was claimed again: the attempt is logged as superseded.
         insert_attempt.execute(params![
             attempt.id,
             attempt.delivery_id,
@@ -107,36 +154,28 @@ pub(super) fn record(
             attempt.verdict.as_str(),
             attempt.error,
             attempt.plugins.as_ref().map(ToString::to_string),
+            !moved,
         ])?;
-        let id = &attempt.delivery_id;
-        match rules::settle(next) {
-            Settle::Done(status) => {
-                finish.execute(params![id, status.as_str(), attempt.error, now])?;
-                if blocked_by_it.exists(params![id])? {
-                    let release = prepared(&mut release, tx, &statements.release)?;
-                    released += release.execute(params![id, now])? as u64;
-                }
-            }
-            Settle::RetryAt(at) => {
-                let retry = prepared(&mut retry, tx, &statements.retry)?;
-                retry.execute(params![id, at, attempt.error, now])?;
-            }
-            Settle::Disable(reason) => disable(tx, id, reason, now)?,
-        }
     }
     Ok((released, outcomes.len()))
 }
 
 /// Records that an attempt disabled its endpoint: the delivery and every pending one of its
-/// partner are held until the endpoint is enabled again.
-fn disable(tx: &rusqlite::Transaction<'_>, id: &str, reason: &str, now: i64) -> Result<()> {
+/// partner are held until the endpoint is enabled again. An attempt whose lease no longer holds
+/// its delivery disables nothing (the newer claim's attempt answers for the endpoint); returns
+/// whether the delivery moved.
+fn disable(tx: &rusqlite::Transaction<'_>, id: &str, lease_seq: i64, reason: &str, now: i64) -> Result<bool> {
     let statements = &*STATEMENTS;
-    let partner_id: String = tx
+    let partner_id: Option<String> = tx
         .prepare_cached(&statements.hold)?
-        .query_row(params![id, reason, now], |row| row.get(0))?;
+        .query_row(params![id, reason, now, lease_seq], |row| row.get(0))
+        .optional()?;
+    let Some(partner_id) = partner_id else {
+        return Ok(false);
+    };
     tx.prepare_cached("UPDATE settings SET disabled_reason = ?2, disabled_at = ?3 WHERE partner_id = ?1")?
         .execute(params![partner_id, reason, now])?;
     tx.prepare_cached(&statements.hold_pending)?
         .execute(params![partner_id, now])?;
-    Ok(())
+    Ok(true)
 }

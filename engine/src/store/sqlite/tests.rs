@@ -272,6 +272,29 @@ async fn filtered_listings_and_replays_use_an_index() {
     }
 }
 
+/// Fencing costs recording nothing: each statement that moves a delivery finds it through its
+/// primary key and checks the lease number on the row found.
+#[tokio::test]
+async fn a_fenced_recording_seeks_its_delivery_by_id() {
+    use sqlx::Row;
+    let (_dir, store) = store().await;
+    for sql in super::record::fenced_statements() {
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(write(&store))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        assert_eq!(
+            plan.first().map(String::as_str),
+            Some("SEARCH deliveries USING INDEX sqlite_autoindex_deliveries_1 (id=?)"),
+            "{sql}\n{plan:#?}"
+        );
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{sql}\n{plan:#?}");
+    }
+}
+
 /// A delivery's attempts and every statement of retention seek through an index; none reads a
 /// whole table of deliveries, attempts or events, whatever its size. (The listings: see
 /// `filtered_listings_and_replays_use_an_index`.)
@@ -359,6 +382,7 @@ async fn retention_keeps_references_whole_and_the_checks_on() {
     let ghost = vec![crate::store::Outcome {
         attempt: crate::store::tests::attempt(&"dlv_ghost".into(), None),
         next: crate::store::Next::Delivered,
+        lease_seq: 1,
     }];
     assert!(store.record(ghost.into(), now).await.is_err());
 }

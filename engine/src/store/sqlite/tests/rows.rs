@@ -9,8 +9,8 @@ use crate::id::DeliveryId;
 use super::{store, write};
 use crate::event::Event;
 use crate::settings::NotificationSettings;
-use crate::store::tests::{attempt, event, events, partner};
-use crate::store::{Lease, Next, Outcome, Store, StoreError, now_ms};
+use crate::store::tests::{attempt, event, events, lease_of, partner};
+use crate::store::{GiveBack, Lease, Next, Outcome, Store, StoreError, now_ms};
 
 /// Per delivery: its event, status, the event of the delivery it waits for, attempts,
 /// whether it is leased.
@@ -325,26 +325,32 @@ async fn record_moves_deliveries_on_in_order() {
         Outcome {
             attempt: attempt(&id("c1"), None),
             next: Next::Delivered,
+            lease_seq: lease_of(&claimed, &id("c1")),
         },
         Outcome {
             attempt: attempt(&id("c2"), Some("gone")),
             next: Next::Failed,
+            lease_seq: lease_of(&claimed, &id("c2")),
         },
         Outcome {
             attempt: attempt(&id("c3"), Some("busy")),
             next: Next::RetryAt(later),
+            lease_seq: lease_of(&claimed, &id("c3")),
         },
         Outcome {
             attempt: attempt(&id("c4"), Some("busy")),
             next: Next::RetryAt(later),
+            lease_seq: lease_of(&claimed, &id("c4")),
         },
         Outcome {
             attempt: attempt(&id("c4"), None),
             next: Next::Delivered,
+            lease_seq: lease_of(&claimed, &id("c4")),
         },
         Outcome {
             attempt: attempt(&id("c5"), Some("410")),
             next: Next::Disable("410".into()),
+            lease_seq: lease_of(&claimed, &id("c5")),
         },
     ];
     store.record(outcomes.into(), now_ms()).await.expect("recorded");
@@ -380,7 +386,20 @@ async fn record_moves_deliveries_on_in_order() {
 
     // Giving claims back: the last time given for a delivery wins.
     store.enable(&partner, now_ms()).await.expect("enabled");
-    let due = [(id("c3"), 5), (id("c3"), 7), (id("r1"), 9)];
+    let back = |event: &str, lease_seq: i64, due: i64| GiveBack {
+        delivery_id: id(event),
+        lease_seq,
+        due,
+    };
+    let c3 = lease_of(&claimed, &id("c3"));
+    // r1 was blocked when the others were claimed: it never had a lease, and gives back under
+    // none; a lease that no longer holds its delivery gives nothing back.
+    let due = [
+        back("c3", c3, 5),
+        back("c3", c3, 7),
+        back("r1", 0, 9),
+        back("r1", 1, 11),
+    ];
     store.reschedule(&due).await.expect("rescheduled");
     let times: Vec<i64> = sqlx::query_scalar("SELECT next_at FROM deliveries WHERE id IN (?1, ?2) ORDER BY next_at")
         .bind(id("c3"))
