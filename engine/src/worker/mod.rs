@@ -101,10 +101,14 @@ enum Slot {
     Later(i64),
 }
 
-/// Why a claimed delivery cannot be sent at all; its attempt fails with this reason.
+/// How soon a postback whose endpoint the store failed to load is due again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a claimed delivery cannot be sent at all; its attempt fails with this reason, except
+/// for a store error, after which it is given back and tried again.
 #[derive(Debug, thiserror::Error)]
 enum Unsendable {
-    /// The store could not be read.
+    /// The store could not be read: a passing failure of the store, not of the postback.
     #[error("{0}")]
     Store(StoreError),
     /// The partner's settings are gone.
@@ -528,6 +532,19 @@ impl Worker {
             .await
         {
             Ok(prepared) => prepared,
+            Err(Unsendable::Store(e)) => {
+                // Nothing was sent, and nothing is wrong with the postback: it goes back to the
+                // store without an attempt, due again shortly. Should the store stay down, the
+                // give-back fails too and the lease's end brings it back.
+                warn!(error = %e, delivery = %claimed.delivery_id, "loading the endpoint failed; the postback goes back to the store");
+                let back = GiveBack {
+                    delivery_id: claimed.delivery_id,
+                    lease_seq,
+                    due: now_ms() + STORE_RETRY.as_millis() as i64,
+                };
+                let _ = records.send(Record::Later(back)).await;
+                return;
+            }
             Err(unsendable) => {
                 let attempt = unsent_attempt(&claimed.delivery_id, number, &unsendable.to_string(), None);
                 inner.config.metrics.attempt(verdict_index(attempt.verdict), None);
