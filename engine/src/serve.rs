@@ -364,9 +364,8 @@ impl ServeOptions {
             }
         }
         // A claim must outlast the longest a worker can hold a delivery: its wait for a rate
-        // slot, two plugin calls, the exchange, and the recorder's commit. Longer only delays
-        // recovery after a crash.
-        worker.lease = send.timeout * 2 + worker.rate_horizon + Duration::from_secs(5);
+        // slot, two plugin calls, the exchange, and the recorder's commit.
+        worker.fit_to(send.timeout, plugin_limits.deadline);
         worker.shutdown_grace = send.timeout + Duration::from_secs(5);
         Ok(Config {
             listen: self

@@ -51,8 +51,14 @@ use crate::store::{
 pub struct WorkerConfig {
     /// Deliveries claimed at once.
     pub batch: usize,
-    /// How long a claim lasts; longer than the send timeout plus the rate-limit horizon.
+    /// How long a claim lasts: [`finish_within`](Self::finish_within), and room to wait in
+    /// the memory queue (see [`WorkerConfig::fit_to`]).
     pub lease: Duration,
+    /// How much of its lease a job needs left when it leaves the memory queue, to be sent and
+    /// recorded before the lease ends: its wait for a rate slot, two plugin calls, the
+    /// exchange, and the recorder's commit (see [`WorkerConfig::time_to_finish`]). A job with
+    /// less left is given back to the store, and any worker claims it anew.
+    pub finish_within: Duration,
     /// Postbacks in flight at once.
     pub concurrency: usize,
     /// Longest sleep when nothing is due (new events wake the worker at once).
@@ -77,10 +83,12 @@ pub struct WorkerConfig {
 }
 
 impl Default for WorkerConfig {
+    /// The lease and the time to finish fit the sender's and the plugin host's defaults.
     fn default() -> Self {
-        WorkerConfig {
+        let mut config = WorkerConfig {
             batch: 256,
-            lease: Duration::from_secs(37),
+            lease: Duration::ZERO,
+            finish_within: Duration::ZERO,
             concurrency: 256,
             idle_poll: Duration::from_secs(1),
             rate_horizon: Duration::from_secs(2),
@@ -89,6 +97,47 @@ impl Default for WorkerConfig {
             memory_queue: 32_768,
             secret_key: None,
             metrics: Arc::new(Metrics::new()),
+        };
+        config.fit_to(
+            crate::send::SendConfig::default().timeout,
+            postwire_plugins::Limits::default().deadline,
+        );
+        config
+    }
+}
+
+/// What the time to finish allows for the recorder's commit, after the exchange.
+const RECORD_MARGIN: Duration = Duration::from_secs(2);
+
+/// The room a lease leaves, beyond the time to finish, for waiting in the memory queue.
+const QUEUE_WAIT: Duration = Duration::from_secs(3);
+
+impl WorkerConfig {
+    /// The time a job needs once it leaves the memory queue: its wait for a rate slot (at most
+    /// the rate horizon), a transform and a classify call (each within the plugin deadline),
+    /// the exchange (within the send timeout), and 2 s for the commit.
+    pub fn time_to_finish(&self, send_timeout: Duration, plugin_deadline: Duration) -> Duration {
+        self.rate_horizon + plugin_deadline * 2 + send_timeout + RECORD_MARGIN
+    }
+
+    /// Fits [`finish_within`](Self::finish_within) and the lease to a send timeout and a
+    /// plugin deadline: the lease is the time to finish, plus the send timeout and
+    /// 3 s for waiting in the memory queue. Longer only delays recovery after a
+    /// crash.
+    pub fn fit_to(&mut self, send_timeout: Duration, plugin_deadline: Duration) {
+        self.finish_within = self.time_to_finish(send_timeout, plugin_deadline);
+        self.lease = self.finish_within + send_timeout + QUEUE_WAIT;
+    }
+
+    /// How much of its lease a job needs left to be taken from the memory queue:
+    /// [`finish_within`](Self::finish_within). A lease set no longer than that could never
+    /// be kept; with one, half the lease will do, so that jobs are still sent instead of every
+    /// one being given back.
+    fn needed_to_finish(&self) -> Duration {
+        if self.finish_within < self.lease {
+            self.finish_within
+        } else {
+            self.lease / 2
         }
     }
 }
@@ -326,7 +375,7 @@ impl Worker {
         });
         let permits = Arc::new(Semaphore::new(inner.config.concurrency));
         let tasks = TaskTracker::new();
-        let lease = inner.config.lease.as_millis() as i64;
+        let needed = inner.config.needed_to_finish().as_millis() as i64;
         let mut last_prune = Instant::now();
         loop {
             let first = tokio::select! {
@@ -341,7 +390,7 @@ impl Worker {
                 }
             }
             // A job whose lease ends before it could be sent and recorded is left to the store.
-            let jobs = inner.queue.take(held.len(), now_ms() + lease / 2);
+            let jobs = inner.queue.take(held.len(), now_ms() + needed);
             if jobs.is_empty() {
                 drop(held);
                 tokio::select! {
@@ -721,5 +770,68 @@ fn verdict_index(verdict: crate::store::AttemptVerdict) -> usize {
         AttemptVerdict::Retry => 1,
         AttemptVerdict::Fail => 2,
         AttemptVerdict::Disable => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queued job whose lease ends at `until`.
+    fn job(n: usize, until: i64) -> Job {
+        Job {
+            claimed: Claimed {
+                delivery_id: format!("dlv_{n}").into(),
+                partner_id: "ptn_w".into(),
+                attempts: 0,
+                event: ClaimedEvent::Stored(String::new()),
+                settings_version: 1,
+                lease_seq: 1,
+            },
+            leased_at: 0,
+            until,
+        }
+    }
+
+    /// A job leaves the memory queue only with time left for all that may follow before its
+    /// lease ends: a rate slot, two plugin calls, the exchange and the commit. The lease leaves
+    /// room to wait in the queue besides.
+    #[test]
+    fn a_job_is_taken_only_with_time_left_to_finish() {
+        let defaults = WorkerConfig::default();
+        // 2 s rate horizon, two 100 ms plugin calls, a 15 s exchange, 2 s to commit.
+        assert_eq!(defaults.finish_within, Duration::from_millis(19_200));
+        assert_eq!(defaults.lease, Duration::from_millis(19_200 + 15_000 + 3_000));
+        assert_eq!(defaults.needed_to_finish(), defaults.finish_within);
+
+        let mut config = WorkerConfig::default();
+        config.fit_to(Duration::from_secs(1), Duration::from_secs(5));
+        assert_eq!(
+            config.finish_within,
+            Duration::from_secs(2 + 10 + 1 + 2),
+            "slow plugins count"
+        );
+        assert_eq!(config.lease, Duration::from_secs(15 + 1 + 3));
+
+        let queue = Queue::new(100, 10, config.lease / 4);
+        queue.open();
+        let now = 1_000_000;
+        let needed = config.needed_to_finish().as_millis() as i64;
+        let jobs = vec![job(1, now + needed - 1), job(2, now + needed), job(3, now + needed * 2)];
+        let room = queue.reserve(jobs.len());
+        assert!(queue.fill(room, jobs).is_empty());
+        let taken: Vec<String> = queue
+            .take(3, now + needed)
+            .into_iter()
+            .map(|job| job.claimed.delivery_id.to_string())
+            .collect();
+        assert_eq!(taken, ["dlv_2", "dlv_3"], "dlv_1 is left to the store");
+
+        // A lease set shorter than the time to finish still sends, with half of it left.
+        let short = WorkerConfig {
+            lease: Duration::from_secs(4),
+            ..config
+        };
+        assert_eq!(short.needed_to_finish(), Duration::from_secs(2));
     }
 }
