@@ -221,7 +221,8 @@ pub struct Delivery {
     pub order_id: Option<String>,
     /// Where it stands.
     pub status: Status,
-    /// Attempts made so far, without those [superseded](Attempt::superseded) by a newer claim.
+    /// Attempts made so far, [superseded](Attempt::superseded) ones included: each is a
+    /// request its receiver saw.
     pub attempts: i64,
     /// When it is due next (Unix ms); meaningful while pending.
     pub next_at: i64,
@@ -335,8 +336,9 @@ pub struct Attempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugins: Option<serde_json::Value>,
     /// True when the delivery had been claimed again (its lease having lapsed) by the time
-    /// this attempt was recorded: the receiver saw the request, so it is logged, but it did
-    /// not move the delivery, which keeps the newer claim's outcome. Absent otherwise.
+    /// this attempt was recorded: the receiver saw the request, so it is logged and counted,
+    /// but it did not move the delivery, which keeps the newer claim's outcome. Absent
+    /// otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub superseded: bool,
 }

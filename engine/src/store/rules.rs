@@ -141,8 +141,9 @@ pub fn first_lease_seq(leased_at_accept: bool) -> i64 {
 
 /// Whether the lease an attempt was made under still holds its delivery, so that recording
 /// the attempt's outcome may move the delivery: no claim was made since (a lease that lapsed
-/// is claimed again with the next number). Otherwise the attempt is logged, superseded, and
-/// the delivery keeps the newer claim's outcome, whichever of the two is recorded first.
+/// is claimed again with the next number). Otherwise the attempt is logged and counted,
+/// superseded, and the delivery keeps the newer claim's outcome, whichever of the two is
+/// recorded first.
 pub fn holds_lease(lease_seq: i64, attempt_lease_seq: i64) -> bool {
     lease_seq == attempt_lease_seq
 }

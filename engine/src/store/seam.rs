@@ -243,8 +243,8 @@ impl Store {
     ///
     /// An outcome moves its delivery only while the lease it was made under still holds it
     /// ([`rules::holds_lease`]): once a lapsed lease was claimed again, the newer claim's
-    /// outcome is kept whichever is recorded first, and the older attempt is logged with
-    /// [`Attempt::superseded`] set.
+    /// outcome is kept whichever is recorded first, and the older attempt is logged (and
+    /// counted) with [`Attempt::superseded`] set.
     /// Returns how many deliveries that waited for the finished ones may go now.
     pub async fn record(&self, outcomes: Arc<Vec<Outcome>>, now: i64) -> Result<u64> {
         dispatch!(self, store => store.record(outcomes, now).await)

@@ -1003,8 +1003,9 @@ async fn a_pace_holds_steps_while_delivery_is_busy() {
 
 /// A delivery whose lease lapsed is claimed again; the two attempts' outcomes are recorded in
 /// both orders. The delivery keeps the newer claim's outcome whatever order they land in, both
-/// attempts are in its log, the older one marked superseded, and the older outcome neither ends
-/// the newer lease nor disables the endpoint. The first lease is a claim, or the lease at accept.
+/// attempts are in its log and its count, the older one marked superseded, and the older
+/// outcome neither ends the newer lease nor disables the endpoint. The first lease is a claim,
+/// or the lease at accept.
 async fn a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order(backend: Backend) {
     use super::{Lease, rules};
     let hour = 3_600_000;
@@ -1058,7 +1059,7 @@ async fn a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order(backen
                 store.record(vec![stale].into(), now_ms()).await.expect("recorded");
                 // The newer claim still holds the delivery: not due, not retried by hand.
                 let (delivery, _) = store.delivery(&partner, &id).await.expect("read").expect("exists");
-                assert_eq!((delivery.status, delivery.attempts), (Status::Pending, 0), "{case}");
+                assert_eq!((delivery.status, delivery.attempts), (Status::Pending, 1), "{case}");
                 assert!(
                     store.retry(&partner, &id, now_ms()).await.expect("retry").is_none(),
                     "{case}"
@@ -1075,7 +1076,7 @@ async fn a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order(backen
             let (delivery, log) = store.delivery(&partner, &id).await.expect("read").expect("exists");
             assert_eq!(
                 (delivery.status, delivery.attempts, delivery.last_error.as_deref()),
-                (Status::Delivered, 1, None),
+                (Status::Delivered, 2, None),
                 "{case}"
             );
             let superseded: Vec<(AttemptId, bool)> = log.iter().map(|a| (a.id.clone(), a.superseded)).collect();

@@ -3,8 +3,8 @@
 //!
 //! Every statement that moves a delivery matches it by id and by the attempt's lease number
 //! ([`rules::holds_lease`]), so that an outcome recorded after the delivery was claimed again
-//! changes nothing but the log. The delivery goes first: whether it moved says how the attempt
-//! is logged, without a statement of its own.
+//! changes nothing but the log and the attempt count. The delivery goes first: whether it
+//! moved says how the attempt is logged, without a statement of its own.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +37,8 @@ struct Statements {
     hold: String,
     /// Holds the endpoint's [other deliveries](rules::HELD_ON_DISABLE).
     hold_pending: String,
+    /// Counts a superseded attempt, and moves nothing else.
+    count: String,
 }
 
 /// An SQL condition, on a row of `deliveries`, that is true while its endpoint may not send:
@@ -80,6 +82,7 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
             "UPDATE deliveries SET status = '{held}', updated_at = ?2 WHERE partner_id = ?1 AND status = '{}'",
             rules::HELD_ON_DISABLE.as_str()
         ),
+        count: "UPDATE deliveries SET attempts = attempts + 1 WHERE id = ?1".to_owned(),
     }
 });
 
@@ -107,9 +110,11 @@ pub(super) fn record(
     )?;
     let mut finish = tx.prepare_cached(&statements.finish)?;
     let mut blocked_by_it = tx.prepare_cached(&statements.blocked_by_it)?;
-    // Prepared when first needed: most recordings release nothing and retry nothing.
+    // Prepared when first needed: most recordings release nothing, retry nothing and are
+    // superseded by nothing.
     let mut release = None;
     let mut retry = None;
+    let mut count = None;
     let mut released = 0;
     for (
         i,
@@ -140,7 +145,11 @@ pub(super) fn record(
             Settle::Disable(reason) => disable(tx, id, *lease_seq, reason, now)?,
         };
         // A delivery that did not move is gone (its attempt breaks the foreign key and the
-        // recording fails) or was claimed again: the attempt is logged as superseded.
+        // recording fails) or was claimed again: the attempt is logged as superseded, and
+        // counted, so that the count is still the requests its receiver saw.
+        if !moved {
+            prepared(&mut count, tx, &statements.count)?.execute(params![id])?;
+        }
         insert_attempt.execute(params![
             attempt.id,
             attempt.delivery_id,
