@@ -185,3 +185,56 @@ async fn a_partner_never_has_more_in_flight_than_its_cap() {
     two.close();
     engine.stop().await;
 }
+
+/// A partner whose plugin is slow holds its own places, not the shared ones: with no more
+/// places in all than that partner may hold, another partner's postbacks still go out while
+/// the slow partner's wait for their plugin lane (two calls at once, each running until its
+/// 100 ms deadline), instead of taking turns with them for the places those hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_plugin_holds_no_shared_place() {
+    let engine = Engine::start_with(|options| {
+        options.concurrency = Some(4);
+        options.partner_concurrency = Some(4);
+        // Every call of the spinning plugin runs until its deadline.
+        options.plugin_fuel = Some(1_000_000_000_000);
+    })
+    .await;
+    let receiver = Receiver::always(Reply::ok("")).await;
+    let slow = engine.create_partner("slow").await;
+    let upload = engine
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/partners/{}/plugins?name=spin", slow.id),
+            Some(postwire_test_plugins::bytes("spin")),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
+    let mut settings = simple_settings(&receiver.url("/slow"));
+    settings["transform_plugin"] = upload.json["id"].clone();
+    assert_eq!(engine.put_settings(&slow, &settings).await.status, StatusCode::OK);
+    let calm = engine
+        .partner_with("calm", &simple_settings(&receiver.url("/calm")))
+        .await;
+
+    post_events(&engine, &slow, "s", 100).await;
+    let failed_before = eventually("the slow plugin to be running", async || {
+        let failed = engine.delivery_ids(&slow, "failed").await.len();
+        (failed > 0).then_some(failed)
+    })
+    .await;
+    post_events(&engine, &calm, "c", 20).await;
+    eventually("the calm partner's 20 postbacks", async || {
+        (receiver.hits().iter().filter(|hit| hit.path == "/calm").count() == 20).then_some(())
+    })
+    .await;
+    // Sharing the places with the slow partner's, the calm ones would each have waited for one
+    // of its plugin calls to end: 20 of them, two at a time, 100 ms each.
+    let failed_meanwhile = engine.delivery_ids(&slow, "failed").await.len() - failed_before;
+    println!("the calm partner's 20 went out while {failed_meanwhile} slow plugin calls ended");
+    assert!(
+        failed_meanwhile < 10,
+        "the calm postbacks waited for {failed_meanwhile} slow plugin calls"
+    );
+    assert!(receiver.hits().iter().all(|hit| hit.path == "/calm"));
+    engine.stop().await;
+}
