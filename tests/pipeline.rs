@@ -289,7 +289,12 @@ async fn gone_stops_the_postbacks_waiting_in_memory() {
     const N: usize = 40;
     let gone = Reply::status(410).body("gone").after(Duration::from_millis(200));
     let receiver = Receiver::sequence(vec![gone.clone(), gone], Reply::ok("")).await;
-    let engine = Engine::start_with(|options| options.concurrency = Some(2)).await;
+    // Two in flight, both for the one partner: both of the receiver's 410s are met at once.
+    let engine = Engine::start_with(|options| {
+        options.concurrency = Some(2);
+        options.partner_concurrency = Some(2);
+    })
+    .await;
     let partner = engine
         .partner_with("gone-queued", &simple_settings(&receiver.url("/pb")))
         .await;

@@ -565,8 +565,8 @@ async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
         .expect("a count");
     assert_eq!(pending as usize, due);
     let plan: Vec<String> = sqlx::query(
-        "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= 0
-         ORDER BY next_at LIMIT 100",
+        "EXPLAIN QUERY PLAN SELECT rowid, next_at FROM deliveries INDEXED BY deliveries_pending_by_partner
+         WHERE partner_id = 'bench' AND status = 'pending' AND next_at <= 0 ORDER BY next_at, rowid LIMIT 100",
     )
     .fetch_all(&mut db)
     .await

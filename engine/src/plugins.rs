@@ -49,6 +49,48 @@ pub struct Plugins {
 /// A call waiting for its partner's lane.
 type Job = Box<dyn FnOnce() + Send>;
 
+tokio::task_local! {
+    /// The send slot of the postback whose plugins run in this task, when the worker runs it:
+    /// given back while a call waits for its partner's lane and runs in it.
+    pub(crate) static SEND_SLOT: SendSlot;
+}
+
+/// A postback's place among the postbacks in flight at once. A plugin call gives it back while
+/// it waits for its partner's lane and runs, and takes one again before the postback goes on,
+/// so that postbacks queued behind a partner's slow plugin hold none of the places the others
+/// send in (what they hold is their partner's own count of postbacks in flight).
+pub(crate) struct SendSlot {
+    slots: Arc<tokio::sync::Semaphore>,
+    held: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl SendSlot {
+    /// A slot of `slots`, held as `permit`.
+    pub(crate) fn new(slots: Arc<tokio::sync::Semaphore>, permit: tokio::sync::OwnedSemaphorePermit) -> SendSlot {
+        SendSlot {
+            slots,
+            held: Mutex::new(Some(permit)),
+        }
+    }
+
+    /// Gives this task's slot back, if it runs a postback; returns where to take one again.
+    fn give_back() -> Option<Arc<tokio::sync::Semaphore>> {
+        SEND_SLOT
+            .try_with(|slot| {
+                slot.held.lock().expect("never poisoned").take();
+                slot.slots.clone()
+            })
+            .ok()
+    }
+
+    /// Takes a slot of `slots` again for this task's postback.
+    async fn take_again(slots: Arc<tokio::sync::Semaphore>) {
+        // The worker never closes its semaphore; were it closed, the postback goes on without.
+        let permit = slots.acquire_owned().await.ok();
+        let _ = SEND_SLOT.try_with(|slot| *slot.held.lock().expect("never poisoned") = permit);
+    }
+}
+
 /// One partner's plugin calls: queued, and run back to back by at most [`PER_PARTNER`] blocking
 /// threads. A thread that finishes a call takes the next one at once, so a busy partner's
 /// calls do not each wait for their task's turn on the async runtime to reach a thread.
@@ -217,10 +259,15 @@ impl Plugins {
         let plugin = self.load(id).await?;
         let host = self.host.clone();
         let (done, result) = tokio::sync::oneshot::channel();
+        let slots = SendSlot::give_back();
         self.lane(partner_id).submit(Box::new(move || {
             let _ = done.send(call(&host, &plugin));
         }));
-        let run = result.await.map_err(|_| Unloaded {
+        let run = result.await;
+        if let Some(slots) = slots {
+            SendSlot::take_again(slots).await;
+        }
+        let run = run.map_err(|_| Unloaded {
             reason: "the plugin call was cancelled".to_owned(),
             host: true,
         })?;

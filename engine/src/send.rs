@@ -133,17 +133,55 @@ fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// Resolves names and drops internal addresses.
+/// Name lookups under way at once. Each holds a blocking thread for as long as the system's
+/// resolver takes (`getaddrinfo` cannot be stopped), so a partner whose receiver's name never
+/// resolves ties up at most these, not the blocking threads that plugins and the store use.
+pub const LOOKUPS: usize = 16;
+
+/// Resolves names, a few at a time under a deadline, and drops internal addresses.
 struct GuardedResolver {
     guard: Arc<Guard>,
+    /// One permit per lookup under way (see [`LOOKUPS`]).
+    lookups: Arc<tokio::sync::Semaphore>,
+    /// How long a lookup may take, waiting for its turn included.
+    timeout: Duration,
+}
+
+impl GuardedResolver {
+    fn new(guard: Arc<Guard>, timeout: Duration) -> GuardedResolver {
+        GuardedResolver {
+            guard,
+            lookups: Arc::new(tokio::sync::Semaphore::new(LOOKUPS)),
+            timeout,
+        }
+    }
+}
+
+/// The addresses of `host`, looked up on a blocking thread while a permit of `lookups` is held.
+/// The permit goes with the thread, so a lookup given up on still counts until it ends.
+async fn lookup(lookups: Arc<tokio::sync::Semaphore>, host: String) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let permit = lookups
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("name lookups have stopped"))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        (host.as_str(), 0).to_socket_addrs().map(Iterator::collect)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let guard = self.guard.clone();
+        let (lookups, timeout) = (self.lookups.clone(), self.timeout);
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::time::timeout(timeout, lookup(lookups, host.clone()))
+                .await
+                .map_err(|_| format!("looking up {host} took longer than {}s", timeout.as_secs_f64()))??;
             let mut refused = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -299,7 +337,7 @@ impl Sender {
             .pool_max_idle_per_host(512)
             .tcp_nodelay(true)
             .user_agent(concat!("Postwire/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver { guard: guard.clone() }))
+            .dns_resolver(Arc::new(GuardedResolver::new(guard.clone(), config.connect_timeout)))
             .build()
             .expect("the HTTP client configuration is valid");
         Sender {
@@ -520,14 +558,40 @@ mod tests {
     #[tokio::test]
     async fn the_resolver_refuses_without_the_address() {
         use reqwest::dns::Resolve;
-        let resolver = GuardedResolver {
-            guard: Arc::new(Guard::default()),
-        };
+        let resolver = GuardedResolver::new(Arc::new(Guard::default()), Duration::from_secs(5));
         let error = match resolver.resolve("localhost".parse().unwrap()).await {
             Ok(_) => panic!("localhost resolved through the guard"),
             Err(error) => error.to_string(),
         };
         assert!(error.starts_with("localhost resolves to a loopback address"), "{error}");
         assert!(!error.contains("127.0.0.1") && !error.contains("::1"), "{error}");
+    }
+
+    /// Lookups run a few at a time: with every permit taken (lookups that hang), the next one
+    /// gives up at the deadline with a clear reason instead of taking another thread.
+    #[tokio::test]
+    async fn lookups_are_bounded_and_give_up_at_the_deadline() {
+        use reqwest::dns::Resolve;
+        let resolver = GuardedResolver::new(
+            Arc::new(Guard::new(vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "::1/128".parse().unwrap(),
+            ])),
+            Duration::from_millis(300),
+        );
+        assert!(resolver.resolve("localhost".parse().unwrap()).await.is_ok());
+        let hung = resolver
+            .lookups
+            .clone()
+            .acquire_many_owned(LOOKUPS as u32)
+            .await
+            .unwrap();
+        let error = match resolver.resolve("localhost".parse().unwrap()).await {
+            Ok(_) => panic!("a lookup ran beyond the bound"),
+            Err(error) => error.to_string(),
+        };
+        assert_eq!(error, "looking up localhost took longer than 0.3s");
+        drop(hung);
+        assert!(resolver.resolve("localhost".parse().unwrap()).await.is_ok());
     }
 }

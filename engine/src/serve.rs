@@ -56,6 +56,11 @@ pub struct ServeOptions {
     /// Postbacks in flight at once [default: 256].
     #[arg(long, env = "POSTWIRE_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// Postbacks one partner may have in flight at once, so that a partner whose receiver
+    /// stalls holds no more than this many of the `--concurrency` slots (default: a quarter of
+    /// `--concurrency`, at least 1).
+    #[arg(long, env = "POSTWIRE_PARTNER_CONCURRENCY", value_name = "N")]
+    pub partner_concurrency: Option<usize>,
     /// Time allowed for one exchange with a receiver [default: 15s].
     #[arg(long, env = "POSTWIRE_TIMEOUT", value_name = "DURATION")]
     pub timeout: Option<String>,
@@ -243,6 +248,12 @@ impl ServeOptions {
                 return Err("concurrency: 0 would send nothing; use at least 1".into());
             }
             worker.concurrency = concurrency;
+        }
+        if let Some(per_partner) = self.partner_concurrency.or(file.partner_concurrency) {
+            if per_partner == 0 {
+                return Err("partner_concurrency: 0 would send nothing; use at least 1".into());
+            }
+            worker.partner_concurrency = Some(per_partner);
         }
         let defaults = SendConfig::default();
         let send = SendConfig {
@@ -814,6 +825,11 @@ mod tests {
             ..ServeOptions::default()
         });
         assert!(error.starts_with("concurrency:"), "{error}");
+        let error = refused(ServeOptions {
+            partner_concurrency: Some(0),
+            ..ServeOptions::default()
+        });
+        assert!(error.starts_with("partner_concurrency:"), "{error}");
         let error = refused(ServeOptions {
             header_timeout: Some("soon".into()),
             ..ServeOptions::default()

@@ -152,6 +152,7 @@ suite!(
     a_disabled_endpoint_holds_its_deliveries_until_enabled,
     a_delivery_waits_for_its_delay,
     due_deliveries_are_counted_until_claimed,
+    claims_take_turns_between_partners,
     a_resolved_postback_waits_for_the_created_one,
     keys_authenticate_by_token_until_revoked,
     the_database_file_holds_no_token,
@@ -722,6 +723,51 @@ async fn a_delivery_waits_for_its_delay(backend: Backend) {
     assert_eq!(store.next_due().await.expect("next due"), Some(due));
     assert!(store.claim(now_ms(), 60_000, 10).await.expect("claimed").is_empty());
     assert_eq!(store.claim(due, 60_000, 10).await.expect("claimed").len(), 1);
+}
+
+/// A claim shares itself between the partners with due deliveries: one partner's older and
+/// larger backlog does not keep another's out. Within a partner, the earliest go first; a
+/// partner with fewer due leaves its share to the others.
+async fn claims_take_turns_between_partners(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    let later = partner(&store).await;
+    let now = now_ms();
+    let rows = |prefix: &str, n: usize| -> Vec<(String, &'static str, String)> {
+        (0..n)
+            .map(|i| (format!("{prefix}{i}"), "created", format!("{prefix}-i{i}")))
+            .collect()
+    };
+    let accept = |partner: PartnerId, rows: Vec<(String, &'static str, String)>, at: i64| {
+        let store = store.clone();
+        async move {
+            let rows: Vec<(&str, &str, &str)> = rows.iter().map(|(e, k, q)| (e.as_str(), *k, q.as_str())).collect();
+            let accepted = store.accept(&events(&partner, &rows), at).await.expect("accepted");
+            accepted
+                .into_iter()
+                .map(|a| a.delivery_ids[0].clone())
+                .collect::<Vec<DeliveryId>>()
+        }
+    };
+    // a's backlog fell due first, b's after it; `later`'s is not due.
+    let a_ids = accept(a.clone(), rows("a", 30), now - 10_000).await;
+    let b_ids = accept(b.clone(), rows("b", 3), now - 5_000).await;
+    accept(later.clone(), rows("l", 3), now + 60_000).await;
+    let claimed = store.claim(now, 60_000, 10).await.expect("claimed");
+    let of = |partner: &PartnerId| -> Vec<DeliveryId> {
+        claimed
+            .iter()
+            .filter(|c| &c.partner_id == partner)
+            .map(|c| c.delivery_id.clone())
+            .collect()
+    };
+    assert_eq!(of(&b), b_ids, "all of b's, though a's fell due before");
+    assert_eq!(of(&a), a_ids[..7], "a's earliest fill the rest, in order");
+    assert!(of(&later).is_empty());
+    // The rest of a's, and nothing claimed twice.
+    let rest = store.claim(now, 60_000, 100).await.expect("claimed");
+    let rest: Vec<DeliveryId> = rest.into_iter().map(|c| c.delivery_id).collect();
+    assert_eq!(rest, a_ids[7..]);
 }
 
 /// The due deliveries the metrics report: pending ones whose time has come, not the claimed

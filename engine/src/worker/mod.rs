@@ -1,7 +1,10 @@
 //! The worker: claims due deliveries and takes each through the pipeline, in the order the
 //! code runs the steps:
 //!
-//! 1. claim: deliveries leased to this worker wait in a queue in memory for a send slot.
+//! 1. claim: deliveries leased to this worker wait in a queue in memory for a send slot, in a
+//!    line per partner; the lines take turns, and a partner has at most
+//!    [`partner_concurrency`](WorkerConfig::partner_concurrency) postbacks in flight, so that
+//!    one partner's stalled receiver or slow plugin holds its own places, not the others'.
 //!    Those this process accepted a moment ago are [leased as they are recorded](Worker::accept);
 //!    the claimer tops the queue up from the store, a batch at a time, ahead of need, so that
 //!    sending never waits for the store;
@@ -29,14 +32,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use self::queue::{Job, Queue};
+use self::queue::{InFlight, Job, Queue};
 use self::recorder::{Record, record};
 use crate::classify::Verdict;
 use crate::event::Event;
 use crate::exchange::{self, Context, unsent_attempt};
 use crate::id::PartnerId;
 use crate::metrics::Metrics;
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, SEND_SLOT, SendSlot};
 use crate::ratelimit::RateLimits;
 use crate::retry::Schedule;
 use crate::sealed::{CannotOpen, SecretKey, is_sealed};
@@ -61,6 +64,10 @@ pub struct WorkerConfig {
     pub finish_within: Duration,
     /// Postbacks in flight at once.
     pub concurrency: usize,
+    /// Postbacks one partner may have in flight at once, so that a partner whose receiver
+    /// stalls (or whose plugin is slow) holds no more than this many of the `concurrency` slots
+    /// (default: a quarter of `concurrency`, at least 1).
+    pub partner_concurrency: Option<usize>,
     /// Longest sleep when nothing is due (new events wake the worker at once).
     pub idle_poll: Duration,
     /// How far ahead a rate-limited delivery may wait in memory for its slot.
@@ -82,6 +89,14 @@ pub struct WorkerConfig {
     pub metrics: Arc<Metrics>,
 }
 
+impl WorkerConfig {
+    /// The postbacks one partner may have in flight at once (see
+    /// [`partner_concurrency`](WorkerConfig::partner_concurrency)).
+    pub fn partner_cap(&self) -> usize {
+        self.partner_concurrency.unwrap_or(self.concurrency / 4).max(1)
+    }
+}
+
 impl Default for WorkerConfig {
     /// The lease and the time to finish fit the sender's and the plugin host's defaults.
     fn default() -> Self {
@@ -90,6 +105,7 @@ impl Default for WorkerConfig {
             lease: Duration::ZERO,
             finish_within: Duration::ZERO,
             concurrency: 256,
+            partner_concurrency: None,
             idle_poll: Duration::from_secs(1),
             rate_horizon: Duration::from_secs(2),
             schedule: Schedule::default(),
@@ -148,6 +164,18 @@ enum Slot {
     Now,
     /// Back to the store, due at this time (Unix ms).
     Later(i64),
+}
+
+/// A job taken from the queue, counted among its partner's postbacks in flight until dropped.
+struct Ended<'a> {
+    queue: &'a Queue,
+    in_flight: InFlight,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.queue.done(self.in_flight);
+    }
 }
 
 /// How soon a postback whose endpoint the store failed to load is due again.
@@ -225,7 +253,12 @@ impl Worker {
                 store_due: AtomicBool::new(true),
                 backlog: AtomicBool::new(false),
                 wake: Notify::new(),
-                queue: Queue::new(config.memory_queue, config.batch * 2, config.lease / 4),
+                queue: Queue::new(
+                    config.memory_queue,
+                    config.batch * 2,
+                    config.lease / 4,
+                    config.partner_cap(),
+                ),
                 disabled: Mutex::new(HashMap::new()),
                 gone: Mutex::default(),
                 config,
@@ -398,13 +431,25 @@ impl Worker {
                     () = shutdown.cancelled() => break,
                 }
             }
-            for (job, permit) in jobs.into_iter().zip(held.drain(..)) {
+            for ((job, in_flight), permit) in jobs.into_iter().zip(held.drain(..)) {
                 let worker = self.clone();
                 let records = records.clone();
                 let shutdown = shutdown.clone();
+                let slot = SendSlot::new(permits.clone(), permit);
                 tasks.spawn(async move {
-                    worker.deliver(job, records, shutdown).await;
-                    drop(permit);
+                    // Ends the partner's count however the attempt ends, a panic included.
+                    let ended = Ended {
+                        queue: &worker.inner.queue,
+                        in_flight,
+                    };
+                    // The slot ends with the scope, after the partner's count, so that the slot
+                    // freed next finds the partner's line taking turns again.
+                    SEND_SLOT
+                        .scope(slot, async {
+                            worker.deliver(job, records, shutdown).await;
+                            drop(ended);
+                        })
+                        .await;
                 });
             }
             drop(held);
@@ -813,7 +858,7 @@ mod tests {
         );
         assert_eq!(config.lease, Duration::from_secs(15 + 1 + 3));
 
-        let queue = Queue::new(100, 10, config.lease / 4);
+        let queue = Queue::new(100, 10, config.lease / 4, config.partner_cap());
         queue.open();
         let now = 1_000_000;
         let needed = config.needed_to_finish().as_millis() as i64;
@@ -823,7 +868,7 @@ mod tests {
         let taken: Vec<String> = queue
             .take(3, now + needed)
             .into_iter()
-            .map(|job| job.claimed.delivery_id.to_string())
+            .map(|(job, _)| job.claimed.delivery_id.to_string())
             .collect();
         assert_eq!(taken, ["dlv_2", "dlv_3"], "dlv_1 is left to the store");
 

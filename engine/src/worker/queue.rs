@@ -1,12 +1,13 @@
 //! The memory queue: deliveries leased to this worker, waiting for a send slot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::debug;
 
+use crate::id::PartnerId;
 use crate::store::{Claimed, GiveBack};
 
 /// A delivery on its way through the pipeline.
@@ -29,20 +30,30 @@ impl Job {
     }
 }
 
+/// A job's place among its partner's postbacks in flight, from [`Queue::take`] until
+/// [`Queue::done`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct InFlight(usize);
+
 /// Deliveries leased to this worker and waiting in memory for a send slot: those accepted by
 /// this process a moment ago, leased in the transaction that recorded them (they skip the claim,
 /// a store write, and the reading back of their event), and those the claimer took from the
 /// store ahead of need, so that sending never waits for a claim. Should the process die, their
 /// leases expire and any worker claims them from the store again.
 ///
+/// Each partner's jobs wait in a line of their own, and the lines take turns: a partner sends at
+/// most `per_partner` postbacks at once, and while it is at that cap its line waits aside, so
+/// that the jobs of a partner whose receiver stalls never stand in front of another partner's.
+/// Within a line, jobs go in the order they were queued.
+///
 /// Its room follows the pace of sending: it holds at most what the worker takes in `horizon`
-/// at the rate measured over the last [`PACE_WINDOW`], between [`QUEUE_FLOOR`] and its capacity. A burst that
-/// outruns sending for a while stays in memory instead of going the long way through the store
-/// (a claim and a reading back of the event for every delivery), while behind slow receivers
-/// the queue stays short enough for every job to be sent within its lease.
+/// at the rate measured over the last [`PACE_WINDOW`], between [`QUEUE_FLOOR`] and its capacity.
+/// A burst that outruns sending for a while stays in memory instead of going the long way
+/// through the store (a claim and a reading back of the event for every delivery), while behind
+/// slow receivers the queue stays short enough for every job to be sent within its lease.
 pub(super) struct Queue {
     state: Mutex<QueueState>,
-    /// Jobs were queued.
+    /// Jobs were queued, or a partner at its cap has room again.
     pub(super) ready: Notify,
     /// The queue fell below its low mark.
     pub(super) drained: Notify,
@@ -50,6 +61,8 @@ pub(super) struct Queue {
     pub(super) low: usize,
     /// The queue holds what the worker takes in this long.
     horizon: Duration,
+    /// Postbacks one partner may have in flight at once.
+    per_partner: usize,
 }
 
 /// The room the queue has at least, whatever the pace of sending.
@@ -58,10 +71,27 @@ const QUEUE_FLOOR: usize = 4096;
 /// How long the pace of sending is measured over before it counts.
 const PACE_WINDOW: Duration = Duration::from_millis(250);
 
+/// One partner's jobs and postbacks in flight.
+struct Line {
+    partner_id: PartnerId,
+    jobs: VecDeque<Job>,
+    in_flight: usize,
+    /// Whether the line is in `QueueState::turns`.
+    queued_for_turn: bool,
+}
+
 struct QueueState {
     /// Only a running worker takes jobs.
     open: bool,
-    jobs: VecDeque<Job>,
+    /// The partners' lines, by index; freed lines are kept for reuse, with their room.
+    lines: Vec<Line>,
+    free: Vec<usize>,
+    /// Each partner with jobs or postbacks in flight, to its line.
+    by_partner: HashMap<PartnerId, usize>,
+    /// The lines with jobs and room under the cap, in turn.
+    turns: VecDeque<usize>,
+    /// Jobs in all lines.
+    jobs: usize,
     /// Places promised to accepts and claims under way.
     reserved: usize,
     capacity: usize,
@@ -78,14 +108,54 @@ impl QueueState {
         let paced = (self.pace * horizon.as_secs_f64()) as usize;
         paced.clamp(QUEUE_FLOOR.min(self.capacity), self.capacity)
     }
+
+    /// The line of `partner_id`, made (or reused) if it has none.
+    fn line(&mut self, partner_id: &PartnerId) -> usize {
+        if let Some(&line) = self.by_partner.get(partner_id) {
+            return line;
+        }
+        let line = match self.free.pop() {
+            Some(line) => {
+                self.lines[line].partner_id = partner_id.clone();
+                line
+            }
+            None => {
+                self.lines.push(Line {
+                    partner_id: partner_id.clone(),
+                    jobs: VecDeque::new(),
+                    in_flight: 0,
+                    queued_for_turn: false,
+                });
+                self.lines.len() - 1
+            }
+        };
+        self.by_partner.insert(partner_id.clone(), line);
+        line
+    }
+
+    /// Frees a line with no jobs and nothing in flight.
+    fn free_if_idle(&mut self, line: usize) {
+        let idle = &self.lines[line];
+        if idle.jobs.is_empty() && idle.in_flight == 0 && !idle.queued_for_turn {
+            self.by_partner.remove(&idle.partner_id);
+            self.free.push(line);
+        }
+    }
 }
 
 impl Queue {
-    pub(super) fn new(capacity: usize, low: usize, horizon: Duration) -> Queue {
+    /// A queue of at most `capacity` jobs (see [`Queue`]), whose claimer claims below `low`,
+    /// holding what the worker sends in `horizon`, that lets a partner have at most
+    /// `per_partner` postbacks in flight.
+    pub(super) fn new(capacity: usize, low: usize, horizon: Duration, per_partner: usize) -> Queue {
         Queue {
             state: Mutex::new(QueueState {
                 open: false,
-                jobs: VecDeque::new(),
+                lines: Vec::new(),
+                free: Vec::new(),
+                by_partner: HashMap::new(),
+                turns: VecDeque::new(),
+                jobs: 0,
                 reserved: 0,
                 capacity,
                 taken: 0,
@@ -96,6 +166,7 @@ impl Queue {
             drained: Notify::new(),
             low,
             horizon,
+            per_partner: per_partner.max(1),
         }
     }
 
@@ -111,7 +182,7 @@ impl Queue {
         }
         let room = state
             .limit(self.horizon)
-            .saturating_sub(state.jobs.len() + state.reserved)
+            .saturating_sub(state.jobs + state.reserved)
             .min(want);
         state.reserved += room;
         room
@@ -121,7 +192,8 @@ impl Queue {
         self.state().reserved -= reserved;
     }
 
-    /// Queues `jobs` in `reserved` promised places; gives them back when the worker has stopped.
+    /// Queues `jobs` in `reserved` promised places, each at the end of its partner's line; gives
+    /// them back when the worker has stopped.
     pub(super) fn fill(&self, reserved: usize, jobs: Vec<Job>) -> Vec<Job> {
         let mut state = self.state();
         state.reserved -= reserved;
@@ -129,8 +201,18 @@ impl Queue {
             return jobs;
         }
         let any = !jobs.is_empty();
-        state.jobs.extend(jobs);
-        drop(state);
+        let cap = self.per_partner;
+        let state = &mut *state;
+        for job in jobs {
+            let at = state.line(&job.claimed.partner_id);
+            let line = &mut state.lines[at];
+            line.jobs.push_back(job);
+            if line.in_flight < cap && !line.queued_for_turn {
+                line.queued_for_turn = true;
+                state.turns.push_back(at);
+            }
+            state.jobs += 1;
+        }
         if any {
             self.ready.notify_one();
         }
@@ -140,26 +222,47 @@ impl Queue {
     /// Jobs queued or promised.
     pub(super) fn len(&self) -> usize {
         let state = self.state();
-        state.jobs.len() + state.reserved
+        state.jobs + state.reserved
     }
 
     /// Jobs queued, without the places promised to claims under way.
     pub(super) fn queued(&self) -> usize {
-        self.state().jobs.len()
+        self.state().jobs
     }
 
-    /// Up to `max` queued jobs whose leases last at least until `sendable_until`; the others
-    /// are left to the store, which hands them out again when their leases end.
-    pub(super) fn take(&self, max: usize, sendable_until: i64) -> Vec<Job> {
+    /// Up to `max` queued jobs whose leases last at least until `sendable_until`, one from each
+    /// partner's line in turn, from the lines of partners below their cap. The jobs left behind
+    /// at the front of a line for want of time are left to the store, which hands them out
+    /// again when their leases end. Each job taken counts in its partner's postbacks in flight
+    /// until it is [done](Queue::done).
+    pub(super) fn take(&self, max: usize, sendable_until: i64) -> Vec<(Job, InFlight)> {
         let mut state = self.state();
-        let mut jobs = Vec::with_capacity(max.min(state.jobs.len()));
+        let cap = self.per_partner;
+        let state = &mut *state;
+        let mut jobs = Vec::with_capacity(max.min(state.jobs));
         while jobs.len() < max {
-            let Some(job) = state.jobs.pop_front() else { break };
-            if job.until >= sendable_until {
-                jobs.push(job);
-            } else {
+            let Some(at) = state.turns.pop_front() else { break };
+            let line = &mut state.lines[at];
+            line.queued_for_turn = false;
+            let mut next = None;
+            while let Some(job) = line.jobs.pop_front() {
+                state.jobs -= 1;
+                if job.until >= sendable_until {
+                    next = Some(job);
+                    break;
+                }
                 debug!(delivery = %job.claimed.delivery_id, "waited in memory too long; left to the store");
             }
+            let Some(job) = next else {
+                state.free_if_idle(at);
+                continue;
+            };
+            line.in_flight += 1;
+            if line.in_flight < cap && !line.jobs.is_empty() {
+                line.queued_for_turn = true;
+                state.turns.push_back(at);
+            }
+            jobs.push((job, InFlight(at)));
         }
         state.taken += jobs.len();
         let elapsed = state.window_start.elapsed();
@@ -168,12 +271,30 @@ impl Queue {
             state.taken = 0;
             state.window_start = Instant::now();
         }
-        let low = state.jobs.len() + state.reserved < self.low;
-        drop(state);
+        let low = state.jobs + state.reserved < self.low;
         if low {
             self.drained.notify_one();
         }
         jobs
+    }
+
+    /// Ends a job [taken](Queue::take): its partner has one postback fewer in flight, and its
+    /// line takes turns again if it waited at the cap.
+    pub(super) fn done(&self, in_flight: InFlight) {
+        let mut state = self.state();
+        let state = &mut *state;
+        let at = in_flight.0;
+        let line = &mut state.lines[at];
+        line.in_flight -= 1;
+        let resumed = line.in_flight < self.per_partner && !line.jobs.is_empty() && !line.queued_for_turn;
+        if resumed {
+            line.queued_for_turn = true;
+            state.turns.push_back(at);
+        }
+        state.free_if_idle(at);
+        if resumed {
+            self.ready.notify_one();
+        }
     }
 
     pub(super) fn open(&self) {
@@ -184,7 +305,18 @@ impl Queue {
     pub(super) fn close(&self) -> Vec<Job> {
         let mut state = self.state();
         state.open = false;
-        state.jobs.drain(..).collect()
+        let state = &mut *state;
+        let mut jobs = Vec::with_capacity(state.jobs);
+        state.turns.clear();
+        let lines: Vec<usize> = state.by_partner.values().copied().collect();
+        for at in lines {
+            let line = &mut state.lines[at];
+            line.queued_for_turn = false;
+            jobs.extend(line.jobs.drain(..));
+            state.free_if_idle(at);
+        }
+        state.jobs = 0;
+        jobs
     }
 }
 
@@ -195,10 +327,14 @@ mod tests {
     use crate::store::ClaimedEvent;
 
     fn job(n: usize, until: i64) -> Job {
+        partner_job("ptn_q", n, until)
+    }
+
+    fn partner_job(partner: &str, n: usize, until: i64) -> Job {
         Job {
             claimed: Claimed {
                 delivery_id: format!("dlv_{n}").into(),
-                partner_id: "ptn_q".into(),
+                partner_id: partner.into(),
                 attempts: 0,
                 event: ClaimedEvent::Stored(String::new()),
                 settings_version: 1,
@@ -213,7 +349,7 @@ mod tests {
     /// and in between what the worker takes in the horizon.
     #[test]
     fn the_queue_holds_what_is_sent_in_its_horizon() {
-        let queue = Queue::new(32_768, 512, Duration::from_secs(9));
+        let queue = Queue::new(32_768, 512, Duration::from_secs(9), 64);
         assert_eq!(queue.reserve(10), 0, "a closed queue takes nothing");
         queue.open();
         // No pace measured yet: the floor.
@@ -225,12 +361,12 @@ mod tests {
             queue.release(limit);
         }
         // A capacity below the floor is the limit.
-        let small = Queue::new(100, 10, Duration::from_secs(9));
+        let small = Queue::new(100, 10, Duration::from_secs(9), 64);
         small.open();
         assert_eq!(small.reserve(1_000), 100);
 
-        // The pace is measured from the jobs taken over a window.
-        let queue = Queue::new(32_768, 512, Duration::from_secs(9));
+        // The pace is measured from the jobs taken over a window (one partner, without a cap).
+        let queue = Queue::new(32_768, 512, Duration::from_secs(9), usize::MAX);
         queue.open();
         let room = queue.reserve(2_000);
         assert!(
@@ -248,12 +384,75 @@ mod tests {
     /// A job whose lease ends too soon to be sent is left to the store, not taken.
     #[test]
     fn the_queue_leaves_jobs_near_the_end_of_their_lease() {
-        let queue = Queue::new(100, 10, Duration::from_secs(9));
+        let queue = Queue::new(100, 10, Duration::from_secs(9), 64);
         queue.open();
         let room = queue.reserve(3);
         assert!(queue.fill(room, vec![job(1, 50), job(2, 200), job(3, 100)]).is_empty());
-        let taken: Vec<DeliveryId> = queue.take(3, 100).into_iter().map(|j| j.claimed.delivery_id).collect();
+        let taken: Vec<DeliveryId> = queue
+            .take(3, 100)
+            .into_iter()
+            .map(|(j, _)| j.claimed.delivery_id)
+            .collect();
         assert_eq!(taken, ["dlv_2", "dlv_3"]);
         assert_eq!(queue.len(), 0);
+    }
+
+    fn ids(jobs: &[(Job, InFlight)]) -> Vec<&str> {
+        jobs.iter().map(|(j, _)| j.claimed.delivery_id.as_str()).collect()
+    }
+
+    /// Partners' jobs take turns, whatever order they were queued in; a partner at its cap
+    /// waits aside without holding up the others, and takes turns again as its postbacks end.
+    #[test]
+    fn partners_take_turns_and_one_at_its_cap_waits_aside() {
+        let queue = Queue::new(100, 10, Duration::from_secs(9), 2);
+        queue.open();
+        let mut jobs: Vec<Job> = (1..=5).map(|n| partner_job("ptn_a", n, i64::MAX)).collect();
+        jobs.extend((6..=8).map(|n| partner_job("ptn_b", n, i64::MAX)));
+        let room = queue.reserve(jobs.len());
+        assert!(queue.fill(room, jobs).is_empty());
+        let first = queue.take(1, 0);
+        assert_eq!(ids(&first), ["dlv_1"]);
+        let taken = queue.take(100, 0);
+        // Each line in turn, one job at a time; both partners stop at their cap of 2.
+        assert_eq!(ids(&taken), ["dlv_6", "dlv_2", "dlv_7"]);
+        assert!(queue.take(100, 0).is_empty(), "both partners are at their cap");
+        assert_eq!(queue.queued(), 4);
+        // One of b's postbacks ends: b goes on, a still waits.
+        queue.done(taken[0].1);
+        assert_eq!(ids(&queue.take(100, 0)), ["dlv_8"]);
+        queue.done(first[0].1);
+        queue.done(taken[1].1);
+        assert_eq!(ids(&queue.take(100, 0)), ["dlv_3", "dlv_4"]);
+        assert!(queue.take(100, 0).is_empty());
+        assert_eq!(queue.close().len(), 1, "dlv_5 is given back");
+    }
+
+    /// A partner's line is let go once it has no jobs and nothing in flight, and reused by the
+    /// next partner: partners that come and go leave nothing behind.
+    #[test]
+    fn lines_of_partners_gone_are_reused() {
+        let queue = Queue::new(100, 10, Duration::from_secs(9), 4);
+        queue.open();
+        for round in 0..50 {
+            let partner = format!("ptn_{round}");
+            let room = queue.reserve(2);
+            assert!(
+                queue
+                    .fill(
+                        room,
+                        vec![partner_job(&partner, 1, i64::MAX), partner_job(&partner, 2, i64::MAX)]
+                    )
+                    .is_empty()
+            );
+            let taken = queue.take(10, 0);
+            assert_eq!(taken.len(), 2);
+            for (_, in_flight) in taken {
+                queue.done(in_flight);
+            }
+        }
+        let state = queue.state();
+        assert!(state.by_partner.is_empty());
+        assert_eq!(state.lines.len(), 1);
     }
 }

@@ -30,25 +30,26 @@ macro_rules! bind_all {
 #[cfg(test)]
 pub(super) use bind_all;
 
-/// When the earliest pending delivery is due, if any is.
+/// When the earliest pending delivery is due, if any is: the earliest of each partner's, found
+/// partner by partner along the `deliveries_pending_by_partner` index (see `claim::HEADS`).
 pub(super) async fn next_due(write: &SqlitePool) -> Result<Option<i64>> {
-    static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT MIN(next_at) FROM deliveries WHERE status = '{}'",
-            Status::Pending.as_str()
-        )
-    });
+    static NEXT_DUE: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT MIN(first) FROM ({}) AS h", *super::claim::HEADS));
     Ok(sqlx::query_scalar(&NEXT_DUE).fetch_one(write).await?)
 }
 
 /// How many pending deliveries are due at `now`, and the earliest due time among them. A
-/// claimed delivery's due time is its lease's end, so claimed ones are not counted. The range
-/// is read from the `deliveries_due` index alone.
+/// claimed delivery's due time is its lease's end, so claimed ones are not counted. Each
+/// partner's due range is counted from the `deliveries_pending_by_partner` index alone.
 pub(super) async fn due(read: &SqlitePool, now: i64) -> Result<(i64, Option<i64>)> {
     static DUE: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT COUNT(*), MIN(next_at) FROM deliveries WHERE status = '{}' AND next_at <= ?1",
-            Status::Pending.as_str()
+            "SELECT COALESCE(SUM((SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_pending_by_partner
+                                  WHERE partner_id = h.partner_id AND {})), 0),
+                 MIN(first)
+             FROM ({}) AS h WHERE first <= ?1",
+            rules::due_sql("?1"),
+            *super::claim::HEADS
         )
     });
     let row = sqlx::query(&DUE).bind(now).fetch_one(read).await?;

@@ -341,6 +341,53 @@ async fn retention_and_the_attempt_log_go_through_indexes() {
     }
 }
 
+/// A claim, the earliest due time and the count of due deliveries find partners and their due
+/// deliveries through the partner index, skipping from one partner to the next: no step scans
+/// the deliveries, whatever their number.
+#[tokio::test]
+async fn claims_find_due_deliveries_partner_by_partner_through_an_index() {
+    use sqlx::Row;
+    let (_dir, store) = store().await;
+    for _ in 0..2 {
+        let partner = partner(&store).await;
+        store
+            .accept(
+                &events(&partner, &[("c1", "created", "i1"), ("c2", "created", "i2")]),
+                now_ms(),
+            )
+            .await
+            .expect("accepted");
+    }
+    let statements = [
+        super::claim::HEADS.as_str(),
+        super::claim::PARTNER_DUE.as_str(),
+        super::claim::LEASE,
+        &format!("SELECT MIN(first) FROM ({}) AS h", *super::claim::HEADS),
+    ];
+    for sql in statements {
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(write(&store))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.starts_with("SCAN deliveries") || step.contains("TEMP B-TREE")),
+            "{sql}\n{plan:#?}"
+        );
+        assert!(
+            plan.iter().any(|step| step.starts_with("SEARCH deliveries")),
+            "{sql}\n{plan:#?}"
+        );
+    }
+    // And they find what is due: two partners, two deliveries each.
+    assert_eq!(store.due(now_ms() + 1).await.expect("due").0, 4);
+    assert_eq!(store.claim(now_ms() + 1, 60_000, 3).await.expect("claimed").len(), 3);
+}
+
 /// Retention runs without SQLite's foreign key checks and keeps every reference whole itself;
 /// the write connection has its checks back afterwards.
 #[tokio::test]
