@@ -736,3 +736,88 @@ async fn hostile_uploads_are_refused_and_other_partners_deliver() {
     engine.assert_healthy().await;
     engine.stop().await;
 }
+
+/// A partner keeps at most `--plugins-per-partner` plugins: the upload past it is refused (409)
+/// naming the limit, the use and the fix, and stores nothing; deleting one makes room, and
+/// another partner's quota is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_partners_plugin_count_are_refused() {
+    let engine = Engine::start_with(|options| options.plugins_per_partner = Some(2)).await;
+    let partner = engine.create_partner("Counted").await;
+    let first = upload_ok(&engine, &partner, "trivial").await;
+    upload_ok(&engine, &partner, "reshape").await;
+    let refused = upload(&engine, &partner, "json-ack").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    assert_eq!(refused.content_type, "application/problem+json");
+    let detail = refused.json["detail"].as_str().expect("a detail");
+    for part in [
+        format!("partner {} already keeps 2 plugins", partner.id),
+        "it may keep 2 at most".to_owned(),
+        format!("DELETE /v1/partners/{}/plugins/{{plugin_id}}", partner.id),
+        "--plugins-per-partner".to_owned(),
+    ] {
+        assert!(detail.contains(part.as_str()), "{part:?} is missing from {detail:?}");
+    }
+    let list = engine.get(&format!("/v1/partners/{}/plugins", partner.id)).await;
+    assert_eq!(list.json["data"].as_array().unwrap().len(), 2, "nothing was stored");
+
+    let other = engine.create_partner("Other").await;
+    upload_ok(&engine, &other, "json-ack").await;
+
+    let deleted = engine
+        .raw(
+            reqwest::Method::DELETE,
+            &format!("/v1/partners/{}/plugins/{first}", partner.id),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    upload_ok(&engine, &partner, "json-ack").await;
+    engine.assert_healthy().await;
+    engine.stop().await;
+}
+
+/// A partner's plugins take at most `--plugin-mib-per-partner` MiB together: the upload that
+/// would cross it is refused (409) with the sizes, its own and the partner's, and the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_partners_plugin_bytes_are_refused() {
+    let engine = Engine::start_with(|options| {
+        options.plugins_per_partner = Some(1000);
+        options.plugin_mib_per_partner = Some(1);
+    })
+    .await;
+    let partner = engine.create_partner("Weighed").await;
+    let size = postwire_test_plugins::bytes("reshape").len();
+    let fit = (1 << 20) / size;
+    assert!(
+        (1..100).contains(&fit),
+        "reshape is {size} bytes: the test needs a few to fill 1 MiB"
+    );
+    for _ in 0..fit {
+        upload_ok(&engine, &partner, "reshape").await;
+    }
+    let refused = upload(&engine, &partner, "reshape").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    let detail = refused.json["detail"].as_str().expect("a detail");
+    for part in [
+        format!("this plugin's {:.1} KiB", size as f64 / 1024.0),
+        "over the 1 MiB they may take together".to_owned(),
+        format!("in {fit} plugins now"),
+        "--plugin-mib-per-partner".to_owned(),
+    ] {
+        assert!(detail.contains(part.as_str()), "{part:?} is missing from {detail:?}");
+    }
+    let list = engine.get(&format!("/v1/partners/{}/plugins", partner.id)).await;
+    assert_eq!(list.json["data"].as_array().unwrap().len(), fit);
+    // A smaller plugin may still fit in what is left.
+    let left = (1 << 20) - fit * size;
+    let trivial = postwire_test_plugins::bytes("trivial").len();
+    let answer = upload(&engine, &partner, "trivial").await;
+    if trivial <= left {
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    } else {
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{answer:?}");
+    }
+    engine.assert_healthy().await;
+    engine.stop().await;
+}

@@ -18,7 +18,7 @@ use crate::plugins::Plugins;
 use crate::retry::{Schedule, parse_duration};
 use crate::sealed::{SecretKey, is_sealed};
 use crate::send::{Guard, SendConfig, Sender};
-use crate::store::{Durability, Store};
+use crate::store::{Durability, PluginQuota, Store};
 use crate::worker::{Worker, WorkerConfig};
 
 /// Options of `postwire serve`. Each comes from a flag, else the environment, else the config
@@ -91,6 +91,13 @@ pub struct ServeOptions {
     /// again [default: the database file's name with `.plugins` appended, or none in memory].
     #[arg(long, env = "POSTWIRE_PLUGIN_CACHE", value_name = "DIR")]
     pub plugin_cache: Option<PathBuf>,
+    /// Plugins one partner may keep; an upload past it is refused (409) (default: 20).
+    #[arg(long, env = "POSTWIRE_PLUGINS_PER_PARTNER", value_name = "N")]
+    pub plugins_per_partner: Option<u64>,
+    /// MiB of plugin binaries one partner may keep, all its plugins together; an upload past it
+    /// is refused (409) (default: 64).
+    #[arg(long, env = "POSTWIRE_PLUGIN_MIB_PER_PARTNER", value_name = "MIB")]
+    pub plugin_mib_per_partner: Option<u64>,
     /// How many nice steps below the store's writer thread the API and postbacks run (0 to 19),
     /// so that a write never waits for a CPU behind postbacks; 0 runs them alike [default: 5].
     #[arg(long, env = "POSTWIRE_RUNTIME_NICENESS", value_name = "STEPS")]
@@ -197,6 +204,8 @@ pub struct Config {
     pub plugin_limits: Limits,
     /// Where compiled plugins are kept.
     pub plugin_cache: Option<PathBuf>,
+    /// How many plugins, and bytes of them, each partner may keep.
+    pub plugin_quota: PluginQuota,
     /// How plugin instances get their memory: the pooling allocator by default. Tools that
     /// cannot reserve its address space up front (valgrind) run with the on-demand one.
     pub plugin_allocator: Allocator,
@@ -299,6 +308,18 @@ impl ServeOptions {
         if plugin_limits.fuel == 0 || plugin_limits.memory == 0 || plugin_limits.binary == 0 {
             return Err("plugin limits must be above zero".into());
         }
+        let plugin_quota = PluginQuota {
+            plugins: self
+                .plugins_per_partner
+                .or(file.plugins_per_partner)
+                .unwrap_or(PluginQuota::DEFAULT_PLUGINS),
+            bytes: match self.plugin_mib_per_partner.or(file.plugin_mib_per_partner) {
+                None => PluginQuota::DEFAULT_BYTES,
+                Some(mib) => mib.checked_mul(1 << 20).ok_or_else(|| {
+                    format!("plugin_mib_per_partner: {mib} MiB is more bytes than can be counted; give a size in MiB")
+                })?,
+            },
+        };
         let runtime_niceness = self
             .runtime_niceness
             .or(file.runtime_niceness)
@@ -396,6 +417,7 @@ impl ServeOptions {
             request_timeout,
             plugin_limits,
             plugin_cache,
+            plugin_quota,
             plugin_allocator: Allocator::Pooling,
             runtime_niceness,
             tries_per_minute,
@@ -591,6 +613,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         auth: Arc::new(api::Auth::new(config.admin_token_hash.clone()).with_public_metrics(config.metrics_public)),
         secret_key,
         tries: Arc::new(api::Tries::per_minute(config.tries_per_minute)),
+        plugin_quota: config.plugin_quota,
     });
     let task = {
         let shutdown = shutdown.clone();
@@ -778,6 +801,14 @@ mod tests {
         assert_eq!(config.worker.schedule, defaults.worker.schedule);
         assert_eq!(config.send.timeout, defaults.send.timeout);
         assert_eq!(config.plugin_limits, defaults.plugin_limits);
+        assert_eq!(config.plugin_quota, defaults.plugin_quota);
+        assert_eq!(
+            defaults.plugin_quota,
+            PluginQuota {
+                plugins: 20,
+                bytes: 64 << 20
+            }
+        );
         assert_eq!(config.allow, vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]);
         assert_eq!(config.plugin_cache, Some(PathBuf::from("postwire.db.plugins")));
         assert_eq!(config.runtime_niceness, defaults.runtime_niceness);
@@ -863,6 +894,33 @@ mod tests {
             error.starts_with("otlp_endpoint: ftp://127.0.0.1:4318 is not an http(s) URL"),
             "{error}"
         );
+    }
+
+    /// The plugin quota comes from its two options, in plugins and MiB; a size too large to
+    /// count in bytes is refused naming the option.
+    #[test]
+    fn the_plugin_quota_takes_a_count_and_mib() {
+        let config = ServeOptions {
+            plugins_per_partner: Some(3),
+            plugin_mib_per_partner: Some(2),
+            ..example()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            config.plugin_quota,
+            PluginQuota {
+                plugins: 3,
+                bytes: 2 << 20
+            }
+        );
+        let error = ServeOptions {
+            plugin_mib_per_partner: Some(u64::MAX),
+            ..ServeOptions::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.starts_with("plugin_mib_per_partner:"), "{error}");
     }
 
     /// Retention keeps 30 days unless told otherwise; `0` and `off` turn it off, and a value

@@ -49,6 +49,8 @@ pub struct AppState {
     pub secret_key: crate::sealed::SecretKey,
     /// Test postbacks and plugin dry runs left to each partner.
     pub tries: Arc<Tries>,
+    /// How many plugins, and bytes of them, each partner may keep.
+    pub plugin_quota: crate::store::PluginQuota,
 }
 
 impl AppState {

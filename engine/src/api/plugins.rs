@@ -14,7 +14,7 @@ use crate::error::FieldError;
 use crate::event::{Event, EventType};
 use crate::exchange::{DryRun, dry_run};
 use crate::settings::NotificationSettings;
-use crate::store::{PluginRecord, now_ms};
+use crate::store::{PluginQuota, PluginRecord, PluginUsage, now_ms};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -84,7 +84,8 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// Uploads a plugin: the body is the WebAssembly component's bytes (`application/wasm`),
-/// compiled and checked before it is stored.
+/// compiled and checked before it is stored. 409 when the partner would keep more plugins, or
+/// more bytes of them together, than its quota allows.
 #[utoipa::path(
     post,
     path = "/v1/partners/{partner_id}/plugins",
@@ -96,6 +97,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     responses(
         (status = 201, description = "The plugin.", body = PluginRecord),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
         (status = 413, response = TooLarge),
         (status = 422, response = Unprocessable),
     ),
@@ -113,6 +115,13 @@ async fn upload(
             "give the plugin a name of 1 to 100 characters: ?name=reshape",
         ));
     }
+    // Checked before compiling too, so that a partner at its quota costs no compile; the
+    // insert checks again, atomically, for uploads racing this one.
+    let quota = state.plugin_quota;
+    let usage = state.store.plugin_usage(&partner.id).await?;
+    if !quota.admits(usage, body.len() as u64) {
+        return Err(over_quota(&partner.id, quota, usage, body.len()));
+    }
     let plugin = state
         .plugins
         .compile(body.to_vec())
@@ -127,10 +136,48 @@ async fn upload(
             &plugin.exports().names(),
             &body,
             now_ms(),
+            quota,
         )
-        .await?;
+        .await?
+        .map_err(|usage| over_quota(&partner.id, quota, usage, body.len()))?;
     state.plugins.remember(&record.id, plugin);
     Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// 409: one more plugin of `size` bytes would take the partner past its quota. Names the
+/// limit, what the partner uses, and the way out.
+fn over_quota(partner_id: &str, quota: PluginQuota, usage: PluginUsage, size: usize) -> ApiError {
+    let limit = if usage.plugins >= quota.plugins {
+        format!(
+            "partner {partner_id} already keeps {} plugins; it may keep {} at most",
+            usage.plugins, quota.plugins
+        )
+    } else {
+        format!(
+            "this plugin's {} would take partner {partner_id}'s plugins to {}, over the {} they may take together \
+             ({} in {} plugins now)",
+            mib(size as u64),
+            mib(usage.bytes.saturating_add(size as u64)),
+            mib(quota.bytes),
+            mib(usage.bytes),
+            usage.plugins
+        )
+    };
+    ApiError::conflict(format!(
+        "{limit}; delete plugins it no longer uses (DELETE /v1/partners/{partner_id}/plugins/{{plugin_id}}), \
+         or ask the operator to raise --plugins-per-partner / --plugin-mib-per-partner"
+    ))
+}
+
+/// `64 MiB`, `1.5 MiB`, `120.0 KiB`: sizes as partners read them.
+fn mib(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / (1 << 10) as f64)
+    }
 }
 
 /// The partner's plugins.

@@ -343,6 +343,47 @@ pub struct Attempt {
     pub superseded: bool,
 }
 
+/// How many plugins, and how many bytes of binaries together, one partner may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginQuota {
+    /// Plugins one partner may keep.
+    pub plugins: u64,
+    /// Bytes of plugin binaries one partner may keep, all its plugins together.
+    pub bytes: u64,
+}
+
+impl PluginQuota {
+    /// Plugins a partner may keep unless the operator says otherwise: several versions of a
+    /// transform and a classifier each, with room to spare.
+    pub const DEFAULT_PLUGINS: u64 = 20;
+    /// Bytes of binaries a partner may keep unless the operator says otherwise: four binaries
+    /// at the default size cap, or many times what a real plugin weighs.
+    pub const DEFAULT_BYTES: u64 = 64 << 20;
+
+    /// Whether one more plugin of `size` bytes fits beside `usage`.
+    pub fn admits(&self, usage: PluginUsage, size: u64) -> bool {
+        usage.plugins < self.plugins && usage.bytes.saturating_add(size) <= self.bytes
+    }
+}
+
+impl Default for PluginQuota {
+    fn default() -> Self {
+        PluginQuota {
+            plugins: PluginQuota::DEFAULT_PLUGINS,
+            bytes: PluginQuota::DEFAULT_BYTES,
+        }
+    }
+}
+
+/// What a partner's plugins use of its [`PluginQuota`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginUsage {
+    /// Plugins kept.
+    pub plugins: u64,
+    /// Bytes of their binaries together.
+    pub bytes: u64,
+}
+
 /// An uploaded plugin (without its binary).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginRecord {

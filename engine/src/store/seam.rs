@@ -5,7 +5,8 @@ use std::sync::Arc;
 use super::sqlite::SqliteStore;
 use super::{
     Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, GiveBack, KeyKind,
-    Lease, Leased, NewKey, Outcome, Partner, PluginRecord, Pruned, SettingsRecord, Status, StoreError, rules,
+    Lease, Leased, NewKey, Outcome, Partner, PluginQuota, PluginRecord, PluginUsage, Pruned, SettingsRecord, Status,
+    StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::DeliveryId;
@@ -324,7 +325,12 @@ impl Store {
         dispatch!(self, store => store.prune(older_than, batch, pace).await)
     }
 
-    /// Stores an uploaded, validated plugin.
+    /// Stores an uploaded, validated plugin if the partner's plugins stay within `quota` with
+    /// it, checked and inserted at once; otherwise `Ok(Err(usage))`, what they use now.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the columns of one row, and the quota it must fit"
+    )]
     pub async fn create_plugin(
         &self,
         partner_id: &str,
@@ -333,8 +339,14 @@ impl Store {
         exports: &[&str],
         wasm: &[u8],
         now: i64,
-    ) -> Result<PluginRecord> {
-        dispatch!(self, store => store.create_plugin(partner_id, name, sha256, exports, wasm, now).await)
+        quota: PluginQuota,
+    ) -> Result<std::result::Result<PluginRecord, PluginUsage>> {
+        dispatch!(self, store => store.create_plugin(partner_id, name, sha256, exports, wasm, now, quota).await)
+    }
+
+    /// How many plugins a partner keeps, and their binaries' bytes together.
+    pub async fn plugin_usage(&self, partner_id: &str) -> Result<PluginUsage> {
+        dispatch!(self, store => store.plugin_usage(partner_id).await)
     }
 
     /// A partner's plugins, newest first.

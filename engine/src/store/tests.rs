@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Pace, Status, Store, now_ms};
+use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Pace, PluginQuota, Status, Store, now_ms};
 use crate::event::Event;
 use crate::id::{AttemptId, DeliveryId, PartnerId};
 use crate::settings::NotificationSettings;
@@ -163,6 +163,7 @@ suite!(
     a_replay_queues_done_deliveries_once_in_bounded_steps,
     retention_removes_only_what_is_done_and_older_than_the_cutoff,
     a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order,
+    a_partners_plugins_stay_within_its_quota_even_racing,
 );
 
 /// An event of `partner` with an `OrderId` when `order` is given.
@@ -248,9 +249,10 @@ async fn deleting_a_partner_removes_all_its_data_and_nothing_else(backend: Backe
     assert_eq!(on_the_wire.len(), 2);
     let key = store.create_key(KeyKind::Partner, Some(&a), None, now).await.unwrap();
     let plugin = store
-        .create_plugin(&a, "p", "00", &["transform"], b"\0asm", now)
+        .create_plugin(&a, "p", "00", &["transform"], b"\0asm", now, PluginQuota::default())
         .await
-        .unwrap();
+        .unwrap()
+        .expect("within the quota");
 
     let deleted = store.delete_partner(&a).await.unwrap().expect("it existed");
     assert_eq!(deleted.deliveries, 2);
@@ -1133,4 +1135,50 @@ async fn a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order(backen
             assert_eq!(settings.disabled_at, None, "{case}");
         }
     }
+}
+
+/// A plugin is stored only if its partner's plugins, with it, stay within the quota on count
+/// and bytes; a refusal answers what they use, and uploads racing each other never overshoot.
+async fn a_partners_plugins_stay_within_its_quota_even_racing(backend: Backend) {
+    use super::PluginUsage;
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    let quota = PluginQuota { plugins: 2, bytes: 10 };
+    let create = |partner: PartnerId, size: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .create_plugin(&partner, "p", "00", &["transform"], &vec![0; size], now_ms(), quota)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(create(a.clone(), 4).await.is_ok());
+    assert_eq!(
+        create(a.clone(), 7).await.unwrap_err(),
+        PluginUsage { plugins: 1, bytes: 4 },
+        "4 + 7 bytes are over 10"
+    );
+    assert!(create(a.clone(), 6).await.is_ok(), "4 + 6 bytes are exactly 10");
+    assert_eq!(
+        create(a.clone(), 0).await.unwrap_err(),
+        PluginUsage { plugins: 2, bytes: 10 },
+        "a third plugin is over 2"
+    );
+    assert_eq!(
+        store.plugin_usage(&a).await.unwrap(),
+        PluginUsage { plugins: 2, bytes: 10 }
+    );
+    // Another partner's quota is its own; ten uploads at once leave exactly two.
+    let mut racing = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        racing.spawn(create(b.clone(), 1));
+    }
+    let stored = racing.join_all().await.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(stored, 2);
+    assert_eq!(
+        store.plugin_usage(&b).await.unwrap(),
+        PluginUsage { plugins: 2, bytes: 2 }
+    );
+    assert_eq!(store.plugins(&b).await.unwrap().len(), 2);
 }

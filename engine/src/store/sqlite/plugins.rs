@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::{Result, SqliteStore};
 use crate::id::PluginId;
-use crate::store::{ACTION_INQUIRY, PluginRecord};
+use crate::store::{ACTION_INQUIRY, PluginQuota, PluginRecord, PluginUsage};
 
 const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at";
 
@@ -26,7 +26,13 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> PluginRecord {
 }
 
 impl SqliteStore {
-    /// Stores an uploaded, validated plugin.
+    /// Stores an uploaded, validated plugin if the partner's plugins stay within `quota` with
+    /// it; otherwise stores nothing and answers what they use now. The check and the insert are
+    /// one statement, so uploads racing each other cannot both slip under the quota.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the columns of one row, and the quota it must fit"
+    )]
     pub async fn create_plugin(
         &self,
         partner_id: &str,
@@ -35,10 +41,14 @@ impl SqliteStore {
         exports: &[&str],
         wasm: &[u8],
         now: i64,
-    ) -> Result<PluginRecord> {
+        quota: PluginQuota,
+    ) -> Result<std::result::Result<PluginRecord, PluginUsage>> {
         let row = sqlx::query(&format!(
             "INSERT INTO plugins (id, partner_id, name, sha256, size, exports, wasm, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING {COLUMNS}"
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+              WHERE (SELECT COUNT(*) FROM plugins WHERE partner_id = ?2) < ?9
+                AND (SELECT COALESCE(SUM(size), 0) FROM plugins WHERE partner_id = ?2) + ?5 <= ?10
+             RETURNING {COLUMNS}"
         ))
         .bind(PluginId::generate().into_string())
         .bind(partner_id)
@@ -48,9 +58,27 @@ impl SqliteStore {
         .bind(exports.join(","))
         .bind(wasm)
         .bind(now)
-        .fetch_one(&self.write)
+        .bind(i64::try_from(quota.plugins).unwrap_or(i64::MAX))
+        .bind(i64::try_from(quota.bytes).unwrap_or(i64::MAX))
+        .fetch_optional(&self.write)
         .await?;
-        Ok(record(&row))
+        match row {
+            Some(row) => Ok(Ok(record(&row))),
+            None => Ok(Err(self.plugin_usage(partner_id).await?)),
+        }
+    }
+
+    /// How many plugins a partner keeps, and their binaries' bytes together.
+    pub async fn plugin_usage(&self, partner_id: &str) -> Result<PluginUsage> {
+        let (plugins, bytes): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM plugins WHERE partner_id = ?1")
+                .bind(partner_id)
+                .fetch_one(&self.read)
+                .await?;
+        Ok(PluginUsage {
+            plugins: plugins.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        })
     }
 
     /// A partner's plugins, newest first.
