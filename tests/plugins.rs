@@ -821,3 +821,92 @@ async fn uploads_past_the_partners_plugin_bytes_are_refused() {
     engine.assert_healthy().await;
     engine.stop().await;
 }
+
+/// A cached artifact with a flipped byte is never loaded: after a restart the plugin is
+/// compiled again from the binary in the database and still works, and `/metrics` counts the
+/// rejected artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_artifact_is_compiled_again_and_the_plugin_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let options = || {
+        let mut options = Engine::options(&dir);
+        options.plugin_cache = Some(artifacts.clone());
+        options
+    };
+    let start = async |options: postwire::serve::ServeOptions| {
+        let config = options.resolve().unwrap();
+        postwire::serve::start(config, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap()
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(operator_headers())
+        .build()
+        .unwrap();
+    let get = async |url: String| -> (StatusCode, String) {
+        let answer = http.get(url).send().await.unwrap();
+        (answer.status(), answer.text().await.unwrap())
+    };
+    let first = start(options()).await;
+    let base = format!("http://{}", first.addr);
+    let partner: Value = http
+        .post(format!("{base}/v1/partners"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let partner_id = partner["id"].as_str().unwrap().to_owned();
+    let wasm = postwire_test_plugins::bytes("reshape");
+    let plugin: Value = http
+        .post(format!("{base}/v1/partners/{partner_id}/plugins?name=reshape"))
+        .body(wasm.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plugin_id = plugin["id"].as_str().unwrap().to_owned();
+    first.stop().await;
+
+    let path = artifacts.join(format!("{}.cwasm", postwire_plugins::Host::sha256(&wasm)));
+    let mut artifact = std::fs::read(&path).unwrap();
+    let middle = artifact.len() / 2;
+    artifact[middle] ^= 0x40;
+    std::fs::write(&path, &artifact).unwrap();
+
+    let second = start(options()).await;
+    let base = format!("http://{}", second.addr);
+    let body = json!({"request": {"method": "POST", "url": "https://partner.example/pb", "body": "{}"}});
+    let run = http
+        .post(format!("{base}/v1/partners/{partner_id}/plugins/{plugin_id}/run"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status(), StatusCode::OK);
+    let run: Value = run.json().await.unwrap();
+    assert!(run["transform"]["output"]["body"].is_string(), "{run}");
+    let (_, health) = get(format!("{base}/health")).await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health["plugin_cache"],
+        json!({"hits": 0, "compiles": 1}),
+        "the damaged artifact was not loaded"
+    );
+    let (status, metrics) = get(format!("{base}/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "postwire_plugin_artifacts_total{result=\"rejected\"} 1",
+        "postwire_plugin_artifacts_total{result=\"cached\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} is missing from:\n{metrics}");
+    }
+    assert_ne!(std::fs::read(&path).unwrap(), artifact, "the artifact was rewritten");
+    second.stop().await;
+}

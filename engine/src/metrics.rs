@@ -184,6 +184,8 @@ pub struct Metrics {
     rate_deferrals: Counter,
     transform: PluginSeries,
     classify: PluginSeries,
+    /// Plugin loads by where their code came from: `cached`, `compiled`, `rejected`.
+    artifacts: [Counter; 3],
     commit: Histogram,
     due_in_store: Gauge,
     due_in_memory: Gauge,
@@ -258,6 +260,12 @@ impl Metrics {
             "Wall-clock time of one plugin call, instantiation included, by function",
             plugin_time.clone(),
         );
+        let plugin_artifacts = Family::<Label, Counter>::default();
+        registry.register(
+            "plugin_artifacts",
+            "Plugin loads by where their compiled code came from: cached (the artifact, checked), compiled (no artifact), rejected (an artifact that failed its check, compiled again)",
+            plugin_artifacts.clone(),
+        );
         let commit = Histogram::new(COMMIT_BOUNDS);
         registry.register(
             "store_commit_duration_seconds",
@@ -297,6 +305,7 @@ impl Metrics {
             rate_deferrals: outcome(&rate_limit, "where", "store"),
             transform: plugin(PluginFunction::Transform),
             classify: plugin(PluginFunction::Classify),
+            artifacts: ["cached", "compiled", "rejected"].map(|v| outcome(&plugin_artifacts, "result", v)),
             commit,
             due_in_store: queue.get_or_create_owned(&[("place", "store")]),
             due_in_memory: queue.get_or_create_owned(&[("place", "memory")]),
@@ -338,6 +347,16 @@ impl Metrics {
         if ok { &series.ok } else { &series.error }.inc();
         series.fuel.observe(fuel as f64);
         series.time.observe_duration(time);
+    }
+
+    /// One plugin loaded, by where its compiled code came from.
+    pub fn plugin_artifact(&self, origin: &postwire_plugins::Origin) {
+        let index = match origin {
+            postwire_plugins::Origin::Cached => 0,
+            postwire_plugins::Origin::Compiled => 1,
+            postwire_plugins::Origin::Recompiled(_) => 2,
+        };
+        self.artifacts[index].inc();
     }
 
     /// One committed batch of the recorder.
@@ -393,6 +412,7 @@ mod tests {
             "postwire_queue_depth{place=\"store\"} 7",
             "postwire_queue_depth{place=\"memory\"} 3",
             "postwire_oldest_due_delivery_age_seconds 2.0",
+            "postwire_plugin_artifacts_total{result=\"rejected\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} is missing from:\n{text}");
         }

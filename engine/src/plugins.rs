@@ -1,9 +1,11 @@
 //! Plugins in the pipeline: the engine's side of the `postwire-plugins` host.
 //!
-//! Loads a partner's plugins from the store once (the host keeps compiled artifacts by sha256),
-//! runs calls on blocking threads so a slow plugin never stalls the async workers, lets each
-//! partner run at most [`PER_PARTNER`] calls at once (its lane) so one partner's hostile plugin
-//! cannot take every core from the others, and turns each call into a report for the attempt log.
+//! Loads a partner's plugins from the store once (the host keeps compiled artifacts by sha256,
+//! checked before they are loaded) and keeps at most [`LOADED`] of them loaded, the least
+//! recently used dropped first; runs calls on blocking threads so a slow plugin never stalls the
+//! async workers, lets each partner run at most [`PER_PARTNER`] calls at once (its lane) so one
+//! partner's hostile plugin cannot take every core from the others, and turns each call into a
+//! report for the attempt log.
 //!
 //! Failure semantics:
 //! - a transform that fails (traps, runs out of fuel, refuses, returns a malformed request or
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use postwire_plugins::types::{self as wit, LogLine, Run};
-use postwire_plugins::{Host, Plugin, PluginError};
+use postwire_plugins::{Host, Origin, Plugin, PluginError};
 use serde_json::{Value, json};
 
 use crate::catalogue::{CATALOGUE, Source};
@@ -32,12 +34,66 @@ use crate::store::Store;
 /// Plugin calls one partner may have running at once.
 pub const PER_PARTNER: usize = 2;
 
+/// Plugins loaded at once unless told otherwise ([`Plugins::with_loaded_capacity`]): each keeps
+/// its compiled code in memory, so the least recently used beyond this many are dropped, and
+/// loaded again (from the artifact cache, without compiling) when next called.
+pub const LOADED: usize = 256;
+
+/// Loaded plugins by id, at most `capacity` of them, the least recently used dropped first.
+struct LoadedPlugins {
+    capacity: usize,
+    /// Counts uses; an entry's stamp is the count at its last use.
+    clock: u64,
+    plugins: HashMap<String, (Plugin, u64)>,
+}
+
+impl LoadedPlugins {
+    fn new(capacity: usize) -> LoadedPlugins {
+        LoadedPlugins {
+            capacity: capacity.max(1),
+            clock: 0,
+            plugins: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, id: &str) -> Option<Plugin> {
+        self.clock += 1;
+        let (plugin, used) = self.plugins.get_mut(id)?;
+        *used = self.clock;
+        Some(plugin.clone())
+    }
+
+    /// Keeps `plugin`, dropping the least recently used others beyond the capacity when
+    /// `bounded` (plugins that cannot be loaded again, the local runner's, are all kept).
+    /// Calls under way keep their own reference to a dropped plugin.
+    fn insert(&mut self, id: &str, plugin: Plugin, bounded: bool) {
+        self.clock += 1;
+        self.plugins.insert(id.to_owned(), (plugin, self.clock));
+        // A scan per insert: inserts are loads, rare next to calls, and the map is small.
+        while bounded && self.plugins.len() > self.capacity {
+            let Some(oldest) = self
+                .plugins
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            self.plugins.remove(&oldest);
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.plugins.remove(id);
+    }
+}
+
 /// The engine's plugin runtime.
 pub struct Plugins {
     host: Arc<Host>,
     /// Where binaries are loaded from; `None` for the local runner, which loads files itself.
     store: Option<Store>,
-    loaded: Mutex<HashMap<String, Plugin>>,
+    loaded: Mutex<LoadedPlugins>,
     /// One loader per plugin id, so that postbacks arriving together for a plugin not loaded
     /// yet (after a restart) load it once, not once each.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -160,7 +216,7 @@ impl Plugins {
         Plugins {
             host: Arc::new(host),
             store,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(LoadedPlugins::new(LOADED)),
             loading: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::new()),
@@ -173,17 +229,40 @@ impl Plugins {
         self
     }
 
+    /// Keeps at most `capacity` plugins loaded (default: [`LOADED`]).
+    pub fn with_loaded_capacity(self, capacity: usize) -> Plugins {
+        *self.loaded.lock().expect("never poisoned") = LoadedPlugins::new(capacity);
+        self
+    }
+
     /// The host.
     pub fn host(&self) -> &Host {
         &self.host
     }
 
+    /// How many plugins are loaded now.
+    pub fn loaded(&self) -> usize {
+        self.loaded.lock().expect("never poisoned").plugins.len()
+    }
+
     /// Validates and compiles an upload (on a blocking thread: compiling takes a while).
+    ///
+    /// A cached artifact that failed its check is logged and counted here: the plugin was
+    /// compiled again, but a cache that corrupts files is the operator's to look at.
     pub async fn compile(&self, wasm: Vec<u8>) -> Result<Plugin, PluginError> {
         let host = self.host.clone();
-        tokio::task::spawn_blocking(move || host.load(&wasm))
+        let plugin = tokio::task::spawn_blocking(move || host.load(&wasm))
             .await
-            .unwrap_or_else(|e| Err(PluginError::Host(e.to_string())))
+            .unwrap_or_else(|e| Err(PluginError::Host(e.to_string())))?;
+        if let Origin::Recompiled(reason) = plugin.origin() {
+            tracing::warn!(
+                sha256 = plugin.sha256(),
+                reason = reason.as_str(),
+                "a cached plugin artifact failed its check and was not loaded; compiled the plugin again"
+            );
+        }
+        self.metrics.plugin_artifact(plugin.origin());
+        Ok(plugin)
     }
 
     /// Keeps a loaded plugin under its id.
@@ -191,7 +270,7 @@ impl Plugins {
         self.loaded
             .lock()
             .expect("never poisoned")
-            .insert(id.to_owned(), plugin);
+            .insert(id, plugin, self.store.is_some());
     }
 
     /// Forgets a deleted plugin.
@@ -207,8 +286,7 @@ impl Plugins {
     /// [`Plugins::get`], telling a plugin that cannot be loaded (one stored before the limits
     /// it breaks, refused now: the plugin's failure) from a host that cannot load it.
     async fn load(&self, id: &str) -> Result<Plugin, Unloaded> {
-        let host = |reason: String| Unloaded { reason, host: true };
-        if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id).cloned() {
+        if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id) {
             return Ok(plugin);
         }
         let loader = self
@@ -218,8 +296,23 @@ impl Plugins {
             .entry(id.to_owned())
             .or_default()
             .clone();
-        let _loading = loader.lock().await;
-        if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id).cloned() {
+        let loaded = {
+            let _loading = loader.lock().await;
+            self.load_once(id).await
+        };
+        // The loader goes once nobody else holds it; clones are taken under this lock, so none
+        // can appear meanwhile, and the map does not grow with every plugin ever loaded.
+        let mut loading = self.loading.lock().expect("never poisoned");
+        if Arc::strong_count(&loader) == 2 {
+            loading.remove(id);
+        }
+        loaded
+    }
+
+    /// Loads plugin `id` from the store unless another load did while this one waited.
+    async fn load_once(&self, id: &str) -> Result<Plugin, Unloaded> {
+        let host = |reason: String| Unloaded { reason, host: true };
+        if let Some(plugin) = self.loaded.lock().expect("never poisoned").get(id) {
             return Ok(plugin);
         }
         let store = self
@@ -530,5 +623,73 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("the lane's threads did not stop");
+    }
+
+    /// Plugins stay loaded up to the capacity, the least recently used dropped first; a
+    /// dropped one loads again (from its checked artifact, without compiling) when called.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loaded_plugins_stay_within_the_capacity_dropping_the_least_recently_used() {
+        use std::sync::atomic::Ordering::Relaxed;
+
+        use crate::store::{Durability, PluginQuota, now_ms};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("pw.db").display());
+        let store = Store::open(&url, Durability::Process).await.unwrap();
+        let partner = store.create_partner("loaded", str::to_owned).await.unwrap();
+        let wasm = postwire_test_plugins::bytes("trivial");
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let record = store
+                .create_plugin(
+                    &partner.id,
+                    &format!("p{i}"),
+                    &Host::sha256(&wasm),
+                    &["transform"],
+                    &wasm,
+                    now_ms(),
+                    PluginQuota::default(),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            ids.push(record.id.to_string());
+        }
+        let host = Host::new(postwire_plugins::Limits::default(), Some(dir.path().join("artifacts"))).unwrap();
+        let plugins = Plugins::new(host, store.clone()).with_loaded_capacity(2);
+        let is_loaded = |id: &str| plugins.loaded.lock().unwrap().plugins.contains_key(id);
+        for id in &ids {
+            plugins.get(id).await.unwrap();
+            assert!(plugins.loaded() <= 2, "{} loaded", plugins.loaded());
+        }
+        assert!(is_loaded(&ids[3]) && is_loaded(&ids[4]));
+        // 3 is used again, so 4 is the least recently used when 0 comes back.
+        plugins.get(&ids[3]).await.unwrap();
+        plugins.get(&ids[0]).await.unwrap();
+        assert_eq!(plugins.loaded(), 2);
+        assert!(is_loaded(&ids[3]) && is_loaded(&ids[0]) && !is_loaded(&ids[4]));
+        // One compile in all: every other load found the artifact.
+        assert_eq!(plugins.host().cache_stats().compiles.load(Relaxed), 1);
+        assert!(plugins.loading.lock().unwrap().is_empty(), "no loader is left behind");
+        let dropped = plugins.get(&ids[4]).await.unwrap();
+        let run = plugins.host().transform(
+            &dropped,
+            &postwire_plugins::types::Event {
+                id: "evt_1".into(),
+                event_type: "action_inquiry.created".into(),
+                partner_id: partner.id.to_string(),
+                occurred_at: "2026-11-20T14:03:00Z".into(),
+                data: vec![],
+            },
+            &postwire_plugins::types::Request {
+                method: "POST".into(),
+                url: "https://partner.example/pb".into(),
+                headers: vec![],
+                body: "{}".into(),
+            },
+            "{}",
+        );
+        assert!(run.result.is_ok(), "{:?}", run.result);
+        store.close().await;
     }
 }

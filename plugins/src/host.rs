@@ -1,6 +1,6 @@
 //! The host: one engine per process, plugins loaded once, a fresh sandbox per call.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +21,46 @@ const TICK: Duration = Duration::from_millis(2);
 /// Plugin instances that may exist at once; a call beyond that waits for a slot.
 const POOL_INSTANCES: u32 = 128;
 
+/// What an artifact file starts with; the hex SHA-256 of the serialized component follows, then
+/// a line break and the serialized component itself.
+const ARTIFACT_HEADER: &[u8] = b"postwire-artifact sha256=";
+
+/// Bytes of artifacts the cache folder keeps unless told otherwise ([`Host::with_cache_bytes`]):
+/// hundreds of plugins' worth.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+/// The serialized component of an artifact file, if its hash is the one recorded in its
+/// header; otherwise why not.
+fn checked_artifact(file: &[u8]) -> Result<&[u8], String> {
+    let rest = file
+        .strip_prefix(ARTIFACT_HEADER)
+        .ok_or("it does not start with the artifact header")?;
+    if rest.len() < 65 || rest[64] != b'\n' {
+        return Err("its header is cut short".into());
+    }
+    let (recorded, serialized) = (&rest[..64], &rest[65..]);
+    let actual = Host::sha256(serialized);
+    if actual.as_bytes() != recorded {
+        return Err(format!(
+            "its SHA-256 is {actual}, not the {} recorded when it was compiled",
+            String::from_utf8_lossy(recorded)
+        ));
+    }
+    Ok(serialized)
+}
+
+/// Where a loaded plugin's compiled code came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled now: there was no artifact of it (or no cache folder).
+    Compiled,
+    /// Deserialized from its artifact, whose hash was checked first.
+    Cached,
+    /// Its artifact failed its check (why, in words) and was not loaded; the plugin was
+    /// compiled again and the artifact rewritten.
+    Recompiled(String),
+}
+
 /// How instances get their memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
@@ -37,6 +77,10 @@ pub struct CacheStats {
     pub hits: AtomicU64,
     /// Plugins compiled.
     pub compiles: AtomicU64,
+    /// Artifacts that failed their check (or that wasmtime refused) and were not loaded.
+    pub rejected: AtomicU64,
+    /// Artifacts removed to keep the cache folder within its size.
+    pub evicted: AtomicU64,
 }
 
 /// The plugin host.
@@ -45,6 +89,8 @@ pub struct Host {
     linker: Linker<CallState>,
     limits: Limits,
     cache_dir: Option<PathBuf>,
+    /// Most bytes of artifacts the cache folder keeps.
+    cache_bytes: u64,
     stats: CacheStats,
     ticking: Arc<AtomicBool>,
     slots: std::sync::Mutex<u32>,
@@ -91,6 +137,7 @@ struct Loaded {
     sha256: String,
     size: usize,
     exports: Exports,
+    origin: Origin,
     pre: InstancePre<CallState>,
     transform: Option<transform::GuestIndices>,
     classify: Option<classify::GuestIndices>,
@@ -110,6 +157,11 @@ impl Plugin {
     /// What it exports.
     pub fn exports(&self) -> Exports {
         self.inner.exports
+    }
+
+    /// Where its compiled code came from when it was loaded.
+    pub fn origin(&self) -> &Origin {
+        &self.inner.origin
     }
 }
 
@@ -192,6 +244,7 @@ impl Host {
             engine,
             linker,
             cache_dir,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             stats: CacheStats::default(),
             ticking,
             slots: std::sync::Mutex::new(POOL_INSTANCES),
@@ -202,6 +255,13 @@ impl Host {
             }),
             limits,
         })
+    }
+
+    /// Keeps at most `bytes` of artifacts in the cache folder (default: [`DEFAULT_CACHE_BYTES`]),
+    /// removing the least recently used ones when a new one is written.
+    pub fn with_cache_bytes(mut self, bytes: u64) -> Host {
+        self.cache_bytes = bytes;
+        self
     }
 
     /// The limits in force.
@@ -226,7 +286,7 @@ impl Host {
         validate::check_binary(bytes, self.limits.binary)?;
         validate::check_shape(bytes, &self.limits)?;
         let sha256 = Host::sha256(bytes);
-        let component = self.component(bytes, &sha256)?;
+        let (component, origin) = self.component(bytes, &sha256)?;
         let exports = validate::check_component(&self.engine, &component)?;
         let pre = self
             .linker
@@ -247,6 +307,7 @@ impl Host {
                 sha256,
                 size: bytes.len(),
                 exports,
+                origin,
                 pre,
                 transform,
                 classify,
@@ -264,28 +325,105 @@ impl Host {
     }
 
     /// The compiled component: from the artifact cache when this binary was compiled before
-    /// by a compatible engine, else compiled now and cached.
-    fn component(&self, bytes: &[u8], sha256: &str) -> Result<Component, PluginError> {
+    /// by a compatible engine and its artifact passes its check, else compiled now and cached.
+    fn component(&self, bytes: &[u8], sha256: &str) -> Result<(Component, Origin), PluginError> {
         let artifact = self.cache_dir.as_ref().map(|dir| dir.join(format!("{sha256}.cwasm")));
-        if let Some(path) = artifact.as_ref().filter(|p| p.exists()) {
-            // SAFETY: artifacts in the cache directory are written only by `serialize` below,
-            // named by the sha256 of their source; wasmtime refuses artifacts from an
-            // incompatible engine or version, in which case the plugin is compiled again.
-            if let Ok(component) = unsafe { Component::deserialize_file(&self.engine, path) } {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(component);
+        let mut rejected = None;
+        if let Some(path) = &artifact {
+            match self.cached(path) {
+                Ok(Some(component)) => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok((component, Origin::Cached));
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    rejected = Some(reason);
+                }
             }
         }
         let component = self.compile(bytes)?;
         self.stats.compiles.fetch_add(1, Ordering::Relaxed);
-        if let Some(path) = artifact {
+        if let Some(path) = &artifact {
             let serialized = component.serialize().map_err(|e| PluginError::Host(e.to_string()))?;
+            let mut file = Vec::with_capacity(ARTIFACT_HEADER.len() + 65 + serialized.len());
+            file.extend_from_slice(ARTIFACT_HEADER);
+            file.extend_from_slice(Host::sha256(&serialized).as_bytes());
+            file.push(b'\n');
+            file.extend_from_slice(&serialized);
+            drop(serialized);
             let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&temporary, serialized)
-                .and_then(|()| std::fs::rename(&temporary, &path))
+            // The modification time is set, finely, as the artifact's last use (see `evict`).
+            std::fs::write(&temporary, &file)
+                .and_then(|()| {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&temporary)?
+                        .set_modified(std::time::SystemTime::now())
+                })
+                .and_then(|()| std::fs::rename(&temporary, path))
                 .map_err(|e| PluginError::Host(format!("cannot write the artifact {}: {e}", path.display())))?;
+            self.evict(path);
         }
-        Ok(component)
+        Ok((component, rejected.map_or(Origin::Compiled, Origin::Recompiled)))
+    }
+
+    /// The artifact at `path` if there is one and it passes its check: `Ok(None)` when there is
+    /// none, `Err(why)` when there is one that must not be loaded.
+    ///
+    /// The file is read whole and its bytes hashed before wasmtime sees them: deserializing
+    /// trusts the bytes as machine code, so a flipped bit or a truncated write must never reach
+    /// it. Deserializing from the bytes read (not from the file) means what was checked is what
+    /// is loaded, whatever happens to the file meanwhile.
+    fn cached(&self, path: &Path) -> Result<Option<Component>, String> {
+        let file = match std::fs::read(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read it: {e}")),
+        };
+        let serialized = checked_artifact(&file)?;
+        // SAFETY: these bytes hash to the SHA-256 recorded when `component` serialized them, so
+        // they are what this host's engine wrote; wasmtime itself refuses artifacts from an
+        // incompatible engine or version, in which case the plugin is compiled again.
+        let component = unsafe { Component::deserialize(&self.engine, serialized) }
+            .map_err(|e| format!("wasmtime refused it: {e}"))?;
+        // The modification time is the artifact's last use, for the eviction of unused ones.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        Ok(Some(component))
+    }
+
+    /// Removes the least recently used artifacts (by modification time) until the cache holds
+    /// at most [`Host::with_cache_bytes`] bytes; `keep`, just written, stays. Another process
+    /// sharing the folder may remove what this one uses: it is read whole before it is loaded,
+    /// so at worst it is compiled again.
+    fn evict(&self, keep: &Path) {
+        let Some(dir) = &self.cache_dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut artifacts: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+            .filter_map(|entry| {
+                let meta = entry.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), entry.path()))
+            })
+            .collect();
+        let mut total: u64 = artifacts.iter().map(|(_, len, _)| len).sum();
+        if total <= self.cache_bytes {
+            return;
+        }
+        artifacts.sort();
+        for (_, len, path) in artifacts {
+            if total <= self.cache_bytes {
+                break;
+            }
+            if path != keep && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Compiles on a thread of its own, a few at a time, and gives up waiting at the compile

@@ -15,8 +15,10 @@
 //!   can fit a call, exporting the contract's `transform` and/or `classify`, importing nothing
 //!   but `log` and capability-free WASI.
 //! - [`Host::load`]: compile once (a few at a time, under a deadline), keep the artifact by
-//!   sha256 so a restart does not compile again, resolve imports once (`InstancePre`), and
-//!   instantiate once under a call's limits so that a component that can never fit is refused.
+//!   sha256 so a restart does not compile again (with its own SHA-256 in its header, checked
+//!   before wasmtime deserializes it; the folder kept within a size, least recently used out),
+//!   resolve imports once (`InstancePre`), and instantiate once under a call's limits so that a
+//!   component that can never fit is refused.
 //! - `sandbox`: per call, a fresh `Store` with a fuel budget, one memory cap for all of the
 //!   call's memories, caps on its memories, tables and core instances, a deadline, no
 //!   filesystem, network or environment, fixed clocks and seeded randomness, logs capped by
@@ -50,7 +52,7 @@ pub mod types;
 pub mod validate;
 
 pub use error::PluginError;
-pub use host::{Allocator, CacheStats, Host, Plugin};
+pub use host::{Allocator, CacheStats, DEFAULT_CACHE_BYTES, Host, Origin, Plugin};
 pub use limits::Limits;
 pub use types::{Exports, Run};
 

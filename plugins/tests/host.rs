@@ -273,3 +273,110 @@ fn the_same_input_gives_the_same_output() {
     assert_eq!(a.result.unwrap(), b.result.unwrap());
     assert_eq!(a.fuel_used, b.fuel_used);
 }
+
+/// The artifact of `wasm` in the cache folder `dir`.
+fn artifact(dir: &std::path::Path, wasm: &[u8]) -> std::path::PathBuf {
+    dir.join(format!("{}.cwasm", Host::sha256(wasm)))
+}
+
+/// A cached artifact is checked against the SHA-256 recorded when it was compiled before it
+/// is deserialized: a flipped byte, a cut file or a file of another format is never loaded; the
+/// plugin is compiled again, works, and its artifact is rewritten whole.
+#[test]
+fn a_damaged_artifact_is_never_loaded_and_the_plugin_is_compiled_again() {
+    use postwire_plugins::Origin;
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = bytes("reshape");
+    let first = Host::new(Limits::default(), Some(dir.path().to_owned())).unwrap();
+    assert_eq!(first.load(&wasm).unwrap().origin(), &Origin::Compiled);
+    drop(first);
+    let path = artifact(dir.path(), &wasm);
+    let good = std::fs::read(&path).unwrap();
+    assert!(good.starts_with(b"postwire-artifact sha256="));
+
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    let mut cut = good.clone();
+    cut.truncate(good.len() / 2);
+    let unheaded = good[good.iter().position(|b| *b == b'\n').unwrap() + 1..].to_vec();
+    for (damaged, why) in [
+        (flipped, "not the"),
+        (cut, "not the"),
+        (unheaded, "does not start with the artifact header"),
+        (b"postwire-artifact sha256=00".to_vec(), "cut short"),
+    ] {
+        std::fs::write(&path, &damaged).unwrap();
+        let host = Host::new(Limits::default(), Some(dir.path().to_owned())).unwrap();
+        let plugin = host.load(&wasm).unwrap();
+        match plugin.origin() {
+            Origin::Recompiled(reason) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("the damaged artifact was not refused: {other:?}"),
+        }
+        let stats = host.cache_stats();
+        assert_eq!(
+            (
+                stats.hits.load(Relaxed),
+                stats.rejected.load(Relaxed),
+                stats.compiles.load(Relaxed)
+            ),
+            (0, 1, 1),
+            "refused, not loaded, and compiled again"
+        );
+        let run = host.transform(&plugin, &event(), &request(), "{}");
+        assert!(run.result.is_ok(), "{:?}", run.result);
+        // The artifact was rewritten, and passes its check again.
+        assert_eq!(std::fs::read(&path).unwrap().len(), good.len());
+        let again = Host::new(Limits::default(), Some(dir.path().to_owned())).unwrap();
+        assert_eq!(again.load(&wasm).unwrap().origin(), &Origin::Cached);
+    }
+}
+
+/// The cache folder keeps at most its size of artifacts: writing one past it removes the
+/// least recently used others, and a plugin whose artifact was removed is compiled again.
+#[test]
+fn the_artifact_cache_stays_within_its_size_dropping_the_least_recently_used() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let [a, b, c] = ["trivial", "json-ack", "both"].map(bytes);
+    // The artifacts' sizes, from a folder of their own.
+    let sizing = tempfile::tempdir().unwrap();
+    let unbounded = Host::new(Limits::default(), Some(sizing.path().to_owned())).unwrap();
+    let size = |wasm: &[u8]| {
+        unbounded.load(wasm).unwrap();
+        std::fs::metadata(artifact(sizing.path(), wasm)).unwrap().len()
+    };
+    let (size_a, size_b, size_c) = (size(&a), size(&b), size(&c));
+    let bound = size_a + size_b + size_c - 1;
+
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(Limits::default(), Some(dir.path().to_owned()))
+        .unwrap()
+        .with_cache_bytes(bound);
+    let on_disk = || -> u64 {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(20));
+    host.load(&a).unwrap();
+    pause();
+    host.load(&b).unwrap();
+    pause();
+    // A is used again (loaded from its artifact), so B is now the least recently used.
+    host.load(&a).unwrap();
+    assert_eq!(host.cache_stats().hits.load(Relaxed), 1);
+    pause();
+    host.load(&c).unwrap();
+    assert!(on_disk() <= bound, "{} bytes on disk, over {bound}", on_disk());
+    assert_eq!(host.cache_stats().evicted.load(Relaxed), 1);
+    assert!(artifact(dir.path(), &a).exists(), "the recently used one stays");
+    assert!(!artifact(dir.path(), &b).exists(), "the least recently used one goes");
+    assert!(artifact(dir.path(), &c).exists(), "the new one stays");
+    // B still loads: compiled again, its artifact written, and the cache within its size.
+    let plugin = host.load(&b).unwrap();
+    assert_eq!(plugin.origin(), &postwire_plugins::Origin::Compiled);
+    assert!(on_disk() <= bound, "{} bytes on disk, over {bound}", on_disk());
+    assert!(artifact(dir.path(), &b).exists());
+}
