@@ -27,6 +27,13 @@ macro_rules! ids {
                 $name(format!("{}_{}", $prefix, ulid::Ulid::new()))
             }
 
+            /// A new id made at `unix_ms`: ids made at different times sort by time whatever
+            /// the clock said when each was made, so an id agrees with the time its row records.
+            pub fn generate_at(unix_ms: i64) -> $name {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+                $name(format!("{}_{}", $prefix, ulid::Ulid::from_datetime(at)))
+            }
+
             /// The id's text.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -124,6 +131,20 @@ impl DeliveryId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_at_a_time_sort_by_that_time() {
+        let later = DeliveryId::generate_at(1_700_000_000_010);
+        let earlier = DeliveryId::generate_at(1_700_000_000_000);
+        assert!(earlier < later, "{earlier} < {later}");
+        let again = DeliveryId::generate_at(1_700_000_000_000);
+        assert_ne!(earlier, again, "ids of the same millisecond differ");
+        assert_eq!(
+            &earlier.as_str()[..14],
+            &again.as_str()[..14],
+            "they share the time part"
+        );
+    }
 
     #[test]
     fn made_ids_carry_their_prefix_and_sort_by_time() {

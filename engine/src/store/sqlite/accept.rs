@@ -137,7 +137,7 @@ pub(super) fn accept(
         if let Some(Some(endpoint)) = endpoints.get(event.partner_id.as_str())
             && rules::wants(&endpoint.settings, event.event_type)
         {
-            let id = DeliveryId::generate();
+            let id = DeliveryId::generate_at(now);
             let inquiry = event.action_inquiry_id();
             let due = rules::due_at(occurred_at, endpoint.settings.min_delay_secs, now);
             let blocked_by: Option<String> = match rules::waits_for(event.event_type) {
