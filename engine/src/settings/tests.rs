@@ -73,3 +73,28 @@ fn bodies_must_stay_valid_documents() {
     let all = errors(json!({"url": "https://p.example/", "body_format": "xml", "body_template": "<a>{OrderId}</b>"}));
     assert!(all.starts_with("body_template: renders an invalid XML body"), "{all}");
 }
+
+/// Found by the `settings` and `render` fuzz targets (fuzz/): a NUL or a DEL in a header value
+/// was saved, and every postback then failed to be sent.
+#[test]
+fn header_values_hold_no_control_characters() {
+    for value in ["a\u{0}b", "\u{7f}", "x\u{1b}[31m", "\u{85}"] {
+        let all = errors(json!({"url": "https://p.example/", "headers": {"X-Key": value}}));
+        assert!(
+            all.contains("headers.X-Key") && all.contains("holds a control character"),
+            "{value:?}: {all}"
+        );
+    }
+    let compiled = NotificationSettings::validate(&json!({
+        "url": "https://p.example/",
+        "headers": {"X-Key": "tab\tand é"}
+    }))
+    .unwrap();
+    let request = compiled.render(&Event::sample(EventType::ActionInquiryCreated, "p"));
+    assert!(
+        request
+            .headers
+            .iter()
+            .any(|(name, value)| name == "X-Key" && value == "tab\tand é")
+    );
+}

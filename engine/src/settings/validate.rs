@@ -268,6 +268,15 @@ fn read_headers(json: Option<&Json>, problems: &mut Problems) -> BTreeMap<String
                 Some(text),
                 "holds a line break, which would end the header; remove it",
             )),
+            // An HTTP header value cannot carry other control characters either (tab aside):
+            // every request would fail to be sent, however its placeholders render.
+            Json::String(text) if text.contains(|c: char| c.is_control() && c != '\t') => {
+                problems.push(FieldError::new(
+                    field,
+                    Some(text),
+                    "holds a control character, which no HTTP header may carry; remove it",
+                ))
+            }
             Json::String(text) => {
                 headers.insert(name.clone(), text.clone());
             }
