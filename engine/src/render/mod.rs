@@ -195,7 +195,13 @@ struct PlaceTracker {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum XmlState {
+    /// Text between tags.
     Markup,
+    /// Inside a tag, `quote` the quote of the attribute value it is in, if any. A `<![CDATA[`
+    /// or `<!--` here is part of the tag (an attribute value), not a section of its own.
+    Tag {
+        quote: Option<u8>,
+    },
     Cdata,
     Comment,
 }
@@ -226,24 +232,27 @@ impl PlaceTracker {
             }
             Place::Body(BodyFormat::Xml) => {
                 let mut rest = literal;
-                loop {
-                    let (marker, next) = match self.xml {
-                        XmlState::Markup => match (rest.find("<![CDATA["), rest.find("<!--")) {
-                            (Some(c), Some(m)) if m < c => ("<!--", XmlState::Comment),
-                            (Some(_), _) => ("<![CDATA[", XmlState::Cdata),
-                            (None, Some(_)) => ("<!--", XmlState::Comment),
-                            (None, None) => break,
-                        },
-                        XmlState::Cdata => ("]]>", XmlState::Markup),
-                        XmlState::Comment => ("-->", XmlState::Markup),
-                    };
-                    match rest.find(marker) {
-                        Some(at) => {
-                            rest = &rest[at + marker.len()..];
-                            self.xml = next;
+                while !rest.is_empty() {
+                    let (state, taken) = match self.xml {
+                        XmlState::Markup if rest.starts_with("<![CDATA[") => (XmlState::Cdata, "<![CDATA[".len()),
+                        XmlState::Markup if rest.starts_with("<!--") => (XmlState::Comment, "<!--".len()),
+                        XmlState::Markup if rest.starts_with('<') => (XmlState::Tag { quote: None }, 1),
+                        XmlState::Cdata if rest.starts_with("]]>") => (XmlState::Markup, "]]>".len()),
+                        XmlState::Comment if rest.starts_with("-->") => (XmlState::Markup, "-->".len()),
+                        XmlState::Tag { quote: None } if rest.starts_with('>') => (XmlState::Markup, 1),
+                        XmlState::Tag { quote: None } if rest.starts_with(['"', '\'']) => (
+                            XmlState::Tag {
+                                quote: Some(rest.as_bytes()[0]),
+                            },
+                            1,
+                        ),
+                        XmlState::Tag { quote: Some(q) } if rest.as_bytes()[0] == q => {
+                            (XmlState::Tag { quote: None }, 1)
                         }
-                        None => break,
-                    }
+                        state => (state, rest.chars().next().map_or(1, char::len_utf8)),
+                    };
+                    self.xml = state;
+                    rest = &rest[taken..];
                 }
             }
             Place::Url => self.url_seen.push_str(literal),
@@ -256,7 +265,7 @@ impl PlaceTracker {
             Place::Body(BodyFormat::Json) if self.json_in_string => Context::JsonString,
             Place::Body(BodyFormat::Json) => Context::JsonValue,
             Place::Body(BodyFormat::Xml) => match self.xml {
-                XmlState::Markup => Context::Xml,
+                XmlState::Markup | XmlState::Tag { .. } => Context::Xml,
                 XmlState::Cdata => Context::XmlCdata,
                 XmlState::Comment => {
                     return Err("placeholders inside XML comments are not allowed; move it out of <!-- -->".into());
@@ -356,6 +365,26 @@ mod tests {
             JSON,
         );
         assert_eq!(out, r#"{"a":0,"b":1.50}"#);
+    }
+
+    /// Found by the `render` fuzz target: a `<![CDATA[` inside an attribute value opens no
+    /// section, so a value there is escaped as an attribute value and cannot close it.
+    #[test]
+    fn a_cdata_opener_inside_an_attribute_value_is_part_of_the_value() {
+        let xml = Place::Body(BodyFormat::Xml);
+        let out = render("<a n=\"x<![CDATA[{InquiryNotes}]]>\" m='<!--{InquiryNotes}'/>", xml);
+        assert_eq!(
+            out,
+            "<a n=\"x<![CDATA[a &lt;b&gt; &amp; c]]>\" m='<!--a &lt;b&gt; &amp; c'/>"
+        );
+        let out = render(
+            "<?xml version=\"1.0\"?><a>{InquiryNotes}<![CDATA[{InquiryNotes}]]></a>",
+            xml,
+        );
+        assert_eq!(
+            out,
+            "<?xml version=\"1.0\"?><a>a &lt;b&gt; &amp; c<![CDATA[a <b> & c]]></a>"
+        );
     }
 
     #[test]
