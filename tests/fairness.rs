@@ -152,6 +152,46 @@ async fn a_stalled_partner_costs_the_others_nothing() {
     engine.stop().await;
 }
 
+/// A stalled partner's burst larger than the memory queue's room (at least 4,096) does not fill
+/// it: A posts 6,000 postbacks in one burst to a receiver that never answers, and B's 50, posted
+/// right after, still all arrive within 5 s. A's line holds three quarters of the queue, the rest of
+/// its burst waits in the store, and the claimer claims B's (posted while the store has due
+/// deliveries of A's before them) while skipping A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_partner_s_huge_burst_costs_the_others_nothing() {
+    const CAP: usize = 256 / 4;
+    let stalled = Staller::start().await;
+    let healthy = Receiver::always(Reply::ok("")).await;
+    let engine = Engine::start_with(|options| {
+        // The defaults: 256 in flight, a quarter of them per partner, 15 s per exchange.
+        options.timeout = None;
+        options.connect_timeout = None;
+    })
+    .await;
+    let a = engine.partner_with("stalled", &simple_settings(&stalled.url())).await;
+    let b = engine
+        .partner_with("healthy", &simple_settings(&healthy.url("/pb")))
+        .await;
+
+    let burst = Instant::now();
+    post_events(&engine, &a, "a", 6_000).await;
+    eventually("partner A at its cap", async || (stalled.open() >= CAP).then_some(())).await;
+    let posted = Instant::now();
+    post_events(&engine, &b, "b", 50).await;
+    healthy.wait_hits(50).await;
+    let took = posted.elapsed();
+    println!(
+        "B's 50 arrived in {:.2} s, after A's 6,000 stalled, posted in {:.2} s ({} of A's requests open)",
+        took.as_secs_f64(),
+        (posted - burst).as_secs_f64(),
+        stalled.open(),
+    );
+    assert!(took < Duration::from_secs(5), "B's 50 took {took:?}");
+    assert_eq!(stalled.most_open(), CAP, "A's requests open at once");
+    stalled.close();
+    engine.stop().await;
+}
+
 /// Each partner's postbacks in flight stay at its cap (`--partner-concurrency`), counted at its
 /// receiver as requests open at once, with many more due and free places in `--concurrency`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

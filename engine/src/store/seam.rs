@@ -9,7 +9,7 @@ use super::{
     StoreError, rules,
 };
 use crate::event::Event;
-use crate::id::DeliveryId;
+use crate::id::{DeliveryId, PartnerId};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -220,7 +220,13 @@ impl Store {
     /// Claims up to `limit` due deliveries for `lease_ms`: until the lease ends no other worker
     /// claims them, and if this worker dies they become due again when it does.
     pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
-        dispatch!(self, store => store.claim(now, lease_ms, limit).await)
+        self.claim_except(now, lease_ms, limit, &[]).await
+    }
+
+    /// [`Store::claim`], leaving out the deliveries of the partners in `skip` (those the caller
+    /// has no room for), so that they stay in the store for a later claim.
+    pub async fn claim_except(&self, now: i64, lease_ms: i64, limit: i64, skip: &[PartnerId]) -> Result<Vec<Claimed>> {
+        dispatch!(self, store => store.claim(now, lease_ms, limit, skip).await)
     }
 
     /// When the earliest pending delivery is due, if any is.

@@ -31,6 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::{Accepted, Claimed, Durability, Endpoint, GiveBack, Lease, Leased, Outcome, Pruned, StoreError};
 use crate::event::Event;
+use crate::id::PartnerId;
 use threads::{Accepts, Waiting, WriterThread};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -299,9 +300,11 @@ impl SqliteStore {
         .await
     }
 
-    /// Claims up to `limit` due deliveries for `lease_ms`.
-    pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
-        self.on_handle(move |tx| claim::claim(tx, now, lease_ms, limit)).await
+    /// Claims up to `limit` due deliveries for `lease_ms`, none of the partners in `skip`.
+    pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64, skip: &[PartnerId]) -> Result<Vec<Claimed>> {
+        let skip = skip.to_vec();
+        self.on_handle(move |tx| claim::claim(tx, now, lease_ms, limit, &skip))
+            .await
     }
 
     /// When the earliest pending delivery is due, if any is.

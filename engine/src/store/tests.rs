@@ -153,6 +153,7 @@ suite!(
     a_delivery_waits_for_its_delay,
     due_deliveries_are_counted_until_claimed,
     claims_take_turns_between_partners,
+    a_claim_leaves_out_the_partners_it_skips,
     a_resolved_postback_waits_for_the_created_one,
     keys_authenticate_by_token_until_revoked,
     the_database_file_holds_no_token,
@@ -770,6 +771,39 @@ async fn claims_take_turns_between_partners(backend: Backend) {
     let rest = store.claim(now, 60_000, 100).await.expect("claimed");
     let rest: Vec<DeliveryId> = rest.into_iter().map(|c| c.delivery_id).collect();
     assert_eq!(rest, a_ids[7..]);
+}
+
+/// A claim that skips partners (those the worker has no room for in memory) leaves their due
+/// deliveries in the store and takes the others', which a later claim then finds.
+async fn a_claim_leaves_out_the_partners_it_skips(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    let now = now_ms();
+    let rows_a: Vec<(String, String)> = (0..5).map(|i| (format!("a{i}"), format!("a-i{i}"))).collect();
+    let rows_a: Vec<(&str, &str, &str)> = rows_a
+        .iter()
+        .map(|(e, q)| (e.as_str(), "created", q.as_str()))
+        .collect();
+    store
+        .accept(&events(&a, &rows_a), now - 10_000)
+        .await
+        .expect("accepted");
+    store
+        .accept(
+            &events(&b, &[("b0", "created", "b-i0"), ("b1", "created", "b-i1")]),
+            now - 5_000,
+        )
+        .await
+        .expect("accepted");
+    let claimed = store
+        .claim_except(now, 60_000, 10, std::slice::from_ref(&a))
+        .await
+        .expect("claimed");
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|c| c.partner_id == b), "only b's");
+    let rest = store.claim(now, 60_000, 10).await.expect("claimed");
+    assert_eq!(rest.len(), 5);
+    assert!(rest.iter().all(|c| c.partner_id == a), "a's, left in the store");
 }
 
 /// The due deliveries the metrics report: pending ones whose time has come, not the claimed

@@ -337,8 +337,17 @@ impl Worker {
     async fn accept_now(&self, events: Vec<Event>) -> Result<Vec<Accepted>, StoreError> {
         let inner = &self.inner;
         let now = now_ms();
+        // Whether the partner's line, not the queue, kept some of the batch out of memory.
+        let mut line_full = false;
         let room = if inner.backlog.load(Ordering::Acquire) {
             0
+        } else if let Some(first) = events.first()
+            && events.iter().all(|e| e.partner_id == first.partner_id)
+        {
+            // One partner's batch (the usual case): no more leased than its line has room for.
+            let (room, line_bound) = inner.queue.reserve_for(events.len(), &first.partner_id);
+            line_full = line_bound;
+            room
         } else {
             inner.queue.reserve(events.len())
         };
@@ -386,8 +395,9 @@ impl Worker {
         self.enqueue(room, jobs, now).await;
         if new > handed {
             // Some wait in the store: due later, blocked, held, or due now but without room in
-            // memory, in which case later ones must not overtake them.
-            if handed == room {
+            // memory, in which case later ones must not overtake them. Those left out only for
+            // their partner's full line hold up no other partner's.
+            if handed == room && !line_full {
                 inner.backlog.store(true, Ordering::Release);
             }
             self.wake();
@@ -488,7 +498,7 @@ impl Worker {
         // from memory keep every place busy.
         let mut next_check = tokio::time::Instant::now();
         loop {
-            if inner.queue.len() >= inner.queue.low {
+            if inner.queue.takeable() >= inner.queue.low {
                 tokio::select! {
                     () = inner.queue.drained.notified() => continue,
                     () = shutdown.cancelled() => return,
@@ -515,14 +525,23 @@ impl Worker {
             }
             // Not cancelled by shutdown: what is claimed is queued, or given back below.
             let now = now_ms();
-            match inner.store.claim(now, lease, wanted as i64).await {
+            let full = inner.queue.full_partners();
+            match inner.store.claim_except(now, lease, wanted as i64, &full).await {
                 Ok(claimed) => {
                     debug!(count = claimed.len(), "claimed deliveries");
                     if claimed.len() == wanted {
                         inner.store_due.store(true, Ordering::Release);
                     } else {
                         inner.backlog.store(false, Ordering::Release);
-                        next_check = tokio::time::Instant::now() + self.idle_after().await;
+                        // The full lines' deliveries are due and left in the store: the next
+                        // claim waits for the idle poll (or a wake), instead of finding them due
+                        // again at once.
+                        let idle = if full.is_empty() {
+                            self.idle_after().await
+                        } else {
+                            inner.config.idle_poll
+                        };
+                        next_check = tokio::time::Instant::now() + idle;
                     }
                     let jobs = claimed
                         .into_iter()
@@ -548,17 +567,23 @@ impl Worker {
         }
     }
 
-    /// Queues leased `jobs` in `reserved` promised places. Should the worker have stopped
-    /// meanwhile, they are given back to the store, due at `now` for whichever worker runs next.
+    /// Queues leased `jobs` in `reserved` promised places. Those the queue leaves out (beyond
+    /// their partner's line limit, or all of them should the worker have stopped meanwhile) are
+    /// given back to the store without an attempt, due at `now` for whichever claim comes next.
     async fn enqueue(&self, reserved: usize, jobs: Vec<Job>, now: i64) {
         let refused = self.inner.queue.fill(reserved, jobs);
         if refused.is_empty() {
             return;
         }
+        debug!(
+            count = refused.len(),
+            "left out of the memory queue; given back to the store"
+        );
         let due: Vec<GiveBack> = refused.into_iter().map(|job| job.give_back(now)).collect();
         if let Err(e) = self.inner.store.reschedule(&due).await {
             warn!(error = %e, "giving back leases failed; they are sent once the leases end");
         }
+        self.wake();
     }
 
     /// How long the claimer may wait before the store has due deliveries again, at most the idle

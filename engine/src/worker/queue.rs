@@ -46,6 +46,13 @@ pub(super) struct InFlight(usize);
 /// that the jobs of a partner whose receiver stalls never stand in front of another partner's.
 /// Within a line, jobs go in the order they were queued.
 ///
+/// A line holds at most three quarters of the room the other lines leave (see
+/// [`QueueState::line_limit`]): a partner whose receiver stalls, and whose burst would fill the
+/// queue, leaves the rest of it to the others, and its jobs beyond that wait in the store. Jobs
+/// waiting aside in a line at its cap do not count for the low mark ([`Queue::takeable`]), so
+/// the claimer goes on claiming for the other partners, skipping those whose lines are full
+/// ([`Queue::full_partners`]).
+///
 /// Its room follows the pace of sending: it holds at most what the worker takes in `horizon`
 /// at the rate measured over the last [`PACE_WINDOW`], between [`QUEUE_FLOOR`] and its capacity.
 /// A burst that outruns sending for a while stays in memory instead of going the long way
@@ -92,6 +99,8 @@ struct QueueState {
     turns: VecDeque<usize>,
     /// Jobs in all lines.
     jobs: usize,
+    /// Jobs in lines at their cap, which cannot be taken until one of theirs is done.
+    aside: usize,
     /// Places promised to accepts and claims under way.
     reserved: usize,
     capacity: usize,
@@ -107,6 +116,19 @@ impl QueueState {
     fn limit(&self, horizon: Duration) -> usize {
         let paced = (self.pace * horizon.as_secs_f64()) as usize;
         paced.clamp(QUEUE_FLOOR.min(self.capacity), self.capacity)
+    }
+
+    /// How many jobs a partner's line holding `line_jobs` may hold now: three quarters of the
+    /// room the other lines leave, so that a stalled partner's burst leaves a quarter of the
+    /// queue to the others (each further one, a quarter of what is left), while a partner sending
+    /// alone keeps most of the queue for its bursts; and at least four times the partner's cap,
+    /// so that a partner sending fast never waits for a claim.
+    fn line_limit(&self, horizon: Duration, per_partner: usize, line_jobs: usize) -> usize {
+        let limit = self.limit(horizon);
+        let others = self.jobs - line_jobs;
+        (limit.saturating_sub(others) / 4 * 3)
+            .max(per_partner.saturating_mul(4))
+            .min(limit)
     }
 
     /// The line of `partner_id`, made (or reused) if it has none.
@@ -156,6 +178,7 @@ impl Queue {
                 by_partner: HashMap::new(),
                 turns: VecDeque::new(),
                 jobs: 0,
+                aside: 0,
                 reserved: 0,
                 capacity,
                 taken: 0,
@@ -188,38 +211,66 @@ impl Queue {
         room
     }
 
+    /// [`Queue::reserve`] for jobs all of `partner_id`: no more places than its line has room
+    /// for, so that what an accept leases is queued rather than given back; says too whether the
+    /// line's room was less than `want`.
+    pub(super) fn reserve_for(&self, want: usize, partner_id: &PartnerId) -> (usize, bool) {
+        let line_room = {
+            let state = self.state();
+            let jobs = state
+                .by_partner
+                .get(partner_id)
+                .map_or(0, |&at| state.lines[at].jobs.len());
+            state
+                .line_limit(self.horizon, self.per_partner, jobs)
+                .saturating_sub(jobs)
+        };
+        (self.reserve(want.min(line_room)), line_room < want)
+    }
+
     pub(super) fn release(&self, reserved: usize) {
         self.state().reserved -= reserved;
     }
 
-    /// Queues `jobs` in `reserved` promised places, each at the end of its partner's line; gives
-    /// them back when the worker has stopped.
+    /// Queues `jobs` in `reserved` promised places, each at the end of its partner's line, and
+    /// returns those it leaves out, for the caller to give back to the store: those beyond their
+    /// partner's [line limit](QueueState::line_limit), or all of them when the worker has stopped.
     pub(super) fn fill(&self, reserved: usize, jobs: Vec<Job>) -> Vec<Job> {
         let mut state = self.state();
         state.reserved -= reserved;
         if !state.open {
             return jobs;
         }
-        let any = !jobs.is_empty();
         let cap = self.per_partner;
         let state = &mut *state;
+        let mut queued = false;
+        let mut left_out = Vec::new();
         for job in jobs {
             let at = state.line(&job.claimed.partner_id);
+            if state.lines[at].jobs.len() >= state.line_limit(self.horizon, cap, state.lines[at].jobs.len()) {
+                left_out.push(job);
+                state.free_if_idle(at);
+                continue;
+            }
             let line = &mut state.lines[at];
             line.jobs.push_back(job);
-            if line.in_flight < cap && !line.queued_for_turn {
+            if line.in_flight >= cap {
+                state.aside += 1;
+            } else if !line.queued_for_turn {
                 line.queued_for_turn = true;
                 state.turns.push_back(at);
             }
             state.jobs += 1;
+            queued = true;
         }
-        if any {
+        if queued {
             self.ready.notify_one();
         }
-        Vec::new()
+        left_out
     }
 
     /// Jobs queued or promised.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         let state = self.state();
         state.jobs + state.reserved
@@ -228,6 +279,29 @@ impl Queue {
     /// Jobs queued, without the places promised to claims under way.
     pub(super) fn queued(&self) -> usize {
         self.state().jobs
+    }
+
+    /// Jobs queued that can be taken (those of partners below their cap), or promised: what the
+    /// claimer compares with its low mark, so that the jobs of a partner whose receiver stalls
+    /// never stop claims for the others.
+    pub(super) fn takeable(&self) -> usize {
+        let state = self.state();
+        state.jobs - state.aside + state.reserved
+    }
+
+    /// The partners whose lines hold as many jobs as a line may: a claim leaves their due
+    /// deliveries in the store, since the queue would only give them back.
+    pub(super) fn full_partners(&self) -> Vec<PartnerId> {
+        let state = self.state();
+        state
+            .by_partner
+            .iter()
+            .filter(|(_, at)| {
+                let jobs = state.lines[**at].jobs.len();
+                jobs > 0 && jobs >= state.line_limit(self.horizon, self.per_partner, jobs)
+            })
+            .map(|(partner_id, _)| partner_id.clone())
+            .collect()
     }
 
     /// Up to `max` queued jobs whose leases last at least until `sendable_until`, one from each
@@ -258,9 +332,13 @@ impl Queue {
                 continue;
             };
             line.in_flight += 1;
-            if line.in_flight < cap && !line.jobs.is_empty() {
-                line.queued_for_turn = true;
-                state.turns.push_back(at);
+            if line.in_flight < cap {
+                if !line.jobs.is_empty() {
+                    line.queued_for_turn = true;
+                    state.turns.push_back(at);
+                }
+            } else if line.in_flight == cap {
+                state.aside += line.jobs.len();
             }
             jobs.push((job, InFlight(at)));
         }
@@ -271,7 +349,7 @@ impl Queue {
             state.taken = 0;
             state.window_start = Instant::now();
         }
-        let low = state.jobs + state.reserved < self.low;
+        let low = state.jobs - state.aside + state.reserved < self.low;
         if low {
             self.drained.notify_one();
         }
@@ -285,6 +363,9 @@ impl Queue {
         let state = &mut *state;
         let at = in_flight.0;
         let line = &mut state.lines[at];
+        if line.in_flight == self.per_partner {
+            state.aside -= line.jobs.len();
+        }
         line.in_flight -= 1;
         let resumed = line.in_flight < self.per_partner && !line.jobs.is_empty() && !line.queued_for_turn;
         if resumed {
@@ -316,6 +397,7 @@ impl Queue {
             state.free_if_idle(at);
         }
         state.jobs = 0;
+        state.aside = 0;
         jobs
     }
 }
@@ -426,6 +508,72 @@ mod tests {
         assert_eq!(ids(&queue.take(100, 0)), ["dlv_3", "dlv_4"]);
         assert!(queue.take(100, 0).is_empty());
         assert_eq!(queue.close().len(), 1, "dlv_5 is given back");
+    }
+
+    /// A partner's line holds at most three quarters of the room the others leave: the rest of a
+    /// burst is left out, to be given back to the store, and the partner counts as full for
+    /// claims. Jobs waiting aside in a line at its cap do not count for the low mark, so the
+    /// claimer claims for the others while a stalled partner's line is full.
+    #[test]
+    fn a_partner_s_line_is_bounded_and_jobs_aside_do_not_hold_claims() {
+        let queue = Queue::new(32_768, 512, Duration::from_secs(9), 64);
+        queue.open();
+        let limit = QUEUE_FLOOR / 4 * 3;
+        assert_eq!(queue.state().line_limit(queue.horizon, 64, 0), limit);
+        let room = queue.reserve(4_000);
+        assert_eq!(room, 4_000);
+        let left_out = queue.fill(room, (0..4_000).map(|n| partner_job("ptn_a", n, i64::MAX)).collect());
+        assert_eq!(left_out.len(), 4_000 - limit, "a's burst beyond its line limit");
+        assert_eq!(left_out[0].claimed.delivery_id.as_str(), format!("dlv_{limit}"));
+        assert_eq!(queue.queued(), limit);
+        assert_eq!(queue.full_partners(), [PartnerId::from("ptn_a")]);
+        assert_eq!(queue.takeable(), limit, "below its cap, a's jobs can be taken");
+        assert_eq!(
+            queue.reserve_for(100, &"ptn_a".into()),
+            (0, true),
+            "no room in a's line"
+        );
+        assert_eq!(queue.reserve_for(100, &"ptn_b".into()), (100, false));
+        queue.release(100);
+
+        // a's receiver stalls: it reaches its cap, and its jobs wait aside.
+        let taken = queue.take(1_000, 0);
+        assert_eq!(taken.len(), 64);
+        assert_eq!(queue.queued(), limit - 64);
+        assert_eq!(queue.takeable(), 0, "nothing a line at its cap holds can be taken");
+        // The line has room for a few more of a's, and is full again.
+        let room = queue.reserve(100);
+        let left_out = queue.fill(
+            room,
+            (0..100).map(|n| partner_job("ptn_a", 10_000 + n, i64::MAX)).collect(),
+        );
+        assert_eq!(left_out.len(), 100 - 64);
+        assert_eq!(queue.takeable(), 0);
+
+        // b's jobs queue and count, and are taken while a waits.
+        let room = queue.reserve(50);
+        assert_eq!(room, 50);
+        assert!(
+            queue
+                .fill(room, (0..50).map(|n| partner_job("ptn_b", n, i64::MAX)).collect())
+                .is_empty()
+        );
+        assert_eq!(queue.takeable(), 50);
+        assert_eq!(queue.full_partners(), [PartnerId::from("ptn_a")]);
+        // b's line may hold three quarters of the quarter a leaves.
+        assert_eq!(
+            queue.state().line_limit(queue.horizon, 64, 50),
+            (QUEUE_FLOOR - limit) / 4 * 3
+        );
+        assert_eq!(queue.take(1_000, 0).len(), 50);
+
+        // One of a's postbacks ends: its line takes turns again and its jobs count once more.
+        queue.done(taken[0].1);
+        assert_eq!(queue.takeable(), limit);
+        assert_eq!(queue.take(1_000, 0).len(), 1);
+        assert_eq!(queue.takeable(), 0);
+        assert_eq!(queue.close().len(), limit - 1);
+        assert_eq!(queue.takeable(), 0);
     }
 
     /// A partner's line is let go once it has no jobs and nothing in flight, and reused by the

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use rusqlite::params;
 
 use super::Result;
+use crate::id::PartnerId;
 use crate::store::{ACTION_INQUIRY, Claimed, ClaimedEvent, GiveBack, Status, rules};
 
 /// Each partner with pending deliveries and when its earliest one is due, one index seek each.
@@ -73,8 +74,15 @@ struct Turn {
 
 /// Claims up to `limit` due deliveries for `lease_ms`, partners taking turns (see the module
 /// docs and [`Store::claim`](crate::store::Store::claim)). Within a partner they come earliest
-/// first; partners come in the order their earliest due deliveries fell due.
-pub(super) fn claim(tx: &rusqlite::Transaction<'_>, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+/// first; partners come in the order their earliest due deliveries fell due. The partners in
+/// `skip` take no turn.
+pub(super) fn claim(
+    tx: &rusqlite::Transaction<'_>,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+    skip: &[PartnerId],
+) -> Result<Vec<Claimed>> {
     let limit = usize::try_from(limit).unwrap_or(0);
     if limit == 0 {
         return Ok(Vec::new());
@@ -83,7 +91,7 @@ pub(super) fn claim(tx: &rusqlite::Transaction<'_>, now: i64, lease_ms: i64, lim
         .prepare_cached(&HEADS)?
         .query_map([], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, String>(0)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    heads.retain(|(first, _)| *first <= now);
+    heads.retain(|(first, partner_id)| *first <= now && !skip.iter().any(|s| s.as_str() == partner_id));
     heads.sort_unstable();
     let mut turns: Vec<Turn> = heads
         .into_iter()
