@@ -204,6 +204,9 @@ enum XmlState {
     },
     Cdata,
     Comment,
+    /// A processing instruction (`<?xml ...?>`), which ends at the first `?>`, quotes or not,
+    /// or a declaration (`<!DOCTYPE ...>`).
+    Instruction,
 }
 
 impl PlaceTracker {
@@ -236,7 +239,12 @@ impl PlaceTracker {
                     let (state, taken) = match self.xml {
                         XmlState::Markup if rest.starts_with("<![CDATA[") => (XmlState::Cdata, "<![CDATA[".len()),
                         XmlState::Markup if rest.starts_with("<!--") => (XmlState::Comment, "<!--".len()),
+                        XmlState::Markup if rest.starts_with("<?") || rest.starts_with("<!") => {
+                            (XmlState::Instruction, 2)
+                        }
                         XmlState::Markup if rest.starts_with('<') => (XmlState::Tag { quote: None }, 1),
+                        XmlState::Instruction if rest.starts_with("?>") => (XmlState::Markup, 2),
+                        XmlState::Instruction if rest.starts_with('>') => (XmlState::Markup, 1),
                         XmlState::Cdata if rest.starts_with("]]>") => (XmlState::Markup, "]]>".len()),
                         XmlState::Comment if rest.starts_with("-->") => (XmlState::Markup, "-->".len()),
                         XmlState::Tag { quote: None } if rest.starts_with('>') => (XmlState::Markup, 1),
@@ -269,6 +277,12 @@ impl PlaceTracker {
                 XmlState::Cdata => Context::XmlCdata,
                 XmlState::Comment => {
                     return Err("placeholders inside XML comments are not allowed; move it out of <!-- -->".into());
+                }
+                XmlState::Instruction => {
+                    return Err(
+                        "placeholders inside <?...?> or <!...> declarations are not allowed; move it into an element"
+                            .into(),
+                    );
                 }
             },
             Place::Body(BodyFormat::Form) => Context::Form,
@@ -385,6 +399,11 @@ mod tests {
             out,
             "<?xml version=\"1.0\"?><a>a &lt;b&gt; &amp; c<![CDATA[a <b> & c]]></a>"
         );
+        // A declaration ends at its `?>` whatever quotes it holds, as an XML reader reads it.
+        let out = render("<?xml version=\"1.0?><a n=\"<![CDATA[{InquiryNotes}\"/>", xml);
+        assert_eq!(out, "<?xml version=\"1.0?><a n=\"<![CDATA[a &lt;b&gt; &amp; c\"/>");
+        assert!(compile_error("<?pi {OrderId}?><a/>", xml).contains("declarations"));
+        assert!(compile_error("<!DOCTYPE a [{OrderId}]><a/>", xml).contains("declarations"));
     }
 
     #[test]

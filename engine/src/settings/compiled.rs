@@ -198,6 +198,25 @@ fn body_problem(format: BodyFormat, body: &str) -> Option<String> {
     }
 }
 
+/// Why a tag's attributes are not well formed, if they are not: XML forbids `<` in an attribute
+/// value, which the reader lets through, and a template that holds one there has no one reading
+/// of where its placeholders stand.
+fn attribute_problem(tag: &quick_xml::events::BytesStart<'_>) -> Option<String> {
+    for attribute in tag.attributes() {
+        match attribute {
+            Err(e) => return Some(format!("a malformed attribute: {e}")),
+            Ok(attribute) if attribute.value.contains(&b'<') => {
+                return Some(format!(
+                    "the value of attribute `{}` holds '<', which XML does not allow there; write &lt;",
+                    String::from_utf8_lossy(attribute.key.as_ref())
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
 fn xml_problem(body: &str) -> Option<String> {
     use quick_xml::events::Event as Xml;
     let mut reader = quick_xml::Reader::from_str(body);
@@ -210,14 +229,24 @@ fn xml_problem(body: &str) -> Option<String> {
             Ok(Xml::Eof) if depth > 0 => return Some("an element is never closed".into()),
             Ok(Xml::Eof) if roots == 0 => return Some("it has no root element".into()),
             Ok(Xml::Eof) => return None,
-            Ok(Xml::Start(_)) => {
+            Ok(Xml::Start(tag)) => {
+                if let Some(problem) = attribute_problem(&tag) {
+                    return Some(problem);
+                }
                 if depth == 0 {
                     roots += 1;
                 }
                 depth += 1;
             }
             Ok(Xml::End(_)) => depth = depth.saturating_sub(1),
-            Ok(Xml::Empty(_)) if depth == 0 => roots += 1,
+            Ok(Xml::Empty(tag)) => {
+                if let Some(problem) = attribute_problem(&tag) {
+                    return Some(problem);
+                }
+                if depth == 0 {
+                    roots += 1;
+                }
+            }
             Ok(_) => {}
         }
         if roots > 1 {

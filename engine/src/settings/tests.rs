@@ -74,6 +74,24 @@ fn bodies_must_stay_valid_documents() {
     assert!(all.starts_with("body_template: renders an invalid XML body"), "{all}");
 }
 
+/// Found by the `render` fuzz target: an XML attribute value holding '<' (here a CDATA opener)
+/// is refused, since no one reading of the template says where a placeholder after it stands.
+#[test]
+fn xml_attribute_values_hold_no_lt() {
+    let all = errors(json!({
+        "url": "https://p.example/",
+        "body_format": "xml",
+        "body_template": "<a n=\"x<![CDATA[{InquiryNotes}]]>\"/>"
+    }));
+    assert!(all.contains("body_template") && all.contains("attribute `n`"), "{all}");
+    NotificationSettings::validate(&json!({
+        "url": "https://p.example/",
+        "body_format": "xml",
+        "body_template": "<a n=\"x &lt; {InquiryNotes}\">{InquiryNotes}</a>"
+    }))
+    .expect("an escaped '<' is fine");
+}
+
 /// Found by the `settings` and `render` fuzz targets (fuzz/): a NUL or a DEL in a header value
 /// was saved, and every postback then failed to be sent.
 #[test]
