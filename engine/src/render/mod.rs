@@ -193,6 +193,9 @@ struct PlaceTracker {
     url_seen: String,
 }
 
+/// Where the literal text of an XML template stands, read the way the XML reader that checks
+/// bodies reads it (quick-xml): each construct ends exactly where that reader ends it, so a
+/// placeholder's place is the place the reader finds its value in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum XmlState {
     /// Text between tags.
@@ -204,9 +207,14 @@ enum XmlState {
     },
     Cdata,
     Comment,
-    /// A processing instruction (`<?xml ...?>`), which ends at the first `?>`, quotes or not,
-    /// or a declaration (`<!DOCTYPE ...>`).
-    Instruction,
+    /// A processing instruction (`<?xml ...?>`), which ends at the first `?>`, quotes or not
+    /// (`<?>` included), not at a `>` alone.
+    Pi,
+    /// A declaration (`<!DOCTYPE ...>`), which ends at the `>` that balances every `<` after
+    /// its start, quotes or not.
+    Declaration {
+        depth: u32,
+    },
 }
 
 impl PlaceTracker {
@@ -239,12 +247,19 @@ impl PlaceTracker {
                     let (state, taken) = match self.xml {
                         XmlState::Markup if rest.starts_with("<![CDATA[") => (XmlState::Cdata, "<![CDATA[".len()),
                         XmlState::Markup if rest.starts_with("<!--") => (XmlState::Comment, "<!--".len()),
-                        XmlState::Markup if rest.starts_with("<?") || rest.starts_with("<!") => {
-                            (XmlState::Instruction, 2)
-                        }
+                        // The reader's `?>` may share its `?` with the `<?`.
+                        XmlState::Markup if rest.starts_with("<?>") => (XmlState::Markup, 3),
+                        XmlState::Markup if rest.starts_with("<?") => (XmlState::Pi, 2),
+                        XmlState::Markup if rest.starts_with("<!") => (XmlState::Declaration { depth: 0 }, 2),
                         XmlState::Markup if rest.starts_with('<') => (XmlState::Tag { quote: None }, 1),
-                        XmlState::Instruction if rest.starts_with("?>") => (XmlState::Markup, 2),
-                        XmlState::Instruction if rest.starts_with('>') => (XmlState::Markup, 1),
+                        XmlState::Pi if rest.starts_with("?>") => (XmlState::Markup, 2),
+                        XmlState::Declaration { depth } if rest.starts_with('<') => {
+                            (XmlState::Declaration { depth: depth + 1 }, 1)
+                        }
+                        XmlState::Declaration { depth: 0 } if rest.starts_with('>') => (XmlState::Markup, 1),
+                        XmlState::Declaration { depth } if rest.starts_with('>') => {
+                            (XmlState::Declaration { depth: depth - 1 }, 1)
+                        }
                         XmlState::Cdata if rest.starts_with("]]>") => (XmlState::Markup, "]]>".len()),
                         XmlState::Comment if rest.starts_with("-->") => (XmlState::Markup, "-->".len()),
                         XmlState::Tag { quote: None } if rest.starts_with('>') => (XmlState::Markup, 1),
@@ -273,12 +288,20 @@ impl PlaceTracker {
             Place::Body(BodyFormat::Json) if self.json_in_string => Context::JsonString,
             Place::Body(BodyFormat::Json) => Context::JsonValue,
             Place::Body(BodyFormat::Xml) => match self.xml {
-                XmlState::Markup | XmlState::Tag { .. } => Context::Xml,
+                XmlState::Markup | XmlState::Tag { quote: Some(_) } => Context::Xml,
+                // A value there could name the element or add to it (`?` after `<` opens an
+                // instruction, `/` closes the tag), which no escaping prevents.
+                XmlState::Tag { quote: None } => {
+                    return Err(
+                        "placeholders inside a tag may only stand in a quoted attribute value, like <a id=\"{OrderId}\">"
+                            .into(),
+                    );
+                }
                 XmlState::Cdata => Context::XmlCdata,
                 XmlState::Comment => {
                     return Err("placeholders inside XML comments are not allowed; move it out of <!-- -->".into());
                 }
-                XmlState::Instruction => {
+                XmlState::Pi | XmlState::Declaration { .. } => {
                     return Err(
                         "placeholders inside <?...?> or <!...> declarations are not allowed; move it into an element"
                             .into(),
@@ -406,6 +429,22 @@ mod tests {
         assert!(compile_error("<!DOCTYPE a [{OrderId}]><a/>", xml).contains("declarations"));
     }
 
+    /// Found by the `render` fuzz target: each construct ends where the XML reader ends it, so a
+    /// placeholder after a `>` inside an instruction is still inside it, and refused.
+    #[test]
+    fn declarations_end_where_the_reader_ends_them() {
+        let xml = Place::Body(BodyFormat::Xml);
+        // An instruction does not end at a `>` alone: this CDATA section is instruction text.
+        assert!(compile_error("<?pi </a> <![CDATA[{OrderId}]]> ?><a/>", xml).contains("declarations"));
+        // `<?>` is a whole instruction, and a declaration ends where its `<` and `>` balance.
+        assert_eq!(render("<?><a>{OrderId}</a>", xml), "<?><a>O&quot;1</a>");
+        assert!(compile_error("<!DOCTYPE a [<!ENTITY e \"x\">]{OrderId}><a/>", xml).contains("declarations"));
+        assert_eq!(
+            render("<!DOCTYPE a [<!ENTITY e \"x\">]><a>{OrderId}</a>", xml),
+            "<!DOCTYPE a [<!ENTITY e \"x\">]><a>O&quot;1</a>"
+        );
+    }
+
     #[test]
     fn xml_places() {
         let xml = Place::Body(BodyFormat::Xml);
@@ -418,6 +457,10 @@ mod tests {
             "<a n=\"a &lt;b&gt; &amp; c\">a &lt;b&gt; &amp; c<![CDATA[a <b> & c]]></a>"
         );
         assert!(compile_error("<!-- {OrderId} -->", xml).contains("XML comments"));
+        // A value could turn `<` into an instruction or close the tag itself.
+        assert!(compile_error("<a><{OrderId}/></a>", xml).contains("quoted attribute value"));
+        assert!(compile_error("<a {OrderId}=\"1\"/>", xml).contains("quoted attribute value"));
+        assert!(compile_error("<a n=\"1\" {OrderId}/>", xml).contains("quoted attribute value"));
     }
 
     #[test]

@@ -425,8 +425,18 @@ impl Worker {
                 permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 () = shutdown.cancelled() => break,
             };
+            // No more slots than there are jobs to send now: jobs may wait only for their
+            // partners' caps while most slots are free.
+            let ready = inner.queue.ready_now(inner.config.batch);
+            if ready == 0 {
+                drop(first);
+                tokio::select! {
+                    () = inner.queue.ready.notified() => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
             let mut held = vec![first];
-            while held.len() < inner.config.batch {
+            while held.len() < ready {
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => held.push(permit),
                     Err(_) => break,

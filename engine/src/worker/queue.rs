@@ -289,6 +289,23 @@ impl Queue {
         state.jobs - state.aside + state.reserved
     }
 
+    /// How many jobs [`Queue::take`] would give now, counting to `max` at most: those of lines
+    /// taking turns, each up to its partner's room under the cap. The sender takes no more
+    /// send slots than that, so that a partner alone at its cap does not make it take and give
+    /// back every free slot for each postback that ends.
+    pub(super) fn ready_now(&self, max: usize) -> usize {
+        let state = self.state();
+        let mut ready = 0;
+        for &at in &state.turns {
+            let line = &state.lines[at];
+            ready += line.jobs.len().min(self.per_partner.saturating_sub(line.in_flight));
+            if ready >= max {
+                return max;
+            }
+        }
+        ready
+    }
+
     /// The partners whose lines hold as many jobs as a line may: a claim leaves their due
     /// deliveries in the store, since the queue would only give them back.
     pub(super) fn full_partners(&self) -> Vec<PartnerId> {
@@ -493,11 +510,15 @@ mod tests {
         jobs.extend((6..=8).map(|n| partner_job("ptn_b", n, i64::MAX)));
         let room = queue.reserve(jobs.len());
         assert!(queue.fill(room, jobs).is_empty());
+        assert_eq!(queue.ready_now(100), 4, "two of each partner's, under their cap of 2");
+        assert_eq!(queue.ready_now(3), 3);
         let first = queue.take(1, 0);
         assert_eq!(ids(&first), ["dlv_1"]);
+        assert_eq!(queue.ready_now(100), 3);
         let taken = queue.take(100, 0);
         // Each line in turn, one job at a time; both partners stop at their cap of 2.
         assert_eq!(ids(&taken), ["dlv_6", "dlv_2", "dlv_7"]);
+        assert_eq!(queue.ready_now(100), 0);
         assert!(queue.take(100, 0).is_empty(), "both partners are at their cap");
         assert_eq!(queue.queued(), 4);
         // One of b's postbacks ends: b goes on, a still waits.
