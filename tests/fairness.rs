@@ -278,3 +278,33 @@ async fn a_slow_plugin_holds_no_shared_place() {
     assert!(receiver.hits().iter().all(|hit| hit.path == "/calm"));
     engine.stop().await;
 }
+
+/// A postback waiting for its endpoint's rate limit slot holds no shared place. With two places,
+/// both of which partner A (one request a second) may use, A's first postback goes out and the
+/// next two wait in memory for their slots, 1 s and 2 s later. Partner B's 10 postbacks, posted
+/// right after A's first arrived, all arrive before A's second: holding the places, A's waits
+/// would have kept B's out until A's second went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_waiting_for_its_rate_limit_holds_no_shared_place() {
+    let engine = Engine::start_with(|options| {
+        options.concurrency = Some(2);
+        options.partner_concurrency = Some(2);
+    })
+    .await;
+    let receiver = Receiver::always(Reply::ok("")).await;
+    let mut limited = simple_settings(&receiver.url("/limited"));
+    limited["max_requests_per_sec"] = 1.into();
+    let a = engine.partner_with("limited", &limited).await;
+    let b = engine
+        .partner_with("free", &simple_settings(&receiver.url("/free")))
+        .await;
+    let from = |path: &str| receiver.hits().iter().filter(|hit| hit.path == path).count();
+
+    post_events(&engine, &a, "a", 5).await;
+    eventually("A's first postback", async || (from("/limited") == 1).then_some(())).await;
+    post_events(&engine, &b, "b", 10).await;
+    eventually("B's 10 postbacks", async || (from("/free") == 10).then_some(())).await;
+    assert_eq!(from("/limited"), 1, "B's postbacks waited for A's second");
+    eventually("A's second postback", async || (from("/limited") == 2).then_some(())).await;
+    engine.stop().await;
+}

@@ -112,7 +112,8 @@ tokio::task_local! {
 }
 
 /// A postback's place among the postbacks in flight at once. A plugin call gives it back while
-/// it waits for its partner's lane and runs, and takes one again before the postback goes on,
+/// it waits for its partner's lane and runs, and so does a wait for the endpoint's rate limit
+/// slot; each takes one again before the postback goes on,
 /// so that postbacks queued behind a partner's slow plugin hold none of the places the others
 /// send in (what they hold is their partner's own count of postbacks in flight).
 pub(crate) struct SendSlot {
@@ -130,7 +131,7 @@ impl SendSlot {
     }
 
     /// Gives this task's slot back, if it runs a postback; returns where to take one again.
-    fn give_back() -> Option<Arc<tokio::sync::Semaphore>> {
+    pub(crate) fn give_back() -> Option<Arc<tokio::sync::Semaphore>> {
         SEND_SLOT
             .try_with(|slot| {
                 slot.held.lock().expect("never poisoned").take();
@@ -140,7 +141,7 @@ impl SendSlot {
     }
 
     /// Takes a slot of `slots` again for this task's postback.
-    async fn take_again(slots: Arc<tokio::sync::Semaphore>) {
+    pub(crate) async fn take_again(slots: Arc<tokio::sync::Semaphore>) {
         // The worker never closes its semaphore; were it closed, the postback goes on without.
         let permit = slots.acquire_owned().await.ok();
         let _ = SEND_SLOT.try_with(|slot| *slot.held.lock().expect("never poisoned") = permit);

@@ -739,22 +739,32 @@ impl Worker {
     async fn wait_for_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
         let inner = &self.inner;
         let now = Instant::now();
-        match inner.limits.reserve(partner_id, rate, now, inner.config.rate_horizon) {
+        let until = match inner.limits.reserve(partner_id, rate, now, inner.config.rate_horizon) {
             Ok(slot) if slot > now => {
                 inner.config.metrics.rate_limit_wait();
-                tokio::select! {
-                    () = tokio::time::sleep_until(slot.into()) => {}
-                    () = shutdown.cancelled() => return Slot::Later(now_ms()),
-                }
+                Some(slot)
             }
-            Ok(_) => {}
+            Ok(_) => inner.limits.admit(partner_id, rate, now),
             Err(slot) => return Slot::Later(now_ms() + slot.duration_since(now).as_millis() as i64),
-        }
-        while let Some(until) = inner.limits.admit(partner_id, rate, Instant::now()) {
+        };
+        let Some(mut until) = until else {
+            return Slot::Now;
+        };
+        // The postback waits for its endpoint's turn, not for a place to send from: the send
+        // slot goes to the other partners meanwhile (the partner's own count still holds it).
+        let slots = SendSlot::give_back();
+        loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until.into()) => {}
                 () = shutdown.cancelled() => return Slot::Later(now_ms()),
             }
+            match inner.limits.admit(partner_id, rate, Instant::now()) {
+                Some(later) => until = later,
+                None => break,
+            }
+        }
+        if let Some(slots) = slots {
+            SendSlot::take_again(slots).await;
         }
         Slot::Now
     }
