@@ -100,7 +100,7 @@ fn check(format: BodyFormat, expected: &Request, request: &Request) {
             }
         }
         BodyFormat::Xml => {
-            if let Some(problem) = xml_problem(&request.body) {
+            if let Some(problem) = postwire::settings::xml_problem(&request.body) {
                 panic!("the XML body is not well formed ({problem}): {:?}", request.body);
             }
             assert_eq!(elements(&request.body), elements(&expected.body), "{:?}", request.body);
@@ -132,38 +132,6 @@ fn check_url(expected: &Request, request: &Request) {
 /// How many `&` and `=` a form body or URL holds: its literal text's, as values are encoded.
 fn separators(text: &str) -> (usize, usize) {
     (text.matches('&').count(), text.matches('=').count())
-}
-
-/// The check settings validation makes of an XML body (engine/src/settings/compiled.rs).
-fn xml_problem(body: &str) -> Option<String> {
-    use quick_xml::events::Event as Xml;
-    if body.is_empty() {
-        return None;
-    }
-    let mut reader = quick_xml::Reader::from_str(body);
-    reader.config_mut().check_end_names = true;
-    let mut depth = 0usize;
-    let mut roots = 0usize;
-    loop {
-        match reader.read_event() {
-            Err(e) => return Some(format!("{e} at byte {}", reader.error_position())),
-            Ok(Xml::Eof) if depth > 0 => return Some("an element is never closed".into()),
-            Ok(Xml::Eof) if roots == 0 => return Some("it has no root element".into()),
-            Ok(Xml::Eof) => return None,
-            Ok(Xml::Start(_)) => {
-                if depth == 0 {
-                    roots += 1;
-                }
-                depth += 1;
-            }
-            Ok(Xml::End(_)) => depth = depth.saturating_sub(1),
-            Ok(Xml::Empty(_)) if depth == 0 => roots += 1,
-            Ok(_) => {}
-        }
-        if roots > 1 {
-            return Some("it has more than one root element".into());
-        }
-    }
 }
 
 /// The elements of a well-formed XML body, in order: its literal text's, as values are escaped.

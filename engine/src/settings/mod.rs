@@ -97,4 +97,4 @@ mod compiled;
 mod tests;
 mod validate;
 
-pub use compiled::CompiledSettings;
+pub use compiled::{CompiledSettings, xml_problem};
