@@ -381,6 +381,16 @@ impl ServeOptions {
         let secret_key = pick(self.secret_key, file.secret_key)
             .map(|text| SecretKey::from_base64(&text))
             .transpose()?;
+        let shared = database.starts_with("postgres:") || database.starts_with("postgresql:");
+        if shared && secret_key.is_none() {
+            // Each process would make a key of its own, and none could open what another sealed.
+            return Err(
+                "secret_key: required with a PostgreSQL database, the same in every process, since \
+                        there is no file beside the database to keep it in; make one with `openssl rand -base64 \
+                        32` and give it to each process as --secret-key or POSTWIRE_SECRET_KEY"
+                    .into(),
+            );
+        }
         let otlp_endpoint = pick(self.otlp_endpoint, file.otlp_endpoint).filter(|url| !url.trim().is_empty());
         if let Some(url) = &otlp_endpoint {
             let parsed = url::Url::parse(url).map_err(|e| {
@@ -881,6 +891,14 @@ mod tests {
             ..ServeOptions::default()
         });
         assert!(error.starts_with("admin_token: too short"), "{error}");
+        let error = refused(ServeOptions {
+            database: Some("postgres://postwire@db.example/postwire".into()),
+            ..ServeOptions::default()
+        });
+        assert!(
+            error.starts_with("secret_key: required with a PostgreSQL database"),
+            "{error}"
+        );
         let error = refused(ServeOptions {
             otlp_endpoint: Some("collector:4318".into()),
             ..ServeOptions::default()
