@@ -1,6 +1,7 @@
 //! The delivery pipeline end to end: an engine started in-process on a temporary database, fed
 //! through its HTTP API, delivering to real receivers on 127.0.0.1 that answer as each test
-//! scripts. Every test checks both what the receiver got and what the attempt log says.
+//! scripts. Every test checks both what the receiver got and what the attempt log says, on
+//! each backend: an SQLite file, and PostgreSQL when `POSTWIRE_TEST_POSTGRES` names a database.
 
 mod common;
 
@@ -11,12 +12,29 @@ use axum::http::StatusCode;
 use common::*;
 use serde_json::{Value, json};
 
+crate::on_both_backends!(
+    delivers_signed_postbacks_rendered_from_the_template,
+    redacts_secrets_in_the_attempt_log,
+    retries_a_500_on_the_schedule_with_the_same_webhook_id,
+    fails_a_delivery_once_the_schedule_is_exhausted,
+    gone_disables_the_endpoint_until_it_is_enabled,
+    gone_stops_the_postbacks_waiting_in_memory,
+    honours_retry_after_on_429,
+    retries_timeouts_and_reset_connections,
+    reads_success_and_error_texts_in_200_bodies,
+    rate_limits_one_partner_without_holding_back_others,
+    resolved_waits_for_created_to_succeed,
+    deduplicates_events_and_accepts_batches_all_or_nothing,
+    refuses_invalid_requests_with_problem_details,
+    refuses_internal_destinations,
+    retries_by_hand_and_sends_test_postbacks,
+);
+
 /// Created and resolved postbacks arrive as the template renders them, signed with the
 /// partner's secret, and the attempt log records the exchange.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivers_signed_postbacks_rendered_from_the_template() {
+async fn delivers_signed_postbacks_rendered_from_the_template(backend: Backend) {
     let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let settings = sample_settings(&receiver.url("/postbacks/action-inquiry?inquiry={ActionInquiryId}"));
     let partner = engine.partner_with("happy", &settings).await;
     let created_event = created(&partner, "evt_created_1", "inq-1");
@@ -110,10 +128,9 @@ async fn delivers_signed_postbacks_rendered_from_the_template() {
 
 /// The receiver gets secret header values and query parameters as configured; the attempt log
 /// shows them redacted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redacts_secrets_in_the_attempt_log() {
+async fn redacts_secrets_in_the_attempt_log(backend: Backend) {
     let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let mut settings = sample_settings(&receiver.url("/hook?inquiry={ActionInquiryId}&api_key=k-123"));
     settings["headers"]["Authorization"] = json!("Bearer s3cret-token");
     settings["headers"]["X-Auth-Token"] = json!("t-{OrderId}");
@@ -145,10 +162,9 @@ async fn redacts_secrets_in_the_attempt_log() {
 
 /// A receiver failing with 500 gets the postback again on the schedule, with the same
 /// `webhook-id` every time, until it accepts it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_a_500_on_the_schedule_with_the_same_webhook_id() {
+async fn retries_a_500_on_the_schedule_with_the_same_webhook_id(backend: Backend) {
     let receiver = Receiver::sequence(vec![Reply::status(500).body("oops"), Reply::status(500)], Reply::ok("")).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine
         .partner_with("retry", &simple_settings(&receiver.url("/pb")))
         .await;
@@ -185,10 +201,9 @@ async fn retries_a_500_on_the_schedule_with_the_same_webhook_id() {
 
 /// A receiver that always fails exhausts the schedule: the delivery fails after as many attempts
 /// as the schedule has entries, and no more are made.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fails_a_delivery_once_the_schedule_is_exhausted() {
+async fn fails_a_delivery_once_the_schedule_is_exhausted(backend: Backend) {
     let receiver = Receiver::always(Reply::status(500)).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine
         .partner_with("exhausted", &simple_settings(&receiver.url("/pb")))
         .await;
@@ -214,10 +229,9 @@ async fn fails_a_delivery_once_the_schedule_is_exhausted() {
 
 /// 410 Gone disables the endpoint: the delivery and every later one are held until the partner
 /// re-enables it, then they are all delivered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_disables_the_endpoint_until_it_is_enabled() {
+async fn gone_disables_the_endpoint_until_it_is_enabled(backend: Backend) {
     let receiver = Receiver::sequence(vec![Reply::status(410).body("gone")], Reply::ok("")).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine
         .partner_with("gone", &simple_settings(&receiver.url("/pb")))
         .await;
@@ -284,13 +298,12 @@ async fn gone_disables_the_endpoint_until_it_is_enabled() {
 
 /// Postbacks waiting in memory when an attempt disables the endpoint are not sent: they are
 /// held with the endpoint's other deliveries and go once it is enabled again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_stops_the_postbacks_waiting_in_memory() {
+async fn gone_stops_the_postbacks_waiting_in_memory(backend: Backend) {
     const N: usize = 40;
     let gone = Reply::status(410).body("gone").after(Duration::from_millis(200));
     let receiver = Receiver::sequence(vec![gone.clone(), gone], Reply::ok("")).await;
     // Two in flight, both for the one partner: both of the receiver's 410s are met at once.
-    let engine = Engine::start_with(|options| {
+    let engine = Engine::start_on_with(backend, |options| {
         options.concurrency = Some(2);
         options.partner_concurrency = Some(2);
     })
@@ -330,14 +343,13 @@ async fn gone_stops_the_postbacks_waiting_in_memory() {
 }
 
 /// 429 with `Retry-After: 1`: the next attempt waits at least that long.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn honours_retry_after_on_429() {
+async fn honours_retry_after_on_429(backend: Backend) {
     let receiver = Receiver::sequence(
         vec![Reply::status(429).header("retry-after", "1").body("slow down")],
         Reply::ok(""),
     )
     .await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine
         .partner_with("throttled", &simple_settings(&receiver.url("/pb")))
         .await;
@@ -367,8 +379,7 @@ async fn honours_retry_after_on_429() {
 
 /// A receiver slower than the timeout and one that resets the connection both make attempts
 /// that are retried with the failure in words; the engine keeps working.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_timeouts_and_reset_connections() {
+async fn retries_timeouts_and_reset_connections(backend: Backend) {
     let receiver = Receiver::start(|hit, earlier| {
         let seen = earlier.iter().filter(|h| h.path == hit.path).count();
         if hit.path == "/slow" && seen == 0 {
@@ -379,7 +390,7 @@ async fn retries_timeouts_and_reset_connections() {
     })
     .await;
     let resetter = Resetter::start().await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let slow = engine
         .partner_with("slow", &simple_settings(&receiver.url("/slow")))
         .await;
@@ -421,8 +432,7 @@ async fn retries_timeouts_and_reset_connections() {
 }
 
 /// `success_response` and `error_response` decide what a 200 means.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_success_and_error_texts_in_200_bodies() {
+async fn reads_success_and_error_texts_in_200_bodies(backend: Backend) {
     let receiver = Receiver::sequence(
         vec![
             Reply::ok("received, pending review"),
@@ -431,7 +441,7 @@ async fn reads_success_and_error_texts_in_200_bodies() {
         Reply::ok("status=ACCEPTED"),
     )
     .await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let mut settings = simple_settings(&receiver.url("/pb"));
     settings["success_response"] = "ACCEPTED".into();
     settings["error_response"] = "REJECTED".into();
@@ -452,10 +462,9 @@ async fn reads_success_and_error_texts_in_200_bodies() {
 }
 
 /// `max_requests_per_sec` spaces a partner's postbacks; other partners are not held back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limits_one_partner_without_holding_back_others() {
+async fn rate_limits_one_partner_without_holding_back_others(backend: Backend) {
     let receiver = Receiver::always(Reply::ok("")).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let mut limited = simple_settings(&receiver.url("/a"));
     limited["max_requests_per_sec"] = 20.into();
     let a = engine.partner_with("a", &limited).await;
@@ -515,8 +524,7 @@ async fn rate_limits_one_partner_without_holding_back_others() {
 
 /// An inquiry's resolved postback never overtakes its created postback, even while the created
 /// one is being retried.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resolved_waits_for_created_to_succeed() {
+async fn resolved_waits_for_created_to_succeed(backend: Backend) {
     let receiver = Receiver::start(|hit, earlier| {
         let created = |h: &Hit| h.body.contains("action_inquiry.created");
         if created(hit) && earlier.iter().filter(|h| created(h)).count() < 2 {
@@ -528,7 +536,7 @@ async fn resolved_waits_for_created_to_succeed() {
     .await;
     // Retries half a second apart: the created postback cannot succeed before the resolved
     // event is posted.
-    let engine = Engine::start_with(|o| o.retry_schedule = Some("0s,500ms,500ms,500ms".into())).await;
+    let engine = Engine::start_on_with(backend, |o| o.retry_schedule = Some("0s,500ms,500ms,500ms".into())).await;
     let partner = engine
         .partner_with("ordered", &simple_settings(&receiver.url("/pb")))
         .await;
@@ -563,10 +571,9 @@ async fn resolved_waits_for_created_to_succeed() {
 }
 
 /// An event id sent twice is one postback; a batch with an invalid event records nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deduplicates_events_and_accepts_batches_all_or_nothing() {
+async fn deduplicates_events_and_accepts_batches_all_or_nothing(backend: Backend) {
     let receiver = Receiver::always(Reply::ok("")).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine
         .partner_with("idem", &simple_settings(&receiver.url("/pb")))
         .await;
@@ -628,10 +635,9 @@ async fn deduplicates_events_and_accepts_batches_all_or_nothing() {
 }
 
 /// Invalid requests get problem details naming the field at fault; the server keeps serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_invalid_requests_with_problem_details() {
+async fn refuses_invalid_requests_with_problem_details(backend: Backend) {
     let receiver = Receiver::always(Reply::ok("")).await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine.create_partner("strict").await;
 
     // An unknown placeholder, with the name it probably meant.
@@ -724,10 +730,9 @@ async fn refuses_invalid_requests_with_problem_details() {
 }
 
 /// Internal destinations are refused before any connection unless allow-listed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_internal_destinations() {
+async fn refuses_internal_destinations(backend: Backend) {
     // 127.0.0.1 is allowed, 10.0.0.0/8 is not.
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine
         .partner_with("private", &simple_settings("http://10.255.255.1/pb"))
         .await;
@@ -753,7 +758,7 @@ async fn refuses_internal_destinations() {
 
     // Nothing allowed: a name that resolves to loopback is refused, and so is the literal.
     let receiver = Receiver::always(Reply::ok("")).await;
-    let engine = Engine::start_with(|o| o.allow_destination.clear()).await;
+    let engine = Engine::start_on_with(backend, |o| o.allow_destination.clear()).await;
     let by_name = engine
         .partner_with(
             "by-name",
@@ -788,8 +793,7 @@ async fn refuses_internal_destinations() {
 
 /// A failed delivery retried by hand gets one more attempt; a test postback reports the
 /// receiver's answer and the verdict.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_by_hand_and_sends_test_postbacks() {
+async fn retries_by_hand_and_sends_test_postbacks(backend: Backend) {
     let receiver = Receiver::start(|hit, earlier| {
         let seen = earlier.iter().filter(|h| h.path == hit.path).count();
         match hit.path.as_str() {
@@ -799,7 +803,7 @@ async fn retries_by_hand_and_sends_test_postbacks() {
         }
     })
     .await;
-    let engine = Engine::start().await;
+    let engine = Engine::start_on(backend).await;
     let partner = engine
         .partner_with("manual", &simple_settings(&receiver.url("/pb")))
         .await;

@@ -118,6 +118,80 @@ impl Answer {
     }
 }
 
+/// The database an engine under test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A database file in the engine's temporary directory.
+    Sqlite,
+    /// A fresh schema in the PostgreSQL database at [`POSTGRES_URL`].
+    Postgres,
+}
+
+/// The environment variable with the URL of a PostgreSQL database the tests may create schemas
+/// in (`.ci/run` sets it).
+pub const POSTGRES_URL: &str = "POSTWIRE_TEST_POSTGRES";
+
+/// The key test engines on PostgreSQL seal signing secrets with (one is required there).
+pub const SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The PostgreSQL database's URL for the tests, or `None` after saying the test is skipped.
+/// Under CI (`CI` set) a missing URL fails the test instead: the suites must run on both
+/// backends there.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{POSTGRES_URL} is not set: under CI the PostgreSQL tests must run (.ci/run sets it)")
+        }
+        _ => {
+            eprintln!("skipped on PostgreSQL: set {POSTGRES_URL} to a database URL to run it");
+            None
+        }
+    }
+}
+
+/// A fresh, empty schema in the PostgreSQL database at `url`, and the URL that opens it.
+pub async fn postgres_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("pw_e2e_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL server at {url} answers ({e})"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("a schema");
+    let _ = admin.close().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// Runs each named test (an `async fn(Backend)`) once per backend: `mod sqlite` and
+/// `mod postgres`, the latter skipped, saying so, without [`POSTGRES_URL`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if $crate::common::postgres_url().is_some() {
+                        super::$test($crate::common::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// An engine running in-process on its own temporary database.
 pub struct Engine {
     running: Running,
@@ -149,8 +223,23 @@ impl Engine {
 
     /// Starts an engine with the test options as changed by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut ServeOptions)) -> Engine {
+        Engine::start_on_with(Backend::Sqlite, configure).await
+    }
+
+    /// Starts an engine with the test options on `backend` (see [`on_both_backends`]).
+    pub async fn start_on(backend: Backend) -> Engine {
+        Engine::start_on_with(backend, |_| {}).await
+    }
+
+    /// Starts an engine with the test options on `backend`, as changed by `configure`.
+    pub async fn start_on_with(backend: Backend, configure: impl FnOnce(&mut ServeOptions)) -> Engine {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut options = Engine::options(&dir);
+        if backend == Backend::Postgres {
+            let url = postgres_url().expect("the caller checked that PostgreSQL is configured");
+            options.database = Some(postgres_schema(&url).await);
+            options.secret_key = Some(SECRET_KEY.into());
+        }
         configure(&mut options);
         let config = options.resolve().expect("the test configuration resolves");
         let running = postwire::serve::start(config, CancellationToken::new())
