@@ -6,7 +6,9 @@
 //! Migrations run under sqlx's advisory lock, so that processes starting together apply each
 //! one once.
 
-mod api;
+mod keys;
+mod plugins;
+mod queries;
 mod write;
 
 use std::str::FromStr;
