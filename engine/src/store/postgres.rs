@@ -5,10 +5,18 @@
 //! (`lease_seq`) work as on SQLite (see [`rules::holds_lease`](super::rules::holds_lease)).
 //! Migrations run under sqlx's advisory lock, so that processes starting together apply each
 //! one once.
+//!
+//! The API's statements (`queries`, `keys`, `plugins`) are the SQLite backend's in PostgreSQL's
+//! words, under the same [`rules`](super::rules). Where SQLite's one writer made a statement
+//! safe by itself, here the statement checks its condition again on the rows it changes, or the
+//! transaction locks the partner's row first. Ids are text in the "C" collation, so that they
+//! sort byte by byte as on SQLite and cursors walk them the same way.
 
 mod keys;
 mod plugins;
 mod queries;
+#[cfg(test)]
+mod tests;
 mod write;
 
 use std::str::FromStr;

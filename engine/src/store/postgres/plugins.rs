@@ -93,7 +93,9 @@ impl PgStore {
 
     /// How many plugins a partner keeps, and their binaries' bytes together.
     pub async fn plugin_usage(&self, partner_id: &str) -> Result<PluginUsage> {
-        Ok(usage(sqlx::query_as(USAGE).bind(partner_id).fetch_one(&self.pool).await?))
+        Ok(usage(
+            sqlx::query_as(USAGE).bind(partner_id).fetch_one(&self.pool).await?,
+        ))
     }
 
     /// A partner's plugins, newest first.

@@ -14,7 +14,9 @@ use sqlx::{Postgres, Row, Transaction};
 use super::{PgStore, Result};
 use crate::id::DeliveryId;
 use crate::store::rules::{self, ENDPOINT_DISABLED_SQL};
-use crate::store::{ACTION_INQUIRY, Attempt, AttemptVerdict, Deleted, Delivery, DeliveryFilter, Partner, SettingsRecord, Status};
+use crate::store::{
+    ACTION_INQUIRY, Attempt, AttemptVerdict, Deleted, Delivery, DeliveryFilter, Partner, SettingsRecord, Status,
+};
 
 /// Binds `binds` to `query` in order.
 macro_rules! bind_all {
@@ -308,9 +310,7 @@ impl PgStore {
         now: i64,
     ) -> Result<Vec<DeliveryId>> {
         let (sql, binds) = replay_sql(partner_id, filter, after, limit, now);
-        let ids: Vec<String> = bind_all!(sqlx::query_scalar(&sql), binds)
-            .fetch_all(&self.pool)
-            .await?;
+        let ids: Vec<String> = bind_all!(sqlx::query_scalar(&sql), binds).fetch_all(&self.pool).await?;
         Ok(ids.into_iter().map(Into::into).collect())
     }
 
