@@ -19,6 +19,8 @@ mod accept;
 mod claim;
 mod prune;
 mod record;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -30,7 +32,9 @@ use sqlx::Row;
 use super::{PgStore, Result};
 use crate::event::Event;
 use crate::id::PartnerId;
-use crate::store::{ACTION_INQUIRY, Accepted, Claimed, Endpoint, GiveBack, Lease, Leased, Outcome, Pace, Pruned, rules};
+use crate::store::{
+    ACTION_INQUIRY, Accepted, Claimed, Endpoint, GiveBack, Lease, Leased, Outcome, Pace, Pruned, rules,
+};
 
 /// The channel a commit that leaves new deliveries due for a claim notifies, so that workers
 /// waiting for work claim at once rather than at their next poll.
@@ -176,19 +180,5 @@ impl PgStore {
             }
         }
         Ok(pruned)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::distinct_runs;
-
-    #[test]
-    fn runs_end_where_a_key_comes_again() {
-        assert_eq!(distinct_runs(&[1, 2, 3], |x| [*x]), [0..3]);
-        assert_eq!(distinct_runs(&[1, 2, 1, 3, 3], |x| [*x]), [0..2, 2..4, 4..5]);
-        assert!(distinct_runs(&[] as &[i32], |x| [*x]).is_empty());
-        // Either of an item's keys seen in the run ends it.
-        assert_eq!(distinct_runs(&[(1, 10), (2, 20), (3, 10)], |x| [x.0, x.1]), [0..2, 2..3]);
     }
 }

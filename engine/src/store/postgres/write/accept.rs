@@ -114,7 +114,10 @@ pub(super) async fn accept(
     };
     let runs = distinct_runs(events, |event| {
         let partner = event.partner_id.as_str();
-        [(partner, event.id.as_str(), true), (partner, event.action_inquiry_id(), false)]
+        [
+            (partner, event.id.as_str(), true),
+            (partner, event.action_inquiry_id(), false),
+        ]
     });
     for run in runs {
         debug_assert!(rules::independent(&events[run.clone()]));
@@ -236,8 +239,18 @@ async fn accept_run(
         .collect();
     if !waiting.is_empty() {
         let found: Vec<(i64, String)> = sqlx::query_as(&ordering.earlier_on_its_way)
-            .bind(waiting.iter().map(|(n, _)| new[*n].event.partner_id.as_str()).collect::<Vec<_>>())
-            .bind(waiting.iter().map(|(n, _)| new[*n].event.action_inquiry_id()).collect::<Vec<_>>())
+            .bind(
+                waiting
+                    .iter()
+                    .map(|(n, _)| new[*n].event.partner_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                waiting
+                    .iter()
+                    .map(|(n, _)| new[*n].event.action_inquiry_id())
+                    .collect::<Vec<_>>(),
+            )
             .bind(waiting.iter().map(|(_, kind)| *kind).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await?;
@@ -253,10 +266,25 @@ async fn accept_run(
         .collect();
     if !going_before.is_empty() {
         sqlx::query(&ordering.block_later)
-            .bind(going_before.iter().map(|(n, _)| new[*n].event.partner_id.as_str()).collect::<Vec<_>>())
-            .bind(going_before.iter().map(|(n, _)| new[*n].event.action_inquiry_id()).collect::<Vec<_>>())
+            .bind(
+                going_before
+                    .iter()
+                    .map(|(n, _)| new[*n].event.partner_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                going_before
+                    .iter()
+                    .map(|(n, _)| new[*n].event.action_inquiry_id())
+                    .collect::<Vec<_>>(),
+            )
             .bind(going_before.iter().map(|(_, kind)| *kind).collect::<Vec<_>>())
-            .bind(going_before.iter().map(|(n, _)| new[*n].id.as_str()).collect::<Vec<_>>())
+            .bind(
+                going_before
+                    .iter()
+                    .map(|(n, _)| new[*n].id.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .bind(now)
             .execute(&mut **tx)
             .await?;
@@ -311,7 +339,9 @@ async fn earlier_deliveries(tx: &mut Transaction<'_, Postgres>, event: &Event) -
             .bind(inquiry)
             .bind(event.id.as_str())
     };
-    let ids = through(event.action_inquiry_id().to_owned()).fetch_all(&mut **tx).await?;
+    let ids = through(event.action_inquiry_id().to_owned())
+        .fetch_all(&mut **tx)
+        .await?;
     if !ids.is_empty() {
         return Ok(ids.into_iter().map(DeliveryId::from).collect());
     }
@@ -322,7 +352,9 @@ async fn earlier_deliveries(tx: &mut Transaction<'_, Postgres>, event: &Event) -
         .await?;
     let ids = match Event::from_json(&first) {
         Ok(first) if first.action_inquiry_id() != event.action_inquiry_id() => {
-            through(first.action_inquiry_id().to_owned()).fetch_all(&mut **tx).await?
+            through(first.action_inquiry_id().to_owned())
+                .fetch_all(&mut **tx)
+                .await?
         }
         _ => ids,
     };
@@ -355,14 +387,13 @@ async fn load_for_accept(
     let mut partners: Vec<&str> = events.iter().map(|e| e.partner_id.as_str()).collect();
     partners.sort_unstable();
     partners.dedup();
-    let found: HashMap<String, bool> = sqlx::query_as(
-        "SELECT id, disabled_at IS NOT NULL FROM partners WHERE id = ANY($1) ORDER BY id FOR SHARE",
-    )
-    .bind(&partners)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .collect();
+    let found: HashMap<String, bool> =
+        sqlx::query_as("SELECT id, disabled_at IS NOT NULL FROM partners WHERE id = ANY($1) ORDER BY id FOR SHARE")
+            .bind(&partners)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
     if let Some(unknown) = events.iter().find(|e| !found.contains_key(e.partner_id.as_str())) {
         return Err(StoreError::UnknownPartner(unknown.partner_id.as_str().to_owned()));
     }

@@ -91,10 +91,7 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome], now: i64) -> Res
         .map(|o| o.attempt.delivery_id.as_str())
         .collect();
     if !disabling.is_empty() {
-        sqlx::query(LOCK_SETTINGS)
-            .bind(&disabling)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(LOCK_SETTINGS).bind(&disabling).execute(&mut *tx).await?;
     }
     let mut released = 0;
     for run in distinct_runs(outcomes, |o| [o.attempt.delivery_id.as_str()]) {
@@ -122,7 +119,12 @@ async fn record_run(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], no
         retry_at.push(at);
     }
     let moved: HashMap<String, String> = sqlx::query_as(&statements.settle)
-        .bind(outcomes.iter().map(|o| o.attempt.delivery_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            outcomes
+                .iter()
+                .map(|o| o.attempt.delivery_id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(&kinds)
         .bind(&new_statuses)
         .bind(&retry_at)
