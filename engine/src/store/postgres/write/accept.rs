@@ -96,6 +96,9 @@ pub(super) async fn accept(
     now: i64,
     lease: Lease,
 ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
+    if events.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let mut tx = pool.begin().await?;
     let (partners, inquiries): (Vec<&str>, Vec<&str>) = events
         .iter()
@@ -411,12 +414,13 @@ async fn load_for_accept(
         let partner: String = row.try_get(0)?;
         let body: String = row.try_get(1)?;
         let disabled: bool = row.try_get(2)?;
+        let version: i64 = row.try_get(3)?;
         let endpoint = serde_json::from_str::<NotificationSettings>(&body)
             .ok()
             .map(|settings| ForAccept {
                 settings,
                 disabled: disabled || found.get(&partner).copied().unwrap_or(false),
-                version: row.try_get(3).unwrap_or(0),
+                version,
             });
         endpoints.insert(partner, endpoint);
     }
