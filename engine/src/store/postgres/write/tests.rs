@@ -271,3 +271,61 @@ async fn an_accept_leaving_deliveries_due_notifies_the_workers() {
         .expect("a pid");
     assert_eq!(same, pid, "the accepts went through the one connection");
 }
+
+/// A resolved event accepted while a recording finishes its created postback, in another
+/// process, is not left blocked behind it: the accept waits for the recording, and then sees
+/// the created postback done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resolved_event_accepted_while_its_created_postback_is_recorded_goes() {
+    use crate::store::Lease;
+    let Some(stores) = stores(3).await else { return };
+    let p = "ptn_race";
+    partner(&stores[0], p).await;
+    let now = now_ms();
+    let (accepted, _) = stores[0]
+        .accept_leasing(vec![event(p, "c1", "created", "i1")].into(), now, Lease::NONE)
+        .await
+        .expect("accepted");
+    let c1 = accepted[0].delivery_ids[0].clone();
+    let claimed = stores[0].claim(now, 60_000, 10, &[]).await.expect("claimed");
+    assert_eq!(claimed.len(), 1);
+    let outcome = Outcome {
+        attempt: attempt(&c1, None),
+        next: Next::Delivered,
+        lease_seq: claimed[0].lease_seq,
+    };
+    // A third process writes the attempt's row first, uncommitted: the recording moves c1 and
+    // then waits, before its commit, on that row.
+    let mut holder = stores[2].pool.begin().await.expect("a transaction");
+    sqlx::query(
+        "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request, verdict)
+         VALUES ($1, $2, 1, 0, 0, '{}', 'success')",
+    )
+    .bind(outcome.attempt.id.as_str())
+    .bind(c1.as_str())
+    .execute(&mut *holder)
+    .await
+    .expect("a row");
+    let recording = tokio::spawn({
+        let store = stores[0].clone();
+        async move { store.record(vec![outcome].into(), now_ms()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!recording.is_finished(), "the recording waits for the attempt's row");
+    let accepting = tokio::spawn({
+        let store = stores[1].clone();
+        async move {
+            store
+                .accept_leasing(vec![event(p, "r1", "resolved", "i1")].into(), now_ms(), Lease::NONE)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!accepting.is_finished(), "the accept waits for the recording of c1");
+    holder.rollback().await.expect("let go");
+    recording.await.expect("the recording ran").expect("recorded");
+    let (accepted, _) = accepting.await.expect("the accept ran").expect("accepted");
+    let r1 = accepted[0].delivery_ids[0].clone();
+    assert_eq!(state(&stores[0], &c1).await, (Status::Delivered, None));
+    assert_eq!(state(&stores[0], &r1).await, (Status::Pending, None), "r1 goes");
+}
