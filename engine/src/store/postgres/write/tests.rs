@@ -329,3 +329,78 @@ async fn a_resolved_event_accepted_while_its_created_postback_is_recorded_goes()
     assert_eq!(state(&stores[0], &c1).await, (Status::Delivered, None));
     assert_eq!(state(&stores[0], &r1).await, (Status::Pending, None), "r1 goes");
 }
+
+/// Give-backs and outcomes naming one delivery more than once in a batch take effect one
+/// after another, in order: the last time given back wins, a lease that no longer holds gives
+/// nothing back, and each outcome is logged and moves the delivery only under its lease.
+#[tokio::test]
+async fn batches_naming_a_delivery_twice_go_in_order() {
+    use crate::store::{GiveBack, Lease};
+    let Some(stores) = stores(1).await else { return };
+    let store = &stores[0];
+    let p = "ptn_twice";
+    partner(store, p).await;
+    let now = now_ms();
+    let batch = vec![event(p, "c1", "created", "i1"), event(p, "c2", "created", "i2")];
+    let (accepted, _) = store
+        .accept_leasing(batch.into(), now, Lease::NONE)
+        .await
+        .expect("accepted");
+    let (c1, c2) = (accepted[0].delivery_ids[0].clone(), accepted[1].delivery_ids[0].clone());
+    let claimed = store.claim(now, 60_000, 10, &[]).await.expect("claimed");
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|c| c.lease_seq == 1));
+    let back = |id: &DeliveryId, lease_seq: i64, due: i64| GiveBack {
+        delivery_id: id.clone(),
+        lease_seq,
+        due,
+    };
+    store
+        .reschedule(&[back(&c1, 1, 5), back(&c1, 1, 7), back(&c2, 0, 9), back(&c2, 1, 11)])
+        .await
+        .expect("given back");
+    let rows: Vec<(i64, Option<i64>)> =
+        sqlx::query_as("SELECT next_at, leased_until FROM deliveries WHERE id IN ($1, $2) ORDER BY next_at")
+            .bind(c1.as_str())
+            .bind(c2.as_str())
+            .fetch_all(&store.pool)
+            .await
+            .expect("rows");
+    assert_eq!(rows, [(7, None), (11, None)]);
+
+    let claimed = store.claim(now, 60_000, 10, &[]).await.expect("claimed again");
+    assert!(claimed.iter().all(|c| c.lease_seq == 2));
+    let outcome = |lease_seq: i64, next: Next| Outcome {
+        attempt: attempt(&c1, None),
+        next,
+        lease_seq,
+    };
+    let outcomes = vec![
+        outcome(1, Next::Failed),
+        outcome(2, Next::RetryAt(now + 3_600_000)),
+        outcome(2, Next::Delivered),
+    ];
+    let ids: Vec<String> = outcomes.iter().map(|o| o.attempt.id.as_str().to_owned()).collect();
+    store.record(outcomes.into(), now).await.expect("recorded");
+    assert_eq!(state(store, &c1).await, (Status::Delivered, None));
+    let (attempts, next_at): (i64, i64) = sqlx::query_as("SELECT attempts, next_at FROM deliveries WHERE id = $1")
+        .bind(c1.as_str())
+        .fetch_one(&store.pool)
+        .await
+        .expect("a row");
+    assert_eq!(
+        (attempts, next_at),
+        (3, now + 3_600_000),
+        "counted thrice, retried, then delivered"
+    );
+    let mut superseded = Vec::new();
+    for id in &ids {
+        let flag: i64 = sqlx::query_scalar("SELECT superseded FROM attempts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .expect("an attempt");
+        superseded.push(flag);
+    }
+    assert_eq!(superseded, [1, 0, 0]);
+}
