@@ -404,3 +404,63 @@ async fn batches_naming_a_delivery_twice_go_in_order() {
     }
     assert_eq!(superseded, [1, 0, 0]);
 }
+
+/// An event accepted while a recording disables its endpoint, in another process, is held
+/// with the endpoint's other postbacks: the accept waits for the recording, and then sees the
+/// endpoint disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_accepted_while_its_endpoint_is_disabled_is_held() {
+    use crate::store::Lease;
+    let Some(stores) = stores(3).await else { return };
+    let p = "ptn_gone";
+    partner(&stores[0], p).await;
+    let now = now_ms();
+    let (accepted, _) = stores[0]
+        .accept_leasing(vec![event(p, "c1", "created", "i1")].into(), now, Lease::NONE)
+        .await
+        .expect("accepted");
+    let c1 = accepted[0].delivery_ids[0].clone();
+    let claimed = stores[0].claim(now, 60_000, 10, &[]).await.expect("claimed");
+    let outcome = Outcome {
+        attempt: attempt(&c1, Some("410")),
+        next: Next::Disable("410".into()),
+        lease_seq: claimed[0].lease_seq,
+    };
+    // As above: the recording disables the endpoint and then waits for the attempt's row.
+    let mut holder = stores[2].pool.begin().await.expect("a transaction");
+    sqlx::query(
+        "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request, verdict)
+         VALUES ($1, $2, 1, 0, 0, '{}', 'disable')",
+    )
+    .bind(outcome.attempt.id.as_str())
+    .bind(c1.as_str())
+    .execute(&mut *holder)
+    .await
+    .expect("a row");
+    let recording = tokio::spawn({
+        let store = stores[0].clone();
+        async move { store.record(vec![outcome].into(), now_ms()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!recording.is_finished(), "the recording waits for the attempt's row");
+    let accepting = tokio::spawn({
+        let store = stores[1].clone();
+        async move {
+            store
+                .accept_leasing(vec![event(p, "c2", "created", "i2")].into(), now_ms(), Lease::NONE)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!accepting.is_finished(), "the accept waits for the endpoint's settings");
+    holder.rollback().await.expect("let go");
+    recording.await.expect("the recording ran").expect("recorded");
+    let (accepted, _) = accepting.await.expect("the accept ran").expect("accepted");
+    let c2 = accepted[0].delivery_ids[0].clone();
+    assert_eq!(state(&stores[0], &c1).await, (Status::Held, None));
+    assert_eq!(
+        state(&stores[0], &c2).await,
+        (Status::Held, None),
+        "c2 waits for the endpoint"
+    );
+}
