@@ -47,6 +47,28 @@ async fn partner(store: &PgStore, id: &str) {
         .expect("settings");
 }
 
+/// Waits until another backend waits for the transaction `holder`.
+async fn until_blocked_by(holder: &mut sqlx::Transaction<'_, sqlx::Postgres>) {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut **holder)
+        .await
+        .expect("a pid");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let blocked: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))")
+                .bind(pid)
+                .fetch_one(&mut **holder)
+                .await
+                .expect("a count");
+        if blocked > 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing waits for the holder");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A delivery's status and what it waits for.
 async fn state(store: &PgStore, id: &DeliveryId) -> (Status, Option<String>) {
     let (status, blocked_by): (String, Option<String>) =
@@ -310,7 +332,7 @@ async fn a_resolved_event_accepted_while_its_created_postback_is_recorded_goes()
         let store = stores[0].clone();
         async move { store.record(vec![outcome].into(), now_ms()).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_blocked_by(&mut holder).await;
     assert!(!recording.is_finished(), "the recording waits for the attempt's row");
     let accepting = tokio::spawn({
         let store = stores[1].clone();
@@ -441,7 +463,7 @@ async fn an_event_accepted_while_its_endpoint_is_disabled_is_held() {
         let store = stores[0].clone();
         async move { store.record(vec![outcome].into(), now_ms()).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_blocked_by(&mut holder).await;
     assert!(!recording.is_finished(), "the recording waits for the attempt's row");
     let accepting = tokio::spawn({
         let store = stores[1].clone();
