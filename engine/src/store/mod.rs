@@ -18,8 +18,8 @@
 //! - SQLite (`sqlite://FILE`, in `sqlite`): one file in WAL mode, its own writer threads and
 //!   the hot statements run on the SQLite handle directly. Everything SQLite needs for speed
 //!   stays in that module.
-//! - PostgreSQL is not supported yet: a `postgres://` URL is refused with
-//!   [`StoreError::Unsupported`].
+//! - PostgreSQL (`postgres://…`, in `postgres`): one database many processes share; claims lock
+//!   the rows they take with `FOR UPDATE SKIP LOCKED`.
 //!
 //! The schema keeps to types and statements both SQLite and PostgreSQL have (times are Unix
 //! milliseconds, ids are text). Adding a backend means a module with the methods [`Store`]
@@ -36,6 +36,7 @@
 //!
 //! The store's tests (in `tests`) run against [`Store`] only, once per backend.
 
+mod postgres;
 pub mod rules;
 mod seam;
 mod sqlite;
@@ -642,7 +643,7 @@ pub enum StoreError {
     #[error("no partner {0}")]
     UnknownPartner(String),
     /// The URL names no supported database.
-    #[error("unsupported database URL {0:?}: use sqlite://FILE (PostgreSQL comes with the postgres backend)")]
+    #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://USER@HOST/DATABASE")]
     Unsupported(String),
 }
 

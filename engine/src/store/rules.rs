@@ -156,6 +156,14 @@ pub fn holds_lease_sql(token: &str) -> String {
 
 // Disabled endpoints.
 
+/// An SQL condition, on a row of `deliveries`, that is true while its endpoint may not send:
+/// its settings are disabled or deleted, or its partner is disabled. Such a delivery is held,
+/// not failed, so that it goes once the endpoint can send again. It names no placeholder, so
+/// every backend renders it as it is.
+pub const ENDPOINT_DISABLED_SQL: &str = "(NOT EXISTS (SELECT 1 FROM settings s \
+     WHERE s.partner_id = deliveries.partner_id AND s.disabled_at IS NULL) \
+     OR EXISTS (SELECT 1 FROM partners p WHERE p.id = deliveries.partner_id AND p.disabled_at IS NOT NULL))";
+
 /// The status of a delivery that goes on (a retry, or one released by the delivery it waited
 /// for): held while its endpoint is disabled, pending otherwise.
 pub fn pending_unless_disabled(endpoint_disabled: bool) -> Status {
@@ -262,6 +270,12 @@ pub fn settle(next: &Next) -> Settle<'_> {
 /// now. It goes on [pending unless its endpoint is disabled](pending_unless_disabled).
 pub fn released_due(next_at: i64, now: i64) -> i64 {
     next_at.max(now)
+}
+
+/// The PostgreSQL form of [`released_due`] (SQLite's is its two-argument `MAX`); `next_at` and
+/// `now` are SQL expressions.
+pub fn released_due_pg_sql(next_at: &str, now: &str) -> String {
+    format!("GREATEST({next_at}, {now})")
 }
 
 // Retention.
@@ -567,6 +581,7 @@ mod tests {
             may_retry_sql("?3"),
             "(status IN ('delivered', 'failed') OR (status = 'pending' AND (leased_until IS NULL OR leased_until <= ?3)))"
         );
+        assert_eq!(released_due_pg_sql("next_at", "$2"), "GREATEST(next_at, $2)");
         assert_eq!(
             pending_unless_disabled_sql("x"),
             "CASE WHEN x THEN 'held' ELSE 'pending' END"

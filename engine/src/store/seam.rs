@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
     Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, GiveBack, KeyKind,
@@ -20,6 +21,8 @@ type Result<T> = std::result::Result<T, StoreError>;
 pub enum Store {
     /// An SQLite database file.
     Sqlite(SqliteStore),
+    /// A PostgreSQL database, which many processes share.
+    Postgres(PgStore),
 }
 
 /// Hands a call to the store's backend.
@@ -27,13 +30,15 @@ macro_rules! dispatch {
     ($store:expr, $backend:ident => $call:expr) => {
         match $store {
             Store::Sqlite($backend) => $call,
+            Store::Postgres($backend) => $call,
         }
     };
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and migrates it. `sqlite://FILE` is the
-    /// one backend so far; any other URL is [`StoreError::Unsupported`].
+    /// Opens (creating if needed) the database at `url` and migrates it: `sqlite://FILE`, or
+    /// `postgres://…` (`postgresql://…`) for a PostgreSQL database that must exist; any other
+    /// URL is [`StoreError::Unsupported`].
     pub async fn open(url: &str, durability: Durability) -> Result<Store> {
         Store::open_with(url, durability, 0).await
     }
@@ -46,6 +51,9 @@ impl Store {
             return Ok(Store::Sqlite(
                 SqliteStore::open_with(url, durability, background_niceness).await?,
             ));
+        }
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            return Ok(Store::Postgres(PgStore::open(url, durability).await?));
         }
         Err(StoreError::Unsupported(url.to_owned()))
     }

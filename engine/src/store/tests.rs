@@ -14,6 +14,45 @@ use crate::settings::NotificationSettings;
 pub(super) enum Backend {
     /// A database file in a temporary directory.
     Sqlite,
+    /// A schema of its own in the PostgreSQL database at [`POSTGRES_URL`].
+    Postgres,
+}
+
+/// The environment variable with the URL of a PostgreSQL database the tests may create schemas
+/// in (`.ci/run` sets it, to a database of its own).
+pub(crate) const POSTGRES_URL: &str = "POSTWIRE_TEST_POSTGRES";
+
+/// The PostgreSQL database's URL for the tests, or `None` after saying the test is skipped.
+/// Under CI (`CI` set) a missing URL fails the test instead: the suite must run on both
+/// backends there.
+pub(crate) fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{POSTGRES_URL} is not set: under CI the PostgreSQL tests must run (.ci/run sets it)")
+        }
+        _ => {
+            eprintln!("skipped on PostgreSQL: set {POSTGRES_URL} to a database URL to run it");
+            None
+        }
+    }
+}
+
+/// A fresh, empty schema in the tests' PostgreSQL database, and the URL that opens the store
+/// on it (its `search_path`).
+pub(crate) async fn postgres_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("pw_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL server at {url} answers ({e})"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("a schema");
+    let _ = admin.close().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }
 
 /// A fresh, empty store on `backend`, with what keeps it alive (its temporary directory).
@@ -21,6 +60,7 @@ pub(super) async fn open(backend: Backend) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("batch.db").display()),
+        Backend::Postgres => postgres_schema(&postgres_url().expect("checked by the suite")).await,
     };
     let store = Store::open(&url, Durability::Process).await.expect("the store opens");
     (dir, store)
@@ -139,6 +179,16 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    if super::postgres_url().is_some() {
+                        super::$test(super::Backend::Postgres).await
+                    }
                 }
             )*
         }
@@ -890,16 +940,19 @@ async fn a_resolved_postback_waits_for_the_created_one(backend: Backend) {
     assert_eq!((r3.status, r3.blocked_by.clone()), (Status::Blocked, Some(id("c3"))));
 }
 
-/// A URL of a backend not built yet is refused in words, before anything is opened.
+/// A URL of no backend is refused in words, before anything is opened.
 #[tokio::test]
-async fn a_postgres_url_is_not_supported_yet() {
-    let refused = Store::open("postgres://localhost/postwire", Durability::Process).await;
+async fn a_url_of_no_backend_is_refused() {
+    let refused = Store::open("mysql://localhost/postwire", Durability::Process).await;
     assert!(
-        matches!(&refused, Err(super::StoreError::Unsupported(url)) if url == "postgres://localhost/postwire"),
+        matches!(&refused, Err(super::StoreError::Unsupported(url)) if url == "mysql://localhost/postwire"),
         "{refused:?}"
     );
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(message.contains("sqlite://"), "{message}");
+    assert!(
+        message.contains("sqlite://") && message.contains("postgres://"),
+        "{message}"
+    );
 }
 
 /// Retention removes deliveries done for good (delivered or failed) whose last activity is

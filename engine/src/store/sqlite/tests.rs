@@ -25,6 +25,7 @@ async fn store() -> (tempfile::TempDir, Store) {
 fn sqlite(store: &Store) -> &SqliteStore {
     match store {
         Store::Sqlite(sqlite) => sqlite,
+        Store::Postgres(_) => panic!("not an SQLite store"),
     }
 }
 
