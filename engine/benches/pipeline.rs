@@ -23,7 +23,9 @@
 //! `PW_BENCH_VALGRIND` set runs the engine with the on-demand plugin allocator, whose address
 //! space valgrind can reserve, to count instructions with `valgrind --tool=callgrind`.
 //! `PW_BENCH_NICENESS` (the default of `serve --runtime-niceness`) sets how many nice steps the
-//! runtime's threads run below the store's accepting thread.
+//! runtime's threads run below the store's accepting thread. `PW_BENCH_POSTGRES`, a PostgreSQL
+//! URL, runs the engine on a fresh schema there instead of SQLite, and reports the CPU the
+//! database server's processes on this machine used meanwhile (for docs/deployment.md's sizing).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,6 +91,41 @@ fn cpu_time() -> Duration {
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of the line, in clock ticks of 1/100 s on Linux.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// CPU time the PostgreSQL server's processes on this machine have used so far (those running
+/// now), from `/proc`: what the store costs the database when the bench runs on PostgreSQL.
+fn postgres_cpu_time() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0;
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(11) + field(12);
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+/// A fresh schema in the PostgreSQL database at `url`, and the URL that opens it.
+async fn postgres_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("pw_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(url).await.expect("PW_BENCH_POSTGRES answers");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("a schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }
 
 /// Cores busy on average between `cpu` and now, over `wall`.
@@ -241,6 +278,8 @@ struct Run {
     after_ingest: f64,
     /// Cores busy on average from the first batch POST to the last postback.
     cores: f64,
+    /// The PostgreSQL server's cores busy meanwhile, on PostgreSQL (`PW_BENCH_POSTGRES`).
+    database_cores: Option<f64>,
 }
 
 /// `{"events": [...]}` bodies of `n` distinct events (every data field the catalogue has).
@@ -306,7 +345,11 @@ async fn postwire_run(
         prune,
     } = setup;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let database = format!("sqlite://{}", dir.path().join("pw.db").display());
+    let postgres = std::env::var("PW_BENCH_POSTGRES").ok().filter(|url| !url.is_empty());
+    let database = match &postgres {
+        Some(url) => postgres_schema(url).await,
+        None => format!("sqlite://{}", dir.path().join("pw.db").display()),
+    };
     let mut config = ServeOptions {
         listen: Some("127.0.0.1:0".parse().expect("an address")),
         database: Some(database.clone()),
@@ -318,6 +361,9 @@ async fn postwire_run(
         // window short enough that it removes most postbacks while the others are delivered.
         retention: prune.then(|| PRUNE_WINDOW.into()),
         prune_interval: prune.then(|| PRUNE_INTERVAL.into()),
+        secret_key: postgres
+            .is_some()
+            .then(|| "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
         ..Default::default()
     }
     .resolve()
@@ -378,6 +424,7 @@ async fn postwire_run(
     let before = count.load(Ordering::Relaxed);
     let started = Instant::now();
     let cpu = cpu_time();
+    let database_cpu = postgres.is_some().then(postgres_cpu_time);
     // Senders take the batches in turn, each posting its next one when the last is answered.
     let bodies = Arc::new(std::sync::Mutex::new(bodies.into_iter()));
     let senders: Vec<_> = (0..ingest_concurrency)
@@ -418,6 +465,8 @@ async fn postwire_run(
     );
     let total = started.elapsed();
     let cores = cores_since(cpu, total);
+    let database_cores =
+        database_cpu.map(|before| postgres_cpu_time().saturating_sub(before).as_secs_f64() / total.as_secs_f64());
     // Retention steps aside while postbacks wait to be sent, and catches up once they are
     // sent: how long after the last postback it removed every delivery of the run.
     let caught_up = if prune {
@@ -472,6 +521,7 @@ async fn postwire_run(
         ingest: n as f64 / ingest.as_secs_f64(),
         after_ingest: (n - arrived_during_ingest) as f64 / (total - ingest).as_secs_f64().max(1e-6),
         cores,
+        database_cores,
     }
 }
 
@@ -785,6 +835,12 @@ async fn bench(niceness: i32) {
                 run.cores,
                 per(run.end_to_end, run.cores)
             );
+            if let Some(database) = run.database_cores {
+                println!(
+                    "           the PostgreSQL server meanwhile: {database:.2} cores busy, {:.0} us of CPU a postback",
+                    per(run.end_to_end, database)
+                );
+            }
             runs.push(run);
         }
         if wanted("prune") {

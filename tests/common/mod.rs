@@ -246,9 +246,11 @@ impl Engine {
             .await
             .expect("the engine starts");
         let base = format!("http://{}", running.addr);
+        // Long enough for a plugin upload, which compiles the component, in a debug build on a
+        // busy machine; a request that hangs still fails the test.
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
             .build()
             .expect("an HTTP client");
         Engine {
