@@ -598,6 +598,17 @@ impl Pace {
     }
 }
 
+/// A send slot of a partner's rate limit as every process sharing the store counts it (see
+/// [`Store::reserve_rate_slot`]). Durations are measured on the store's clock from when it
+/// took or refused the slot, so that processes need not agree on the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSlot {
+    /// The slot is taken: send after this long.
+    Wait(std::time::Duration),
+    /// The first free slot is this far away, beyond the horizon: none was taken.
+    Beyond(std::time::Duration),
+}
+
 /// What one pass of retention removed (see [`Store::prune`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {

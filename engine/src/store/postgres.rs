@@ -4,9 +4,11 @@
 //! once never wait for each other nor take the same delivery; the lease and its fencing token
 //! (`lease_seq`) work as on SQLite (see [`rules::holds_lease`](super::rules::holds_lease)).
 //! Migrations run under sqlx's advisory lock, so that processes starting together apply each
-//! one once.
+//! one once. Processes wake each other's workers with `NOTIFY`, and share the partners' rate
+//! limits in a table (see `shared`).
 
 mod api;
+mod shared;
 mod write;
 
 use std::str::FromStr;

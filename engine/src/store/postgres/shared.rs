@@ -1,0 +1,306 @@
+//! What processes sharing the database tell each other: wake-ups when deliveries fall due
+//! (`LISTEN`/`NOTIFY` on [`DUE_CHANNEL`]), and the partners' rate limits, held in the
+//! database so that a limit holds for every worker together.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{PgStore, Result};
+use crate::store::RateSlot;
+
+/// The channel on which a process says that deliveries may be due now (the accept statement
+/// says it too); workers listen on it.
+pub const DUE_CHANNEL: &str = "postwire_due";
+
+/// How long a listener that lost the database waits before connecting again.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// Takes a partner's next send slot if it is within the horizon: one statement, timed on the
+/// database's clock (microseconds). A slot beyond the horizon writes nothing; the answer then
+/// says when the first free slot is, as the statement's snapshot saw it.
+const RESERVE: &str = "\
+WITH clock AS (
+    SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now
+), taken AS (
+    INSERT INTO rate_limits AS r (partner_id, tat)
+    SELECT $1, clock.now + $2 FROM clock
+    ON CONFLICT (partner_id) DO UPDATE
+        SET tat = GREATEST(r.tat, (SELECT now FROM clock)) + $2
+        WHERE GREATEST(r.tat, (SELECT now FROM clock)) <= (SELECT now FROM clock) + $3
+    RETURNING r.tat
+)
+SELECT clock.now, (SELECT tat FROM taken), (SELECT tat FROM rate_limits WHERE partner_id = $1)
+FROM clock";
+
+impl PgStore {
+    /// Tells every listening worker that deliveries may be due now.
+    pub async fn notify_due(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(DUE_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Calls `wake` on every notification on [`DUE_CHANNEL`] until `shutdown` is cancelled.
+    ///
+    /// A lost connection is made again (after [`RECONNECT_AFTER`] when the database does not
+    /// answer); notifications sent meanwhile are lost, so `wake` is called once more whenever
+    /// listening starts again.
+    pub fn watch_due(
+        &self,
+        wake: impl Fn() + Send + 'static,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut listening: Option<PgListener> = None;
+            loop {
+                let listener = match &mut listening {
+                    Some(listener) => listener,
+                    None => {
+                        let connected = async {
+                            let mut listener = PgListener::connect_with(&pool).await?;
+                            listener.listen(DUE_CHANNEL).await?;
+                            Ok::<_, sqlx::Error>(listener)
+                        };
+                        let connected = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            connected = connected => connected,
+                        };
+                        match connected {
+                            Ok(listener) => {
+                                wake();
+                                listening.insert(listener)
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot listen for due deliveries; trying again");
+                                tokio::select! {
+                                    () = shutdown.cancelled() => return,
+                                    () = tokio::time::sleep(RECONNECT_AFTER) => continue,
+                                }
+                            }
+                        }
+                    }
+                };
+                let received = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    received = listener.try_recv() => received,
+                };
+                match received {
+                    Ok(Some(_)) => wake(),
+                    // The connection was lost and made again: what was sent meanwhile is lost.
+                    Ok(None) => wake(),
+                    Err(e) => {
+                        listening = None;
+                        if shutdown.is_cancelled() {
+                            return;
+                        }
+                        tracing::warn!(error = %e, "listening for due deliveries failed; listening again");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(RECONNECT_AFTER) => {}
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Takes `partner_id`'s next send slot at `rate` per second if it comes within `horizon`
+    /// (see [`Store::reserve_rate_slot`](crate::store::Store::reserve_rate_slot)).
+    pub async fn reserve_rate_slot(&self, partner_id: &str, rate: u32, horizon: Duration) -> Result<RateSlot> {
+        let interval = 1_000_000 / i64::from(rate.max(1));
+        let horizon = i64::try_from(horizon.as_micros()).unwrap_or(i64::MAX / 4);
+        let (now, taken, tat): (i64, Option<i64>, Option<i64>) = sqlx::query_as(RESERVE)
+            .bind(partner_id)
+            .bind(interval)
+            .bind(horizon)
+            .fetch_one(&self.pool)
+            .await?;
+        let micros = |us: i64| Duration::from_micros(us.max(0) as u64);
+        Ok(match taken {
+            Some(tat) => RateSlot::Wait(micros(tat - interval - now)),
+            // A row another worker inserted after this statement's snapshot: its slot is taken
+            // and the next one is an interval away.
+            None => RateSlot::Beyond(micros(tat.map_or(interval, |tat| tat - now))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::Durability;
+    use crate::store::tests::{postgres_schema, postgres_url};
+
+    /// A store on a fresh schema, and its URL for more stores on the same schema.
+    async fn store() -> Option<(PgStore, String)> {
+        let url = postgres_schema(&postgres_url()?).await;
+        let store = PgStore::open(&url, Durability::Process).await.expect("the store opens");
+        Some((store, url))
+    }
+
+    /// Waits up to 5 s for `count` to pass `above`.
+    async fn woken(count: &AtomicUsize, above: usize, what: &str) {
+        let start = Instant::now();
+        while count.load(Ordering::SeqCst) <= above {
+            assert!(start.elapsed() < Duration::from_secs(5), "not woken: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The database's clock, in microseconds.
+    async fn db_now(store: &PgStore) -> i64 {
+        sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+            .fetch_one(&store.pool)
+            .await
+            .expect("the clock")
+    }
+
+    /// A process's notice wakes the workers listening in another, and listening survives the
+    /// database dropping the listener's connection.
+    #[tokio::test]
+    async fn a_notice_wakes_a_listener_in_another_process() {
+        let Some((notifier, url)) = store().await else { return };
+        let listener = PgStore::open(&url, Durability::Process).await.expect("the store opens");
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let watching = listener.watch_due(
+            {
+                let wakes = wakes.clone();
+                move || {
+                    wakes.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+            shutdown.clone(),
+        );
+        woken(&wakes, 0, "once listening, for what was sent before").await;
+        let before = wakes.load(Ordering::SeqCst);
+        notifier.notify_due().await.expect("a notice");
+        woken(&wakes, before, "by a notice").await;
+
+        // The server ends every listening connection (other tests' listeners reconnect too).
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query = 'LISTEN \"postwire_due\"'",
+        )
+        .fetch_all(&notifier.pool)
+        .await
+        .expect("listeners ended");
+        assert!(ended.contains(&true), "the listener's connection was found and ended");
+        let before = wakes.load(Ordering::SeqCst);
+        woken(&wakes, before, "once listening again").await;
+        // Listening again may take a moment after the wake; notices keep coming until one lands.
+        let before = wakes.load(Ordering::SeqCst);
+        let start = Instant::now();
+        while wakes.load(Ordering::SeqCst) == before {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "a notice after the reconnection wakes"
+            );
+            notifier.notify_due().await.expect("a notice");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), watching)
+            .await
+            .expect("listening stops at shutdown")
+            .expect("without a panic");
+        listener.close().await;
+        notifier.close().await;
+    }
+
+    /// Slots are spaced by the emission interval on the database's clock; one beyond the
+    /// horizon is refused without being taken, and says when the first free slot is; other
+    /// partners are not held back.
+    #[tokio::test]
+    async fn slots_are_spaced_and_far_ones_refused() {
+        let Some((store, _)) = store().await else { return };
+        let horizon = Duration::from_millis(400);
+        let start = Instant::now();
+        for i in 0..9u32 {
+            let RateSlot::Wait(wait) = store.reserve_rate_slot("ptn_a", 20, horizon).await.expect("a slot") else {
+                panic!("slot {i} is within the horizon");
+            };
+            // The wait is measured from the statement: with the time since the first, it makes
+            // the slot's offset, give or take the statements' own time.
+            let offset = wait + start.elapsed();
+            let expected = Duration::from_millis(50) * i;
+            assert!(
+                offset + Duration::from_millis(5) >= expected && offset <= expected + Duration::from_millis(60),
+                "slot {i}: {offset:?}, not about {expected:?}"
+            );
+        }
+        let tat: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE partner_id = 'ptn_a'")
+            .fetch_one(&store.pool)
+            .await
+            .expect("a row");
+        let RateSlot::Beyond(after) = store.reserve_rate_slot("ptn_a", 20, horizon).await.expect("an answer") else {
+            panic!("the tenth slot, 450 ms on, is beyond the horizon");
+        };
+        assert!(after > horizon && after <= Duration::from_millis(450), "{after:?}");
+        let unchanged: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE partner_id = 'ptn_a'")
+            .fetch_one(&store.pool)
+            .await
+            .expect("a row");
+        assert_eq!(unchanged, tat, "a refused slot is not taken");
+        assert_eq!(
+            store.reserve_rate_slot("ptn_b", 20, horizon).await.expect("a slot"),
+            RateSlot::Wait(Duration::ZERO),
+            "another partner is not held back"
+        );
+        store.close().await;
+    }
+
+    /// Workers of several processes taking slots at once each take a slot of their own: the
+    /// partner's next free slot ends as far on as every slot taken, none lost.
+    #[tokio::test]
+    async fn slots_taken_at_once_by_many_processes_are_all_counted() {
+        let Some((first, url)) = store().await else { return };
+        let second = PgStore::open(&url, Durability::Process).await.expect("the store opens");
+        let before = db_now(&first).await;
+        let mut tasks = Vec::new();
+        for n in 0..50 {
+            let store = if n % 2 == 0 { first.clone() } else { second.clone() };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .reserve_rate_slot("ptn_busy", 10, Duration::from_secs(30))
+                    .await
+                    .expect("a slot")
+            }));
+        }
+        let mut waits = Vec::new();
+        for task in tasks {
+            match task.await.expect("no panic") {
+                RateSlot::Wait(wait) => waits.push(wait),
+                beyond => panic!("every slot is within the horizon: {beyond:?}"),
+            }
+        }
+        let after = db_now(&first).await;
+        let tat: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE partner_id = 'ptn_busy'")
+            .fetch_one(&first.pool)
+            .await
+            .expect("a row");
+        assert!(
+            tat >= before + 50 * 100_000 && tat <= after + 50 * 100_000,
+            "50 slots 100 ms apart from the first: {} ms on",
+            (tat - before) / 1000
+        );
+        waits.sort();
+        assert!(
+            waits[49] >= Duration::from_millis(4_800),
+            "the last waits about 4.9 s: {:?}",
+            waits[49]
+        );
+        first.close().await;
+        second.close().await;
+    }
+}
