@@ -54,6 +54,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Wakes the workers after deliveries became due: this process's, and those of every process
+    /// sharing the store ([`Store::notify_due`]). The change is committed already; should the
+    /// notice fail, the workers' idle poll finds the deliveries a moment later.
+    pub(crate) async fn wake_workers(&self) {
+        self.worker.wake();
+        if let Err(e) = self.store.notify_due().await {
+            tracing::warn!(error = %e, "cannot wake the other processes' workers; their idle poll finds the deliveries");
+        }
+    }
+
     /// Takes one of the partner's test postbacks or plugin dry runs, or answers 429 with when
     /// the next one is allowed.
     pub(crate) fn take_try(&self, partner_id: &str) -> Result<(), ApiError> {
@@ -83,6 +93,17 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::router())
         .merge(events::router())
         .merge(deliveries::router())
+        .with_state(state)
+}
+
+/// What a worker process serves on its listen address: the health probes and `/metrics`, none
+/// of the API's routes.
+pub fn probes(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 

@@ -209,7 +209,7 @@ async fn enable(
         .enable_partner(id, now_ms())
         .await?
         .ok_or_else(|| no_partner(id))?;
-    state.worker.wake();
+    state.wake_workers().await;
     Ok(Json(
         json!({"id": id, "enabled": true, "released_deliveries": released}),
     ))

@@ -213,7 +213,7 @@ async fn save(
     }
     let body = serde_json::to_string(compiled.settings()).expect("settings serialize");
     state.store.put_settings(&partner.id, &body, now_ms()).await?;
-    state.worker.wake();
+    state.wake_workers().await;
     let record = state.store.settings(&partner.id).await?.expect("just saved");
     Ok(Json(view(&record)))
 }
@@ -256,7 +256,7 @@ async fn show(State(state): State<AppState>, Partner(partner): Partner) -> Resul
 )]
 async fn enable(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
     let released = state.store.enable(&partner.id, now_ms()).await?;
-    state.worker.wake();
+    state.wake_workers().await;
     Ok(Json(json!({"enabled": true, "released_deliveries": released})))
 }
 

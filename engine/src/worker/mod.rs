@@ -46,7 +46,7 @@ use crate::sealed::{CannotOpen, SecretKey, is_sealed};
 use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings};
 use crate::store::{
-    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Outcome, Store, StoreError, now_ms,
+    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Outcome, RateSlot, Store, StoreError, now_ms,
 };
 
 /// How the worker runs.
@@ -416,6 +416,12 @@ impl Worker {
             let (worker, shutdown) = (self.clone(), shutdown.clone());
             async move { worker.claim(shutdown).await }
         });
+        // Other processes sharing the store accept events and release deliveries: their notices
+        // wake the claimer at once, and the idle poll is only the fallback.
+        let watcher = {
+            let worker = self.clone();
+            inner.store.watch_due(move || worker.wake(), shutdown.clone())
+        };
         let permits = Arc::new(Semaphore::new(inner.config.concurrency));
         let tasks = TaskTracker::new();
         let needed = inner.config.needed_to_finish().as_millis() as i64;
@@ -480,6 +486,11 @@ impl Worker {
         }
         if claimer.await.is_err() {
             error!("the claimer stopped abnormally");
+        }
+        if let Some(watcher) = watcher
+            && watcher.await.is_err()
+        {
+            error!("listening for due deliveries stopped abnormally");
         }
         // Deliveries still waiting in memory are due now for whichever worker runs next.
         for job in inner.queue.close() {
@@ -736,7 +747,40 @@ impl Worker {
     /// The rate limit stage: waits for the endpoint's next slot when it is near enough, else
     /// says when to come back (the delivery goes back to the store, due then). Shutdown ends
     /// the wait: the delivery goes back due at once.
+    ///
+    /// Where the store is shared by several processes, the slot is taken in the store, so that
+    /// the limit holds for all their workers together; otherwise in memory.
     async fn wait_for_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
+        let inner = &self.inner;
+        match inner
+            .store
+            .reserve_rate_slot(partner_id, rate, inner.config.rate_horizon)
+            .await
+        {
+            Ok(None) => self.wait_for_local_slot(partner_id, rate, shutdown).await,
+            Ok(Some(RateSlot::Wait(wait))) => {
+                // Timed from the store's answer, so the postback leaves no earlier than its slot
+                // on the store's clock, whatever this machine's clock says.
+                if !wait.is_zero() {
+                    inner.config.metrics.rate_limit_wait();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return Slot::Later(now_ms()),
+                    }
+                }
+                self.admit(partner_id, rate, shutdown).await
+            }
+            Ok(Some(RateSlot::Beyond(after))) => Slot::Later(now_ms() + after.as_millis() as i64),
+            Err(e) => {
+                // Sending without a slot could break the limit the other workers keep.
+                warn!(error = %e, partner = %partner_id, "taking a rate slot failed; the postback goes back to the store");
+                Slot::Later(now_ms() + STORE_RETRY.as_millis() as i64)
+            }
+        }
+    }
+
+    /// [`Worker::wait_for_slot`] with the slots of this process's memory.
+    async fn wait_for_local_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
         let inner = &self.inner;
         let now = Instant::now();
         match inner.limits.reserve(partner_id, rate, now, inner.config.rate_horizon) {
@@ -750,6 +794,13 @@ impl Worker {
             Ok(_) => {}
             Err(slot) => return Slot::Later(now_ms() + slot.duration_since(now).as_millis() as i64),
         }
+        self.admit(partner_id, rate, shutdown).await
+    }
+
+    /// Lets a postback whose slot has come leave once fewer than `rate` left in the last second
+    /// from this process (see [`RateLimits::admit`]).
+    async fn admit(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
+        let inner = &self.inner;
         while let Some(until) = inner.limits.admit(partner_id, rate, Instant::now()) {
             tokio::select! {
                 () = tokio::time::sleep_until(until.into()) => {}
