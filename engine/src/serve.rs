@@ -167,6 +167,15 @@ impl Role {
     pub fn sends(self) -> bool {
         self != Role::Api
     }
+
+    /// The role's name, as `--role` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::All => "all",
+        }
+    }
 }
 
 /// How log lines are written.
@@ -404,13 +413,10 @@ impl ServeOptions {
         let database = pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into());
         let role = self.role.or(file.role).unwrap_or_default();
         if role != Role::All && database.starts_with("sqlite:") {
-            let name = match role {
-                Role::Api => "api",
-                _ => "worker",
-            };
             return Err(format!(
-                "role: {name} needs a database that processes share (postgres://…); an SQLite database is one \
-                 file for one process, so run it with --role all"
+                "role: {} needs a database that processes share (postgres://…); an SQLite database is one \
+                 file for one process, so run it with --role all",
+                role.name()
             ));
         }
         let database_file = database
@@ -426,6 +432,15 @@ impl ServeOptions {
         let secret_key = pick(self.secret_key, file.secret_key)
             .map(|text| SecretKey::from_base64(&text))
             .transpose()?;
+        if role != Role::All && secret_key.is_none() {
+            // Without a key file beside the database, each process would make a key of its own,
+            // and a worker could not open the secrets an API process sealed.
+            return Err(format!(
+                "role: {} processes must share the key that encrypts signing secrets; configure the same \
+                 --secret-key (POSTWIRE_SECRET_KEY, secret_key) for every process",
+                role.name()
+            ));
+        }
         let otlp_endpoint = pick(self.otlp_endpoint, file.otlp_endpoint).filter(|url| !url.trim().is_empty());
         if let Some(url) = &otlp_endpoint {
             let parsed = url::Url::parse(url).map_err(|e| {
@@ -1033,7 +1048,12 @@ mod tests {
     fn a_role_other_than_all_needs_a_shared_database() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("postwire.toml");
-        std::fs::write(&file, "role = \"worker\"\ndatabase = \"postgres://pw@db/postwire\"\n").unwrap();
+        let key = SecretKey::generate().1;
+        std::fs::write(
+            &file,
+            format!("role = \"worker\"\ndatabase = \"postgres://pw@db/postwire\"\nsecret_key = \"{key}\"\n"),
+        )
+        .unwrap();
         let resolved = |role: Option<Role>, config: Option<PathBuf>, database: Option<&str>| {
             ServeOptions {
                 role,
@@ -1055,6 +1075,11 @@ mod tests {
             assert!(error.starts_with("role:"), "{error}");
         }
         assert!(resolved(Some(Role::All), None, Some("sqlite://other.db")).is_ok());
+        let error = resolved(Some(Role::Api), None, Some("postgres://pw@db/postwire")).unwrap_err();
+        assert!(
+            error.starts_with("role: api processes must share the key") && error.contains("--secret-key"),
+            "{error}"
+        );
         assert!(Role::Api.serves_api() && !Role::Api.sends());
         assert!(!Role::Worker.serves_api() && Role::Worker.sends());
         assert!(Role::All.serves_api() && Role::All.sends());
