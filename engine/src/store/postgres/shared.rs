@@ -224,36 +224,43 @@ mod tests {
     #[tokio::test]
     async fn slots_are_spaced_and_far_ones_refused() {
         let Some((store, _)) = store().await else { return };
-        let horizon = Duration::from_millis(400);
+        // One a second, and room for three: wide enough for a loaded machine's statements.
+        let horizon = Duration::from_millis(2_500);
         let start = Instant::now();
-        for i in 0..9u32 {
-            let RateSlot::Wait(wait) = store.reserve_rate_slot("ptn_a", 20, horizon).await.expect("a slot") else {
+        let mut first_done = Duration::ZERO;
+        for i in 0..3u32 {
+            let sent = start.elapsed();
+            let RateSlot::Wait(wait) = store.reserve_rate_slot("ptn_a", 1, horizon).await.expect("a slot") else {
                 panic!("slot {i} is within the horizon");
             };
-            // The wait is measured from the statement: with the time since the first, it makes
-            // the slot's offset, give or take the statements' own time.
-            let offset = wait + start.elapsed();
-            let expected = Duration::from_millis(50) * i;
+            let done = start.elapsed();
+            if i == 0 {
+                first_done = done;
+            }
+            // Each wait is counted from its own statement, which ran between `sent` and `done`,
+            // and the first statement between 0 and `first_done`.
+            let expected = Duration::from_secs(1) * i;
             assert!(
-                offset + Duration::from_millis(5) >= expected && offset <= expected + Duration::from_millis(60),
-                "slot {i}: {offset:?}, not about {expected:?}"
+                wait + done + Duration::from_millis(2) >= expected
+                    && (wait + sent).saturating_sub(first_done) <= expected + Duration::from_millis(2),
+                "slot {i}: a wait of {wait:?} between {sent:?} and {done:?}, not {expected:?} after the first"
             );
         }
         let tat: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE partner_id = 'ptn_a'")
             .fetch_one(&store.pool)
             .await
             .expect("a row");
-        let RateSlot::Beyond(after) = store.reserve_rate_slot("ptn_a", 20, horizon).await.expect("an answer") else {
-            panic!("the tenth slot, 450 ms on, is beyond the horizon");
+        let RateSlot::Beyond(after) = store.reserve_rate_slot("ptn_a", 1, horizon).await.expect("an answer") else {
+            panic!("the fourth slot, 3 s on, is beyond the horizon");
         };
-        assert!(after > horizon && after <= Duration::from_millis(450), "{after:?}");
+        assert!(after > horizon && after <= Duration::from_secs(3), "{after:?}");
         let unchanged: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE partner_id = 'ptn_a'")
             .fetch_one(&store.pool)
             .await
             .expect("a row");
         assert_eq!(unchanged, tat, "a refused slot is not taken");
         assert_eq!(
-            store.reserve_rate_slot("ptn_b", 20, horizon).await.expect("a slot"),
+            store.reserve_rate_slot("ptn_b", 1, horizon).await.expect("a slot"),
             RateSlot::Wait(Duration::ZERO),
             "another partner is not held back"
         );
@@ -267,6 +274,7 @@ mod tests {
         let Some((first, url)) = store().await else { return };
         let second = PgStore::open(&url, Durability::Process).await.expect("the store opens");
         let before = db_now(&first).await;
+        let started = Instant::now();
         let mut tasks = Vec::new();
         for n in 0..50 {
             let store = if n % 2 == 0 { first.clone() } else { second.clone() };
@@ -284,6 +292,7 @@ mod tests {
                 beyond => panic!("every slot is within the horizon: {beyond:?}"),
             }
         }
+        let took = started.elapsed();
         let after = db_now(&first).await;
         let tat: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE partner_id = 'ptn_busy'")
             .fetch_one(&first.pool)
@@ -294,10 +303,11 @@ mod tests {
             "50 slots 100 ms apart from the first: {} ms on",
             (tat - before) / 1000
         );
+        // Each wait is counted from its own statement, all of them within `took`.
         waits.sort();
         assert!(
-            waits[49] >= Duration::from_millis(4_800),
-            "the last waits about 4.9 s: {:?}",
+            waits[49] + took >= Duration::from_millis(4_900),
+            "the last slot is 4.9 s after the first: waits {:?} after {took:?}",
             waits[49]
         );
         first.close().await;
