@@ -41,7 +41,7 @@ pub mod rules;
 mod seam;
 mod sqlite;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use serde::Serialize;
 

@@ -248,6 +248,12 @@ impl Store {
         dispatch!(self, store => store.due(now).await)
     }
 
+    /// Whether other processes may use the store at the same time (PostgreSQL), so that what
+    /// this process keeps from it in memory may go stale without this process changing it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     /// Tells the workers of every process sharing the store that deliveries may be due now (a
     /// retry, a replay, released deliveries), so that they claim without waiting for their idle
     /// poll. Nothing on SQLite, whose one process wakes its own worker.

@@ -211,7 +211,15 @@ struct Compiled {
     settings: CompiledSettings,
     secret: String,
     previous_secret: Option<(String, i64)>,
+    /// When they were read from the store.
+    loaded: Instant,
 }
+
+/// How long a partner's endpoint read from a store other processes share is kept, settings
+/// version unchanged: a secret rotated by an API process elsewhere changes no version, and
+/// this process is not told of it, so the secrets are read again this often. The previous
+/// secret still signs during its grace period, so a receiver sees no gap.
+const SHARED_ENDPOINT_FOR: Duration = Duration::from_secs(5);
 
 struct Inner {
     store: Store,
@@ -855,7 +863,10 @@ impl Worker {
             .expect("never poisoned")
             .get(partner_id)
             .cloned();
-        if let Some(compiled) = cached.filter(|c| c.version == version) {
+        let shared = self.inner.store.is_shared();
+        if let Some(compiled) =
+            cached.filter(|c| c.version == version && !(shared && c.loaded.elapsed() >= SHARED_ENDPOINT_FOR))
+        {
             return Ok(compiled);
         }
         let endpoint = self
@@ -883,6 +894,7 @@ impl Worker {
             settings,
             secret,
             previous_secret,
+            loaded: Instant::now(),
         });
         self.inner
             .endpoints
@@ -907,6 +919,81 @@ fn verdict_index(verdict: crate::store::AttemptVerdict) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The endpoint a worker over `store` sends `partner_id`'s postbacks with, when a copy
+    /// holding `secret` was read `age` ago.
+    async fn endpoint_after(store: &Store, partner_id: &PartnerId, secret: &str, age: Duration) -> String {
+        let host = postwire_plugins::Host::with_allocator(
+            postwire_plugins::Limits::default(),
+            None,
+            postwire_plugins::Allocator::OnDemand,
+        )
+        .expect("a plugin host");
+        let plugins = Arc::new(Plugins::new(host, store.clone()));
+        let sender = Sender::new(crate::send::Guard::new(Vec::new()), crate::send::SendConfig::default());
+        let worker = Worker::new(store.clone(), sender, plugins, WorkerConfig::default());
+        let saved = store.settings(partner_id).await.expect("settings").expect("saved");
+        let settings: NotificationSettings = serde_json::from_str(&saved.body).expect("settings");
+        let kept = Compiled {
+            version: saved.version,
+            settings: settings.compile().expect("they compile"),
+            secret: secret.to_owned(),
+            previous_secret: None,
+            loaded: Instant::now() - age,
+        };
+        worker
+            .inner
+            .endpoints
+            .lock()
+            .unwrap()
+            .insert(partner_id.clone(), Arc::new(kept));
+        let Ok(compiled) = worker.compiled(partner_id, saved.version).await else {
+            panic!("the endpoint loads");
+        };
+        compiled.secret.clone()
+    }
+
+    /// A worker keeps a partner's endpoint while its settings version is current; on a store
+    /// other processes share, it reads it again after a while, since a secret rotated elsewhere
+    /// changes no version. On SQLite every rotation goes through this process, which forgets
+    /// the endpoint then.
+    #[tokio::test]
+    async fn an_endpoint_of_a_shared_store_is_read_again_after_a_while() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut urls = vec![format!("sqlite://{}", dir.path().join("w.db").display())];
+        if let Some(url) = crate::store::tests::postgres_url() {
+            urls.push(crate::store::tests::postgres_schema(&url).await);
+        }
+        for url in urls {
+            let store = Store::open(&url, crate::store::Durability::Process)
+                .await
+                .expect("the store opens");
+            let partner = store.create_partner("w", str::to_owned).await.expect("a partner");
+            let settings = NotificationSettings::validate(&serde_json::json!({
+                "url": "https://partner.example/hook",
+                "body_template": "{}",
+            }))
+            .expect("valid settings");
+            let body = serde_json::to_string(settings.settings()).expect("settings serialize");
+            store.put_settings(&partner.id, &body, now_ms()).await.expect("saved");
+            store
+                .rotate_secret(&partner.id, "whsec_rotatedelsewhere", now_ms() + 60_000)
+                .await
+                .expect("rotated");
+            assert_eq!(
+                endpoint_after(&store, &partner.id, "whsec_kept", Duration::ZERO).await,
+                "whsec_kept",
+                "a fresh copy is kept ({url})"
+            );
+            let aged = endpoint_after(&store, &partner.id, "whsec_kept", SHARED_ENDPOINT_FOR).await;
+            if store.is_shared() {
+                assert_eq!(aged, "whsec_rotatedelsewhere", "read again ({url})");
+            } else {
+                assert_eq!(aged, "whsec_kept", "kept ({url})");
+            }
+            store.close().await;
+        }
+    }
 
     /// A queued job whose lease ends at `until`.
     fn job(n: usize, until: i64) -> Job {
