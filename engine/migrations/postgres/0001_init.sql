@@ -1,8 +1,12 @@
 -- The schema of the SQLite backend's migrations, as one: the same tables, columns and meanings
 -- (see engine/migrations/sqlite). Times are Unix milliseconds (UTC), ids are text.
+--
+-- Ids are text in the "C" collation: cursors and listings walk them in byte order, as SQLite
+-- compares text, whatever the database's own collation (a linguistic one such as en_US would
+-- order some ids differently, and its indexes could not serve a bytewise ORDER BY).
 
 CREATE TABLE partners (
-    id                    TEXT PRIMARY KEY,
+    id                    TEXT COLLATE "C" PRIMARY KEY,
     name                  TEXT NOT NULL,
     -- Stored sealed (encrypted) by the engine; never plain.
     secret                TEXT NOT NULL,
@@ -15,7 +19,7 @@ CREATE TABLE partners (
 -- One row per partner and event family; `version` grows on every save so that workers can tell
 -- their compiled copy is stale.
 CREATE TABLE settings (
-    partner_id      TEXT NOT NULL REFERENCES partners(id),
+    partner_id      TEXT COLLATE "C" NOT NULL REFERENCES partners(id),
     family          TEXT NOT NULL,
     body            TEXT NOT NULL,
     version         BIGINT NOT NULL,
@@ -26,8 +30,8 @@ CREATE TABLE settings (
 );
 
 CREATE TABLE events (
-    partner_id   TEXT NOT NULL REFERENCES partners(id),
-    id           TEXT NOT NULL,
+    partner_id   TEXT COLLATE "C" NOT NULL REFERENCES partners(id),
+    id           TEXT COLLATE "C" NOT NULL,
     event_type   TEXT NOT NULL,
     occurred_at  BIGINT NOT NULL,
     body         TEXT NOT NULL,
@@ -38,15 +42,15 @@ CREATE TABLE events (
 -- status: pending (due at next_at; a claim pushes next_at forward by the lease), blocked (waits
 -- for the created postback of its inquiry), held (endpoint disabled), delivered, failed.
 CREATE TABLE deliveries (
-    id           TEXT PRIMARY KEY,
-    partner_id   TEXT NOT NULL,
-    event_id     TEXT NOT NULL,
+    id           TEXT COLLATE "C" PRIMARY KEY,
+    partner_id   TEXT COLLATE "C" NOT NULL,
+    event_id     TEXT COLLATE "C" NOT NULL,
     event_type   TEXT NOT NULL,
     inquiry_id   TEXT NOT NULL,
     status       TEXT NOT NULL,
     next_at      BIGINT NOT NULL,
     attempts     BIGINT NOT NULL DEFAULT 0,
-    blocked_by   TEXT,
+    blocked_by   TEXT COLLATE "C",
     last_error   TEXT,
     created_at   BIGINT NOT NULL,
     updated_at   BIGINT NOT NULL,
@@ -68,8 +72,8 @@ CREATE INDEX deliveries_blocked ON deliveries (blocked_by) WHERE blocked_by IS N
 CREATE INDEX deliveries_by_order ON deliveries (partner_id, order_id) WHERE order_id IS NOT NULL;
 
 CREATE TABLE attempts (
-    id               TEXT PRIMARY KEY,
-    delivery_id      TEXT NOT NULL REFERENCES deliveries(id),
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    delivery_id      TEXT COLLATE "C" NOT NULL REFERENCES deliveries(id),
     number           BIGINT NOT NULL,
     started_at       BIGINT NOT NULL,
     duration_ms      BIGINT NOT NULL,
@@ -90,8 +94,8 @@ CREATE INDEX attempts_by_delivery ON attempts (delivery_id, number);
 -- Plugins partners upload; the binary is the source of truth, compiled artifacts are cached
 -- by each worker, named by sha256.
 CREATE TABLE plugins (
-    id          TEXT PRIMARY KEY,
-    partner_id  TEXT NOT NULL REFERENCES partners(id),
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    partner_id  TEXT COLLATE "C" NOT NULL REFERENCES partners(id),
     name        TEXT NOT NULL,
     sha256      TEXT NOT NULL,
     size        BIGINT NOT NULL,
@@ -104,10 +108,10 @@ CREATE INDEX plugins_by_partner ON plugins (partner_id, id);
 
 -- Credentials of API callers; only a token's SHA-256 is kept.
 CREATE TABLE api_keys (
-    id            TEXT PRIMARY KEY,
+    id            TEXT COLLATE "C" PRIMARY KEY,
     -- operator, partner or ingest
     kind          TEXT NOT NULL,
-    partner_id    TEXT REFERENCES partners(id),
+    partner_id    TEXT COLLATE "C" REFERENCES partners(id),
     -- The partners an ingest key may post events for, as a JSON array; NULL for all.
     partners      TEXT,
     prefix        TEXT NOT NULL,

@@ -6,9 +6,19 @@
 //! Migrations run under sqlx's advisory lock, so that processes starting together apply each
 //! one once. Processes wake each other's workers with `NOTIFY`, and share the partners' rate
 //! limits in a table (see `shared`).
+//!
+//! The API's statements (`queries`, `keys`, `plugins`) are the SQLite backend's in PostgreSQL's
+//! words, under the same [`rules`](super::rules). Where SQLite's one writer made a statement
+//! safe by itself, here the statement checks its condition again on the rows it changes, or the
+//! transaction locks the partner's row first. Ids are text in the "C" collation, so that they
+//! sort byte by byte as on SQLite and cursors walk them the same way.
 
-mod api;
+mod keys;
+mod plugins;
+mod queries;
 mod shared;
+#[cfg(test)]
+mod tests;
 mod write;
 
 use std::str::FromStr;

@@ -156,6 +156,14 @@ pub fn holds_lease_sql(token: &str) -> String {
 
 // Disabled endpoints.
 
+/// An SQL condition, on a row of `deliveries`, that is true while its endpoint may not send:
+/// its settings are disabled or deleted, or its partner is disabled. Such a delivery is held,
+/// not failed, so that it goes once the endpoint can send again. It names no placeholder, so
+/// every backend renders it as it is.
+pub const ENDPOINT_DISABLED_SQL: &str = "(NOT EXISTS (SELECT 1 FROM settings s \
+     WHERE s.partner_id = deliveries.partner_id AND s.disabled_at IS NULL) \
+     OR EXISTS (SELECT 1 FROM partners p WHERE p.id = deliveries.partner_id AND p.disabled_at IS NOT NULL))";
+
 /// The status of a delivery that goes on (a retry, or one released by the delivery it waited
 /// for): held while its endpoint is disabled, pending otherwise.
 pub fn pending_unless_disabled(endpoint_disabled: bool) -> Status {

@@ -41,12 +41,8 @@ struct Statements {
     count: String,
 }
 
-/// An SQL condition, on a row of `deliveries`, that is true while its endpoint may not send:
-/// its settings are disabled or deleted, or its partner is disabled. Such a delivery is held,
-/// not failed, so that it goes once the endpoint can send again.
-pub(super) const ENDPOINT_DISABLED: &str = "(NOT EXISTS (SELECT 1 FROM settings s \
-     WHERE s.partner_id = deliveries.partner_id AND s.disabled_at IS NULL) \
-     OR EXISTS (SELECT 1 FROM partners p WHERE p.id = deliveries.partner_id AND p.disabled_at IS NOT NULL))";
+/// [`rules::ENDPOINT_DISABLED_SQL`], which the other statements of this backend name too.
+pub(super) const ENDPOINT_DISABLED: &str = rules::ENDPOINT_DISABLED_SQL;
 
 static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
     let waiting_for_it = format!("blocked_by = ?1 AND status = '{}'", Status::Blocked.as_str());
