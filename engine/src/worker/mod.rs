@@ -178,6 +178,10 @@ impl Drop for Ended<'_> {
     }
 }
 
+/// Slots of a rate limit shared with other processes that one postback takes, each reached
+/// late, before it goes back to the store (see [`Worker::wait_for_slot`]).
+const SLOTS_TAKEN_LATE: usize = 3;
+
 /// How soon a postback whose endpoint the store failed to load is due again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -760,31 +764,43 @@ impl Worker {
     /// the limit holds for all their workers together; otherwise in memory.
     async fn wait_for_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
         let inner = &self.inner;
-        match inner
-            .store
-            .reserve_rate_slot(partner_id, rate, inner.config.rate_horizon)
-            .await
-        {
-            Ok(None) => self.wait_for_local_slot(partner_id, rate, shutdown).await,
-            Ok(Some(RateSlot::Wait(wait))) => {
-                // Timed from the store's answer, so the postback leaves no earlier than its slot
-                // on the store's clock, whatever this machine's clock says.
-                if !wait.is_zero() {
-                    inner.config.metrics.rate_limit_wait();
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = shutdown.cancelled() => return Slot::Later(now_ms()),
+        let interval = Duration::from_secs(1) / rate.max(1);
+        for _ in 0..SLOTS_TAKEN_LATE {
+            match inner
+                .store
+                .reserve_rate_slot(partner_id, rate, inner.config.rate_horizon)
+                .await
+            {
+                Ok(None) => return self.wait_for_local_slot(partner_id, rate, shutdown).await,
+                Ok(Some(RateSlot::Wait(wait))) => {
+                    // Timed from the store's answer, so the postback leaves no earlier than its
+                    // slot on the store's clock, whatever this machine's clock says.
+                    let at = Instant::now() + wait;
+                    if !wait.is_zero() {
+                        inner.config.metrics.rate_limit_wait();
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at.into()) => {}
+                            () = shutdown.cancelled() => return Slot::Later(now_ms()),
+                        }
                     }
+                    // A slot reached late (a busy machine) would leave together with the next
+                    // slots of other workers, which this process cannot count: it is let go
+                    // and another taken.
+                    if Instant::now() <= at + interval / 2 {
+                        return self.admit(partner_id, rate, shutdown).await;
+                    }
+                    debug!(partner = %partner_id, "a rate slot was reached late; taking another");
                 }
-                self.admit(partner_id, rate, shutdown).await
-            }
-            Ok(Some(RateSlot::Beyond(after))) => Slot::Later(now_ms() + after.as_millis() as i64),
-            Err(e) => {
-                // Sending without a slot could break the limit the other workers keep.
-                warn!(error = %e, partner = %partner_id, "taking a rate slot failed; the postback goes back to the store");
-                Slot::Later(now_ms() + STORE_RETRY.as_millis() as i64)
+                Ok(Some(RateSlot::Beyond(after))) => return Slot::Later(now_ms() + after.as_millis() as i64),
+                Err(e) => {
+                    // Sending without a slot could break the limit the other workers keep.
+                    warn!(error = %e, partner = %partner_id, "taking a rate slot failed; the postback goes back to the store");
+                    return Slot::Later(now_ms() + STORE_RETRY.as_millis() as i64);
+                }
             }
         }
+        // Every slot was reached late: the machine is too busy to keep to them now.
+        Slot::Later(now_ms() + STORE_RETRY.as_millis() as i64)
     }
 
     /// [`Worker::wait_for_slot`] with the slots of this process's memory.
