@@ -411,6 +411,7 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
         sent.iter().all(|&n| n > 0),
         "both workers send postbacks: {sent:?} successes"
     );
+    assert_eq!(successes(&http, &api).await, 0, "the API process sends nothing");
     first.kill();
     let killed = Instant::now();
 
