@@ -61,11 +61,14 @@ CREATE TABLE deliveries (
     -- The number of the delivery's latest lease, its fencing token (see the SQLite migration
     -- 0008_lease_fencing.sql).
     lease_seq    BIGINT NOT NULL DEFAULT 0,
+    -- The order deliveries were recorded in (SQLite's rowid): it breaks ties between deliveries
+    -- due at the same time, so that a partner's postbacks due together go in the order they came.
+    seq          BIGINT GENERATED ALWAYS AS IDENTITY,
     FOREIGN KEY (partner_id, event_id) REFERENCES events(partner_id, id)
 );
 
 -- Due deliveries are found partner by partner, so that a claim takes turns between partners.
-CREATE INDEX deliveries_pending_by_partner ON deliveries (partner_id, next_at) WHERE status = 'pending';
+CREATE INDEX deliveries_pending_by_partner ON deliveries (partner_id, next_at, seq) WHERE status = 'pending';
 CREATE INDEX deliveries_by_partner ON deliveries (partner_id, id);
 CREATE INDEX deliveries_by_inquiry ON deliveries (partner_id, inquiry_id);
 CREATE INDEX deliveries_blocked ON deliveries (blocked_by) WHERE blocked_by IS NOT NULL;

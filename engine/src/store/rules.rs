@@ -272,6 +272,12 @@ pub fn released_due(next_at: i64, now: i64) -> i64 {
     next_at.max(now)
 }
 
+/// The PostgreSQL form of [`released_due`] (SQLite's is its two-argument `MAX`); `next_at` and
+/// `now` are SQL expressions.
+pub fn released_due_pg_sql(next_at: &str, now: &str) -> String {
+    format!("GREATEST({next_at}, {now})")
+}
+
 // Retention.
 
 /// The statuses of a delivery that retention may remove once its last activity is older than
@@ -575,6 +581,7 @@ mod tests {
             may_retry_sql("?3"),
             "(status IN ('delivered', 'failed') OR (status = 'pending' AND (leased_until IS NULL OR leased_until <= ?3)))"
         );
+        assert_eq!(released_due_pg_sql("next_at", "$2"), "GREATEST(next_at, $2)");
         assert_eq!(
             pending_unless_disabled_sql("x"),
             "CASE WHEN x THEN 'held' ELSE 'pending' END"

@@ -1,11 +1,68 @@
 //! The pipeline's statements on PostgreSQL: accept, claim, record, give back, retention.
+//!
+//! Several processes run them at once on one database, so each keeps the rules of the SQLite
+//! backend (which has one writer) with locks instead:
+//! - an accept takes a transaction-scoped advisory lock per inquiry it records events of, and
+//!   share-locks its partners' rows, their settings and the deliveries its new ones wait for, so
+//!   that who waits for whom is decided as if accepts, recordings and endpoint changes ran one
+//!   after another;
+//! - a claim locks the rows it takes with `FOR UPDATE SKIP LOCKED`: claimers never wait for each
+//!   other nor take the same delivery;
+//! - a recording moves a delivery only under the lease its attempt was made under
+//!   ([`rules::holds_lease`](crate::store::rules::holds_lease)).
+//!
+//! Rows go in batches (arrays unnested in one statement) rather than a round trip each: a
+//! batch is cut into runs in which no two rows bear on each other, and the runs go in order,
+//! so that a batch is recorded as its rows would be one after another.
 
-use std::sync::Arc;
+mod accept;
+mod claim;
+mod prune;
+mod record;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::ops::Range;
+use std::sync::{Arc, LazyLock};
+
+use sqlx::Row;
 
 use super::{PgStore, Result};
 use crate::event::Event;
 use crate::id::PartnerId;
-use crate::store::{Accepted, Claimed, Endpoint, GiveBack, Lease, Leased, Outcome, Pace, Pruned};
+use crate::store::{
+    ACTION_INQUIRY, Accepted, Claimed, Endpoint, GiveBack, Lease, Leased, Outcome, Pace, Pruned, rules,
+};
+
+/// The channel a commit that leaves new deliveries due for a claim notifies, so that workers
+/// waiting for work claim at once rather than at their next poll.
+pub(crate) const DUE_CHANNEL: &str = "postwire_due";
+
+/// Consecutive runs of `items` in which no two share a key (each item has a few), in order:
+/// the rows of one run can go in one statement with the same effect as one after another.
+fn distinct_runs<'a, T, K: Eq + Hash, I: IntoIterator<Item = K>>(
+    items: &'a [T],
+    keys: impl Fn(&'a T) -> I,
+) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut seen = HashSet::new();
+    for (at, item) in items.iter().enumerate() {
+        let keys: Vec<K> = keys(item).into_iter().collect();
+        if keys.iter().any(|key| seen.contains(key)) {
+            runs.push(start..at);
+            start = at;
+            seen.clear();
+        }
+        seen.extend(keys);
+    }
+    if start < items.len() {
+        runs.push(start..items.len());
+    }
+    runs
+}
 
 impl PgStore {
     /// Records events and their deliveries in one transaction (see
@@ -16,42 +73,112 @@ impl PgStore {
         now: i64,
         lease: Lease,
     ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
-        todo!("{:?} {now} {:?}", events.len(), lease.max)
+        let lease = if rules::independent(&events) {
+            lease
+        } else {
+            Lease::NONE
+        };
+        accept::accept(&self.pool, &events, now, lease).await
     }
 
     /// Claims up to `limit` due deliveries for `lease_ms`, none of the partners in `skip`.
     pub async fn claim(&self, now: i64, lease_ms: i64, limit: i64, skip: &[PartnerId]) -> Result<Vec<Claimed>> {
-        todo!("{now} {lease_ms} {limit} {}", skip.len())
+        claim::claim(&self.pool, now, lease_ms, limit, skip).await
     }
 
-    /// When the earliest pending delivery is due, if any is.
+    /// When the earliest pending delivery is due, if any is: the earliest of each partner's,
+    /// found partner by partner along the `deliveries_pending_by_partner` index.
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        todo!()
+        static NEXT_DUE: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT MIN(first) FROM ({}) AS h", *claim::HEADS));
+        Ok(sqlx::query_scalar(&NEXT_DUE).fetch_one(&self.pool).await?)
     }
 
-    /// How many pending deliveries are due at `now`, and when the earliest fell due.
+    /// How many pending deliveries are due at `now`, and when the earliest fell due (see
+    /// [`Store::due`](crate::store::Store::due)). A claimed delivery's due time is its lease's
+    /// end, so claimed ones are not counted.
     pub async fn due(&self, now: i64) -> Result<(i64, Option<i64>)> {
-        todo!("{now}")
+        static DUE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT COALESCE(SUM((SELECT COUNT(*) FROM deliveries
+                                      WHERE partner_id = h.partner_id AND {})), 0)::BIGINT,
+                     MIN(first)
+                 FROM ({}) AS h WHERE first <= $1",
+                rules::due_sql("$1"),
+                *claim::HEADS
+            )
+        });
+        let row = sqlx::query(&DUE).bind(now).fetch_one(&self.pool).await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// A partner's settings and secret for sending.
     pub async fn endpoint(&self, partner_id: &str) -> Result<Option<Endpoint>> {
-        todo!("{partner_id}")
+        let row = sqlx::query(
+            "SELECT s.body, s.version, p.secret, p.previous_secret, p.previous_secret_until
+             FROM settings s JOIN partners p ON p.id = s.partner_id
+             WHERE s.partner_id = $1 AND s.family = $2",
+        )
+        .bind(partner_id)
+        .bind(ACTION_INQUIRY)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Endpoint {
+                settings: row.try_get(0)?,
+                version: row.try_get(1)?,
+                secret: row.try_get(2)?,
+                previous_secret: row
+                    .try_get::<Option<String>, _>(3)?
+                    .zip(row.try_get::<Option<i64>, _>(4)?),
+            })
+        })
+        .transpose()
     }
 
-    /// Records attempts and moves their deliveries on, in order.
+    /// Records attempts and moves their deliveries on, in order (see
+    /// [`Store::record`](crate::store::Store::record)); returns how many deliveries that waited
+    /// for the finished ones may go now.
     pub async fn record(&self, outcomes: Arc<Vec<Outcome>>, now: i64) -> Result<u64> {
-        todo!("{} {now}", outcomes.len())
+        record::record(&self.pool, &outcomes, now).await
     }
 
-    /// Moves claimed deliveries to new due times without counting an attempt.
+    /// Moves claimed deliveries to new due times without counting an attempt; a delivery
+    /// claimed again since is left to the newer claim.
     pub async fn reschedule(&self, due: &[GiveBack]) -> Result<()> {
-        todo!("{}", due.len())
+        if due.is_empty() {
+            return Ok(());
+        }
+        claim::reschedule(&self.pool, due).await
     }
 
-    /// Removes what retention lets go at the cutoff `older_than`.
+    /// Removes what retention lets go at the cutoff `older_than` (see
+    /// [`Store::prune`](crate::store::Store::prune)): a step of `batch` rows a transaction,
+    /// each when `pace` lets it.
     pub async fn prune(&self, older_than: i64, batch: usize, pace: &Pace) -> Result<Pruned> {
-        let _ = pace;
-        todo!("{older_than} {batch}")
+        let batch = batch.max(1);
+        let mut pruned = Pruned::default();
+        let mut last_step = None;
+        let mut after = String::new();
+        loop {
+            pace.before_step(&mut last_step).await;
+            let step = prune::deliveries(&self.pool, older_than, &after, batch).await?;
+            pruned += step.pruned;
+            match step.cursor {
+                Some(cursor) => after = cursor,
+                None => break,
+            }
+        }
+        let mut after = None;
+        loop {
+            pace.before_step(&mut last_step).await;
+            let step = prune::events(&self.pool, older_than, after.as_ref(), batch).await?;
+            pruned += step.pruned;
+            match step.cursor {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        Ok(pruned)
     }
 }

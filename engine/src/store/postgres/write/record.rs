@@ -1,0 +1,225 @@
+//! Recording attempts: each attempt's row and what its outcome does to the delivery (see
+//! [`rules::settle`]), in one transaction.
+//!
+//! The outcomes go in runs of distinct deliveries (see `distinct_runs`; one run unless a
+//! delivery comes twice), a few statements a run whatever its length: the deliveries move
+//! first, each matched by id and by the attempt's lease number ([`rules::holds_lease`]), and
+//! which moved says how each attempt is logged; then the endpoints disabled are disabled and
+//! their pending deliveries held, the deliveries that waited for the finished ones released,
+//! the superseded attempts counted, and the attempts inserted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::super::Result;
+use super::distinct_runs;
+use crate::store::rules::{self, Settle};
+use crate::store::{Outcome, Status};
+
+/// The statements that carry the rules of what an outcome does, rendered once.
+struct Statements {
+    /// Moves each delivery whose attempt's lease (`token`) still holds it: done for good, to its
+    /// retry time [pending unless disabled](rules::pending_unless_disabled), or held; counts
+    /// the attempt, keeps its error and ends the lease. Returns the deliveries moved.
+    settle: String,
+    /// Lets the deliveries that waited for the finished ones (`$1`) go on, pending unless
+    /// disabled, due at [`rules::released_due`].
+    release: String,
+    /// Holds the [pending deliveries](rules::HELD_ON_DISABLE) of the endpoints disabled.
+    hold_pending: String,
+}
+
+/// What a moved outcome was, as `settle` reads it.
+const DONE: &str = "done";
+const RETRY: &str = "retry";
+const HOLD: &str = "hold";
+
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+    let pending_unless_disabled = rules::pending_unless_disabled_sql(rules::ENDPOINT_DISABLED_SQL);
+    Statements {
+        settle: format!(
+            "UPDATE deliveries SET
+                 status = CASE WHEN o.kind = '{RETRY}' THEN {pending_unless_disabled} ELSE o.new_status END,
+                 next_at = CASE WHEN o.kind = '{RETRY}' THEN o.retry_at ELSE next_at END,
+                 attempts = attempts + 1, last_error = o.error, updated_at = $7, leased_until = NULL
+             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[])
+                 AS o(outcome_of, kind, new_status, retry_at, error, token)
+             WHERE id = o.outcome_of AND {}
+             RETURNING id, partner_id",
+            rules::holds_lease_sql("o.token")
+        ),
+        release: format!(
+            "UPDATE deliveries SET status = {pending_unless_disabled}, blocked_by = NULL,
+                 next_at = {}, updated_at = $2
+             WHERE blocked_by = ANY($1) AND status = '{}'",
+            rules::released_due_pg_sql("next_at", "$2"),
+            Status::Blocked.as_str()
+        ),
+        hold_pending: format!(
+            "UPDATE deliveries SET status = '{}', updated_at = $2 WHERE partner_id = ANY($1) AND status = '{}'",
+            Status::Held.as_str(),
+            rules::HELD_ON_DISABLE.as_str()
+        ),
+    }
+});
+
+/// Inserts the attempts of a run.
+const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request,
+         response_status, response_headers, response_body, verdict, error, plugins, superseded)
+     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[],
+         $7::BIGINT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[])";
+
+/// Locks the settings of the deliveries' partners before any delivery, as an accept does, so
+/// that a recording that disables an endpoint and an accept for it never wait for each other
+/// in a circle.
+const LOCK_SETTINGS: &str = "SELECT 1 FROM settings
+     WHERE partner_id IN (SELECT partner_id FROM deliveries WHERE id = ANY($1))
+     ORDER BY partner_id, family FOR NO KEY UPDATE";
+
+/// Records attempts and moves their deliveries on, in order, in one transaction. Returns how
+/// many deliveries that waited for the finished ones may go now.
+pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome], now: i64) -> Result<u64> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    let disabling: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| matches!(rules::settle(&o.next), Settle::Disable(_)))
+        .map(|o| o.attempt.delivery_id.as_str())
+        .collect();
+    if !disabling.is_empty() {
+        sqlx::query(LOCK_SETTINGS).bind(&disabling).execute(&mut *tx).await?;
+    }
+    let mut released = 0;
+    for run in distinct_runs(outcomes, |o| [o.attempt.delivery_id.as_str()]) {
+        released += record_run(&mut tx, &outcomes[run], now).await?;
+    }
+    tx.commit().await?;
+    Ok(released)
+}
+
+/// Records outcomes of distinct deliveries.
+async fn record_run(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], now: i64) -> Result<u64> {
+    let statements = &*STATEMENTS;
+    let mut kinds = Vec::with_capacity(outcomes.len());
+    let mut new_statuses = Vec::with_capacity(outcomes.len());
+    let mut retry_at = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let (kind, status, at) = match rules::settle(&outcome.next) {
+            Settle::Done(status) => (DONE, status, None),
+            // The status is the rule's, decided in the statement.
+            Settle::RetryAt(at) => (RETRY, Status::Pending, Some(at)),
+            Settle::Disable(_) => (HOLD, Status::Held, None),
+        };
+        kinds.push(kind);
+        new_statuses.push(status.as_str());
+        retry_at.push(at);
+    }
+    let moved: HashMap<String, String> = sqlx::query_as(&statements.settle)
+        .bind(
+            outcomes
+                .iter()
+                .map(|o| o.attempt.delivery_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&kinds)
+        .bind(&new_statuses)
+        .bind(&retry_at)
+        .bind(outcomes.iter().map(|o| o.attempt.error.as_deref()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.lease_seq).collect::<Vec<_>>())
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+
+    // An endpoint disabled twice keeps the later reason, as one after another.
+    let mut disabled: Vec<(&str, &str)> = Vec::new();
+    let mut finished: Vec<&str> = Vec::new();
+    let mut superseded: Vec<&str> = Vec::new();
+    for outcome in outcomes {
+        let id = outcome.attempt.delivery_id.as_str();
+        let Some(partner) = moved.get(id) else {
+            // Gone (its attempt breaks the foreign key and the recording fails) or claimed
+            // again: logged as superseded, and counted, so that the count is still the
+            // requests its receiver saw.
+            superseded.push(id);
+            continue;
+        };
+        match rules::settle(&outcome.next) {
+            Settle::Done(_) => finished.push(id),
+            Settle::RetryAt(_) => {}
+            Settle::Disable(reason) => {
+                disabled.retain(|(p, _)| p != partner);
+                disabled.push((partner, reason));
+            }
+        }
+    }
+    if !disabled.is_empty() {
+        sqlx::query(
+            "UPDATE settings SET disabled_reason = t.reason, disabled_at = $3
+             FROM UNNEST($1::TEXT[], $2::TEXT[]) AS t(disabled, reason) WHERE partner_id = t.disabled",
+        )
+        .bind(disabled.iter().map(|(p, _)| *p).collect::<Vec<_>>())
+        .bind(disabled.iter().map(|(_, r)| *r).collect::<Vec<_>>())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&statements.hold_pending)
+            .bind(disabled.iter().map(|(p, _)| *p).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let mut released = 0;
+    if !finished.is_empty() {
+        released = sqlx::query(&statements.release)
+            .bind(&finished)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    if !superseded.is_empty() {
+        sqlx::query("UPDATE deliveries SET attempts = attempts + 1 WHERE id = ANY($1)")
+            .bind(&superseded)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let superseded: HashSet<&str> = superseded.into_iter().collect();
+    let attempts = outcomes.iter().map(|o| &o.attempt);
+    sqlx::query(INSERT_ATTEMPTS)
+        .bind(attempts.clone().map(|a| a.id.as_str()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.delivery_id.as_str()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.number).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.started_at).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.duration_ms).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.request.get()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.response_status).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .clone()
+                .map(|a| a.response_headers.as_ref().map(|h| h.get()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts.clone().map(|a| a.response_body.as_deref()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.verdict.as_str()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.error.as_deref()).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .clone()
+                .map(|a| a.plugins.as_ref().map(ToString::to_string))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .map(|a| i64::from(superseded.contains(a.delivery_id.as_str())))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await?;
+    Ok(released)
+}
