@@ -1,18 +1,15 @@
 //! What processes sharing the database tell each other: wake-ups when deliveries fall due
-//! (`LISTEN`/`NOTIFY` on [`DUE_CHANNEL`]), and the partners' rate limits, held in the
-//! database so that a limit holds for every worker together.
+//! (`LISTEN`/`NOTIFY` on the accept's channel, [`DUE_CHANNEL`]), and the partners' rate limits,
+//! held in the database so that a limit holds for every worker together.
 
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
+use super::write::DUE_CHANNEL;
 use super::{PgStore, Result};
 use crate::store::RateSlot;
-
-/// The channel on which a process says that deliveries may be due now (the accept statement
-/// says it too); workers listen on it.
-pub const DUE_CHANNEL: &str = "postwire_due";
 
 /// How long a listener that lost the database waits before connecting again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -35,7 +32,8 @@ SELECT clock.now, (SELECT tat FROM taken), (SELECT tat FROM rate_limits WHERE pa
 FROM clock";
 
 impl PgStore {
-    /// Tells every listening worker that deliveries may be due now.
+    /// Tells every listening worker that deliveries may be due now, on the channel an accept
+    /// that leaves deliveries due notifies too.
     pub async fn notify_due(&self) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(DUE_CHANNEL)
