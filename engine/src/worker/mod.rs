@@ -766,6 +766,7 @@ impl Worker {
         let inner = &self.inner;
         let interval = Duration::from_secs(1) / rate.max(1);
         for _ in 0..SLOTS_TAKEN_LATE {
+            let asked = Instant::now();
             match inner
                 .store
                 .reserve_rate_slot(partner_id, rate, inner.config.rate_horizon)
@@ -773,8 +774,10 @@ impl Worker {
             {
                 Ok(None) => return self.wait_for_local_slot(partner_id, rate, shutdown).await,
                 Ok(Some(RateSlot::Wait(wait))) => {
-                    // Timed from the store's answer, so the postback leaves no earlier than its
-                    // slot on the store's clock, whatever this machine's clock says.
+                    // The slot is `wait` after the store ran the statement, which it did between
+                    // the question and the answer. Timed from the answer, the postback leaves no
+                    // earlier than its slot on the store's clock, whatever this machine's clock
+                    // says.
                     let at = Instant::now() + wait;
                     if !wait.is_zero() {
                         inner.config.metrics.rate_limit_wait();
@@ -783,10 +786,11 @@ impl Worker {
                             () = shutdown.cancelled() => return Slot::Later(now_ms()),
                         }
                     }
-                    // A slot reached late (a busy machine) would leave together with the next
-                    // slots of other workers, which this process cannot count: it is let go
-                    // and another taken.
-                    if Instant::now() <= at + interval / 2 {
+                    // Timed from the question, it leaves at most half an interval after it. A
+                    // slot reached later (a slow answer, a busy machine) would leave together
+                    // with other workers' next slots, which this process cannot count: it is let
+                    // go and another taken.
+                    if Instant::now() <= asked + wait + interval / 2 {
                         return self.admit(partner_id, rate, shutdown).await;
                     }
                     debug!(partner = %partner_id, "a rate slot was reached late; taking another");
