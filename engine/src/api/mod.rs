@@ -64,6 +64,28 @@ impl AppState {
         }
     }
 
+    /// Keeps the partner's postbacks that workers hold in memory from being sent, in this
+    /// process ([`Worker::hold`]) and in every process sharing the store: the store holds them
+    /// now. Should the notice fail, postbacks already claimed elsewhere may still go once.
+    pub(crate) async fn hold_everywhere(&self, partner_id: &str) {
+        self.worker.hold(partner_id);
+        self.tell_workers(crate::store::Notice::Held(partner_id.into())).await;
+    }
+
+    /// Forgets a partner about to be deleted, in this process ([`Worker::forget_partner`]) and
+    /// in every process sharing the store, so that no worker records outcomes for deliveries
+    /// that are gone.
+    pub(crate) async fn forget_everywhere(&self, partner_id: &str) {
+        self.worker.forget_partner(partner_id);
+        self.tell_workers(crate::store::Notice::Gone(partner_id.into())).await;
+    }
+
+    async fn tell_workers(&self, notice: crate::store::Notice) {
+        if let Err(e) = self.store.notify(&notice).await {
+            tracing::warn!(error = %e, ?notice, "cannot tell the other processes' workers");
+        }
+    }
+
     /// Takes one of the partner's test postbacks or plugin dry runs, or answers 429 with when
     /// the next one is allowed.
     pub(crate) fn take_try(&self, partner_id: &str) -> Result<(), ApiError> {

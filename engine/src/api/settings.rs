@@ -279,7 +279,7 @@ async fn remove(State(state): State<AppState>, Partner(partner): Partner) -> Res
         .delete_settings(&partner.id, now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("partner {} has no action inquiry settings", partner.id)))?;
-    state.worker.hold(&partner.id);
+    state.hold_everywhere(&partner.id).await;
     Ok(Json(json!({"deleted": true, "held_deliveries": held})))
 }
 
@@ -340,7 +340,7 @@ async fn disable(
                 partner.id
             ))
         })?;
-    state.worker.hold(&partner.id);
+    state.hold_everywhere(&partner.id).await;
     Ok(Json(
         json!({"enabled": false, "disabled_reason": reason, "held_deliveries": held}),
     ))

@@ -6,8 +6,8 @@ use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
     Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, GiveBack, KeyKind,
-    Lease, Leased, NewKey, Outcome, Partner, PluginQuota, PluginRecord, PluginUsage, Pruned, RateSlot, SettingsRecord,
-    Status, StoreError, rules,
+    Lease, Leased, NewKey, Notice, Outcome, Partner, PluginQuota, PluginRecord, PluginUsage, Pruned, RateSlot,
+    SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::{DeliveryId, PartnerId};
@@ -258,23 +258,31 @@ impl Store {
     /// retry, a replay, released deliveries), so that they claim without waiting for their idle
     /// poll. Nothing on SQLite, whose one process wakes its own worker.
     pub async fn notify_due(&self) -> Result<()> {
+        self.notify(&Notice::Due).await
+    }
+
+    /// Tells the workers of every process sharing the store `notice` (see [`Store::watch`]).
+    /// Nothing on SQLite, whose one process tells its own worker.
+    pub async fn notify(&self, notice: &Notice) -> Result<()> {
         match self {
             Store::Sqlite(_) => Ok(()),
-            Store::Postgres(store) => store.notify_due().await,
+            Store::Postgres(store) => store.notify(notice).await,
         }
     }
 
-    /// Calls `wake` whenever a process sharing the store says deliveries may be due (an accept,
-    /// [`Store::notify_due`]), until `shutdown` is cancelled; a lost connection to the database
-    /// is made again. `None` on SQLite, where no other process accepts.
-    pub fn watch_due(
+    /// Calls `on` with every notice of the processes sharing the store ([`Store::notify`], and
+    /// [`Notice::Due`] from an accept that leaves deliveries due), until `shutdown` is
+    /// cancelled. A lost connection to the database is made again; since notices sent meanwhile
+    /// are lost, `on` gets [`Notice::Due`] whenever listening starts. `None` on SQLite, where no
+    /// other process changes the store.
+    pub fn watch(
         &self,
-        wake: impl Fn() + Send + 'static,
+        on: impl Fn(Notice) + Send + 'static,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         match self {
             Store::Sqlite(_) => None,
-            Store::Postgres(store) => Some(store.watch_due(wake, shutdown)),
+            Store::Postgres(store) => Some(store.watch(on, shutdown)),
         }
     }
 

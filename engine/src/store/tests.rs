@@ -1283,7 +1283,8 @@ async fn a_store_of_one_process_shares_nothing() {
         None
     );
     store.notify_due().await.unwrap();
+    store.notify(&super::Notice::Gone("ptn_a".into())).await.unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    assert!(store.watch_due(|| {}, shutdown).is_none());
+    assert!(store.watch(|_| {}, shutdown).is_none());
     store.close().await;
 }

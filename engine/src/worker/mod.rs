@@ -46,7 +46,8 @@ use crate::sealed::{CannotOpen, SecretKey, is_sealed};
 use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings};
 use crate::store::{
-    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Outcome, RateSlot, Store, StoreError, now_ms,
+    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Notice, Outcome, RateSlot, Store, StoreError,
+    now_ms,
 };
 
 /// How the worker runs.
@@ -429,10 +430,18 @@ impl Worker {
             async move { worker.claim(shutdown).await }
         });
         // Other processes sharing the store accept events and release deliveries: their notices
-        // wake the claimer at once, and the idle poll is only the fallback.
+        // wake the claimer at once, and the idle poll is only the fallback. They also disable
+        // and delete partners whose postbacks this worker may hold in memory.
         let watcher = {
             let worker = self.clone();
-            inner.store.watch_due(move || worker.wake(), shutdown.clone())
+            inner.store.watch(
+                move |notice| match notice {
+                    Notice::Due => worker.wake(),
+                    Notice::Held(partner_id) => worker.hold(&partner_id),
+                    Notice::Gone(partner_id) => worker.forget_partner(&partner_id),
+                },
+                shutdown.clone(),
+            )
         };
         let permits = Arc::new(Semaphore::new(inner.config.concurrency));
         let tasks = TaskTracker::new();

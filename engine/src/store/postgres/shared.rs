@@ -9,7 +9,32 @@ use tokio_util::sync::CancellationToken;
 
 use super::write::DUE_CHANNEL;
 use super::{PgStore, Result};
-use crate::store::RateSlot;
+use crate::store::{Notice, RateSlot};
+
+/// The channel on which a process says what became of a partner, `held:<partner id>` or
+/// `gone:<partner id>` (see [`Notice`]).
+const PARTNERS_CHANNEL: &str = "postwire_partners";
+
+/// A notice as sent: its channel and payload.
+fn encode(notice: &Notice) -> (&'static str, String) {
+    match notice {
+        Notice::Due => (DUE_CHANNEL, String::new()),
+        Notice::Held(partner) => (PARTNERS_CHANNEL, format!("held:{partner}")),
+        Notice::Gone(partner) => (PARTNERS_CHANNEL, format!("gone:{partner}")),
+    }
+}
+
+/// A notice as received, if it is one.
+fn decode(channel: &str, payload: &str) -> Option<Notice> {
+    if channel == DUE_CHANNEL {
+        return Some(Notice::Due);
+    }
+    match payload.split_once(':')? {
+        ("held", partner) if !partner.is_empty() => Some(Notice::Held(partner.into())),
+        ("gone", partner) if !partner.is_empty() => Some(Notice::Gone(partner.into())),
+        _ => None,
+    }
+}
 
 /// How long a listener that lost the database waits before connecting again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -32,24 +57,26 @@ SELECT clock.now, (SELECT tat FROM taken), (SELECT tat FROM rate_limits WHERE pa
 FROM clock";
 
 impl PgStore {
-    /// Tells every listening worker that deliveries may be due now, on the channel an accept
-    /// that leaves deliveries due notifies too.
-    pub async fn notify_due(&self) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(DUE_CHANNEL)
+    /// Tells every listening worker `notice`; [`Notice::Due`] on the channel an accept that
+    /// leaves deliveries due notifies too.
+    pub async fn notify(&self, notice: &Notice) -> Result<()> {
+        let (channel, payload) = encode(notice);
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// Calls `wake` on every notification on [`DUE_CHANNEL`] until `shutdown` is cancelled.
+    /// Calls `on` with every notice received until `shutdown` is cancelled.
     ///
     /// A lost connection is made again (after [`RECONNECT_AFTER`] when the database does not
-    /// answer); notifications sent meanwhile are lost, so `wake` is called once more whenever
+    /// answer); notices sent meanwhile are lost, so `on` gets [`Notice::Due`] whenever
     /// listening starts again.
-    pub fn watch_due(
+    pub fn watch(
         &self,
-        wake: impl Fn() + Send + 'static,
+        on: impl Fn(Notice) + Send + 'static,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let pool = self.pool.clone();
@@ -61,7 +88,7 @@ impl PgStore {
                     None => {
                         let connected = async {
                             let mut listener = PgListener::connect_with(&pool).await?;
-                            listener.listen(DUE_CHANNEL).await?;
+                            listener.listen_all([DUE_CHANNEL, PARTNERS_CHANNEL]).await?;
                             Ok::<_, sqlx::Error>(listener)
                         };
                         let connected = tokio::select! {
@@ -70,7 +97,7 @@ impl PgStore {
                         };
                         match connected {
                             Ok(listener) => {
-                                wake();
+                                on(Notice::Due);
                                 listening.insert(listener)
                             }
                             Err(e) => {
@@ -88,9 +115,13 @@ impl PgStore {
                     received = listener.try_recv() => received,
                 };
                 match received {
-                    Ok(Some(_)) => wake(),
+                    Ok(Some(notification)) => {
+                        if let Some(notice) = decode(notification.channel(), notification.payload()) {
+                            on(notice);
+                        }
+                    }
                     // The connection was lost and made again: what was sent meanwhile is lost.
-                    Ok(None) => wake(),
+                    Ok(None) => on(Notice::Due),
                     Err(e) => {
                         listening = None;
                         if shutdown.is_cancelled() {
@@ -162,32 +193,68 @@ mod tests {
             .expect("the clock")
     }
 
-    /// A process's notice wakes the workers listening in another, and listening survives the
+    /// A process's notices reach the workers listening in another, and listening survives the
     /// database dropping the listener's connection.
     #[tokio::test]
     async fn a_notice_wakes_a_listener_in_another_process() {
         let Some((notifier, url)) = store().await else { return };
         let listener = PgStore::open(&url, Durability::Process).await.expect("the store opens");
         let wakes = Arc::new(AtomicUsize::new(0));
+        let partners = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let watching = listener.watch_due(
+        let watching = listener.watch(
             {
-                let wakes = wakes.clone();
-                move || {
-                    wakes.fetch_add(1, Ordering::SeqCst);
+                let (wakes, partners) = (wakes.clone(), partners.clone());
+                move |notice| match notice {
+                    Notice::Due => {
+                        wakes.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => partners.lock().unwrap().push(other),
                 }
             },
             shutdown.clone(),
         );
         woken(&wakes, 0, "once listening, for what was sent before").await;
         let before = wakes.load(Ordering::SeqCst);
-        notifier.notify_due().await.expect("a notice");
+        notifier.notify(&Notice::Due).await.expect("a notice");
         woken(&wakes, before, "by a notice").await;
+
+        // Other tests' listeners share the channels: only this test's partner ids count.
+        let (held, gone) = (
+            Notice::Held("ptn_notice_held".into()),
+            Notice::Gone("ptn_notice_gone".into()),
+        );
+        notifier.notify(&held).await.expect("a notice");
+        notifier.notify(&gone).await.expect("a notice");
+        let start = Instant::now();
+        loop {
+            let got: Vec<Notice> = partners
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|n| **n == held || **n == gone)
+                .cloned()
+                .collect();
+            if got == [held.clone(), gone.clone()] {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "partner notices arrive in order: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            decode(PARTNERS_CHANNEL, "sent:ptn_x"),
+            None,
+            "an unknown notice is left out"
+        );
+        assert_eq!(decode(PARTNERS_CHANNEL, "held:"), None);
 
         // The server ends every listening connection (other tests' listeners reconnect too).
         let ended: Vec<bool> = sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND query = 'LISTEN \"postwire_due\"'",
+             WHERE datname = current_database() AND query LIKE 'LISTEN \"postwire_due\"%'",
         )
         .fetch_all(&notifier.pool)
         .await
@@ -203,7 +270,7 @@ mod tests {
                 start.elapsed() < Duration::from_secs(5),
                 "a notice after the reconnection wakes"
             );
-            notifier.notify_due().await.expect("a notice");
+            notifier.notify(&Notice::Due).await.expect("a notice");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
