@@ -71,12 +71,27 @@ const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, delivery_id, number, st
      SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[],
          $7::BIGINT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[])";
 
+/// Share-locks the deliveries' partners before anything else, as an accept does: a partner
+/// disabled meanwhile is disabled before the recording reads it, or after it commits.
+const LOCK_PARTNERS: &str = "SELECT 1 FROM partners
+     WHERE id IN (SELECT partner_id FROM deliveries WHERE id = ANY($1))
+     ORDER BY id FOR SHARE";
+
 /// Locks the settings of the deliveries' partners before any delivery, as an accept does, so
 /// that a recording that disables an endpoint and an accept for it never wait for each other
 /// in a circle.
 const LOCK_SETTINGS: &str = "SELECT 1 FROM settings
      WHERE partner_id IN (SELECT partner_id FROM deliveries WHERE id = ANY($1))
      ORDER BY partner_id, family FOR NO KEY UPDATE";
+
+/// [`LOCK_SETTINGS`] for a recording that disables no endpoint: an endpoint disabled (or its
+/// settings deleted) by the API meanwhile is so before the recording reads whether it is, or
+/// after the recording commits. Without it, a retry's statement could read the settings as
+/// they were when it began, after waiting for the delivery's row the disabling held, and make
+/// the delivery pending again behind the disabled endpoint.
+const SHARE_SETTINGS: &str = "SELECT 1 FROM settings
+     WHERE partner_id IN (SELECT partner_id FROM deliveries WHERE id = ANY($1))
+     ORDER BY partner_id, family FOR SHARE";
 
 /// Records attempts and moves their deliveries on, in order, in one transaction. Returns how
 /// many deliveries that waited for the finished ones may go now.
@@ -85,13 +100,17 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome], now: i64) -> Res
         return Ok(0);
     }
     let mut tx = pool.begin().await?;
-    let disabling: Vec<&str> = outcomes
+    let all: Vec<&str> = outcomes.iter().map(|o| o.attempt.delivery_id.as_str()).collect();
+    sqlx::query(LOCK_PARTNERS).bind(&all).execute(&mut *tx).await?;
+    if !outcomes
         .iter()
-        .filter(|o| matches!(rules::settle(&o.next), Settle::Disable(_)))
-        .map(|o| o.attempt.delivery_id.as_str())
-        .collect();
-    if !disabling.is_empty() {
-        sqlx::query(LOCK_SETTINGS).bind(&disabling).execute(&mut *tx).await?;
+        .any(|o| matches!(rules::settle(&o.next), Settle::Disable(_)))
+    {
+        sqlx::query(SHARE_SETTINGS).bind(&all).execute(&mut *tx).await?;
+    } else {
+        // All in one statement, in the order an accept locks them (a disabling outcome is rare:
+        // the other partners' settings are locked harder than they need for once).
+        sqlx::query(LOCK_SETTINGS).bind(&all).execute(&mut *tx).await?;
     }
     let mut released = 0;
     for run in distinct_runs(outcomes, |o| [o.attempt.delivery_id.as_str()]) {

@@ -486,3 +486,50 @@ async fn an_event_accepted_while_its_endpoint_is_disabled_is_held() {
         "c2 waits for the endpoint"
     );
 }
+
+/// A retry recorded while the API disables the endpoint leaves the delivery held: the
+/// recording reads whether the endpoint is disabled only once the disabling has committed.
+#[tokio::test]
+async fn a_retry_recorded_while_its_endpoint_is_disabled_is_held() {
+    use crate::store::Lease;
+    let Some(stores) = stores(2).await else { return };
+    let p = "ptn_off";
+    partner(&stores[0], p).await;
+    let now = now_ms();
+    let (accepted, _) = stores[0]
+        .accept_leasing(vec![event(p, "c1", "created", "i1")].into(), now, Lease::NONE)
+        .await
+        .expect("accepted");
+    let c1 = accepted[0].delivery_ids[0].clone();
+    let claimed = stores[0].claim(now, 60_000, 10, &[]).await.expect("claimed");
+    let outcome = Outcome {
+        attempt: attempt(&c1, Some("500")),
+        next: Next::RetryAt(now + 60_000),
+        lease_seq: claimed[0].lease_seq,
+    };
+    // The API's disabling, under way: the settings say disabled, the pending delivery held.
+    let mut disabling = stores[1].pool.begin().await.expect("a transaction");
+    sqlx::query("UPDATE settings SET disabled_reason = 'off', disabled_at = $2 WHERE partner_id = $1")
+        .bind(p)
+        .bind(now)
+        .execute(&mut *disabling)
+        .await
+        .expect("disabled");
+    sqlx::query("UPDATE deliveries SET status = 'held' WHERE partner_id = $1 AND status = 'pending'")
+        .bind(p)
+        .execute(&mut *disabling)
+        .await
+        .expect("held");
+    let recording = tokio::spawn({
+        let store = stores[0].clone();
+        async move { store.record(vec![outcome].into(), now_ms()).await }
+    });
+    until_blocked_by(&mut disabling).await;
+    disabling.commit().await.expect("committed");
+    recording.await.expect("the recording ran").expect("recorded");
+    assert_eq!(
+        state(&stores[0], &c1).await,
+        (Status::Held, None),
+        "the retry waits behind the disabled endpoint"
+    );
+}
