@@ -204,3 +204,41 @@ fn placeholders_lists_the_catalogue() {
     let text = postwire(&["placeholders"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("TransactionAmount"));
 }
+
+/// `serve --help` shows the roles, and a role other than `all` on an SQLite database is refused
+/// before anything starts, saying why and what to run instead.
+#[test]
+fn serve_roles_are_shown_and_refused_on_sqlite() {
+    let help = postwire(&["serve", "--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--role <ROLE>"), "{help}");
+    for value in ["- api:", "- worker:", "- all:", "[env: POSTWIRE_ROLE=]"] {
+        assert!(help.contains(value), "{value} in {help}");
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database = format!("sqlite://{}", dir.path().join("pw.db").display());
+    for role in ["api", "worker"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_postwire"))
+            .args([
+                "serve",
+                "--role",
+                role,
+                "--database",
+                &database,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("POSTWIRE_CONFIG")
+            .env_remove("POSTWIRE_ROLE")
+            .output()
+            .expect("the postwire binary runs");
+        assert!(!output.status.success(), "--role {role} on SQLite is refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("role: {role} needs a database that processes share")),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("pw.db").exists(), "nothing was opened");
+    }
+}

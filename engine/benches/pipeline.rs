@@ -104,7 +104,9 @@ fn postgres_cpu_time() -> Duration {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         if !head.ends_with("(postgres") {
             continue;
         }
@@ -119,7 +121,9 @@ fn postgres_cpu_time() -> Duration {
 async fn postgres_schema(url: &str) -> String {
     use sqlx::Connection;
     let schema = format!("pw_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let mut admin = sqlx::PgConnection::connect(url).await.expect("PW_BENCH_POSTGRES answers");
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .expect("PW_BENCH_POSTGRES answers");
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut admin)
         .await

@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the API and the delivery worker (SQLite by default).
+    /// Run the API and the delivery worker (SQLite by default), or one of them (`--role`).
     Serve(Box<ServeOptions>),
     /// See Postwire work: an engine, a receiver and two postbacks on a temporary database.
     Demo,
@@ -262,6 +262,9 @@ fn serve(options: ServeOptions) -> Result<(), String> {
                 println!("operator token: the one printed on the first start (stored hashed)")
             }
             postwire::serve::OperatorToken::Configured => println!("operator token: as configured"),
+            postwire::serve::OperatorToken::NotMade => {
+                println!("operator token: none yet; an API process makes one on its first start")
+            }
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -30,6 +30,12 @@ pub struct ServeOptions {
     #[arg(long, env = "POSTWIRE_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// What this process does: `api` serves the HTTP API and stores events for workers in
+    /// other processes to send; `worker` sends postbacks, serving only health, readiness and
+    /// metrics on `--listen`; `all` does both. `api` and `worker` need a database processes share
+    /// (PostgreSQL) [default: all].
+    #[arg(long, env = "POSTWIRE_ROLE", value_enum)]
+    pub role: Option<Role>,
     /// Address the API listens on [default: 127.0.0.1:8080].
     #[arg(long, env = "POSTWIRE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -137,6 +143,41 @@ pub struct ServeOptions {
     pub otlp_endpoint: Option<String>,
 }
 
+/// What one `serve` process does. Processes of several roles share one PostgreSQL database:
+/// API processes store events and wake the workers, which send them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API only: accepted events are stored for the workers, none is sent here.
+    Api,
+    /// Postbacks only: the listen address serves health, readiness and metrics, no API.
+    Worker,
+    /// The API and the worker in one process.
+    #[default]
+    All,
+}
+
+impl Role {
+    /// Whether this process serves the API's routes.
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    /// Whether this process sends postbacks.
+    pub fn sends(self) -> bool {
+        self != Role::Api
+    }
+
+    /// The role's name, as `--role` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::All => "all",
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,6 +225,8 @@ pub const PRUNE_BUSY_GAP: Duration = Duration::from_secs(1);
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What this process does.
+    pub role: Role,
     /// Where the API listens.
     pub listen: SocketAddr,
     /// The database URL.
@@ -368,6 +411,14 @@ impl ServeOptions {
         }
         let admin_token_hash = admin_token.map(|token| crate::store::rules::token_hash(token.trim()));
         let database = pick(self.database, file.database).unwrap_or_else(|| "sqlite://postwire.db".into());
+        let role = self.role.or(file.role).unwrap_or_default();
+        if role != Role::All && database.starts_with("sqlite:") {
+            return Err(format!(
+                "role: {} needs a database that processes share (postgres://…); an SQLite database is one \
+                 file for one process, so run it with --role all",
+                role.name()
+            ));
+        }
         let database_file = database
             .strip_prefix("sqlite://")
             .or_else(|| database.strip_prefix("sqlite:"))
@@ -410,6 +461,7 @@ impl ServeOptions {
         worker.fit_to(send.timeout, plugin_limits.deadline);
         worker.shutdown_grace = send.timeout + Duration::from_secs(5);
         Ok(Config {
+            role,
             listen: self
                 .listen
                 .or(file.listen)
@@ -475,11 +527,19 @@ pub enum OperatorToken {
     /// None was configured or stored: this one was just made and stored hashed. It is shown
     /// this once.
     Created(String),
+    /// None was configured or stored, and this worker process makes none: an API process makes
+    /// it on its first start. Until then `/metrics` here answers only with `--metrics-public`.
+    NotMade,
 }
 
 /// The operator token of a store: `Configured` when the configuration has one, else the stored
-/// one, else a new one, stored by its hash.
-async fn operator_token(store: &Store, configured: bool) -> Result<OperatorToken, crate::store::StoreError> {
+/// one, else a new one, stored by its hash. A worker process makes none, so that processes
+/// starting together on a new database show one token, the API's.
+async fn operator_token(
+    store: &Store,
+    configured: bool,
+    role: Role,
+) -> Result<OperatorToken, crate::store::StoreError> {
     use crate::store::{KeyKind, now_ms};
     if configured {
         return Ok(OperatorToken::Configured);
@@ -487,6 +547,9 @@ async fn operator_token(store: &Store, configured: bool) -> Result<OperatorToken
     let stored = store.keys(KeyKind::Operator, None).await?;
     if stored.iter().any(|key| key.revoked_at.is_none()) {
         return Ok(OperatorToken::Stored);
+    }
+    if !role.serves_api() {
+        return Ok(OperatorToken::NotMade);
     }
     let key = store.create_key(KeyKind::Operator, None, None, now_ms()).await?;
     Ok(OperatorToken::Created(key.token))
@@ -585,12 +648,13 @@ impl Running {
     }
 }
 
-/// Opens the store, binds the API and starts the worker; stops when `shutdown` is cancelled.
+/// Opens the store, binds the API and starts the worker, as far as the configured [`Role`]
+/// has them; stops when `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, String> {
     let store = Store::open_with(&config.database, config.durability, config.runtime_niceness)
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.database))?;
-    let operator_token = operator_token(&store, config.admin_token_hash.is_some())
+    let operator_token = operator_token(&store, config.admin_token_hash.is_some(), config.role)
         .await
         .map_err(|e| format!("cannot set up the operator token: {e}"))?;
     let secret_key = secret_key(&config)?;
@@ -615,7 +679,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = api::router(AppState {
+    let state = AppState {
         store: store.clone(),
         worker: worker.clone(),
         sender,
@@ -624,7 +688,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         secret_key,
         tries: Arc::new(api::Tries::per_minute(config.tries_per_minute)),
         plugin_quota: config.plugin_quota,
-    });
+    };
+    let app = if config.role.serves_api() {
+        api::router(state)
+    } else {
+        api::probes(state)
+    };
     let task = {
         let shutdown = shutdown.clone();
         let store = store.clone();
@@ -633,11 +702,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 let worker = worker.clone();
                 crate::store::Pace::yielding(move || worker.busy(), PRUNE_BUSY_GAP)
             };
-            let worker_task = tokio::spawn({
-                let shutdown = shutdown.clone();
-                async move { worker.run(shutdown).await }
+            // An API process leaves sending, and retention with it, to the workers: its own
+            // worker only stores what it accepts (its memory queue stays closed).
+            let sends = config.role.sends();
+            let worker_task = sends.then(|| {
+                tokio::spawn({
+                    let shutdown = shutdown.clone();
+                    async move { worker.run(shutdown).await }
+                })
             });
-            let pruner = config.retention.map(|window| {
+            let pruner = config.retention.filter(|_| sends).map(|window| {
                 tokio::spawn(prune(
                     store.clone(),
                     window,
@@ -647,7 +721,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 ))
             });
             serve_api(listener, app, &config, &shutdown).await;
-            let _ = worker_task.await;
+            if let Some(worker_task) = worker_task {
+                let _ = worker_task.await;
+            }
             if let Some(pruner) = pruner {
                 let _ = pruner.await;
             }
@@ -975,6 +1051,49 @@ mod tests {
         assert!(error.starts_with("prune_interval:"), "{error}");
     }
 
+    /// The role is `all` unless told otherwise, from a flag over the environment over the file;
+    /// `api` and `worker` are refused on SQLite, naming the role and the way out.
+    #[test]
+    fn a_role_other_than_all_needs_a_shared_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("postwire.toml");
+        let key = SecretKey::generate().1;
+        std::fs::write(
+            &file,
+            format!("role = \"worker\"\ndatabase = \"postgres://pw@db/postwire\"\nsecret_key = \"{key}\"\n"),
+        )
+        .unwrap();
+        let resolved = |role: Option<Role>, config: Option<PathBuf>, database: Option<&str>| {
+            ServeOptions {
+                role,
+                config,
+                database: database.map(str::to_owned),
+                ..ServeOptions::default()
+            }
+            .resolve()
+        };
+        assert_eq!(resolved(None, None, None).unwrap().role, Role::All);
+        assert_eq!(example().resolve().unwrap().role, Role::All);
+        assert_eq!(resolved(None, Some(file.clone()), None).unwrap().role, Role::Worker);
+        assert_eq!(resolved(Some(Role::Api), Some(file), None).unwrap().role, Role::Api);
+        for (role, name) in [(Role::Api, "api"), (Role::Worker, "worker")] {
+            let error = resolved(Some(role), None, None).unwrap_err();
+            assert!(error.starts_with(&format!("role: {name} needs a database")), "{error}");
+            assert!(error.contains("--role all"), "{error}");
+            let error = resolved(Some(role), None, Some("sqlite://other.db")).unwrap_err();
+            assert!(error.starts_with("role:"), "{error}");
+        }
+        assert!(resolved(Some(Role::All), None, Some("sqlite://other.db")).is_ok());
+        let error = resolved(Some(Role::Api), None, Some("postgres://pw@db/postwire")).unwrap_err();
+        assert!(
+            error.starts_with("role: api processes must share the key") && error.contains("--secret-key"),
+            "{error}"
+        );
+        assert!(Role::Api.serves_api() && !Role::Api.sends());
+        assert!(!Role::Worker.serves_api() && Role::Worker.sends());
+        assert!(Role::All.serves_api() && Role::All.sends());
+    }
+
     /// The operator token is kept as its hash only, from a flag over the file.
     #[test]
     fn the_admin_token_is_kept_hashed() {
@@ -1012,12 +1131,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("pw.db").display());
         let store = Store::open(&url, Durability::Process).await.unwrap();
-        let OperatorToken::Created(token) = operator_token(&store, false).await.unwrap() else {
+        let OperatorToken::Created(token) = operator_token(&store, false, Role::All).await.unwrap() else {
             panic!("a first start makes a token");
         };
         assert!(token.starts_with("pw_live_"));
-        assert_eq!(operator_token(&store, false).await.unwrap(), OperatorToken::Stored);
-        assert_eq!(operator_token(&store, true).await.unwrap(), OperatorToken::Configured);
+        assert_eq!(
+            operator_token(&store, false, Role::All).await.unwrap(),
+            OperatorToken::Stored
+        );
+        assert_eq!(
+            operator_token(&store, true, Role::All).await.unwrap(),
+            OperatorToken::Configured
+        );
+        let other = Store::open(
+            &format!("sqlite://{}", dir.path().join("other.db").display()),
+            Durability::Process,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            operator_token(&other, false, Role::Worker).await.unwrap(),
+            OperatorToken::NotMade,
+            "a worker makes no token"
+        );
+        assert!(
+            other
+                .keys(crate::store::KeyKind::Operator, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        other.close().await;
         let key = store.authenticate(&token).await.unwrap().unwrap();
         assert_eq!(key.kind, crate::store::KeyKind::Operator);
         store.close().await;

@@ -304,7 +304,7 @@ async fn replay(
         .replay(&partner.id, &filter, after.as_deref(), rules::MAX_REPLAY, now_ms())
         .await?;
     if !queued.is_empty() {
-        state.worker.wake();
+        state.wake_workers().await;
     }
     let next = if queued.len() as i64 == rules::MAX_REPLAY {
         queued.iter().max().cloned()
@@ -372,7 +372,7 @@ async fn retry(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     match state.store.retry(&partner.id, &path.delivery_id, now_ms()).await? {
         Some(delivery) => {
-            state.worker.wake();
+            state.wake_workers().await;
             Ok((StatusCode::ACCEPTED, Json(json!(delivery))))
         }
         None => match state.store.delivery(&partner.id, &path.delivery_id).await? {

@@ -54,6 +54,38 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Wakes the workers after deliveries became due: this process's, and those of every process
+    /// sharing the store ([`Store::notify_due`]). The change is committed already; should the
+    /// notice fail, the workers' idle poll finds the deliveries a moment later.
+    pub(crate) async fn wake_workers(&self) {
+        self.worker.wake();
+        if let Err(e) = self.store.notify_due().await {
+            tracing::warn!(error = %e, "cannot wake the other processes' workers; their idle poll finds the deliveries");
+        }
+    }
+
+    /// Keeps the partner's postbacks that workers hold in memory from being sent, in this
+    /// process ([`Worker::hold`]) and in every process sharing the store: the store holds them
+    /// now. Should the notice fail, postbacks already claimed elsewhere may still go once.
+    pub(crate) async fn hold_everywhere(&self, partner_id: &str) {
+        self.worker.hold(partner_id);
+        self.tell_workers(crate::store::Notice::Held(partner_id.into())).await;
+    }
+
+    /// Forgets a partner about to be deleted, in this process ([`Worker::forget_partner`]) and
+    /// in every process sharing the store, so that no worker records outcomes for deliveries
+    /// that are gone.
+    pub(crate) async fn forget_everywhere(&self, partner_id: &str) {
+        self.worker.forget_partner(partner_id);
+        self.tell_workers(crate::store::Notice::Gone(partner_id.into())).await;
+    }
+
+    async fn tell_workers(&self, notice: crate::store::Notice) {
+        if let Err(e) = self.store.notify(&notice).await {
+            tracing::warn!(error = %e, ?notice, "cannot tell the other processes' workers");
+        }
+    }
+
     /// Takes one of the partner's test postbacks or plugin dry runs, or answers 429 with when
     /// the next one is allowed.
     pub(crate) fn take_try(&self, partner_id: &str) -> Result<(), ApiError> {
@@ -83,6 +115,17 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::router())
         .merge(events::router())
         .merge(deliveries::router())
+        .with_state(state)
+}
+
+/// What a worker process serves on its listen address: the health probes and `/metrics`, none
+/// of the API's routes.
+pub fn probes(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 

@@ -179,7 +179,7 @@ async fn disable(
         .disable_partner(id, now_ms())
         .await?
         .ok_or_else(|| no_partner(id))?;
-    state.worker.hold(id);
+    state.hold_everywhere(id).await;
     state.auth.forget_partner(id);
     Ok(Json(json!({"id": id, "enabled": false, "held_deliveries": held})))
 }
@@ -209,7 +209,7 @@ async fn enable(
         .enable_partner(id, now_ms())
         .await?
         .ok_or_else(|| no_partner(id))?;
-    state.worker.wake();
+    state.wake_workers().await;
     Ok(Json(
         json!({"id": id, "enabled": true, "released_deliveries": released}),
     ))
@@ -239,7 +239,7 @@ async fn remove(
         return Err(no_partner(id));
     }
     // Before the rows go: from now on no outcome of the partner's is recorded.
-    state.worker.forget_partner(id);
+    state.forget_everywhere(id).await;
     let deleted = state.store.delete_partner(id).await?.ok_or_else(|| no_partner(id))?;
     state.auth.forget_partner(id);
     for plugin in &deleted.plugins {

@@ -213,7 +213,7 @@ async fn save(
     }
     let body = serde_json::to_string(compiled.settings()).expect("settings serialize");
     state.store.put_settings(&partner.id, &body, now_ms()).await?;
-    state.worker.wake();
+    state.wake_workers().await;
     let record = state.store.settings(&partner.id).await?.expect("just saved");
     Ok(Json(view(&record)))
 }
@@ -256,7 +256,7 @@ async fn show(State(state): State<AppState>, Partner(partner): Partner) -> Resul
 )]
 async fn enable(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
     let released = state.store.enable(&partner.id, now_ms()).await?;
-    state.worker.wake();
+    state.wake_workers().await;
     Ok(Json(json!({"enabled": true, "released_deliveries": released})))
 }
 
@@ -279,7 +279,7 @@ async fn remove(State(state): State<AppState>, Partner(partner): Partner) -> Res
         .delete_settings(&partner.id, now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("partner {} has no action inquiry settings", partner.id)))?;
-    state.worker.hold(&partner.id);
+    state.hold_everywhere(&partner.id).await;
     Ok(Json(json!({"deleted": true, "held_deliveries": held})))
 }
 
@@ -340,7 +340,7 @@ async fn disable(
                 partner.id
             ))
         })?;
-    state.worker.hold(&partner.id);
+    state.hold_everywhere(&partner.id).await;
     Ok(Json(
         json!({"enabled": false, "disabled_reason": reason, "held_deliveries": held}),
     ))

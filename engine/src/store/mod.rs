@@ -41,7 +41,7 @@ pub mod rules;
 mod seam;
 mod sqlite;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use serde::Serialize;
 
@@ -596,6 +596,31 @@ impl Pace {
         }
         *last = Some(tokio::time::Instant::now());
     }
+}
+
+/// What a process tells the workers of the other processes sharing the store (see
+/// [`Store::notify`] and [`Store::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Deliveries may be due now.
+    Due,
+    /// The partner's postbacks are held by the store (the partner or its endpoint disabled, its
+    /// settings deleted): those a worker keeps in memory are not sent.
+    Held(PartnerId),
+    /// The partner is being deleted: its postbacks in memory are not sent, and the outcomes of
+    /// those on the wire are not recorded, since their deliveries are gone.
+    Gone(PartnerId),
+}
+
+/// A send slot of a partner's rate limit as every process sharing the store counts it (see
+/// [`Store::reserve_rate_slot`]). Durations are measured on the store's clock from when it
+/// took or refused the slot, so that processes need not agree on the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSlot {
+    /// The slot is taken: send after this long.
+    Wait(std::time::Duration),
+    /// The first free slot is this far away, beyond the horizon: none was taken.
+    Beyond(std::time::Duration),
 }
 
 /// What one pass of retention removed (see [`Store::prune`]).

@@ -4,7 +4,8 @@
 //! once never wait for each other nor take the same delivery; the lease and its fencing token
 //! (`lease_seq`) work as on SQLite (see [`rules::holds_lease`](super::rules::holds_lease)).
 //! Migrations run under sqlx's advisory lock, so that processes starting together apply each
-//! one once.
+//! one once. Processes wake each other's workers with `NOTIFY`, and share the partners' rate
+//! limits in a table (see `shared`).
 //!
 //! The API's statements (`queries`, `keys`, `plugins`) are the SQLite backend's in PostgreSQL's
 //! words, under the same [`rules`](super::rules). Where SQLite's one writer made a statement
@@ -15,6 +16,7 @@
 mod keys;
 mod plugins;
 mod queries;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod write;

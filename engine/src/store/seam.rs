@@ -6,8 +6,8 @@ use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
     Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, GiveBack, KeyKind,
-    Lease, Leased, NewKey, Outcome, Partner, PluginQuota, PluginRecord, PluginUsage, Pruned, SettingsRecord, Status,
-    StoreError, rules,
+    Lease, Leased, NewKey, Notice, Outcome, Partner, PluginQuota, PluginRecord, PluginUsage, Pruned, RateSlot,
+    SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::{DeliveryId, PartnerId};
@@ -246,6 +246,60 @@ impl Store {
     /// earliest of them fell due; read on a read connection, off the writer.
     pub async fn due(&self, now: i64) -> Result<(i64, Option<i64>)> {
         dispatch!(self, store => store.due(now).await)
+    }
+
+    /// Whether other processes may use the store at the same time (PostgreSQL), so that what
+    /// this process keeps from it in memory may go stale without this process changing it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Tells the workers of every process sharing the store that deliveries may be due now (a
+    /// retry, a replay, released deliveries), so that they claim without waiting for their idle
+    /// poll. Nothing on SQLite, whose one process wakes its own worker.
+    pub async fn notify_due(&self) -> Result<()> {
+        self.notify(&Notice::Due).await
+    }
+
+    /// Tells the workers of every process sharing the store `notice` (see [`Store::watch`]).
+    /// Nothing on SQLite, whose one process tells its own worker.
+    pub async fn notify(&self, notice: &Notice) -> Result<()> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(store) => store.notify(notice).await,
+        }
+    }
+
+    /// Calls `on` with every notice of the processes sharing the store ([`Store::notify`], and
+    /// [`Notice::Due`] from an accept that leaves deliveries due), until `shutdown` is
+    /// cancelled. A lost connection to the database is made again; since notices sent meanwhile
+    /// are lost, `on` gets [`Notice::Due`] whenever listening starts. `None` on SQLite, where no
+    /// other process changes the store.
+    pub fn watch(
+        &self,
+        on: impl Fn(Notice) + Send + 'static,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(store) => Some(store.watch(on, shutdown)),
+        }
+    }
+
+    /// Takes the next send slot of `partner_id`'s rate limit, `rate` postbacks per second,
+    /// counted for every process sharing the store, if it comes within `horizon`; beyond it no
+    /// slot is taken and the answer says when the first free one is. `None` where the store is
+    /// one process's (SQLite): the caller limits the rate in memory.
+    pub async fn reserve_rate_slot(
+        &self,
+        partner_id: &str,
+        rate: u32,
+        horizon: std::time::Duration,
+    ) -> Result<Option<RateSlot>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(store) => store.reserve_rate_slot(partner_id, rate, horizon).await.map(Some),
+        }
     }
 
     /// A partner's settings and secret for sending.

@@ -1269,3 +1269,22 @@ async fn a_partners_plugins_stay_within_its_quota_even_racing(backend: Backend) 
     );
     assert_eq!(store.plugins(&b).await.unwrap().len(), 2);
 }
+
+/// An SQLite store is one process's: it shares no rate limit (the worker keeps it in memory)
+/// and has no other process to wake, so its notices do nothing and nobody listens.
+#[tokio::test]
+async fn a_store_of_one_process_shares_nothing() {
+    let (_dir, store) = open(Backend::Sqlite).await;
+    assert_eq!(
+        store
+            .reserve_rate_slot("ptn_a", 1, std::time::Duration::from_secs(1))
+            .await
+            .unwrap(),
+        None
+    );
+    store.notify_due().await.unwrap();
+    store.notify(&super::Notice::Gone("ptn_a".into())).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    assert!(store.watch(|_| {}, shutdown).is_none());
+    store.close().await;
+}

@@ -46,7 +46,8 @@ use crate::sealed::{CannotOpen, SecretKey, is_sealed};
 use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings};
 use crate::store::{
-    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Outcome, Store, StoreError, now_ms,
+    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Notice, Outcome, RateSlot, Store, StoreError,
+    now_ms,
 };
 
 /// How the worker runs.
@@ -178,6 +179,10 @@ impl Drop for Ended<'_> {
     }
 }
 
+/// Slots of a rate limit shared with other processes that one postback takes, each reached
+/// late, before it goes back to the store (see [`Worker::wait_for_slot`]).
+const SLOTS_TAKEN_LATE: usize = 3;
+
 /// How soon a postback whose endpoint the store failed to load is due again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -211,7 +216,15 @@ struct Compiled {
     settings: CompiledSettings,
     secret: String,
     previous_secret: Option<(String, i64)>,
+    /// When they were read from the store.
+    loaded: Instant,
 }
+
+/// How long a partner's endpoint read from a store other processes share is kept, settings
+/// version unchanged: a secret rotated by an API process elsewhere changes no version, and
+/// this process is not told of it, so the secrets are read again this often. The previous
+/// secret still signs during its grace period, so a receiver sees no gap.
+const SHARED_ENDPOINT_FOR: Duration = Duration::from_secs(5);
 
 struct Inner {
     store: Store,
@@ -416,6 +429,20 @@ impl Worker {
             let (worker, shutdown) = (self.clone(), shutdown.clone());
             async move { worker.claim(shutdown).await }
         });
+        // Other processes sharing the store accept events and release deliveries: their notices
+        // wake the claimer at once, and the idle poll is only the fallback. They also disable
+        // and delete partners whose postbacks this worker may hold in memory.
+        let watcher = {
+            let worker = self.clone();
+            inner.store.watch(
+                move |notice| match notice {
+                    Notice::Due => worker.wake(),
+                    Notice::Held(partner_id) => worker.hold(&partner_id),
+                    Notice::Gone(partner_id) => worker.forget_partner(&partner_id),
+                },
+                shutdown.clone(),
+            )
+        };
         let permits = Arc::new(Semaphore::new(inner.config.concurrency));
         let tasks = TaskTracker::new();
         let needed = inner.config.needed_to_finish().as_millis() as i64;
@@ -480,6 +507,11 @@ impl Worker {
         }
         if claimer.await.is_err() {
             error!("the claimer stopped abnormally");
+        }
+        if let Some(watcher) = watcher
+            && watcher.await.is_err()
+        {
+            error!("listening for due deliveries stopped abnormally");
         }
         // Deliveries still waiting in memory are due now for whichever worker runs next.
         for job in inner.queue.close() {
@@ -736,35 +768,78 @@ impl Worker {
     /// The rate limit stage: waits for the endpoint's next slot when it is near enough, else
     /// says when to come back (the delivery goes back to the store, due then). Shutdown ends
     /// the wait: the delivery goes back due at once.
+    ///
+    /// Where the store is shared by several processes, the slot is taken in the store, so that
+    /// the limit holds for all their workers together; otherwise in memory.
     async fn wait_for_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
         let inner = &self.inner;
-        let now = Instant::now();
-        let until = match inner.limits.reserve(partner_id, rate, now, inner.config.rate_horizon) {
-            Ok(slot) if slot > now => {
-                inner.config.metrics.rate_limit_wait();
-                Some(slot)
-            }
-            Ok(_) => inner.limits.admit(partner_id, rate, now),
-            Err(slot) => return Slot::Later(now_ms() + slot.duration_since(now).as_millis() as i64),
-        };
-        let Some(mut until) = until else {
-            return Slot::Now;
-        };
-        // The postback waits for its endpoint's turn, not for a place to send from: the send
-        // slot goes to the other partners meanwhile (the partner's own count still holds it).
-        let slots = SendSlot::give_back();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(until.into()) => {}
-                () = shutdown.cancelled() => return Slot::Later(now_ms()),
-            }
-            match inner.limits.admit(partner_id, rate, Instant::now()) {
-                Some(later) => until = later,
-                None => break,
+        let interval = Duration::from_secs(1) / rate.max(1);
+        for _ in 0..SLOTS_TAKEN_LATE {
+            let asked = Instant::now();
+            match inner
+                .store
+                .reserve_rate_slot(partner_id, rate, inner.config.rate_horizon)
+                .await
+            {
+                Ok(None) => return self.wait_for_local_slot(partner_id, rate, shutdown).await,
+                Ok(Some(RateSlot::Wait(wait))) => {
+                    // The slot is `wait` after the store ran the statement, which it did between
+                    // the question and the answer. Timed from the answer, the postback leaves no
+                    // earlier than its slot on the store's clock, whatever this machine's clock
+                    // says.
+                    let at = Instant::now() + wait;
+                    if !wait.is_zero() {
+                        inner.config.metrics.rate_limit_wait();
+                        if !wait_aside(at, shutdown).await {
+                            return Slot::Later(now_ms());
+                        }
+                    }
+                    // Timed from the question, it leaves at most half an interval after it. A
+                    // slot reached later (a slow answer, a busy machine) would leave together
+                    // with other workers' next slots, which this process cannot count: it is let
+                    // go and another taken.
+                    if Instant::now() <= asked + wait + interval / 2 {
+                        return self.admit(partner_id, rate, shutdown).await;
+                    }
+                    debug!(partner = %partner_id, "a rate slot was reached late; taking another");
+                }
+                Ok(Some(RateSlot::Beyond(after))) => return Slot::Later(now_ms() + after.as_millis() as i64),
+                Err(e) => {
+                    // Sending without a slot could break the limit the other workers keep.
+                    warn!(error = %e, partner = %partner_id, "taking a rate slot failed; the postback goes back to the store");
+                    return Slot::Later(now_ms() + STORE_RETRY.as_millis() as i64);
+                }
             }
         }
-        if let Some(slots) = slots {
-            SendSlot::take_again(slots).await;
+        // Every slot was reached late: the machine is too busy to keep to them now.
+        Slot::Later(now_ms() + STORE_RETRY.as_millis() as i64)
+    }
+
+    /// [`Worker::wait_for_slot`] with the slots of this process's memory.
+    async fn wait_for_local_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
+        let inner = &self.inner;
+        let now = Instant::now();
+        match inner.limits.reserve(partner_id, rate, now, inner.config.rate_horizon) {
+            Ok(slot) if slot > now => {
+                inner.config.metrics.rate_limit_wait();
+                if !wait_aside(slot, shutdown).await {
+                    return Slot::Later(now_ms());
+                }
+            }
+            Ok(_) => {}
+            Err(slot) => return Slot::Later(now_ms() + slot.duration_since(now).as_millis() as i64),
+        }
+        self.admit(partner_id, rate, shutdown).await
+    }
+
+    /// Lets a postback whose slot has come leave once fewer than `rate` left in the last second
+    /// from this process (see [`RateLimits::admit`]).
+    async fn admit(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
+        let inner = &self.inner;
+        while let Some(until) = inner.limits.admit(partner_id, rate, Instant::now()) {
+            if !wait_aside(until, shutdown).await {
+                return Slot::Later(now_ms());
+            }
         }
         Slot::Now
     }
@@ -814,7 +889,10 @@ impl Worker {
             .expect("never poisoned")
             .get(partner_id)
             .cloned();
-        if let Some(compiled) = cached.filter(|c| c.version == version) {
+        let shared = self.inner.store.is_shared();
+        if let Some(compiled) =
+            cached.filter(|c| c.version == version && !(shared && c.loaded.elapsed() >= SHARED_ENDPOINT_FOR))
+        {
             return Ok(compiled);
         }
         let endpoint = self
@@ -842,6 +920,7 @@ impl Worker {
             settings,
             secret,
             previous_secret,
+            loaded: Instant::now(),
         });
         self.inner
             .endpoints
@@ -863,9 +942,100 @@ fn verdict_index(verdict: crate::store::AttemptVerdict) -> usize {
     }
 }
 
+/// Waits until `until` for a rate limit slot, or until shutdown (then `false`). The postback
+/// waits for its endpoint's turn, not for a place to send from: its send slot goes to the other
+/// partners meanwhile (its partner's own count of postbacks in flight still holds it), and it
+/// takes one again before it goes on.
+async fn wait_aside(until: Instant, shutdown: &CancellationToken) -> bool {
+    let slots = SendSlot::give_back();
+    tokio::select! {
+        () = tokio::time::sleep_until(until.into()) => {}
+        () = shutdown.cancelled() => return false,
+    }
+    if let Some(slots) = slots {
+        SendSlot::take_again(slots).await;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The endpoint a worker over `store` sends `partner_id`'s postbacks with, when a copy
+    /// holding `secret` was read `age` ago.
+    async fn endpoint_after(store: &Store, partner_id: &PartnerId, secret: &str, age: Duration) -> String {
+        let host = postwire_plugins::Host::with_allocator(
+            postwire_plugins::Limits::default(),
+            None,
+            postwire_plugins::Allocator::OnDemand,
+        )
+        .expect("a plugin host");
+        let plugins = Arc::new(Plugins::new(host, store.clone()));
+        let sender = Sender::new(crate::send::Guard::new(Vec::new()), crate::send::SendConfig::default());
+        let worker = Worker::new(store.clone(), sender, plugins, WorkerConfig::default());
+        let saved = store.settings(partner_id).await.expect("settings").expect("saved");
+        let settings: NotificationSettings = serde_json::from_str(&saved.body).expect("settings");
+        let kept = Compiled {
+            version: saved.version,
+            settings: settings.compile().expect("they compile"),
+            secret: secret.to_owned(),
+            previous_secret: None,
+            loaded: Instant::now() - age,
+        };
+        worker
+            .inner
+            .endpoints
+            .lock()
+            .unwrap()
+            .insert(partner_id.clone(), Arc::new(kept));
+        let Ok(compiled) = worker.compiled(partner_id, saved.version).await else {
+            panic!("the endpoint loads");
+        };
+        compiled.secret.clone()
+    }
+
+    /// A worker keeps a partner's endpoint while its settings version is current; on a store
+    /// other processes share, it reads it again after a while, since a secret rotated elsewhere
+    /// changes no version. On SQLite every rotation goes through this process, which forgets
+    /// the endpoint then.
+    #[tokio::test]
+    async fn an_endpoint_of_a_shared_store_is_read_again_after_a_while() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut urls = vec![format!("sqlite://{}", dir.path().join("w.db").display())];
+        if let Some(url) = crate::store::tests::postgres_url() {
+            urls.push(crate::store::tests::postgres_schema(&url).await);
+        }
+        for url in urls {
+            let store = Store::open(&url, crate::store::Durability::Process)
+                .await
+                .expect("the store opens");
+            let partner = store.create_partner("w", str::to_owned).await.expect("a partner");
+            let settings = NotificationSettings::validate(&serde_json::json!({
+                "url": "https://partner.example/hook",
+                "body_template": "{}",
+            }))
+            .expect("valid settings");
+            let body = serde_json::to_string(settings.settings()).expect("settings serialize");
+            store.put_settings(&partner.id, &body, now_ms()).await.expect("saved");
+            store
+                .rotate_secret(&partner.id, "whsec_rotatedelsewhere", now_ms() + 60_000)
+                .await
+                .expect("rotated");
+            assert_eq!(
+                endpoint_after(&store, &partner.id, "whsec_kept", Duration::ZERO).await,
+                "whsec_kept",
+                "a fresh copy is kept ({url})"
+            );
+            let aged = endpoint_after(&store, &partner.id, "whsec_kept", SHARED_ENDPOINT_FOR).await;
+            if store.is_shared() {
+                assert_eq!(aged, "whsec_rotatedelsewhere", "read again ({url})");
+            } else {
+                assert_eq!(aged, "whsec_kept", "kept ({url})");
+            }
+            store.close().await;
+        }
+    }
 
     /// A queued job whose lease ends at `until`.
     fn job(n: usize, until: i64) -> Job {

@@ -1,0 +1,487 @@
+//! Many processes over one PostgreSQL database: one `postwire serve --role api` and two
+//! `--role worker` processes (the real binary) on a fresh schema, and a receiver on 127.0.0.1.
+//!
+//! 600 events for two partners are each delivered once, by delivery id at the receiver; both
+//! workers send some; the partner limited to 20 postbacks a second never gets more than that
+//! (and the small allowance below) in any one second from both workers together; and SIGKILL
+//! to one worker mid-run loses nothing: its leases end and the other worker sends what it held.
+//! A delivery the killed worker had sent but not recorded is sent again (at least once, same
+//! `webhook-id`); no other is seen twice.
+//!
+//! Needs `POSTWIRE_TEST_POSTGRES` (a database URL the test may create a schema in); skipped
+//! without it, and failing without it under `CI`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// The operator token every process is started with.
+const TOKEN: &str = "pw_live_TestOperatorToken0123456789abcdefghijklmn";
+/// Events per partner.
+const PER_PARTNER: usize = 300;
+/// The limited partner's `max_requests_per_sec`.
+const RATE: usize = 20;
+/// Postbacks above [`RATE`] allowed in one second, for the receiver's own timing: its clock
+/// reads a request when it is handled, a few milliseconds after the worker's slot, so that two
+/// slots 50 ms apart can land nearer.
+const ALLOWANCE: usize = 2;
+/// `serve --timeout`: short, so that the lease derived from it is short too.
+const TIMEOUT: &str = "1s";
+/// The whole test's bound.
+const BOUND: Duration = Duration::from_secs(60);
+/// Longest wait for a process to start or a request to be answered.
+const STEP: Duration = Duration::from_secs(20);
+
+/// The PostgreSQL database's URL, or `None` after saying the test is skipped.
+fn postgres_url() -> Option<String> {
+    match std::env::var("POSTWIRE_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("POSTWIRE_TEST_POSTGRES is not set: under CI the PostgreSQL tests must run")
+        }
+        _ => {
+            eprintln!("skipped: set POSTWIRE_TEST_POSTGRES to a PostgreSQL database URL to run it");
+            None
+        }
+    }
+}
+
+/// A fresh, empty schema in the database at `url`, and the URL that opens it (its
+/// `search_path`).
+async fn fresh_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("pw_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL server at {url} answers ({e})"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("a schema");
+    let _ = admin.close().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// The lease `serve --timeout 1s` gives its claims, by the engine's own rule.
+fn lease() -> Duration {
+    postwire::serve::ServeOptions {
+        timeout: Some(TIMEOUT.into()),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("the options resolve")
+    .worker
+    .lease
+}
+
+/// A running `postwire serve`, killed with SIGKILL when dropped, so that a failing test leaves
+/// no process behind.
+struct Process {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts the binary in `role` on the database at `url`, logging to `dir/<name>.log`, and
+    /// reads its address from its first line.
+    fn start(dir: &Path, name: &str, role: &str, url: &str, key: &str) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("the log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_postwire"));
+        command
+            .args(["serve", "--role", role, "--listen", "127.0.0.1:0", "--database", url])
+            .args(["--allow-destination", "127.0.0.1/32", "--timeout", TIMEOUT])
+            .args(["--retry-schedule", "0s,200ms,200ms,200ms"])
+            .args(["--admin-token", TOKEN, "--secret-key", key])
+            .env("POSTWIRE_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(file));
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("POSTWIRE_") && var != "POSTWIRE_LOG" {
+                command.env_remove(var);
+            }
+        }
+        let mut child = command.spawn().expect("the postwire binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut process = Process {
+            child,
+            base: String::new(),
+            log,
+        };
+        let (lines, first) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = lines.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = first
+            .recv_timeout(STEP)
+            .unwrap_or_else(|_| panic!("{name} printed no first line within {STEP:?}\n{}", process.log_tail()));
+        let addr = line
+            .strip_prefix("postwire listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}\n{}", process.log_tail()));
+        process.base = format!("http://{addr}");
+        process
+    }
+
+    /// The end of the process's log, for failure messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- {} (last lines) ---\n{}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+
+    /// SIGKILL (`Child::kill` sends SIGKILL on Unix), and reaps the process.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One request the receiver got.
+struct Hit {
+    partner: String,
+    delivery_id: String,
+    at: Instant,
+}
+
+/// The partners' server: answers 200 after a short pause, so that postbacks are in flight for a
+/// while, and keeps every request's partner, `webhook-id` and time.
+#[derive(Default)]
+struct Receiver {
+    hits: Mutex<Vec<Hit>>,
+}
+
+impl Receiver {
+    /// Requests for `partner` so far.
+    fn count(&self, partner: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.partner == partner)
+            .count()
+    }
+
+    /// The delivery ids seen so far.
+    fn seen(&self) -> HashSet<String> {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.delivery_id.clone())
+            .collect()
+    }
+}
+
+async fn hook(
+    State(receiver): State<Arc<Receiver>>,
+    UrlPath(partner): UrlPath<String>,
+    headers: HeaderMap,
+) -> &'static str {
+    let at = Instant::now();
+    let delivery_id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    receiver.hits.lock().unwrap().push(Hit {
+        partner,
+        delivery_id,
+        at,
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    "ok"
+}
+
+async fn start_receiver() -> (Arc<Receiver>, String) {
+    let receiver = Arc::new(Receiver::default());
+    let app = axum::Router::new()
+        .route("/hook/{partner}", axum::routing::post(hook))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (receiver, format!("http://{addr}/hook"))
+}
+
+/// Sends a JSON request and returns the answer's status and JSON body.
+async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
+    let response = http
+        .request(method, &url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url} answers: {e}"));
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("a body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A new partner whose postbacks go to `url`, with `more` settings.
+async fn partner(http: &reqwest::Client, api: &str, url: String, more: Value) -> String {
+    let (status, created) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{api}/v1/partners"),
+        json!({"name": "processes"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let mut settings = json!({
+        "url": url,
+        "method": "POST",
+        "body_format": "json",
+        "body_template": "{\"event_id\":\"{EventId}\"}",
+    });
+    for (key, value) in more.as_object().expect("an object") {
+        settings[key] = value.clone();
+    }
+    let (status, saved) = call(
+        http,
+        reqwest::Method::PUT,
+        format!("{api}/v1/partners/{id}/settings/action-inquiry"),
+        settings,
+    )
+    .await;
+    assert_eq!(status, 200, "{saved}");
+    id
+}
+
+/// The successful attempts a worker counted, from its `/metrics`.
+async fn successes(http: &reqwest::Client, worker: &Process) -> u64 {
+    let response = http
+        .get(format!("{}/metrics", worker.base))
+        .send()
+        .await
+        .expect("the worker answers /metrics");
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.expect("a body");
+    text.lines()
+        .find_map(|line| line.strip_prefix("postwire_attempts_total{verdict=\"success\"} "))
+        .map_or(0, |n| n.trim().parse::<f64>().expect("a number") as u64)
+}
+
+/// Waits (bounded by the test's deadline) until `done` holds.
+async fn wait_for(what: &str, deadline: Instant, logs: &[&Process], mut done: impl AsyncFnMut() -> bool) {
+    while !done().await {
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = logs.iter().map(|p| p.log_tail()).collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_workers_in_separate_processes_deliver_everything_once_within_the_rate() {
+    let Some(url) = postgres_url() else { return };
+    let started = Instant::now();
+    let deadline = started + BOUND;
+    let url = fresh_schema(&url).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+    let (receiver, hook) = start_receiver().await;
+
+    // Started together: the migrations run once, under the database's advisory lock.
+    let (api, workers) = std::thread::scope(|scope| {
+        let api = scope.spawn(|| Process::start(dir.path(), "api", "api", &url, &key));
+        let workers: Vec<_> = (1..=2)
+            .map(|n| {
+                let (dir, url, key) = (dir.path(), &url, &key);
+                scope.spawn(move || Process::start(dir, &format!("worker{n}"), "worker", url, key))
+            })
+            .collect();
+        let workers: Vec<Process> = workers.into_iter().map(|w| w.join().expect("a worker")).collect();
+        (api.join().expect("the API"), workers)
+    });
+    let [mut first, second]: [Process; 2] = workers.try_into().ok().expect("two workers");
+    let http = {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().expect("a header value"),
+        );
+        reqwest::Client::builder()
+            .timeout(STEP)
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
+
+    // A worker serves no API, and the API process sends nothing.
+    let (status, _) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/v1/partners", first.base),
+        json!({"name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404, "a worker has no API routes");
+    for probe in ["/healthz", "/readyz"] {
+        let answer = http
+            .get(format!("{}{probe}", first.base))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status().as_u16(), 200, "a worker answers {probe}");
+    }
+
+    let free = partner(&http, &api.base, format!("{hook}/free"), json!({})).await;
+    let limited = partner(
+        &http,
+        &api.base,
+        format!("{hook}/limited"),
+        json!({"max_requests_per_sec": RATE}),
+    )
+    .await;
+
+    // Batches of 25, the two partners' taking turns.
+    let mut expected: HashMap<String, String> = HashMap::new();
+    for batch in 0..(2 * PER_PARTNER / 25) {
+        let partner = if batch % 2 == 0 { &free } else { &limited };
+        let events: Vec<Value> = (0..25)
+            .map(|i| {
+                let n = batch * 25 + i;
+                json!({
+                    "id": format!("evt_proc_{n:04}"), "type": "action_inquiry.created", "partner_id": partner,
+                    "occurred_at": "2026-11-20T14:03:00Z",
+                    "data": {"ActionInquiryId": format!("inq-{n}"), "OrderId": format!("ORD-{n}")},
+                })
+            })
+            .collect();
+        let (status, answer) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/v1/events/batch", api.base),
+            json!({ "events": events }),
+        )
+        .await;
+        assert_eq!(status, 202, "{answer}\n{}", api.log_tail());
+        for accepted in answer["accepted"].as_array().expect("a list") {
+            let ids = accepted["delivery_ids"].as_array().expect("delivery ids");
+            assert_eq!(ids.len(), 1, "one delivery per event: {accepted}");
+            expected.insert(ids[0].as_str().expect("an id").to_owned(), partner.clone());
+        }
+    }
+    assert_eq!(expected.len(), 2 * PER_PARTNER);
+    let posted = started.elapsed();
+
+    // Both workers send, before one of them is killed a third of the way through the limited
+    // partner's postbacks.
+    let logs = [&api, &first, &second];
+    wait_for(
+        "a third of the limited partner's postbacks",
+        deadline,
+        &logs,
+        async || receiver.count("limited") >= PER_PARTNER / 3,
+    )
+    .await;
+    let mut sent = Vec::new();
+    for worker in [&first, &second] {
+        sent.push(successes(&http, worker).await);
+    }
+    assert!(
+        sent.iter().all(|&n| n > 0),
+        "both workers send postbacks: {sent:?} successes"
+    );
+    assert_eq!(successes(&http, &api).await, 0, "the API process sends nothing");
+    first.kill();
+    let killed = Instant::now();
+
+    let logs = [&api, &second];
+    wait_for("every delivery at the receiver", deadline, &logs, async || {
+        receiver.seen().len() >= expected.len()
+    })
+    .await;
+    // Room for a late second copy to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let hits = std::mem::take(&mut *receiver.hits.lock().unwrap());
+    let mut by_id: HashMap<&str, Vec<&Hit>> = HashMap::new();
+    for hit in &hits {
+        by_id.entry(hit.delivery_id.as_str()).or_default().push(hit);
+    }
+    for (id, partner) in &expected {
+        let got = by_id
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("delivery {id} never arrived"));
+        let tag = if partner == &free { "free" } else { "limited" };
+        assert!(got.iter().all(|h| h.partner == tag), "{id} went to its partner's URL");
+    }
+    let unknown: Vec<&&str> = by_id.keys().filter(|id| !expected.contains_key(**id)).collect();
+    assert!(unknown.is_empty(), "requests for no accepted delivery: {unknown:?}");
+    // A delivery arrives twice only when the killed worker had sent it and could not record
+    // it: the first copy before the kill (give or take a request read just after), the second
+    // from the other worker once the lease ended.
+    let mut again = 0;
+    for (id, got) in &by_id {
+        if got.len() > 1 {
+            again += 1;
+            assert_eq!(got.len(), 2, "{id} arrived {} times", got.len());
+            assert!(
+                got[0].at < killed + Duration::from_millis(500) && got[1].at > killed,
+                "{id} arrived twice, not around the kill: {:?} and {:?} from the kill",
+                got[0].at.saturating_duration_since(killed),
+                got[1].at.saturating_duration_since(killed)
+            );
+        }
+    }
+
+    // However many workers send, the limited partner never gets more than its rate in a second.
+    let mut limited_at: Vec<Instant> = hits.iter().filter(|h| h.partner == "limited").map(|h| h.at).collect();
+    limited_at.sort();
+    let mut busiest = 0;
+    for (i, from) in limited_at.iter().enumerate() {
+        let within = limited_at[i..]
+            .iter()
+            .take_while(|at| **at < *from + Duration::from_secs(1))
+            .count();
+        busiest = busiest.max(within);
+    }
+    assert!(
+        busiest <= RATE + ALLOWANCE,
+        "{busiest} postbacks in one second to a partner limited to {RATE}"
+    );
+    assert!(
+        busiest >= RATE / 2,
+        "the limited partner was sent at about its rate: {busiest}"
+    );
+
+    let took = started.elapsed();
+    eprintln!(
+        "{} deliveries in {took:?} (posted after {posted:?}); sent by the two workers before the kill: {sent:?}; \
+         sent again after the kill: {again}; busiest second of the limited partner: {busiest}; lease {:?}",
+        expected.len(),
+        lease()
+    );
+    assert!(took < BOUND, "the run took {took:?}");
+    drop(second);
+    drop(api);
+}
