@@ -1086,7 +1086,7 @@ mod tests {
         assert!(resolved(Some(Role::All), None, Some("sqlite://other.db")).is_ok());
         let error = resolved(Some(Role::Api), None, Some("postgres://pw@db/postwire")).unwrap_err();
         assert!(
-            error.starts_with("role: api processes must share the key") && error.contains("--secret-key"),
+            error.starts_with("secret_key: required with a PostgreSQL database") && error.contains("--secret-key"),
             "{error}"
         );
         assert!(Role::Api.serves_api() && !Role::Api.sends());
