@@ -19,7 +19,8 @@ fn references(text: &str) -> Vec<(String, String)> {
 }
 
 /// Whether `source` defines a test function `name`: `fn name(` under `#[test]` (proptest's
-/// too) or a tokio test, or a function the store's `suite!` runs on every backend.
+/// too) or a tokio test, or a function the store's `suite!` or the end-to-end suites'
+/// `on_both_backends!` runs on every backend.
 fn defines_test(source: &str, name: &str) -> bool {
     let definition = format!("fn {name}(");
     let attributed = source.match_indices(&definition).any(|(at, _)| {
@@ -28,10 +29,12 @@ fn defines_test(source: &str, name: &str) -> bool {
         attributes.contains("#[test]") || attributes.contains("#[tokio::test")
     });
     let in_suite = source.contains(&definition)
-        && source.split("\nsuite!(").skip(1).any(|list| {
-            list.split(')')
-                .next()
-                .is_some_and(|names| names.split(',').any(|n| n.trim() == name))
+        && ["\nsuite!(", "\ncrate::on_both_backends!("].iter().any(|opening| {
+            source.split(opening).skip(1).any(|list| {
+                list.split(')')
+                    .next()
+                    .is_some_and(|names| names.split(',').any(|n| n.trim() == name))
+            })
         });
     attributed || in_suite
 }
