@@ -57,7 +57,11 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        // During a rolling upgrade, a process of the earlier version may start (or restart)
+        // after a newer one applied migrations it does not know: those only add, so it runs.
+        let mut migrator = sqlx::migrate!("migrations/postgres");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(PgStore { pool })
     }
 
