@@ -132,6 +132,18 @@ async fn postgres_schema(url: &str) -> String {
     format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }
 
+/// The count `sql` answers in the database at `url`, SQLite or PostgreSQL.
+async fn count_rows(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut db = sqlx::SqliteConnection::connect(url).await.expect("the database opens");
+        sqlx::query_scalar(sql).fetch_one(&mut db).await.expect("a count")
+    } else {
+        let mut db = sqlx::PgConnection::connect(url).await.expect("the database opens");
+        sqlx::query_scalar(sql).fetch_one(&mut db).await.expect("a count")
+    }
+}
+
 /// Cores busy on average between `cpu` and now, over `wall`.
 fn cores_since(cpu: Duration, wall: Duration) -> f64 {
     cpu_time().saturating_sub(cpu).as_secs_f64() / wall.as_secs_f64().max(1e-9)
@@ -474,15 +486,9 @@ async fn postwire_run(
     // Retention steps aside while postbacks wait to be sent, and catches up once they are
     // sent: how long after the last postback it removed every delivery of the run.
     let caught_up = if prune {
-        let mut db = sqlx::SqliteConnection::connect(&database)
-            .await
-            .expect("the database opens");
         let idle = Instant::now();
         loop {
-            let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
-                .fetch_one(&mut db)
-                .await
-                .expect("a count");
+            let left = count_rows(&database, "SELECT COUNT(*) FROM deliveries").await;
             if left == 0 || idle.elapsed() > Duration::from_secs(120) {
                 break Some((left, idle.elapsed()));
             }
@@ -494,17 +500,8 @@ async fn postwire_run(
     running.stop().await;
 
     // Every delivery is recorded as delivered after one attempt.
-    let mut db = sqlx::SqliteConnection::connect(&database)
-        .await
-        .expect("the database opens");
-    let delivered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")
-        .fetch_one(&mut db)
-        .await
-        .expect("a count");
-    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
-        .fetch_one(&mut db)
-        .await
-        .expect("a count");
+    let delivered = count_rows(&database, "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'").await;
+    let attempts = count_rows(&database, "SELECT COUNT(*) FROM attempts").await;
     if let Some((left, after)) = caught_up {
         println!(
             "    retention removed {} of {n} deliveries and {} of {n} attempts by {:.1} s after the last \
