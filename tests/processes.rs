@@ -1,12 +1,13 @@
-//! Many processes over one PostgreSQL database: one `postwire serve --role api` and two
+//! Many processes over one PostgreSQL database: one `postwire serve --role api` and three
 //! `--role worker` processes (the real binary) on a fresh schema, and a receiver on 127.0.0.1.
 //!
-//! 600 events for two partners are each delivered once, by delivery id at the receiver; both
-//! workers send some; the partner limited to 20 postbacks a second never gets more than that
-//! (and the small allowance below) in any one second from both workers together; and SIGKILL
-//! to one worker mid-run loses nothing: its leases end and the other worker sends what it held.
-//! A delivery the killed worker had sent but not recorded is sent again (at least once, same
-//! `webhook-id`); no other is seen twice.
+//! 5,000 events (the created and the resolved event of 2,500 inquiries) for two partners are
+//! each delivered, by delivery id at the receiver; every worker sends some; the partner limited
+//! to 100 postbacks a second never gets more than that (and the small allowance below) in any
+//! one second from all workers together; every inquiry's created postback arrives before its
+//! resolved one; and SIGKILL to one worker mid-run loses nothing: its leases end and the others
+//! send what it held. A delivery the killed worker had sent but not recorded is sent again (at
+//! least once, same `webhook-id`); no other is seen twice.
 //!
 //! Needs `POSTWIRE_TEST_POSTGRES` (a database URL the test may create a schema in); skipped
 //! without it, and failing without it under `CI`.
@@ -25,13 +26,17 @@ use serde_json::{Value, json};
 
 /// The operator token every process is started with.
 const TOKEN: &str = "pw_live_TestOperatorToken0123456789abcdefghijklmn";
-/// Events per partner.
-const PER_PARTNER: usize = 300;
+/// Inquiries (each a created and a resolved event) of the partner without a limit.
+const FREE_INQUIRIES: usize = 2_000;
+/// Inquiries of the limited partner: its 1,000 postbacks take 10 s at its rate.
+const LIMITED_INQUIRIES: usize = 500;
+/// Worker processes.
+const WORKERS: usize = 3;
 /// The limited partner's `max_requests_per_sec`.
-const RATE: usize = 20;
+const RATE: usize = 100;
 /// Postbacks above [`RATE`] allowed in one second, for the receiver's own timing: its clock
 /// reads a request when it is handled, a few milliseconds after the worker's slot, so that two
-/// slots 50 ms apart can land nearer.
+/// slots 10 ms apart can land nearer.
 const ALLOWANCE: usize = 2;
 /// `serve --timeout`: short, so that the lease derived from it is short too.
 const TIMEOUT: &str = "1s";
@@ -166,6 +171,9 @@ impl Drop for Process {
 struct Hit {
     partner: String,
     delivery_id: String,
+    /// The inquiry and the event type the body names.
+    inquiry: String,
+    kind: String,
     at: Instant,
 }
 
@@ -202,8 +210,11 @@ async fn hook(
     State(receiver): State<Arc<Receiver>>,
     UrlPath(partner): UrlPath<String>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> &'static str {
     let at = Instant::now();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let text = |field: &str| body[field].as_str().unwrap_or("").to_owned();
     let delivery_id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
@@ -212,6 +223,8 @@ async fn hook(
     receiver.hits.lock().unwrap().push(Hit {
         partner,
         delivery_id,
+        inquiry: text("inquiry"),
+        kind: text("type"),
         at,
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -258,7 +271,7 @@ async fn partner(http: &reqwest::Client, api: &str, url: String, more: Value) ->
         "url": url,
         "method": "POST",
         "body_format": "json",
-        "body_template": "{\"event_id\":\"{EventId}\"}",
+        "body_template": "{\"event_id\":\"{EventId}\",\"type\":\"{EventType}\",\"inquiry\":\"{ActionInquiryId}\"}",
     });
     for (key, value) in more.as_object().expect("an object") {
         settings[key] = value.clone();
@@ -312,7 +325,7 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
     // Started together: the migrations run once, under the database's advisory lock.
     let (api, workers) = std::thread::scope(|scope| {
         let api = scope.spawn(|| Process::start(dir.path(), "api", "api", &url, &key));
-        let workers: Vec<_> = (1..=2)
+        let workers: Vec<_> = (1..=WORKERS)
             .map(|n| {
                 let (dir, url, key) = (dir.path(), &url, &key);
                 scope.spawn(move || Process::start(dir, &format!("worker{n}"), "worker", url, key))
@@ -321,7 +334,9 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
         let workers: Vec<Process> = workers.into_iter().map(|w| w.join().expect("a worker")).collect();
         (api.join().expect("the API"), workers)
     });
-    let [mut first, second]: [Process; 2] = workers.try_into().ok().expect("two workers");
+    let mut workers = workers.into_iter();
+    let mut first = workers.next().expect("a first worker");
+    let others: Vec<Process> = workers.collect();
     let http = {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
@@ -362,17 +377,28 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
     )
     .await;
 
-    // Batches of 25, the two partners' taking turns.
+    // Batches of 25 inquiries, a created and a resolved event each: the limited partner's
+    // first, so that its postbacks wait on its rate while the free partner's are posted.
     let mut expected: HashMap<String, String> = HashMap::new();
-    for batch in 0..(2 * PER_PARTNER / 25) {
-        let partner = if batch % 2 == 0 { &free } else { &limited };
+    let batches = (FREE_INQUIRIES + LIMITED_INQUIRIES) / 25;
+    for batch in 0..batches {
+        let partner = if batch < LIMITED_INQUIRIES / 25 {
+            &limited
+        } else {
+            &free
+        };
         let events: Vec<Value> = (0..25)
-            .map(|i| {
+            .flat_map(|i| {
                 let n = batch * 25 + i;
-                json!({
-                    "id": format!("evt_proc_{n:04}"), "type": "action_inquiry.created", "partner_id": partner,
-                    "occurred_at": "2026-11-20T14:03:00Z",
-                    "data": {"ActionInquiryId": format!("inq-{n}"), "OrderId": format!("ORD-{n}")},
+                ["created", "resolved"].map(|kind| {
+                    let mut data = json!({"ActionInquiryId": format!("inq-{n}"), "OrderId": format!("ORD-{n}")});
+                    if kind == "resolved" {
+                        data["ResolutionStatus"] = json!("VALID");
+                    }
+                    json!({
+                        "id": format!("evt_proc_{kind}_{n:04}"), "type": format!("action_inquiry.{kind}"),
+                        "partner_id": partner, "occurred_at": "2026-11-20T14:03:00Z", "data": data,
+                    })
                 })
             })
             .collect();
@@ -390,32 +416,32 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
             expected.insert(ids[0].as_str().expect("an id").to_owned(), partner.clone());
         }
     }
-    assert_eq!(expected.len(), 2 * PER_PARTNER);
+    assert_eq!(expected.len(), 2 * (FREE_INQUIRIES + LIMITED_INQUIRIES));
     let posted = started.elapsed();
 
-    // Both workers send, before one of them is killed a third of the way through the limited
+    // Every worker sends, before one of them is killed a third of the way through the limited
     // partner's postbacks.
-    let logs = [&api, &first, &second];
+    let logs: Vec<&Process> = [&api, &first].into_iter().chain(&others).collect();
     wait_for(
         "a third of the limited partner's postbacks",
         deadline,
         &logs,
-        async || receiver.count("limited") >= PER_PARTNER / 3,
+        async || receiver.count("limited") >= 2 * LIMITED_INQUIRIES / 3,
     )
     .await;
     let mut sent = Vec::new();
-    for worker in [&first, &second] {
+    for worker in std::iter::once(&first).chain(&others) {
         sent.push(successes(&http, worker).await);
     }
     assert!(
         sent.iter().all(|&n| n > 0),
-        "both workers send postbacks: {sent:?} successes"
+        "every worker sends postbacks: {sent:?} successes"
     );
     assert_eq!(successes(&http, &api).await, 0, "the API process sends nothing");
     first.kill();
     let killed = Instant::now();
 
-    let logs = [&api, &second];
+    let logs: Vec<&Process> = std::iter::once(&api).chain(&others).collect();
     wait_for("every delivery at the receiver", deadline, &logs, async || {
         receiver.seen().len() >= expected.len()
     })
@@ -454,6 +480,28 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
         }
     }
 
+    // Every inquiry's created postback arrives before its resolved one (the first copy of each,
+    // should one have arrived twice).
+    let mut first_at: HashMap<(&str, &str), Instant> = HashMap::new();
+    for hit in &hits {
+        let at = first_at
+            .entry((hit.inquiry.as_str(), hit.kind.as_str()))
+            .or_insert(hit.at);
+        *at = (*at).min(hit.at);
+    }
+    let mut inquiries = 0;
+    for ((inquiry, kind), resolved_at) in &first_at {
+        if *kind != "action_inquiry.resolved" {
+            continue;
+        }
+        inquiries += 1;
+        let created_at = first_at
+            .get(&(*inquiry, "action_inquiry.created"))
+            .unwrap_or_else(|| panic!("{inquiry}'s created postback never arrived"));
+        assert!(created_at < resolved_at, "{inquiry}'s resolved postback arrived first");
+    }
+    assert_eq!(inquiries, FREE_INQUIRIES + LIMITED_INQUIRIES);
+
     // However many workers send, the limited partner never gets more than its rate in a second.
     let mut limited_at: Vec<Instant> = hits.iter().filter(|h| h.partner == "limited").map(|h| h.at).collect();
     limited_at.sort();
@@ -476,12 +524,12 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
 
     let took = started.elapsed();
     eprintln!(
-        "{} deliveries in {took:?} (posted after {posted:?}); sent by the two workers before the kill: {sent:?}; \
+        "{} deliveries in {took:?} (posted after {posted:?}); sent by the workers before the kill: {sent:?}; \
          sent again after the kill: {again}; busiest second of the limited partner: {busiest}; lease {:?}",
         expected.len(),
         lease()
     );
     assert!(took < BOUND, "the run took {took:?}");
-    drop(second);
+    drop(others);
     drop(api);
 }

@@ -662,7 +662,11 @@ impl Worker {
     /// classify); the result goes to the recorder.
     async fn attempt(&self, job: Job, records: mpsc::Sender<Record>, shutdown: CancellationToken, span: tracing::Span) {
         let inner = &self.inner;
-        let Job { claimed, leased_at, .. } = job;
+        let Job {
+            claimed,
+            leased_at,
+            until,
+        } = job;
         let disabled_at = inner
             .disabled
             .lock()
@@ -727,6 +731,21 @@ impl Worker {
             let _ = records.send(Record::Later(back)).await;
             return;
         }
+        // What is left to do must end within the lease: a postback sent after it ended could be
+        // claimed and sent by another worker as well. Waits for a send slot given back (for
+        // the rate limit, for a plugin lane) have no bound of their own, so the lease is looked
+        // at again here; one too short to finish in goes back to the store, unsent.
+        let still_needed = inner.config.finish_within.saturating_sub(inner.config.rate_horizon);
+        if now_ms() + still_needed.as_millis() as i64 > until {
+            debug!(delivery = %claimed.delivery_id, "too little of the lease left to send; given back");
+            let back = GiveBack {
+                delivery_id: claimed.delivery_id,
+                lease_seq,
+                due: now_ms(),
+            };
+            let _ = records.send(Record::Later(back)).await;
+            return;
+        }
         let rendered = compiled.settings.render(&event);
         let ctx = Context {
             sender: &inner.sender,
@@ -774,6 +793,10 @@ impl Worker {
     async fn wait_for_slot(&self, partner_id: &str, rate: u32, shutdown: &CancellationToken) -> Slot {
         let inner = &self.inner;
         let interval = Duration::from_secs(1) / rate.max(1);
+        // Slots taken again after a late one still end within the horizon: the lease allows
+        // for one horizon's wait, and a postback sent after its lease ended could be sent by
+        // another worker too.
+        let horizon_ends = Instant::now() + inner.config.rate_horizon;
         for _ in 0..SLOTS_TAKEN_LATE {
             let asked = Instant::now();
             match inner
@@ -788,6 +811,9 @@ impl Worker {
                     // earlier than its slot on the store's clock, whatever this machine's clock
                     // says.
                     let at = Instant::now() + wait;
+                    if at > horizon_ends {
+                        return Slot::Later(now_ms() + wait.as_millis() as i64);
+                    }
                     if !wait.is_zero() {
                         inner.config.metrics.rate_limit_wait();
                         if !wait_aside(at, shutdown).await {
