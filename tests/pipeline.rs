@@ -28,6 +28,7 @@ crate::on_both_backends!(
     refuses_invalid_requests_with_problem_details,
     refuses_internal_destinations,
     retries_by_hand_and_sends_test_postbacks,
+    nul_characters_are_refused_in_ids_and_replaced_in_answers,
 );
 
 /// Created and resolved postbacks arrive as the template renders them, signed with the
@@ -884,5 +885,32 @@ async fn retries_by_hand_and_sends_test_postbacks(backend: Backend) {
     assert_eq!(test.json["response"]["body"], "maintenance");
     assert_eq!(test.json["verdict"], "retry", "{test:?}");
     assert_eq!(test.json["error"], "status 500");
+    engine.stop().await;
+}
+
+/// A NUL character, which PostgreSQL's text cannot hold, is refused in an id as invalid input
+/// naming the field, and replaced by U+FFFD in a receiver's answer, so that the attempt is
+/// recorded like any other on either backend.
+async fn nul_characters_are_refused_in_ids_and_replaced_in_answers(backend: Backend) {
+    let receiver = Receiver::always(Reply::status(500).body("broken\0answer")).await;
+    let engine = Engine::start_on(backend).await;
+    let partner = engine.partner_with("nul", &simple_settings(&receiver.url("/pb"))).await;
+    let mut event = created(&partner, "evt_nul_1", "inq-nul");
+    event["data"]["ActionInquiryId"] = json!("inq\u{0}nul");
+    let refused = engine.post_event(&event).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{refused:?}");
+    let error = refused
+        .error_about("data.ActionInquiryId")
+        .unwrap_or_else(|| panic!("the field is named: {refused:?}"));
+    assert!(error.to_string().contains("NUL"), "{error}");
+    engine.assert_healthy().await;
+
+    let id = engine.send_event(&created(&partner, "evt_nul_2", "inq-nul")).await;
+    let delivery = engine.wait_attempts(&partner, &id, 1).await;
+    assert_eq!(
+        attempts(&delivery)[0]["response_body"],
+        "broken\u{FFFD}answer",
+        "{delivery:#}"
+    );
     engine.stop().await;
 }

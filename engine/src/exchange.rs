@@ -355,7 +355,7 @@ pub async fn send(ctx: &Context<'_>, stages: &Stages<'_>, transformed: Transform
         response_body: result
             .as_ref()
             .ok()
-            .map(|a| String::from_utf8_lossy(&a.body).into_owned()),
+            .map(|a| storable(String::from_utf8_lossy(&a.body).into_owned())),
         verdict: verdict_name,
         error,
         plugins: (!reports.is_empty()).then(|| Value::Object(reports)),
@@ -367,9 +367,20 @@ pub async fn send(ctx: &Context<'_>, stages: &Stages<'_>, transformed: Transform
 fn describe(verdict: &Verdict) -> (AttemptVerdict, Option<String>) {
     match verdict {
         Verdict::Success => (AttemptVerdict::Success, None),
-        Verdict::Retry { reason, .. } => (AttemptVerdict::Retry, Some(reason.clone())),
-        Verdict::Fail { reason } => (AttemptVerdict::Fail, Some(reason.clone())),
-        Verdict::Disable { reason } => (AttemptVerdict::Disable, Some(reason.clone())),
+        Verdict::Retry { reason, .. } => (AttemptVerdict::Retry, Some(storable(reason.clone()))),
+        Verdict::Fail { reason } => (AttemptVerdict::Fail, Some(storable(reason.clone()))),
+        Verdict::Disable { reason } => (AttemptVerdict::Disable, Some(storable(reason.clone()))),
+    }
+}
+
+/// Text from a receiver or a plugin as the attempt log keeps it: a NUL character, which
+/// PostgreSQL's text cannot hold, becomes U+FFFD, as undecodable bytes do. Otherwise one
+/// receiver's answer would fail the recording of every attempt committed with it.
+pub(crate) fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }
 
@@ -387,7 +398,7 @@ pub fn unsent_attempt(delivery_id: &DeliveryId, number: i64, reason: &str, plugi
         response_headers: None,
         response_body: None,
         verdict: AttemptVerdict::Fail,
-        error: Some(reason.to_owned()),
+        error: Some(storable(reason.to_owned())),
         plugins,
         superseded: false,
     }

@@ -196,7 +196,15 @@ pub(super) fn parse_value(path: &str, ty: FieldType, json: Json) -> Result<Value
             other => Err(FieldError::mistyped(path, &other, "a string")),
         },
         FieldType::Id => match json {
-            Json::String(id) if !id.is_empty() && id.len() <= MAX_ID_LEN * 2 => Ok(Value::Text(id)),
+            Json::String(id) if !id.is_empty() && id.len() <= MAX_ID_LEN * 2 && !id.contains('\0') => {
+                Ok(Value::Text(id))
+            }
+            // Ids are stored as text, which cannot hold NUL in every database.
+            Json::String(id) if id.contains('\0') => Err(FieldError::new(
+                path,
+                Some(&id),
+                "holds a NUL character (\\u0000), which no id may hold; remove it",
+            )),
             Json::String(id) => Err(FieldError::new(
                 path,
                 Some(&id),
