@@ -679,12 +679,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let auth = Arc::new(api::Auth::new(config.admin_token_hash.clone()).with_public_metrics(config.metrics_public));
+    // Keys revoked and partners disabled by the other processes sharing the store are refused
+    // here at once.
+    let follower = auth.follow(&store, shutdown.clone());
     let state = AppState {
         store: store.clone(),
         worker: worker.clone(),
         sender,
         plugins,
-        auth: Arc::new(api::Auth::new(config.admin_token_hash.clone()).with_public_metrics(config.metrics_public)),
+        auth,
         secret_key,
         tries: Arc::new(api::Tries::per_minute(config.tries_per_minute)),
         plugin_quota: config.plugin_quota,
@@ -726,6 +730,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             }
             if let Some(pruner) = pruner {
                 let _ = pruner.await;
+            }
+            if let Some(follower) = follower {
+                let _ = follower.await;
             }
             store.close().await;
             info!("stopped");

@@ -11,19 +11,22 @@
 //!
 //! Keys are looked up by their token's SHA-256, never compared as tokens, and kept in memory once
 //! found, so that a request with a known key (every accept of the platform's ingest key) costs no
-//! query; revoking a key through the API drops it from memory before answering. A missing or unknown
+//! query; revoking a key through the API drops it from memory before answering. Over a store
+//! other processes share, their revocations arrive as notices ([`Auth::follow`]), and a key is
+//! read again after a few seconds in any case, should a notice be lost. A missing or unknown
 //! credential answers 401 with `WWW-Authenticate: Bearer`; a known one on a route its kind may
 //! not use answers 403.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
 use crate::id::KeyId;
-use crate::store::{self, ApiKey, KeyKind, now_ms, rules};
+use crate::store::{self, ApiKey, KeyKind, Notice, now_ms, rules};
 
 /// What the API knows of credentials besides the store: the configured operator token's hash,
 /// the keys found so far, and when each key's last use was written.
@@ -40,13 +43,18 @@ pub struct Auth {
     public_metrics: bool,
 }
 
-/// Keys found in the store, and how many revocations there have been: a key read before a
-/// revocation is not kept after it, since it may be the revoked one.
+/// Keys found in the store, each with when it was read, and how many revocations there have
+/// been: a key read before a revocation is not kept after it, since it may be the revoked one.
 #[derive(Debug, Default)]
 struct Known {
-    keys: HashMap<String, ApiKey>,
+    keys: HashMap<String, (ApiKey, Instant)>,
     revocations: u64,
 }
+
+/// How long a key read from a store other processes share is kept: a revocation there reaches
+/// this process as a notice ([`Notice::Revoked`](crate::store::Notice)), and should the notice
+/// be lost, the key is read again after this long anyway.
+const SHARED_KEY_FOR: Duration = Duration::from_secs(5);
 
 impl Auth {
     /// With `operator_hash`, the hash of the configured operator token, if one is configured.
@@ -69,37 +77,73 @@ impl Auth {
 
     /// Forgets a key just revoked, and keeps no key read before now: a lookup under way may have
     /// read it before the revocation committed.
-    pub(super) fn forget(&self, id: &str) {
+    pub(crate) fn forget(&self, id: &str) {
         let mut known = self.known();
-        known.keys.retain(|_, key| key.id != id);
+        known.keys.retain(|_, (key, _)| key.id != id);
+        known.revocations += 1;
+    }
+
+    /// Forgets every key found so far, and keeps no key read before now: revocations made by
+    /// other processes may have gone unheard (see [`Notice::Missed`](crate::store::Notice)).
+    pub(crate) fn forget_all(&self) {
+        let mut known = self.known();
+        known.keys.clear();
         known.revocations += 1;
     }
 
     /// Forgets the keys of a partner just deleted or disabled, and keeps no key read before
     /// now (see [`Auth::forget`]).
-    pub(super) fn forget_partner(&self, partner_id: &str) {
+    pub(crate) fn forget_partner(&self, partner_id: &str) {
         let mut known = self.known();
         known
             .keys
-            .retain(|_, key| key.partner_id.as_deref() != Some(partner_id));
+            .retain(|_, (key, _)| key.partner_id.as_deref() != Some(partner_id));
         known.revocations += 1;
+    }
+
+    /// Follows what the other processes sharing `store` say of keys and partners, so that a key
+    /// revoked or a partner disabled or deleted there is refused here at once, until `shutdown`
+    /// is cancelled. `None` where no other process shares the store.
+    pub fn follow(
+        self: &std::sync::Arc<Self>,
+        store: &store::Store,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let auth = self.clone();
+        store.watch(
+            move |notice| match notice {
+                Notice::Revoked(key) => auth.forget(&key),
+                Notice::Held(partner) | Notice::Gone(partner) => auth.forget_partner(&partner),
+                Notice::Missed => auth.forget_all(),
+                Notice::Due => {}
+            },
+            shutdown,
+        )
     }
 
     /// The key whose token hashes to `hash`: from memory, else from the store.
     async fn key(&self, store: &store::Store, hash: String) -> Result<Option<ApiKey>, ApiError> {
+        let shared = store.is_shared();
         let revocations = {
             let known = self.known();
-            if let Some(key) = known.keys.get(&hash) {
+            if let Some((key, read)) = known.keys.get(&hash)
+                && !(shared && read.elapsed() >= SHARED_KEY_FOR)
+            {
                 return Ok(Some(key.clone()));
             }
             known.revocations
         };
         let key = store.authenticate_hash(&hash).await?;
-        if let Some(key) = &key {
-            let mut known = self.known();
-            if known.revocations == revocations {
-                known.keys.insert(hash, key.clone());
+        let mut known = self.known();
+        match &key {
+            Some(key) if known.revocations == revocations => {
+                known.keys.insert(hash, (key.clone(), Instant::now()));
             }
+            // Revoked, or its partner deleted, in another process.
+            None => {
+                known.keys.remove(&hash);
+            }
+            Some(_) => {}
         }
         Ok(key)
     }

@@ -154,7 +154,7 @@ async fn revoke_partner(
         .store
         .revoke_key(KeyKind::Partner, Some(&path.partner_id), &path.key_id, now_ms())
         .await?;
-    state.auth.forget(&path.key_id);
+    state.revoked_everywhere(&path.key_id).await;
     revoked(done, &path.key_id)
 }
 
@@ -265,6 +265,6 @@ async fn revoke_ingest(
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let done = state.store.revoke_key(KeyKind::Ingest, None, &key_id, now_ms()).await?;
-    state.auth.forget(&key_id);
+    state.revoked_everywhere(&key_id).await;
     revoked(done, &key_id)
 }

@@ -69,7 +69,7 @@ impl AppState {
     /// now. Should the notice fail, postbacks already claimed elsewhere may still go once.
     pub(crate) async fn hold_everywhere(&self, partner_id: &str) {
         self.worker.hold(partner_id);
-        self.tell_workers(crate::store::Notice::Held(partner_id.into())).await;
+        self.tell_others(crate::store::Notice::Held(partner_id.into())).await;
     }
 
     /// Forgets a partner about to be deleted, in this process ([`Worker::forget_partner`]) and
@@ -77,12 +77,19 @@ impl AppState {
     /// that are gone.
     pub(crate) async fn forget_everywhere(&self, partner_id: &str) {
         self.worker.forget_partner(partner_id);
-        self.tell_workers(crate::store::Notice::Gone(partner_id.into())).await;
+        self.tell_others(crate::store::Notice::Gone(partner_id.into())).await;
     }
 
-    async fn tell_workers(&self, notice: crate::store::Notice) {
+    /// Refuses a key just revoked, in this process ([`Auth::forget`]) and in every process
+    /// sharing the store. Should the notice fail, the others read the key again within seconds.
+    pub(crate) async fn revoked_everywhere(&self, key_id: &str) {
+        self.auth.forget(key_id);
+        self.tell_others(crate::store::Notice::Revoked(key_id.into())).await;
+    }
+
+    async fn tell_others(&self, notice: crate::store::Notice) {
         if let Err(e) = self.store.notify(&notice).await {
-            tracing::warn!(error = %e, ?notice, "cannot tell the other processes' workers");
+            tracing::warn!(error = %e, ?notice, "cannot tell the other processes");
         }
     }
 

@@ -598,18 +598,26 @@ impl Pace {
     }
 }
 
-/// What a process tells the workers of the other processes sharing the store (see
-/// [`Store::notify`] and [`Store::watch`]).
+/// What a process tells the other processes sharing the store, whose workers and API keep
+/// some of it in memory (see [`Store::notify`] and [`Store::watch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Deliveries may be due now.
     Due,
     /// The partner's postbacks are held by the store (the partner or its endpoint disabled, its
-    /// settings deleted): those a worker keeps in memory are not sent.
+    /// settings deleted): those a worker keeps in memory are not sent, and the API reads the
+    /// partner's keys again.
     Held(PartnerId),
-    /// The partner is being deleted: its postbacks in memory are not sent, and the outcomes of
-    /// those on the wire are not recorded, since their deliveries are gone.
+    /// The partner is being deleted: its postbacks in memory are not sent, the outcomes of
+    /// those on the wire are not recorded, since their deliveries are gone, and its keys no
+    /// longer authenticate.
     Gone(PartnerId),
+    /// The API key was revoked: no process lets it in any longer.
+    Revoked(KeyId),
+    /// Notices may have been lost (the connection they come on was made again): whatever a
+    /// process keeps from the store is read again, and deliveries may be due. Only
+    /// [`Store::watch`] gives it; it is never sent.
+    Missed,
 }
 
 /// A send slot of a partner's rate limit as every process sharing the store counts it (see

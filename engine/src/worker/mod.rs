@@ -285,6 +285,12 @@ impl Worker {
         self.inner.endpoints.lock().expect("never poisoned").remove(partner_id);
     }
 
+    /// Drops every cached endpoint, so that each partner's next postback reads its settings and
+    /// secrets anew.
+    pub fn forget_endpoints(&self) {
+        self.inner.endpoints.lock().expect("never poisoned").clear();
+    }
+
     /// Keeps the partner's postbacks already in memory from being sent, and drops its cached
     /// endpoint: its partner was disabled or deleted, or its endpoint disabled or its settings
     /// deleted, and the store holds (or no longer has) those deliveries. Postbacks on the wire
@@ -439,6 +445,13 @@ impl Worker {
                     Notice::Due => worker.wake(),
                     Notice::Held(partner_id) => worker.hold(&partner_id),
                     Notice::Gone(partner_id) => worker.forget_partner(&partner_id),
+                    Notice::Revoked(_) => {}
+                    // What was missed may be a disabled endpoint or a rotated secret: every
+                    // endpoint is read again before its next postback.
+                    Notice::Missed => {
+                        worker.forget_endpoints();
+                        worker.wake();
+                    }
                 },
                 shutdown.clone(),
             )

@@ -9,7 +9,7 @@ use tracing::{error, warn};
 use super::Worker;
 use crate::id::PartnerId;
 use crate::metrics;
-use crate::store::{GiveBack, Next, Outcome, now_ms};
+use crate::store::{GiveBack, Next, Notice, Outcome, now_ms};
 
 /// What the recorder writes.
 pub(super) enum Record {
@@ -67,13 +67,28 @@ pub(super) async fn record(worker: Worker, mut receiver: mpsc::Receiver<Record>)
         // Counted once committed, so that an outcome the store lost (the delivery is sent
         // again) is not counted twice.
         if unblocked.is_some() {
-            for outcome in &outcomes {
+            let mut disabled: Vec<&PartnerId> = Vec::new();
+            for (outcome, partner) in outcomes.iter().zip(&partners) {
                 metrics.delivery(match outcome.next {
                     Next::Delivered => metrics::Outcome::Delivered,
                     Next::RetryAt(_) => metrics::Outcome::Retry,
                     Next::Failed => metrics::Outcome::Failed,
-                    Next::Disable(_) => metrics::Outcome::Disabled,
+                    Next::Disable(_) => {
+                        if !disabled.contains(&partner) {
+                            disabled.push(partner);
+                        }
+                        metrics::Outcome::Disabled
+                    }
                 });
+            }
+            // The other processes' workers may hold the disabled endpoints' postbacks in
+            // memory; the store holds them now.
+            if store.is_shared() {
+                for partner in disabled {
+                    if let Err(e) = store.notify(&Notice::Held(partner.clone())).await {
+                        warn!(error = %e, partner = %partner, "cannot tell the other processes' workers that the endpoint was disabled");
+                    }
+                }
             }
         }
         persist("giving deliveries back", || store.reschedule(&later)).await;

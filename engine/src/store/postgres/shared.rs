@@ -11,17 +11,19 @@ use super::write::DUE_CHANNEL;
 use super::{PgStore, Result};
 use crate::store::{Notice, RateSlot};
 
-/// The channel on which a process says what became of a partner, `held:<partner id>` or
-/// `gone:<partner id>` (see [`Notice`]).
+/// The channel on which a process says what became of a partner or a key, `held:<partner id>`,
+/// `gone:<partner id>` or `revoked:<key id>` (see [`Notice`]).
 const PARTNERS_CHANNEL: &str = "postwire_partners";
 
-/// A notice as sent: its channel and payload.
-fn encode(notice: &Notice) -> (&'static str, String) {
-    match notice {
+/// A notice as sent: its channel and payload; `None` for one that is never sent.
+fn encode(notice: &Notice) -> Option<(&'static str, String)> {
+    Some(match notice {
         Notice::Due => (DUE_CHANNEL, String::new()),
         Notice::Held(partner) => (PARTNERS_CHANNEL, format!("held:{partner}")),
         Notice::Gone(partner) => (PARTNERS_CHANNEL, format!("gone:{partner}")),
-    }
+        Notice::Revoked(key) => (PARTNERS_CHANNEL, format!("revoked:{key}")),
+        Notice::Missed => return None,
+    })
 }
 
 /// A notice as received, if it is one.
@@ -32,6 +34,7 @@ fn decode(channel: &str, payload: &str) -> Option<Notice> {
     match payload.split_once(':')? {
         ("held", partner) if !partner.is_empty() => Some(Notice::Held(partner.into())),
         ("gone", partner) if !partner.is_empty() => Some(Notice::Gone(partner.into())),
+        ("revoked", key) if !key.is_empty() => Some(Notice::Revoked(key.into())),
         _ => None,
     }
 }
@@ -60,7 +63,9 @@ impl PgStore {
     /// Tells every listening worker `notice`; [`Notice::Due`] on the channel an accept that
     /// leaves deliveries due notifies too.
     pub async fn notify(&self, notice: &Notice) -> Result<()> {
-        let (channel, payload) = encode(notice);
+        let Some((channel, payload)) = encode(notice) else {
+            return Ok(());
+        };
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel)
             .bind(payload)
@@ -72,8 +77,8 @@ impl PgStore {
     /// Calls `on` with every notice received until `shutdown` is cancelled.
     ///
     /// A lost connection is made again (after [`RECONNECT_AFTER`] when the database does not
-    /// answer); notices sent meanwhile are lost, so `on` gets [`Notice::Due`] whenever
-    /// listening starts again.
+    /// answer); notices sent meanwhile are lost, so `on` gets [`Notice::Missed`] whenever
+    /// listening starts, the first time included.
     pub fn watch(
         &self,
         on: impl Fn(Notice) + Send + 'static,
@@ -97,7 +102,7 @@ impl PgStore {
                         };
                         match connected {
                             Ok(listener) => {
-                                on(Notice::Due);
+                                on(Notice::Missed);
                                 listening.insert(listener)
                             }
                             Err(e) => {
@@ -121,7 +126,7 @@ impl PgStore {
                         }
                     }
                     // The connection was lost and made again: what was sent meanwhile is lost.
-                    Ok(None) => on(Notice::Due),
+                    Ok(None) => on(Notice::Missed),
                     Err(e) => {
                         listening = None;
                         if shutdown.is_cancelled() {
@@ -200,42 +205,50 @@ mod tests {
         let Some((notifier, url)) = store().await else { return };
         let listener = PgStore::open(&url, Durability::Process).await.expect("the store opens");
         let wakes = Arc::new(AtomicUsize::new(0));
+        let missed = Arc::new(AtomicUsize::new(0));
         let partners = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
         let watching = listener.watch(
             {
-                let (wakes, partners) = (wakes.clone(), partners.clone());
+                let (wakes, missed, partners) = (wakes.clone(), missed.clone(), partners.clone());
                 move |notice| match notice {
                     Notice::Due => {
                         wakes.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Notice::Missed => {
+                        missed.fetch_add(1, Ordering::SeqCst);
                     }
                     other => partners.lock().unwrap().push(other),
                 }
             },
             shutdown.clone(),
         );
-        woken(&wakes, 0, "once listening, for what was sent before").await;
+        woken(&missed, 0, "once listening, for what was sent before").await;
         let before = wakes.load(Ordering::SeqCst);
         notifier.notify(&Notice::Due).await.expect("a notice");
         woken(&wakes, before, "by a notice").await;
 
         // Other tests' listeners share the channels: only this test's partner ids count.
-        let (held, gone) = (
+        let (held, gone, revoked) = (
             Notice::Held("ptn_notice_held".into()),
             Notice::Gone("ptn_notice_gone".into()),
+            Notice::Revoked("key_notice_revoked".into()),
         );
         notifier.notify(&held).await.expect("a notice");
         notifier.notify(&gone).await.expect("a notice");
+        notifier.notify(&revoked).await.expect("a notice");
+        // Lost notices are only ever observed, never sent.
+        notifier.notify(&Notice::Missed).await.expect("nothing to send");
         let start = Instant::now();
         loop {
             let got: Vec<Notice> = partners
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|n| **n == held || **n == gone)
+                .filter(|n| **n == held || **n == gone || **n == revoked)
                 .cloned()
                 .collect();
-            if got == [held.clone(), gone.clone()] {
+            if got == [held.clone(), gone.clone(), revoked.clone()] {
                 break;
             }
             assert!(
@@ -260,8 +273,8 @@ mod tests {
         .await
         .expect("listeners ended");
         assert!(ended.contains(&true), "the listener's connection was found and ended");
-        let before = wakes.load(Ordering::SeqCst);
-        woken(&wakes, before, "once listening again").await;
+        let before = missed.load(Ordering::SeqCst);
+        woken(&missed, before, "once listening again, for what was sent meanwhile").await;
         // Listening again may take a moment after the wake; notices keep coming until one lands.
         let before = wakes.load(Ordering::SeqCst);
         let start = Instant::now();
