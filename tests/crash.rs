@@ -6,141 +6,33 @@
 //!
 //! Run with `cargo test -p postwire --test crash -- --nocapture` to see the report.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
+use common::operator_headers;
+use common::process::{Process, lease, start_receiver};
 use serde_json::{Value, json};
-
-/// The operator token the engines of these tests are started with.
-const TOKEN: &str = "pw_live_TestOperatorToken0123456789abcdefghijklmn";
-
-/// Headers that send [`TOKEN`].
-fn operator_headers() -> reqwest::header::HeaderMap {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {TOKEN}").parse().expect("a header value"),
-    );
-    headers
-}
 
 /// Events the test tries to get accepted, over all runs.
 const EVENTS: usize = 600;
-/// `serve --timeout`: short, so that the lease derived from it is as short as the engine allows.
-const TIMEOUT: &str = "1s";
-/// Longest wait for anything but lease expiry (a start, a POST, a kill point).
+/// Longest wait for anything but lease expiry (a POST, a kill point).
 const STEP: Duration = Duration::from_secs(30);
 
-/// The lease `postwire serve --timeout 1s` gives its claims, by the engine's own rule.
-fn lease() -> Duration {
-    postwire::serve::ServeOptions {
-        timeout: Some(TIMEOUT.into()),
-        ..Default::default()
-    }
-    .resolve()
-    .expect("the options resolve")
-    .worker
-    .lease
-}
-
-/// A running `postwire serve`, killed with SIGKILL when dropped, so that a failing test leaves no
-/// process behind.
-struct Engine {
-    child: Child,
-    base: String,
-}
-
-impl Engine {
-    /// Starts the binary on `dir/pw.db` and reads the address from its first line.
-    fn start(dir: &Path) -> Engine {
-        Engine::start_with(dir, &[])
-    }
-
-    /// [`Engine::start`] with more `serve` flags.
-    fn start_with(dir: &Path, extra: &[&str]) -> Engine {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path(dir))
-            .expect("the log file opens");
-        let database = format!("sqlite://{}", dir.join("pw.db").display());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_postwire"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
-            .args(["--allow-destination", "127.0.0.1/32", "--timeout", TIMEOUT])
-            .args(["--admin-token", TOKEN])
-            .args(extra)
-            .env("POSTWIRE_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        for name in [
-            "POSTWIRE_CONFIG",
-            "POSTWIRE_LISTEN",
-            "POSTWIRE_DATABASE",
-            "POSTWIRE_DURABILITY",
-            "POSTWIRE_ALLOW_DESTINATION",
-            "POSTWIRE_RETRY_SCHEDULE",
-            "POSTWIRE_CONCURRENCY",
-            "POSTWIRE_TIMEOUT",
-            "POSTWIRE_CONNECT_TIMEOUT",
-        ] {
-            command.env_remove(name);
-        }
-        let mut child = command.spawn().expect("the postwire binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut engine = Engine {
-            child,
-            base: String::new(),
-        };
-        let (lines, first) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = lines.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = first
-            .recv_timeout(STEP)
-            .unwrap_or_else(|_| panic!("postwire printed no first line within {STEP:?}\n{}", log_tail(dir)));
-        let addr = line
-            .strip_prefix("postwire listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}\n{}", log_tail(dir)));
-        engine.base = format!("http://{addr}");
-        engine
-    }
-
-    /// SIGKILL (`Child::kill` sends SIGKILL on Unix), then reap the process.
-    fn kill(self) {}
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn log_path(dir: &Path) -> PathBuf {
-    dir.join("engine.log")
-}
-
-/// The end of the engines' log, for failure messages.
-fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    format!(
-        "--- engine log (last lines) ---\n{}",
-        lines[lines.len().saturating_sub(40)..].join("\n")
+/// Starts `postwire serve` on `dir/pw.db` with `extra` flags; every engine of a test logs to
+/// `dir/engine.log`, one after the other.
+fn start(dir: &Path, extra: &[&str]) -> Process {
+    let database = format!("sqlite://{}", dir.join("pw.db").display());
+    Process::start(
+        &dir.join("engine.log"),
+        &[&["--database", database.as_str()], extra].concat(),
     )
 }
 
@@ -197,17 +89,6 @@ async fn hook(State(receiver): State<Arc<Receiver>>, body: Bytes) -> &'static st
     // 40 to 190 ms: well under the engine's 1 s timeout.
     tokio::time::sleep(Duration::from_millis(40 + (n as u64 * 37) % 150)).await;
     "ok"
-}
-
-async fn start_receiver() -> (Arc<Receiver>, String) {
-    let receiver = Arc::new(Receiver::default());
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (receiver, format!("http://{addr}/hook"))
 }
 
 fn event_id(i: usize) -> String {
@@ -408,14 +289,15 @@ async fn no_accepted_event_is_lost_when_the_engine_is_killed() {
     let started = Instant::now();
     let lease = lease();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (receiver, hook_url) = start_receiver().await;
+    let (receiver, server): (Arc<Receiver>, _) = start_receiver("/hook", hook).await;
+    let hook_url = format!("{server}/hook");
     let http = reqwest::Client::builder()
         .timeout(STEP)
         .default_headers(operator_headers())
         .build()
         .unwrap();
 
-    let engine = Engine::start(dir.path());
+    let engine = start(dir.path(), &[]);
     let partner = http
         .post(format!("{}/v1/partners", engine.base))
         .header("content-type", "application/json")
@@ -460,9 +342,9 @@ async fn no_accepted_event_is_lost_when_the_engine_is_killed() {
     let mut engine = Some(engine);
     let mut last_kill = Instant::now();
     for (run, (point, until)) in plan.into_iter().enumerate() {
-        let engine_now = match engine.take() {
+        let mut engine_now = match engine.take() {
             Some(engine) => engine,
-            None => Engine::start(dir.path()),
+            None => start(dir.path(), &[]),
         };
         let base = engine_now.base.clone();
         let requests_before = receiver.requests();
@@ -540,7 +422,7 @@ async fn no_accepted_event_is_lost_when_the_engine_is_killed() {
 
     // The last run: post what is left and wait until every accepted event has arrived. Claims of
     // the killed engines come back when their leases end; nothing else needs waiting for.
-    let engine = Engine::start(dir.path());
+    let mut engine = start(dir.path(), &[]);
     api.post_unanswered(&engine.base, &ledger).await;
     api.post_until(&engine.base, EVENTS, &ledger).await;
     let accepted = ledger.lock().unwrap().accepted.clone();
@@ -562,7 +444,7 @@ async fn no_accepted_event_is_lost_when_the_engine_is_killed() {
                 missing.len(),
                 accepted.len(),
                 &missing[..missing.len().min(10)],
-                log_tail(dir.path())
+                engine.log_tail()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -607,14 +489,15 @@ async fn no_accepted_event_is_lost_when_the_engine_is_killed() {
 async fn sigterm_finishes_postbacks_in_flight_and_sends_nothing_twice() {
     const N: usize = 100;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (receiver, hook_url) = start_receiver().await;
+    let (receiver, server): (Arc<Receiver>, _) = start_receiver("/hook", hook).await;
+    let hook_url = format!("{server}/hook");
     let http = reqwest::Client::builder()
         .timeout(STEP)
         .default_headers(operator_headers())
         .build()
         .unwrap();
     // Few postbacks in flight at once, so that most are still waiting when the stop comes.
-    let mut engine = Engine::start_with(dir.path(), &["--concurrency", "8"]);
+    let mut engine = start(dir.path(), &["--concurrency", "8"]);
     let answer = http
         .post(format!("{}/v1/partners", engine.base))
         .header("content-type", "application/json")
@@ -646,13 +529,13 @@ async fn sigterm_finishes_postbacks_in_flight_and_sends_nothing_twice() {
 
     wait_for("postbacks in flight", STEP, || receiver.in_flight() > 0).await;
     let status = Command::new("kill")
-        .args(["-TERM", &engine.child.id().to_string()])
+        .args(["-TERM", &engine.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
     let deadline = Instant::now() + STEP;
     let exit = loop {
-        if let Some(exit) = engine.child.try_wait().unwrap() {
+        if let Some(exit) = engine.try_wait() {
             break exit;
         }
         assert!(
@@ -661,7 +544,7 @@ async fn sigterm_finishes_postbacks_in_flight_and_sends_nothing_twice() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    assert!(exit.success(), "exit status {exit:?}\n{}", log_tail(dir.path()));
+    assert!(exit.success(), "exit status {exit:?}\n{}", engine.log_tail());
     assert_eq!(
         receiver.in_flight(),
         0,
@@ -673,7 +556,7 @@ async fn sigterm_finishes_postbacks_in_flight_and_sends_nothing_twice() {
         "{before_restart} of {N} sent before the stop"
     );
 
-    let _engine = Engine::start(dir.path());
+    let _engine = start(dir.path(), &[]);
     let ids: HashSet<String> = (0..N).map(|i| event_id(i * 4)).collect();
     wait_for("every postback after the restart", STEP, || {
         receiver.missing(&ids).is_empty()

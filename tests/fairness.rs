@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Engine, Partner, Receiver, Reply, created, eventually, simple_settings};
+use postwire::serve::ServeOptions;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -87,6 +88,11 @@ impl Staller {
         self.most_open.load(Ordering::SeqCst)
     }
 
+    /// Waits until `n` requests are open at once, `what` naming whose.
+    async fn wait_open(&self, what: &str, n: usize) {
+        eventually(what, async || (self.open() >= n).then_some(())).await;
+    }
+
     /// Stops listening and closes every connection, so that the engine's requests end at once.
     fn close(&self) {
         self.listener.abort();
@@ -99,6 +105,76 @@ impl Staller {
 impl Drop for Staller {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A partner named `name` whose postbacks, of the events' type, inquiry and order, go to `url`.
+async fn partner(engine: &Engine, name: &str, url: &str) -> Partner {
+    engine.partner_with(name, &simple_settings(url)).await
+}
+
+/// An engine with `places` postbacks in flight at most, all of which one partner may hold, as
+/// changed further by `configure`.
+async fn engine_with_places(places: usize, configure: impl FnOnce(&mut ServeOptions)) -> Engine {
+    Engine::start_with(|options| {
+        options.concurrency = Some(places);
+        options.partner_concurrency = Some(places);
+        configure(options);
+    })
+    .await
+}
+
+/// The requests `receiver` got at `path`.
+fn hits_at(receiver: &Receiver, path: &str) -> usize {
+    receiver.hits().iter().filter(|hit| hit.path == path).count()
+}
+
+/// A partner's cap of postbacks in flight by default: a quarter of the default 256 places.
+const DEFAULT_CAP: usize = 256 / 4;
+
+/// Partner A, whose receiver accepts connections and never answers, and partner B, whose
+/// receiver answers 200 at once, on an engine with the default places and the default 15 s per
+/// exchange, so that A's postbacks hold their places for the whole test.
+struct StalledAndHealthy {
+    engine: Engine,
+    stalled: Staller,
+    healthy: Receiver,
+    a: Partner,
+    b: Partner,
+}
+
+impl StalledAndHealthy {
+    async fn start() -> StalledAndHealthy {
+        let stalled = Staller::start().await;
+        let healthy = Receiver::always(Reply::ok("")).await;
+        let engine = Engine::start_with(|options| {
+            // The defaults: 256 in flight, a quarter of them per partner, 15 s per exchange.
+            options.timeout = None;
+            options.connect_timeout = None;
+        })
+        .await;
+        let a = partner(&engine, "stalled", &stalled.url()).await;
+        let b = partner(&engine, "healthy", &healthy.url("/pb")).await;
+        StalledAndHealthy {
+            engine,
+            stalled,
+            healthy,
+            a,
+            b,
+        }
+    }
+
+    /// Posts A's `n` postbacks and waits until A holds its cap, then posts B's 50 and waits until
+    /// they all arrived. Returns the time from A's first post to B's, and the time B's took to
+    /// arrive.
+    async fn post_a_then_b(&self, n: usize) -> (Duration, Duration) {
+        let burst = Instant::now();
+        post_events(&self.engine, &self.a, "a", n).await;
+        self.stalled.wait_open("partner A at its cap", DEFAULT_CAP).await;
+        let posted = Instant::now();
+        post_events(&self.engine, &self.b, "b", 50).await;
+        self.healthy.wait_hits(50).await;
+        (posted - burst, posted.elapsed())
     }
 }
 
@@ -119,37 +195,18 @@ async fn post_events(engine: &Engine, partner: &Partner, prefix: &str, n: usize)
 /// being posted, and A never has more than its cap (a quarter of the default 256) in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_partner_costs_the_others_nothing() {
-    const CAP: usize = 256 / 4;
-    let stalled = Staller::start().await;
-    let healthy = Receiver::always(Reply::ok("")).await;
-    let engine = Engine::start_with(|options| {
-        // The defaults: 256 in flight, a quarter of them per partner, 15 s per exchange.
-        options.timeout = None;
-        options.connect_timeout = None;
-    })
-    .await;
-    let a = engine.partner_with("stalled", &simple_settings(&stalled.url())).await;
-    let b = engine
-        .partner_with("healthy", &simple_settings(&healthy.url("/pb")))
-        .await;
-
-    post_events(&engine, &a, "a", 2_000).await;
-    eventually("partner A at its cap", async || (stalled.open() >= CAP).then_some(())).await;
-
-    let posted = Instant::now();
-    post_events(&engine, &b, "b", 50).await;
-    healthy.wait_hits(50).await;
-    let took = posted.elapsed();
+    let run = StalledAndHealthy::start().await;
+    let (_, took) = run.post_a_then_b(2_000).await;
     println!(
         "B's 50 arrived in {:.2} s, with A's 2,000 stalled ({} of A's requests open, at most {})",
         took.as_secs_f64(),
-        stalled.open(),
-        stalled.most_open()
+        run.stalled.open(),
+        run.stalled.most_open()
     );
     assert!(took < Duration::from_secs(5), "B's 50 took {took:?}");
-    assert_eq!(stalled.most_open(), CAP, "A's requests open at once");
-    stalled.close();
-    engine.stop().await;
+    assert_eq!(run.stalled.most_open(), DEFAULT_CAP, "A's requests open at once");
+    run.stalled.close();
+    run.engine.stop().await;
 }
 
 /// A stalled partner's burst larger than the memory queue's room (at least 4,096) does not fill
@@ -159,37 +216,18 @@ async fn a_stalled_partner_costs_the_others_nothing() {
 /// deliveries of A's before them) while skipping A's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_partner_s_huge_burst_costs_the_others_nothing() {
-    const CAP: usize = 256 / 4;
-    let stalled = Staller::start().await;
-    let healthy = Receiver::always(Reply::ok("")).await;
-    let engine = Engine::start_with(|options| {
-        // The defaults: 256 in flight, a quarter of them per partner, 15 s per exchange.
-        options.timeout = None;
-        options.connect_timeout = None;
-    })
-    .await;
-    let a = engine.partner_with("stalled", &simple_settings(&stalled.url())).await;
-    let b = engine
-        .partner_with("healthy", &simple_settings(&healthy.url("/pb")))
-        .await;
-
-    let burst = Instant::now();
-    post_events(&engine, &a, "a", 6_000).await;
-    eventually("partner A at its cap", async || (stalled.open() >= CAP).then_some(())).await;
-    let posted = Instant::now();
-    post_events(&engine, &b, "b", 50).await;
-    healthy.wait_hits(50).await;
-    let took = posted.elapsed();
+    let run = StalledAndHealthy::start().await;
+    let (a_posted, took) = run.post_a_then_b(6_000).await;
     println!(
         "B's 50 arrived in {:.2} s, after A's 6,000 stalled, posted in {:.2} s ({} of A's requests open)",
         took.as_secs_f64(),
-        (posted - burst).as_secs_f64(),
-        stalled.open(),
+        a_posted.as_secs_f64(),
+        run.stalled.open(),
     );
     assert!(took < Duration::from_secs(5), "B's 50 took {took:?}");
-    assert_eq!(stalled.most_open(), CAP, "A's requests open at once");
-    stalled.close();
-    engine.stop().await;
+    assert_eq!(run.stalled.most_open(), DEFAULT_CAP, "A's requests open at once");
+    run.stalled.close();
+    run.engine.stop().await;
 }
 
 /// Each partner's postbacks in flight stay at its cap (`--partner-concurrency`), counted at its
@@ -204,12 +242,12 @@ async fn a_partner_never_has_more_in_flight_than_its_cap() {
         options.timeout = Some("60s".into());
     })
     .await;
-    let a = engine.partner_with("one", &simple_settings(&one.url())).await;
-    let b = engine.partner_with("two", &simple_settings(&two.url())).await;
+    let a = partner(&engine, "one", &one.url()).await;
+    let b = partner(&engine, "two", &two.url()).await;
     post_events(&engine, &a, "a", 40).await;
     post_events(&engine, &b, "b", 40).await;
     for staller in [&one, &two] {
-        eventually("a partner at its cap", async || (staller.open() >= CAP).then_some(())).await;
+        staller.wait_open("a partner at its cap", CAP).await;
     }
     // Time for any postback beyond the cap to show up.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -232,9 +270,7 @@ async fn a_partner_never_has_more_in_flight_than_its_cap() {
 /// 100 ms deadline), instead of taking turns with them for the places those hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_plugin_holds_no_shared_place() {
-    let engine = Engine::start_with(|options| {
-        options.concurrency = Some(4);
-        options.partner_concurrency = Some(4);
+    let engine = engine_with_places(4, |options| {
         // Every call of the spinning plugin runs until its deadline.
         options.plugin_fuel = Some(1_000_000_000_000);
     })
@@ -252,9 +288,7 @@ async fn a_slow_plugin_holds_no_shared_place() {
     let mut settings = simple_settings(&receiver.url("/slow"));
     settings["transform_plugin"] = upload.json["id"].clone();
     assert_eq!(engine.put_settings(&slow, &settings).await.status, StatusCode::OK);
-    let calm = engine
-        .partner_with("calm", &simple_settings(&receiver.url("/calm")))
-        .await;
+    let calm = partner(&engine, "calm", &receiver.url("/calm")).await;
 
     post_events(&engine, &slow, "s", 100).await;
     let failed_before = eventually("the slow plugin to be running", async || {
@@ -264,7 +298,7 @@ async fn a_slow_plugin_holds_no_shared_place() {
     .await;
     post_events(&engine, &calm, "c", 20).await;
     eventually("the calm partner's 20 postbacks", async || {
-        (receiver.hits().iter().filter(|hit| hit.path == "/calm").count() == 20).then_some(())
+        (hits_at(&receiver, "/calm") == 20).then_some(())
     })
     .await;
     // Sharing the places with the slow partner's, the calm ones would each have waited for one
@@ -286,19 +320,13 @@ async fn a_slow_plugin_holds_no_shared_place() {
 /// would have kept B's out until A's second went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_waiting_for_its_rate_limit_holds_no_shared_place() {
-    let engine = Engine::start_with(|options| {
-        options.concurrency = Some(2);
-        options.partner_concurrency = Some(2);
-    })
-    .await;
+    let engine = engine_with_places(2, |_| {}).await;
     let receiver = Receiver::always(Reply::ok("")).await;
     let mut limited = simple_settings(&receiver.url("/limited"));
     limited["max_requests_per_sec"] = 1.into();
     let a = engine.partner_with("limited", &limited).await;
-    let b = engine
-        .partner_with("free", &simple_settings(&receiver.url("/free")))
-        .await;
-    let from = |path: &str| receiver.hits().iter().filter(|hit| hit.path == path).count();
+    let b = partner(&engine, "free", &receiver.url("/free")).await;
+    let from = |path: &str| hits_at(&receiver, path);
 
     post_events(&engine, &a, "a", 5).await;
     eventually("A's first postback", async || (from("/limited") == 1).then_some(())).await;

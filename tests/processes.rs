@@ -12,20 +12,19 @@
 //! Needs `POSTWIRE_TEST_POSTGRES` (a database URL the test may create a schema in); skipped
 //! without it, and failing without it under `CI`.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use base64::Engine as _;
+use common::process::{Process, lease, start_receiver};
 use serde_json::{Value, json};
 
-/// The operator token every process is started with.
-const TOKEN: &str = "pw_live_TestOperatorToken0123456789abcdefghijklmn";
 /// Inquiries (each a created and a resolved event) of the partner without a limit.
 const FREE_INQUIRIES: usize = 2_000;
 /// Inquiries of the limited partner: its 1,000 postbacks take 10 s at its rate.
@@ -38,133 +37,27 @@ const RATE: usize = 100;
 /// reads a request when it is handled, a few milliseconds after the worker's slot, so that two
 /// slots 10 ms apart can land nearer.
 const ALLOWANCE: usize = 2;
-/// `serve --timeout`: short, so that the lease derived from it is short too.
-const TIMEOUT: &str = "1s";
 /// The whole test's bound.
 const BOUND: Duration = Duration::from_secs(60);
-/// Longest wait for a process to start or a request to be answered.
+/// Longest wait for a request to be answered.
 const STEP: Duration = Duration::from_secs(20);
 
-/// The PostgreSQL database's URL, or `None` after saying the test is skipped.
-fn postgres_url() -> Option<String> {
-    match std::env::var("POSTWIRE_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("POSTWIRE_TEST_POSTGRES is not set: under CI the PostgreSQL tests must run")
-        }
-        _ => {
-            eprintln!("skipped: set POSTWIRE_TEST_POSTGRES to a PostgreSQL database URL to run it");
-            None
-        }
-    }
-}
-
-/// A fresh, empty schema in the database at `url`, and the URL that opens it (its
-/// `search_path`).
-async fn fresh_schema(url: &str) -> String {
-    use sqlx::Connection;
-    let schema = format!("pw_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let mut admin = sqlx::PgConnection::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("the PostgreSQL server at {url} answers ({e})"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("a schema");
-    let _ = admin.close().await;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options=-c%20search_path%3D{schema}")
-}
-
-/// The lease `serve --timeout 1s` gives its claims, by the engine's own rule.
-fn lease() -> Duration {
-    postwire::serve::ServeOptions {
-        timeout: Some(TIMEOUT.into()),
-        ..Default::default()
-    }
-    .resolve()
-    .expect("the options resolve")
-    .worker
-    .lease
-}
-
-/// A running `postwire serve`, killed with SIGKILL when dropped, so that a failing test leaves
-/// no process behind.
-struct Process {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Process {
-    /// Starts the binary in `role` on the database at `url`, logging to `dir/<name>.log`, and
-    /// reads its address from its first line.
-    fn start(dir: &Path, name: &str, role: &str, url: &str, key: &str) -> Process {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("the log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_postwire"));
-        command
-            .args(["serve", "--role", role, "--listen", "127.0.0.1:0", "--database", url])
-            .args(["--allow-destination", "127.0.0.1/32", "--timeout", TIMEOUT])
-            .args(["--retry-schedule", "0s,200ms,200ms,200ms"])
-            .args(["--admin-token", TOKEN, "--secret-key", key])
-            .env("POSTWIRE_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(file));
-        for (var, _) in std::env::vars_os() {
-            if var.to_string_lossy().starts_with("POSTWIRE_") && var != "POSTWIRE_LOG" {
-                command.env_remove(var);
-            }
-        }
-        let mut child = command.spawn().expect("the postwire binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut process = Process {
-            child,
-            base: String::new(),
-            log,
-        };
-        let (lines, first) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = lines.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = first
-            .recv_timeout(STEP)
-            .unwrap_or_else(|_| panic!("{name} printed no first line within {STEP:?}\n{}", process.log_tail()));
-        let addr = line
-            .strip_prefix("postwire listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}\n{}", process.log_tail()));
-        process.base = format!("http://{addr}");
-        process
-    }
-
-    /// The end of the process's log, for failure messages.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- {} (last lines) ---\n{}",
-            self.log.display(),
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
-
-    /// SIGKILL (`Child::kill` sends SIGKILL on Unix), and reaps the process.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Starts `postwire serve --role role` on the database at `url`, logging to `dir/<name>.log`.
+fn start(dir: &Path, name: &str, role: &str, url: &str, key: &str) -> Process {
+    let log = dir.join(format!("{name}.log"));
+    Process::start(
+        &log,
+        &[
+            "--role",
+            role,
+            "--database",
+            url,
+            "--secret-key",
+            key,
+            "--retry-schedule",
+            common::SCHEDULE,
+        ],
+    )
 }
 
 /// One request the receiver got.
@@ -229,17 +122,6 @@ async fn hook(
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     "ok"
-}
-
-async fn start_receiver() -> (Arc<Receiver>, String) {
-    let receiver = Arc::new(Receiver::default());
-    let app = axum::Router::new()
-        .route("/hook/{partner}", axum::routing::post(hook))
-        .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (receiver, format!("http://{addr}/hook"))
 }
 
 /// Sends a JSON request and returns the answer's status and JSON body.
@@ -314,21 +196,22 @@ async fn wait_for(what: &str, deadline: Instant, logs: &[&Process], mut done: im
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_workers_in_separate_processes_deliver_everything_once_within_the_rate() {
-    let Some(url) = postgres_url() else { return };
+    let Some(url) = common::postgres_url() else { return };
     let started = Instant::now();
     let deadline = started + BOUND;
-    let url = fresh_schema(&url).await;
+    let url = common::postgres_schema(&url).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
-    let (receiver, hook) = start_receiver().await;
+    let (receiver, server): (Arc<Receiver>, _) = start_receiver("/hook/{partner}", hook).await;
+    let hook = format!("{server}/hook");
 
     // Started together: the migrations run once, under the database's advisory lock.
     let (api, workers) = std::thread::scope(|scope| {
-        let api = scope.spawn(|| Process::start(dir.path(), "api", "api", &url, &key));
+        let api = scope.spawn(|| start(dir.path(), "api", "api", &url, &key));
         let workers: Vec<_> = (1..=WORKERS)
             .map(|n| {
                 let (dir, url, key) = (dir.path(), &url, &key);
-                scope.spawn(move || Process::start(dir, &format!("worker{n}"), "worker", url, key))
+                scope.spawn(move || start(dir, &format!("worker{n}"), "worker", url, key))
             })
             .collect();
         let workers: Vec<Process> = workers.into_iter().map(|w| w.join().expect("a worker")).collect();
@@ -337,18 +220,11 @@ async fn api_and_workers_in_separate_processes_deliver_everything_once_within_th
     let mut workers = workers.into_iter();
     let mut first = workers.next().expect("a first worker");
     let others: Vec<Process> = workers.collect();
-    let http = {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {TOKEN}").parse().expect("a header value"),
-        );
-        reqwest::Client::builder()
-            .timeout(STEP)
-            .default_headers(headers)
-            .build()
-            .unwrap()
-    };
+    let http = reqwest::Client::builder()
+        .timeout(STEP)
+        .default_headers(common::operator_headers())
+        .build()
+        .unwrap();
 
     // A worker serves no API, and the API process sends nothing.
     let (status, _) = call(

@@ -1,11 +1,13 @@
 //! Harness of the end-to-end pipeline tests: an engine started in-process on a temporary
 //! database, talked to through its real HTTP API, and real receivers on 127.0.0.1 whose answers
-//! each test scripts and which record every request they get.
+//! each test scripts and which record every request they get. [`process`] runs the real
+//! binary instead, for the tests that kill it or run several at once.
 //!
 //! Nothing here connects anywhere but 127.0.0.1.
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod routes;
 
 use std::future::Future;
