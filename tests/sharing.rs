@@ -28,9 +28,13 @@ async fn settings_as(engine: &Engine, token: &str, partner: &Partner) -> StatusC
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_through_one_process_is_refused_by_the_others() {
-    let Some((first, second)) = two_engines().await else { return };
+    let Some((first, second)) = two_engines().await else {
+        return;
+    };
     let receiver = Receiver::always(Reply::ok("ok")).await;
-    let partner = first.partner_with("acme", &simple_settings(&receiver.url("/hook"))).await;
+    let partner = first
+        .partner_with("acme", &simple_settings(&receiver.url("/hook")))
+        .await;
     let token = first.partner_key(&partner).await;
     let kept = first.partner_key(&partner).await;
     // The second process reads the key once and keeps it in memory.
@@ -99,9 +103,13 @@ async fn a_key_revoked_through_one_process_is_refused_by_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_disabled_through_one_process_is_refused_by_the_others() {
-    let Some((first, second)) = two_engines().await else { return };
+    let Some((first, second)) = two_engines().await else {
+        return;
+    };
     let receiver = Receiver::always(Reply::ok("ok")).await;
-    let partner = first.partner_with("acme", &simple_settings(&receiver.url("/hook"))).await;
+    let partner = first
+        .partner_with("acme", &simple_settings(&receiver.url("/hook")))
+        .await;
     let token = first.partner_key(&partner).await;
     assert_eq!(settings_as(&second, &token, &partner).await, StatusCode::OK);
 
@@ -114,9 +122,10 @@ async fn a_partner_disabled_through_one_process_is_refused_by_the_others() {
     let enabled = second.post_empty(&format!("/v1/partners/{}/enable", partner.id)).await;
     assert_eq!(enabled.status, StatusCode::OK, "{enabled:?}");
     assert_eq!(settings_as(&second, &token, &partner).await, StatusCode::OK);
-    eventually("the first process lets the enabled partner's key in again", async || {
-        (settings_as(&first, &token, &partner).await == StatusCode::OK).then_some(())
-    })
+    eventually(
+        "the first process lets the enabled partner's key in again",
+        async || (settings_as(&first, &token, &partner).await == StatusCode::OK).then_some(()),
+    )
     .await;
 
     first.stop().await;
@@ -133,7 +142,9 @@ async fn an_endpoint_a_receiver_disabled_is_announced_to_every_process() {
     listener.listen("postwire_partners").await.expect("listening");
 
     let receiver = Receiver::always(Reply::status(410)).await;
-    let partner = engine.partner_with("acme", &simple_settings(&receiver.url("/hook"))).await;
+    let partner = engine
+        .partner_with("acme", &simple_settings(&receiver.url("/hook")))
+        .await;
     let id = engine.send_event(&created(&partner, "evt_gone_1", "inq_gone_1")).await;
     engine.wait_status(&partner, &id, "held").await;
 

@@ -109,10 +109,10 @@ pub fn lease_at_accept(status: Status, due: i64, now: i64) -> bool {
 /// another is recorded, and every new delivery that is due may be leased at once. Otherwise
 /// none is: the later events are recorded knowing the earlier, and the worker claims their
 /// deliveries from the store in order.
-pub fn independent(events: &[Event]) -> bool {
-    let mut ids = HashSet::with_capacity(events.len());
-    let mut inquiries = HashSet::with_capacity(events.len());
-    events.iter().all(|event| {
+pub fn independent<'a>(events: impl IntoIterator<Item = &'a Event>) -> bool {
+    let mut ids = HashSet::new();
+    let mut inquiries = HashSet::new();
+    events.into_iter().all(|event| {
         ids.insert((event.partner_id.as_str(), event.id.as_str()))
             && inquiries.insert((event.partner_id.as_str(), event.action_inquiry_id()))
     })

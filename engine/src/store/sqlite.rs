@@ -281,7 +281,7 @@ impl SqliteStore {
             .iter()
             .map(|event| event.sent_text().is_none().then(|| event.to_json_string()))
             .collect();
-        let lease = if super::rules::independent(&events) {
+        let lease = if super::rules::independent(events.iter()) {
             lease
         } else {
             Lease::NONE

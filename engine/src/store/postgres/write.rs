@@ -22,7 +22,7 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
@@ -39,6 +39,38 @@ use crate::store::{
 /// The channel a commit that leaves new deliveries due for a claim notifies, so that workers
 /// waiting for work claim at once rather than at their next poll.
 pub(crate) const DUE_CHANNEL: &str = "postwire_due";
+
+/// `items` in layers in which no two share a key (each item has a few): an item goes one layer
+/// after the latest layer holding an earlier item that shares one of its keys, or in the first.
+/// So each item comes after every earlier one it shares a key with, and the rows of one layer
+/// can go in one statement with the same effect as one after another. A batch of created and
+/// resolved events makes two layers, where runs ([`distinct_runs`]) would make one per pair.
+/// Each layer lists its items' positions in order.
+fn distinct_layers<'a, T, K: Eq + Hash, I: IntoIterator<Item = K>>(
+    items: &'a [T],
+    keys: impl Fn(&'a T) -> I,
+) -> Vec<Vec<usize>> {
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    // For each key, the layer of the latest item holding it.
+    let mut last: HashMap<K, usize> = HashMap::new();
+    for (at, item) in items.iter().enumerate() {
+        let keys: Vec<K> = keys(item).into_iter().collect();
+        let layer = keys
+            .iter()
+            .filter_map(|key| last.get(key))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        if layer == layers.len() {
+            layers.push(Vec::new());
+        }
+        layers[layer].push(at);
+        for key in keys {
+            last.insert(key, layer);
+        }
+    }
+    layers
+}
 
 /// Consecutive runs of `items` in which no two share a key (each item has a few), in order:
 /// the rows of one run can go in one statement with the same effect as one after another.
@@ -73,7 +105,7 @@ impl PgStore {
         now: i64,
         lease: Lease,
     ) -> Result<(Vec<Accepted>, Vec<Leased>)> {
-        let lease = if rules::independent(&events) {
+        let lease = if rules::independent(events.iter()) {
             lease
         } else {
             Lease::NONE

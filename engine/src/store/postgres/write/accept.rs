@@ -1,8 +1,9 @@
 //! Accepting events: the event rows and the deliveries they make, in one transaction, by the
 //! [`rules`].
 //!
-//! Events go in runs of [independent](rules::independent) ones (see `distinct_runs`), a few
-//! statements a run. Accepts in other processes are kept apart by a transaction-scoped advisory
+//! Events go in layers of [independent](rules::independent) ones (see `distinct_layers`), a
+//! few statements a layer: an event comes in a later layer than every earlier event of the batch
+//! with its id or its inquiry, so a batch of created and resolved events takes two layers. Accepts in other processes are kept apart by a transaction-scoped advisory
 //! lock per (partner, inquiry), taken in one order, so that a created and a resolved event of
 //! one inquiry accepted at once by two processes are recorded one after the other; and a new
 //! delivery that waits for another share-locks it, so that a recording finishing that one at
@@ -16,7 +17,7 @@ use std::sync::LazyLock;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::super::Result;
-use super::{DUE_CHANNEL, distinct_runs};
+use super::{DUE_CHANNEL, distinct_layers};
 use crate::event::{Event, Value};
 use crate::id::DeliveryId;
 use crate::settings::NotificationSettings;
@@ -111,20 +112,19 @@ pub(super) async fn accept(
         .await?;
     let endpoints = load_for_accept(&mut tx, events).await?;
     let mut done = Done {
-        accepted: Vec::with_capacity(events.len()),
+        accepted: vec![None; events.len()],
         leased: Vec::new(),
         due_unleased: false,
     };
-    let runs = distinct_runs(events, |event| {
+    let layers = distinct_layers(events, |event| {
         let partner = event.partner_id.as_str();
         [
             (partner, event.id.as_str(), true),
             (partner, event.action_inquiry_id(), false),
         ]
     });
-    for run in runs {
-        debug_assert!(rules::independent(&events[run.clone()]));
-        accept_run(&mut tx, events, run, now, lease, &endpoints, &mut done).await?;
+    for layer in layers {
+        accept_layer(&mut tx, events, &layer, now, lease, &endpoints, &mut done).await?;
     }
     if done.due_unleased {
         sqlx::query("SELECT pg_notify($1, '')")
@@ -133,18 +133,24 @@ pub(super) async fn accept(
             .await?;
     }
     tx.commit().await?;
-    Ok((done.accepted, done.leased))
+    let accepted = done
+        .accepted
+        .into_iter()
+        .map(|answer| answer.expect("every event of the batch is in a layer"))
+        .collect();
+    Ok((accepted, done.leased))
 }
 
-/// What the runs of a batch have recorded so far.
+/// What the layers of a batch have recorded so far.
 struct Done {
-    accepted: Vec<Accepted>,
+    /// The answer for each event of the batch, in its place, once its layer is recorded.
+    accepted: Vec<Option<Accepted>>,
     leased: Vec<Leased>,
     /// Whether a new delivery is due now and was not leased: a worker should claim it.
     due_unleased: bool,
 }
 
-/// A new delivery of a run, before it is inserted.
+/// A new delivery of a layer, before it is inserted.
 struct New<'a> {
     /// The position of its event in the batch.
     at: usize,
@@ -156,17 +162,18 @@ struct New<'a> {
     blocked_by: Option<String>,
 }
 
-/// Records the events of `run`, no two of which share an id or an inquiry.
-async fn accept_run(
+/// Records the events at the positions `layer`, no two of which share an id or an inquiry.
+async fn accept_layer(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Event],
-    run: std::ops::Range<usize>,
+    layer: &[usize],
     now: i64,
     lease: Lease,
     endpoints: &HashMap<String, Option<ForAccept>>,
     done: &mut Done,
 ) -> Result<()> {
-    let events_of_run = &events[run.clone()];
+    let events_of_run: Vec<&Event> = layer.iter().map(|&at| &events[at]).collect();
+    debug_assert!(rules::independent(events_of_run.iter().copied()));
     // The texts to store of events not read from text; the others are stored as sent.
     let bodies: Vec<Cow<'_, str>> = events_of_run
         .iter()
@@ -192,11 +199,10 @@ async fn accept_run(
         .into_iter()
         .collect();
 
-    let mut answers: Vec<Accepted> = Vec::with_capacity(events_of_run.len());
     let mut new: Vec<New<'_>> = Vec::new();
-    for (at, event) in run.clone().zip(events_of_run) {
+    for (&at, &event) in layer.iter().zip(&events_of_run) {
         if !inserted.contains(&(event.partner_id.as_str().to_owned(), event.id.as_str().to_owned())) {
-            answers.push(Accepted {
+            done.accepted[at] = Some(Accepted {
                 event_id: event.id.clone(),
                 delivery_ids: earlier_deliveries(tx, event).await?,
                 duplicate: true,
@@ -223,13 +229,12 @@ async fn accept_run(
                 blocked_by: None,
             });
         }
-        answers.push(Accepted {
+        done.accepted[at] = Some(Accepted {
             event_id: event.id.clone(),
             delivery_ids,
             duplicate: false,
         });
     }
-    done.accepted.extend(answers);
     if new.is_empty() {
         return Ok(());
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::super::PgStore;
-use super::distinct_runs;
+use super::{distinct_layers, distinct_runs};
 use crate::id::DeliveryId;
 use crate::settings::NotificationSettings;
 use crate::store::tests::{attempt, event, postgres_schema, postgres_url};
@@ -78,6 +78,26 @@ async fn state(store: &PgStore, id: &DeliveryId) -> (Status, Option<String>) {
             .await
             .expect("a delivery");
     (Status::parse(&status).expect("a status"), blocked_by)
+}
+
+#[test]
+fn layers_put_each_item_after_the_earlier_ones_sharing_a_key() {
+    assert_eq!(distinct_layers(&[1, 2, 3], |x| [*x]), [vec![0, 1, 2]]);
+    assert_eq!(
+        distinct_layers(&[1, 2, 1, 3, 3, 1], |x| [*x]),
+        [vec![0, 1, 3], vec![2, 4], vec![5]]
+    );
+    assert!(distinct_layers(&[] as &[i32], |x| [*x]).is_empty());
+    // Created and resolved events of many inquiries, in pairs: two layers, not one per pair.
+    let pairs: Vec<(u32, u32)> = (0..50).map(|n| (n, n / 2 + 1000)).collect();
+    let layers = distinct_layers(&pairs, |x| [x.0, x.1]);
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0], (0..50).step_by(2).collect::<Vec<usize>>());
+    // An item sharing either key waits for the later of the two layers that hold them.
+    assert_eq!(
+        distinct_layers(&[(1, 10), (2, 20), (3, 10), (2, 30), (4, 30)], |x| [x.0, x.1]),
+        [vec![0, 1], vec![2, 3], vec![4]]
+    );
 }
 
 #[test]
