@@ -43,7 +43,9 @@ pub(super) static HEADS: LazyLock<String> = LazyLock::new(|| {
 /// earliest first, locked (rows locked by another claim are passed over); the first `$6` of
 /// them in turn order are leased until `$7`, each with its delivery's next lease number (its
 /// fencing token, see [`rules::holds_lease`]), and come back with what sending them needs.
-/// Rows locked beyond `$6` are free again when the statement ends.
+/// Rows locked beyond `$6` are free again when the statement ends. The picked rows are leased
+/// through arrays of them, so that the planner, whatever it makes of the picking, looks each up
+/// by its key rather than scanning the table for them.
 static ROUND: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH picked AS (
@@ -56,10 +58,15 @@ static ROUND: LazyLock<String> = LazyLock::new(|| {
                  ORDER BY next_at, seq LIMIT $4
                  FOR UPDATE SKIP LOCKED) AS d
              ORDER BY t.turn, d.next_at, d.seq
-             LIMIT $6)
+             LIMIT $6),
+         lists AS (
+             SELECT array_agg(id) AS ids, array_agg(turn) AS turns, array_agg(next_at) AS ats,
+                 array_agg(seq) AS seqs
+             FROM picked)
          UPDATE deliveries SET next_at = $7, leased_until = $7, updated_at = $5, lease_seq = lease_seq + 1
-         FROM picked
-         WHERE deliveries.id = picked.id AND deliveries.id = ANY(ARRAY(SELECT id FROM picked))
+         FROM UNNEST((SELECT ids FROM lists), (SELECT turns FROM lists), (SELECT ats FROM lists),
+             (SELECT seqs FROM lists)) AS picked(id, turn, next_at, seq)
+         WHERE deliveries.id = picked.id
          RETURNING picked.turn, picked.next_at, picked.seq, deliveries.id, deliveries.partner_id,
              deliveries.attempts,
              (SELECT e.body FROM events e
