@@ -122,11 +122,14 @@ pub(super) async fn claim(
         .collect();
     heads.retain(|(first, partner_id)| *first <= now && !skip.iter().any(|s| s.as_str() == partner_id));
     heads.sort_unstable();
+    // A partner's first share starts at its earliest due time: the index entries before it are
+    // of rows no longer pending, which vacuum has not removed yet, and the heads walked them
+    // already. A row made due earlier since is left to the next claim.
     let mut turns: Vec<Turn> = heads
         .into_iter()
-        .map(|(_, partner_id)| Turn {
+        .map(|(first, partner_id)| Turn {
             partner_id,
-            after: (i64::MIN, i64::MIN),
+            after: (first, i64::MIN),
         })
         .collect();
     let mut claimed: Vec<Claimed> = Vec::with_capacity(limit);
