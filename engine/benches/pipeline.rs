@@ -13,7 +13,20 @@
 //!   a run with retention pruning every 200 ms with a 1 s window, so that pruning removes most
 //!   rows while the rest are delivered, compares against the process run;
 //! - CLAIM COST: `Store::claim(now, lease, 100)` and giving the rows back (`Store::reschedule`)
-//!   with 1,000 and with 1,000,000 due deliveries waiting.
+//!   with 1,000 and with 1,000,000 due deliveries waiting (on PostgreSQL with `PW_BENCH_POSTGRES`);
+//! - WORKERS (`PW_BENCH_ONLY=workers`, PostgreSQL only): 1, 2 and 4 (`PW_BENCH_WORKERS`) real
+//!   `postwire serve --role worker` processes on a fresh schema; the partner and its settings are
+//!   made through an API engine (`--role api`) in the bench's process, and the N events are
+//!   accepted by the bench's own store (`Store::accept`, 1,000 a transaction, as an API process
+//!   stores a batch) while the workers claim and send; timed from the first accept to the
+//!   receiver having seen N postbacks. Reports the workers' CPU, the bench process's (receiver
+//!   and accepts) and the PostgreSQL server's a postback;
+//! - SCALE (`PW_BENCH_ONLY=scale`, needs `PW_BENCH_POSTGRES`): in one run, each round the
+//!   baseline, SQLite in one process, PostgreSQL in one process (`--role all`) and with 1, 2 and
+//!   4 worker processes; then the claim cost on PostgreSQL; one table of medians: postbacks/s,
+//!   ratio to the baseline, CPU a postback outside the database and in it.
+//!
+//! Every PostgreSQL run uses a fresh schema and drops it afterwards.
 //!
 //! Each measurement runs 3 times; medians are reported. Knobs, from the environment:
 //! `PW_BENCH_N` (postbacks per run, default 50000), `PW_BENCH_REPEATS` (3),
@@ -79,7 +92,13 @@ fn settings_json(receiver: SocketAddr) -> Value {
 /// CPU time this process has used so far (user and system, all threads), from `/proc`; zero
 /// where there is no `/proc`.
 fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    process_cpu_time("self")
+}
+
+/// CPU time the process `pid` (or `self`) has used so far, from `/proc/<pid>/stat`; zero where
+/// there is no such file.
+fn process_cpu_time(pid: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -117,9 +136,8 @@ fn postgres_cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// A fresh schema in the PostgreSQL database at `url`, and the URL that opens it.
-async fn postgres_schema(url: &str) -> String {
-    use sqlx::Connection;
+/// A fresh schema in the PostgreSQL database at `url`: its name, and the URL that opens it.
+async fn postgres_schema(url: &str) -> (String, String) {
     let schema = format!("pw_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
     let mut admin = sqlx::PgConnection::connect(url)
         .await
@@ -128,8 +146,24 @@ async fn postgres_schema(url: &str) -> String {
         .execute(&mut admin)
         .await
         .expect("a schema");
+    let _ = admin.close().await;
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+    let opened = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    (schema, opened)
+}
+
+/// Drops a schema [`postgres_schema`] made, with everything in it, once nothing uses it.
+async fn drop_schema(url: &str, schema: &str) {
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .expect("PW_BENCH_POSTGRES answers");
+    if let Err(e) = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+    {
+        println!("    note: schema {schema} not dropped: {e}");
+    }
+    let _ = admin.close().await;
 }
 
 /// The count `sql` answers in the database at `url`, SQLite or PostgreSQL.
@@ -296,6 +330,22 @@ struct Run {
     cores: f64,
     /// The PostgreSQL server's cores busy meanwhile, on PostgreSQL (`PW_BENCH_POSTGRES`).
     database_cores: Option<f64>,
+    /// Runs with worker processes: this process's cores busy meanwhile (the receiver and the
+    /// accepts); `cores` is then the worker processes'.
+    bench_cores: Option<f64>,
+}
+
+impl Run {
+    /// CPU a postback outside the database: the engine's processes, the receiver and the
+    /// ingest, in microseconds.
+    fn outside_us(&self) -> f64 {
+        (self.cores + self.bench_cores.unwrap_or(0.0)) * 1e6 / self.end_to_end
+    }
+
+    /// The database server's CPU a postback, in microseconds (zero on SQLite).
+    fn database_us(&self) -> f64 {
+        self.database_cores.unwrap_or(0.0) * 1e6 / self.end_to_end
+    }
 }
 
 /// `{"events": [...]}` bodies of `n` distinct events (every data field the catalogue has).
@@ -323,6 +373,9 @@ fn batches(partner: &str, n: usize) -> Vec<String> {
 /// The operator token of the engine under test.
 const OPERATOR_TOKEN: &str = "pw_live_benchbenchbenchbenchbenchbenchbenchbench";
 
+/// The secret key of the engines on PostgreSQL, the same in every process.
+const SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
 async fn api_call(client: &reqwest::Client, method: reqwest::Method, url: String, body: String) -> (u16, Value) {
     let response = client
         .request(method, url)
@@ -345,6 +398,13 @@ struct Setup {
     transform: Option<Vec<u8>>,
     /// Retention pruning during the run.
     prune: bool,
+    /// A PostgreSQL database to run on (a fresh schema in it), instead of SQLite.
+    postgres: Option<String>,
+}
+
+/// The PostgreSQL database of `PW_BENCH_POSTGRES`, if set.
+fn bench_postgres() -> Option<String> {
+    std::env::var("PW_BENCH_POSTGRES").ok().filter(|url| !url.is_empty())
 }
 
 async fn postwire_run(
@@ -359,11 +419,15 @@ async fn postwire_run(
         durability,
         transform,
         prune,
+        postgres,
     } = setup;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let postgres = std::env::var("PW_BENCH_POSTGRES").ok().filter(|url| !url.is_empty());
-    let database = match &postgres {
-        Some(url) => postgres_schema(url).await,
+    let schema = match &postgres {
+        Some(url) => Some(postgres_schema(url).await),
+        None => None,
+    };
+    let database = match &schema {
+        Some((_, opened)) => opened.clone(),
         None => format!("sqlite://{}", dir.path().join("pw.db").display()),
     };
     let mut config = ServeOptions {
@@ -377,9 +441,7 @@ async fn postwire_run(
         // window short enough that it removes most postbacks while the others are delivered.
         retention: prune.then(|| PRUNE_WINDOW.into()),
         prune_interval: prune.then(|| PRUNE_INTERVAL.into()),
-        secret_key: postgres
-            .is_some()
-            .then(|| "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
+        secret_key: postgres.is_some().then(|| SECRET_KEY.into()),
         ..Default::default()
     }
     .resolve()
@@ -517,12 +579,241 @@ async fn postwire_run(
     if received != n {
         println!("    note: the receiver saw {received} postbacks for {n} events");
     }
+    if let (Some(url), Some((schema, _))) = (&postgres, &schema) {
+        drop_schema(url, schema).await;
+    }
     Run {
         end_to_end: n as f64 / total.as_secs_f64(),
         ingest: n as f64 / ingest.as_secs_f64(),
         after_ingest: (n - arrived_during_ingest) as f64 / (total - ingest).as_secs_f64().max(1e-6),
         cores,
         database_cores,
+        bench_cores: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c2) worker processes over PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// A `postwire serve --role worker` process of the binary built with this bench, stopped
+/// (SIGTERM, then SIGKILL after 10 s) when dropped.
+struct WorkerProcess {
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// Starts a worker on `database` and waits (up to 20 s) for its first line, which it prints
+    /// once its store is open.
+    fn start(database: &str, concurrency: usize) -> WorkerProcess {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_postwire"));
+        command
+            .args([
+                "serve",
+                "--role",
+                "worker",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                database,
+            ])
+            .args(["--allow-destination", "127.0.0.1/32", "--secret-key", SECRET_KEY])
+            .args([
+                "--admin-token",
+                OPERATOR_TOKEN,
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("POSTWIRE_") {
+                command.env_remove(var);
+            }
+        }
+        command.env("POSTWIRE_LOG", "warn");
+        let mut child = command.spawn().expect("the postwire binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (lines, first) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = lines.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut worker = WorkerProcess { child };
+        match first.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.starts_with("postwire listening on") => worker,
+            other => {
+                worker.stop();
+                panic!("a worker process did not start: {other:?}");
+            }
+        }
+    }
+
+    /// CPU time the process has used so far.
+    fn cpu_time(&self) -> Duration {
+        process_cpu_time(&self.child.id().to_string())
+    }
+
+    /// SIGTERM, and SIGKILL if it has not ended within 10 s; reaps it.
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: `kill` with a child's pid and a signal number has no memory effects.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `workers` worker processes over a fresh schema of the PostgreSQL database `url`, N events
+/// accepted meanwhile by this process's own store (`Store::accept`, 1,000 a transaction, one at a
+/// time, as an API process stores a batch), timed from the first accept to the receiver having
+/// seen N postbacks. The partner and its settings are made beforehand through an API engine
+/// (`--role api`) in this process, stopped before the clock starts.
+async fn workers_run(
+    receiver: SocketAddr,
+    count: &AtomicUsize,
+    n: usize,
+    workers: usize,
+    concurrency: usize,
+    url: &str,
+) -> Run {
+    let (schema, database) = postgres_schema(url).await;
+    let config = ServeOptions {
+        role: Some(postwire::serve::Role::Api),
+        listen: Some("127.0.0.1:0".parse().expect("an address")),
+        database: Some(database.clone()),
+        allow_destination: vec!["127.0.0.1/32".parse().expect("a network")],
+        admin_token: Some(OPERATOR_TOKEN.into()),
+        secret_key: Some(SECRET_KEY.into()),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid options");
+    let api = postwire::serve::start(config, CancellationToken::new())
+        .await
+        .expect("the API engine starts");
+    let base = format!("http://{}", api.addr);
+    let client = reqwest::Client::new();
+    let (status, partner) = api_call(
+        &client,
+        reqwest::Method::POST,
+        format!("{base}/v1/partners"),
+        r#"{"name":"bench"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let partner = partner["id"].as_str().expect("a partner id").to_owned();
+    let (status, answer) = api_call(
+        &client,
+        reqwest::Method::PUT,
+        format!("{base}/v1/partners/{partner}/settings/action-inquiry"),
+        settings_json(receiver).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    api.stop().await;
+
+    let template = Event::sample(EventType::ActionInquiryCreated, &partner).to_json();
+    let chunks: Vec<Arc<Vec<Event>>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(|chunk| {
+            Arc::new(
+                chunk
+                    .iter()
+                    .map(|i| {
+                        let mut event = template.clone();
+                        event["id"] = json!(format!("evt_bench_{i:08}"));
+                        event["data"]["ActionInquiryId"] = json!(format!("{}", 2_000_000 + i));
+                        event["data"]["OrderId"] = json!(format!("ORD-{i}"));
+                        Event::from_value(&event).expect("a valid event")
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let store = Store::open(&database, Durability::Process)
+        .await
+        .expect("the store opens");
+    let mut processes: Vec<WorkerProcess> = (0..workers)
+        .map(|_| WorkerProcess::start(&database, concurrency))
+        .collect();
+
+    let before = count.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let cpu = cpu_time();
+    let workers_cpu: Duration = processes.iter().map(WorkerProcess::cpu_time).sum();
+    let database_cpu = postgres_cpu_time();
+    for chunk in chunks {
+        store
+            .accept_leasing(chunk, now_ms(), postwire::store::Lease::NONE)
+            .await
+            .expect("events accepted");
+    }
+    let ingest = started.elapsed();
+    let arrived_during_ingest = count.load(Ordering::Relaxed) - before;
+    let arrived = wait_count(count, before + n, Duration::from_secs(300)).await;
+    let total = started.elapsed();
+    let per_second = |used: Duration| used.as_secs_f64() / total.as_secs_f64();
+    let cores = per_second(
+        processes
+            .iter()
+            .map(WorkerProcess::cpu_time)
+            .sum::<Duration>()
+            .saturating_sub(workers_cpu),
+    );
+    let database_cores = per_second(postgres_cpu_time().saturating_sub(database_cpu));
+    let bench_cores = cores_since(cpu, total);
+    for process in &mut processes {
+        process.stop();
+    }
+    store.close().await;
+    assert!(
+        arrived,
+        "the receiver saw {} of {n} postbacks within 5 minutes",
+        count.load(Ordering::Relaxed) - before
+    );
+    let delivered = count_rows(&database, "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'").await;
+    let attempts = count_rows(&database, "SELECT COUNT(*) FROM attempts").await;
+    if delivered as usize != n || attempts as usize != n {
+        println!("    note: {delivered} deliveries delivered and {attempts} attempts recorded for {n} events");
+    }
+    let received = count.load(Ordering::Relaxed) - before;
+    if received != n {
+        println!("    note: the receiver saw {received} postbacks for {n} events");
+    }
+    drop_schema(url, &schema).await;
+    Run {
+        end_to_end: n as f64 / total.as_secs_f64(),
+        ingest: n as f64 / ingest.as_secs_f64(),
+        after_ingest: (n - arrived_during_ingest) as f64 / (total - ingest).as_secs_f64().max(1e-6),
+        cores,
+        database_cores: Some(database_cores),
+        bench_cores: Some(bench_cores),
     }
 }
 
@@ -539,10 +830,18 @@ struct ClaimCost {
 }
 
 /// A store with `due` due deliveries: the first 1000 through `Store::accept`, the rest inserted
-/// in bulk with plain SQL in one transaction (rows as `accept` writes them).
-async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
+/// in bulk with plain SQL in one transaction (rows as `accept` writes them). On SQLite in a
+/// temporary folder, or on a fresh schema of the PostgreSQL database `postgres`.
+async fn claim_cost(due: usize, iterations: usize, postgres: Option<&str>) -> ClaimCost {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("claim.db").display());
+    let schema = match postgres {
+        Some(url) => Some(postgres_schema(url).await),
+        None => None,
+    };
+    let url = match &schema {
+        Some((_, opened)) => opened.clone(),
+        None => format!("sqlite://{}", dir.path().join("claim.db").display()),
+    };
     let filled = Instant::now();
     let store = Store::open(&url, Durability::Process).await.expect("the store opens");
     let partner = store.create_partner("bench", str::to_owned).await.expect("a partner");
@@ -565,65 +864,135 @@ async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
         })
         .collect();
     store.accept(&events, now).await.expect("events accepted");
-    if due > accepted {
-        // A smaller event body than the sample keeps the file small; the claim reads 100 bodies
-        // whatever their size, so the backlog's size is what is measured.
+    // A smaller event body than the sample keeps the database small; the claim reads 100 bodies
+    // whatever their size, so the backlog's size is what is measured.
+    let small = json!({"id": "", "type": "action_inquiry.created", "partner_id": partner.id,
+        "occurred_at": "2026-11-20T14:03:00Z", "data": {"ActionInquiryId": ""}})
+    .to_string();
+    let past = now - 3_700_000;
+    let plan = if postgres.is_some() {
+        let mut db = sqlx::PgConnection::connect(&url).await.expect("the database opens");
+        if due > accepted {
+            let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                .fetch_one(&mut db)
+                .await
+                .unwrap_or(false);
+            let mut tx = db.begin().await.expect("a transaction");
+            if superuser {
+                // The rows reference each other correctly by construction: the bulk fill skips
+                // the foreign keys' triggers (this transaction only), as a restore does.
+                sqlx::query("SET LOCAL session_replication_role = replica")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("replica role");
+            }
+            sqlx::query(
+                "INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
+                 SELECT $2, 'evt_' || lpad(i::text, 8, '0'), 'action_inquiry.created', $3,
+                        jsonb_set(jsonb_set($4::jsonb, '{id}', to_jsonb('evt_' || lpad(i::text, 8, '0'))),
+                                  '{data,ActionInquiryId}', to_jsonb((10000000 + i)::text))::text,
+                        $5
+                 FROM generate_series(1, $1) AS i",
+            )
+            .bind((due - accepted) as i64)
+            .bind(partner.id.as_str())
+            .bind(past)
+            .bind(&small)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .expect("events inserted");
+            sqlx::query(
+                "INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
+                     created_at, updated_at)
+                 SELECT 'dlv_' || lpad(i::text, 8, '0'), $2, 'evt_' || lpad(i::text, 8, '0'),
+                        'action_inquiry.created', (10000000 + i)::text, 'pending', $3 + (i % 3600000), $4, $4
+                 FROM generate_series(1, $1) AS i",
+            )
+            .bind((due - accepted) as i64)
+            .bind(partner.id.as_str())
+            .bind(past)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .expect("deliveries inserted");
+            tx.commit().await.expect("committed");
+        }
+        sqlx::query("ANALYZE events, deliveries")
+            .execute(&mut db)
+            .await
+            .expect("analyzed");
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(&mut db)
+            .await
+            .expect("a count");
+        assert_eq!(pending as usize, due);
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN (COSTS OFF) SELECT id, next_at, seq FROM deliveries
+             WHERE partner_id = 'bench' AND status = 'pending' AND next_at <= 0
+             ORDER BY next_at, seq LIMIT 100 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap_or_default();
+        let _ = db.close().await;
+        plan.iter().map(|line| line.trim()).collect::<Vec<_>>().join(" ")
+    } else {
+        if due > accepted {
+            let mut db = sqlx::SqliteConnection::connect(&url).await.expect("the database opens");
+            let mut tx = db.begin().await.expect("a transaction");
+            sqlx::query(
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1)
+                 INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
+                 SELECT ?2, printf('evt_%08d', i), 'action_inquiry.created', ?3,
+                        json_set(?4, '$.id', printf('evt_%08d', i), '$.data.ActionInquiryId', printf('%d', 10000000 + i)),
+                        ?5
+                 FROM seq",
+            )
+            .bind((due - accepted) as i64)
+            .bind(&partner.id)
+            .bind(past)
+            .bind(&small)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .expect("events inserted");
+            sqlx::query(
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1)
+                 INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
+                     created_at, updated_at)
+                 SELECT printf('dlv_%08d', i), ?2, printf('evt_%08d', i), 'action_inquiry.created',
+                        printf('%d', 10000000 + i), 'pending', ?3 + (i % 3600000), ?4, ?4
+                 FROM seq",
+            )
+            .bind((due - accepted) as i64)
+            .bind(&partner.id)
+            .bind(past)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .expect("deliveries inserted");
+            tx.commit().await.expect("committed");
+            db.close().await.expect("closed");
+        }
         let mut db = sqlx::SqliteConnection::connect(&url).await.expect("the database opens");
-        let mut tx = db.begin().await.expect("a transaction");
-        let small = json!({"id": "", "type": "action_inquiry.created", "partner_id": partner.id,
-            "occurred_at": "2026-11-20T14:03:00Z", "data": {"ActionInquiryId": ""}})
-        .to_string();
-        let past = now - 3_700_000;
-        sqlx::query(
-            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1)
-             INSERT INTO events (partner_id, id, event_type, occurred_at, body, received_at)
-             SELECT ?2, printf('evt_%08d', i), 'action_inquiry.created', ?3,
-                    json_set(?4, '$.id', printf('evt_%08d', i), '$.data.ActionInquiryId', printf('%d', 10000000 + i)),
-                    ?5
-             FROM seq",
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(&mut db)
+            .await
+            .expect("a count");
+        assert_eq!(pending as usize, due);
+        let plan: Vec<String> = sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT rowid, next_at FROM deliveries INDEXED BY deliveries_pending_by_partner
+             WHERE partner_id = 'bench' AND status = 'pending' AND next_at <= 0 ORDER BY next_at, rowid LIMIT 100",
         )
-        .bind((due - accepted) as i64)
-        .bind(&partner.id)
-        .bind(past)
-        .bind(&small)
-        .bind(now)
-        .execute(&mut *tx)
+        .fetch_all(&mut db)
         .await
-        .expect("events inserted");
-        sqlx::query(
-            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1)
-             INSERT INTO deliveries (id, partner_id, event_id, event_type, inquiry_id, status, next_at,
-                 created_at, updated_at)
-             SELECT printf('dlv_%08d', i), ?2, printf('evt_%08d', i), 'action_inquiry.created',
-                    printf('%d', 10000000 + i), 'pending', ?3 + (i % 3600000), ?4, ?4
-             FROM seq",
-        )
-        .bind((due - accepted) as i64)
-        .bind(&partner.id)
-        .bind(past)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .expect("deliveries inserted");
-        tx.commit().await.expect("committed");
-        db.close().await.expect("closed");
-    }
+        .map(|rows| rows.iter().map(|row| row.get::<String, _>(3)).collect())
+        .unwrap_or_default();
+        drop(db);
+        plan.join("; ")
+    };
     let fill_secs = filled.elapsed().as_secs_f64();
-    let mut db = sqlx::SqliteConnection::connect(&url).await.expect("the database opens");
-    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
-        .fetch_one(&mut db)
-        .await
-        .expect("a count");
-    assert_eq!(pending as usize, due);
-    let plan: Vec<String> = sqlx::query(
-        "EXPLAIN QUERY PLAN SELECT rowid, next_at FROM deliveries INDEXED BY deliveries_pending_by_partner
-         WHERE partner_id = 'bench' AND status = 'pending' AND next_at <= 0 ORDER BY next_at, rowid LIMIT 100",
-    )
-    .fetch_all(&mut db)
-    .await
-    .map(|rows| rows.iter().map(|row| row.get::<String, _>(3)).collect())
-    .unwrap_or_default();
-    drop(db);
 
     let lease = 60_000;
     let mut claim = Vec::with_capacity(iterations);
@@ -653,12 +1022,15 @@ async fn claim_cost(due: usize, iterations: usize) -> ClaimCost {
         }
     }
     store.close().await;
+    if let (Some(admin), Some((schema, _))) = (postgres, &schema) {
+        drop_schema(admin, schema).await;
+    }
     ClaimCost {
         claim_us: median(&mut claim),
         give_back_us: median(&mut give_back),
         both_us: median(&mut both),
         fill_secs,
-        plan: plan.join("; "),
+        plan,
     }
 }
 
@@ -764,6 +1136,185 @@ async fn store_path(n: usize, durability: Durability) -> StorePath {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (f) scale-out: every backend and worker count in one table
+// ---------------------------------------------------------------------------------------------
+
+/// The knobs of a run, as `bench` reads them.
+struct Knobs {
+    n: usize,
+    repeats: usize,
+    concurrency: usize,
+    ingest_concurrency: usize,
+    claim_big: usize,
+    claim_iterations: usize,
+}
+
+/// The worker processes of each run with workers: `PW_BENCH_WORKERS`, default `1,2,4`.
+fn worker_counts() -> Vec<usize> {
+    std::env::var("PW_BENCH_WORKERS")
+        .unwrap_or_else(|_| "1,2,4".into())
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse()
+                .expect("PW_BENCH_WORKERS is a list of numbers, e.g. 1,2,4")
+        })
+        .collect()
+}
+
+/// `PW_BENCH_ONLY=scale`: in each round the baseline, the engine on SQLite (one process,
+/// `--role all`), on PostgreSQL (one process, `--role all`) and with 1, 2 and 4 worker processes
+/// (`PW_BENCH_WORKERS`); then the claim cost on PostgreSQL with 1,000 and `PW_BENCH_CLAIM_BIG`
+/// due; one table of medians.
+async fn scale(receiver: SocketAddr, count: &AtomicUsize, knobs: &Knobs) {
+    let Some(url) = bench_postgres() else {
+        panic!("PW_BENCH_ONLY=scale needs PW_BENCH_POSTGRES, a PostgreSQL URL the bench may make schemas in");
+    };
+    let worker_counts = worker_counts();
+    let Knobs {
+        n,
+        repeats,
+        concurrency,
+        ingest_concurrency,
+        ..
+    } = *knobs;
+    let mut base: Vec<(f64, f64)> = Vec::new();
+    let mut sqlite: Vec<Run> = Vec::new();
+    let mut all: Vec<Run> = Vec::new();
+    let mut workers: Vec<Vec<Run>> = worker_counts.iter().map(|_| Vec::new()).collect();
+    let show = |round: usize, what: &str, run: &Run| {
+        println!(
+            "  round {round}: {what:<26} {:>7.0} postbacks/s end to end, ingest {:>7.0} events/s; \
+             {:.0} us of CPU a postback outside the database{}, {:.0} us in it",
+            run.end_to_end,
+            run.ingest,
+            run.outside_us(),
+            run.bench_cores.map_or(String::new(), |bench| format!(
+                " ({:.0} the workers, {:.0} receiver and accepts)",
+                run.cores * 1e6 / run.end_to_end,
+                bench * 1e6 / run.end_to_end
+            )),
+            run.database_us()
+        );
+    };
+    for round in 1..=repeats {
+        let (rate, cores) = baseline(receiver, count, n, concurrency).await;
+        println!(
+            "  round {round}: baseline                   {rate:>7.0} requests/s, {:.0} us of CPU a request",
+            cores * 1e6 / rate
+        );
+        base.push((rate, cores));
+        let run = postwire_run(receiver, count, n, concurrency, Setup::default(), ingest_concurrency).await;
+        show(round, "SQLite, --role all", &run);
+        sqlite.push(run);
+        let setup = Setup {
+            postgres: Some(url.clone()),
+            ..Setup::default()
+        };
+        let run = postwire_run(receiver, count, n, concurrency, setup, ingest_concurrency).await;
+        show(round, "PostgreSQL, --role all", &run);
+        all.push(run);
+        for (runs, &w) in workers.iter_mut().zip(&worker_counts) {
+            let run = workers_run(receiver, count, n, w, concurrency, &url).await;
+            show(
+                round,
+                &format!("PostgreSQL, {w} worker{}", if w == 1 { "" } else { "s" }),
+                &run,
+            );
+            runs.push(run);
+        }
+    }
+    println!("  claim cost on PostgreSQL: filling schemas ...");
+    let small = claim_cost(1000, knobs.claim_iterations, Some(&url)).await;
+    let big = claim_cost(knobs.claim_big, knobs.claim_iterations, Some(&url)).await;
+    println!(
+        "  claim cost: filled in {:.1}s and {:.1}s; plan of a partner's due rows: {}",
+        small.fill_secs, big.fill_secs, big.plan
+    );
+
+    let base_rate = median(&mut base.iter().map(|(rate, _)| *rate).collect::<Vec<_>>());
+    let base_us = median(&mut base.iter().map(|(rate, cores)| cores * 1e6 / rate).collect::<Vec<_>>());
+    println!();
+    println!(
+        "scale-out summary (medians of {repeats} rounds; N={n}, concurrency {concurrency} a process; \
+         PostgreSQL on the same machine)"
+    );
+    println!("{:-<118}", "");
+    println!(
+        "{:<34} {:>12} {:>9} {:>16} {:>16}  per round (of the baseline)",
+        "", "postbacks/s", "baseline", "CPU outside DB", "PostgreSQL CPU"
+    );
+    println!("{:-<118}", "");
+    println!(
+        "{:<34} {:>12.0} {:>8.0}% {:>13.0} us {:>16}",
+        "baseline: reqwest loop (a request)", base_rate, 100.0, base_us, "-"
+    );
+    let mut one_worker = None;
+    let line = |what: String, runs: &[Run]| {
+        let rate = median(&mut runs.iter().map(|r| r.end_to_end).collect::<Vec<_>>());
+        let ratios: Vec<String> = runs
+            .iter()
+            .zip(&base)
+            .map(|(run, (rate, _))| format!("{:.0}%", 100.0 * run.end_to_end / rate))
+            .collect();
+        let mut ratio = runs
+            .iter()
+            .zip(&base)
+            .map(|(run, (rate, _))| 100.0 * run.end_to_end / rate)
+            .collect::<Vec<_>>();
+        let database = median(&mut runs.iter().map(Run::database_us).collect::<Vec<_>>());
+        println!(
+            "{what:<34} {rate:>12.0} {:>8.0}% {:>13.0} us {:>16}  {}",
+            median(&mut ratio),
+            median(&mut runs.iter().map(Run::outside_us).collect::<Vec<_>>()),
+            if runs.iter().any(|r| r.database_cores.is_some()) {
+                format!("{database:.0} us")
+            } else {
+                "-".into()
+            },
+            ratios.join(", ")
+        );
+        rate
+    };
+    line("SQLite, one process (--role all)".into(), &sqlite);
+    line("PostgreSQL, one process (all)".into(), &all);
+    for (runs, &w) in workers.iter().zip(&worker_counts) {
+        let rate = line(
+            format!("PostgreSQL, {w} worker process{}", if w == 1 { "" } else { "es" }),
+            runs,
+        );
+        if w == 1 {
+            one_worker = Some(rate);
+        }
+    }
+    let ratio = big.both_us / small.both_us;
+    println!(
+        "{:<34} {:>9.0} us {:>9}   claim {:.0} us + give back {:.0} us",
+        "claim(100) + give back, 1,000 due", small.both_us, "1.00", small.claim_us, small.give_back_us
+    );
+    println!(
+        "{:<34} {:>9.0} us {:>9.2}   claim {:.0} us + give back {:.0} us; flat (<= 2x): {}",
+        format!("the same, {} due", knobs.claim_big),
+        big.both_us,
+        ratio,
+        big.claim_us,
+        big.give_back_us,
+        if ratio <= 2.0 { "met" } else { "MISSED" }
+    );
+    println!("{:-<118}", "");
+    if let Some(rate) = one_worker {
+        println!(
+            "one worker process over PostgreSQL: {rate:.0} postbacks/s; target >= 10000: {}",
+            if rate >= 10_000.0 { "met" } else { "MISSED" }
+        );
+    }
+    println!(
+        "CPU outside DB: the engine's processes, the receiver and the ingest (in --role all runs, this \
+         process; with workers, the workers and this process); PostgreSQL CPU: the server's processes"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() {
     // `cargo bench` passes `--bench`; a name filter is not supported: everything runs.
@@ -799,6 +1350,17 @@ async fn bench(niceness: i32) {
     // or path (the store path alone, durability process, once); `plugin+process` runs the plugin
     // comparison alone, `process+prune` the comparison with retention pruning during the run.
     let only = std::env::var("PW_BENCH_ONLY").ok();
+    if only.as_deref() == Some("scale") {
+        let knobs = Knobs {
+            n,
+            repeats,
+            concurrency,
+            ingest_concurrency,
+            claim_big,
+            claim_iterations,
+        };
+        return scale(receiver, &count, &knobs).await;
+    }
     let wanted = |part: &str| {
         only.as_deref()
             .is_none_or(|o| o == part || o.split('+').any(|p| p == part))
@@ -823,6 +1385,7 @@ async fn bench(niceness: i32) {
         {
             let setup = Setup {
                 durability,
+                postgres: bench_postgres(),
                 ..Setup::default()
             };
             let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
@@ -847,6 +1410,7 @@ async fn bench(niceness: i32) {
         if wanted("prune") {
             let setup = Setup {
                 prune: true,
+                postgres: bench_postgres(),
                 ..Setup::default()
             };
             let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
@@ -861,6 +1425,7 @@ async fn bench(niceness: i32) {
             let wasm = postwire_test_plugins::bytes("trivial");
             let setup = Setup {
                 transform: Some(wasm),
+                postgres: bench_postgres(),
                 ..Setup::default()
             };
             let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
@@ -869,6 +1434,22 @@ async fn bench(niceness: i32) {
                 run.end_to_end
             );
             plugin.push(run);
+        }
+        // Only when asked for by name: it needs PostgreSQL.
+        if only.is_some() && wanted("workers") {
+            let url = bench_postgres().expect("PW_BENCH_ONLY=workers needs PW_BENCH_POSTGRES");
+            for w in worker_counts() {
+                let run = workers_run(receiver, &count, n, w, concurrency, &url).await;
+                println!(
+                    "  round {round}: postgres, {w} worker process(es) {:>9.0} postbacks/s end to end, ingest {:>9.0} \
+                     events/s; workers {:.0} us, receiver and accepts {:.0} us, PostgreSQL {:.0} us of CPU a postback",
+                    run.end_to_end,
+                    run.ingest,
+                    run.cores * 1e6 / run.end_to_end,
+                    run.bench_cores.unwrap_or(0.0) * 1e6 / run.end_to_end,
+                    run.database_us()
+                );
+            }
         }
     }
     if only.as_deref() == Some("process+prune") {
@@ -907,8 +1488,8 @@ async fn bench(niceness: i32) {
         return;
     }
     println!("  claim cost: filling stores ...");
-    let small = claim_cost(1000, claim_iterations).await;
-    let big = claim_cost(claim_big, claim_iterations).await;
+    let small = claim_cost(1000, claim_iterations, bench_postgres().as_deref()).await;
+    let big = claim_cost(claim_big, claim_iterations, bench_postgres().as_deref()).await;
     println!(
         "  claim cost: stores filled in {:.1}s and {:.1}s; plan of the due query: {}",
         small.fill_secs, big.fill_secs, big.plan

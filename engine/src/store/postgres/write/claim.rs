@@ -5,10 +5,11 @@
 //! `deliveries_pending_by_partner` index, and each gets an equal share of the claim, earliest
 //! due first within a partner (ties in the order they were recorded, `seq`); a partner with
 //! fewer due leaves its share to the others. A round of shares is one statement for all
-//! partners, which locks the rows it reads with `FOR UPDATE SKIP LOCKED`: claimers in other
-//! processes never take the same delivery nor wait for each other. The last partners of a round
-//! may be locked a share that the claim then leaves them (fewer than a partner each); those rows
-//! are free again when the claim commits.
+//! partners, which locks the rows it reads with `FOR UPDATE SKIP LOCKED` (claimers in other
+//! processes never take the same delivery nor wait for each other), leases those the claim
+//! takes and reads their events: one round trip, and no other statement but the partners' heads.
+//! The last partners of a round may be locked a share that the claim then leaves them (fewer
+//! than a partner each); those rows are free again when the statement ends.
 
 use std::sync::LazyLock;
 
@@ -19,52 +20,63 @@ use super::distinct_runs;
 use crate::id::PartnerId;
 use crate::store::{ACTION_INQUIRY, Claimed, ClaimedEvent, GiveBack, Status, rules};
 
-/// Each partner with pending deliveries and when its earliest one is due, one index seek each.
+/// Each partner with pending deliveries and when its earliest one is due, one index seek each:
+/// the first entry of each partner in the `deliveries_pending_by_partner` index (ordered as it
+/// is, so that no other index can serve it) names the partner and its earliest due time at once.
 pub(super) static HEADS: LazyLock<String> = LazyLock::new(|| {
     let pending = Status::Pending.as_str();
     format!(
-        "WITH RECURSIVE heads(partner_id) AS (
-             SELECT (SELECT MIN(partner_id) FROM deliveries WHERE status = '{pending}')
+        "WITH RECURSIVE heads(partner_id, first) AS (
+             (SELECT partner_id, next_at FROM deliveries WHERE status = '{pending}'
+              ORDER BY partner_id, next_at, seq LIMIT 1)
              UNION ALL
-             SELECT (SELECT d.partner_id FROM deliveries d
-                     WHERE d.status = '{pending}' AND d.partner_id > heads.partner_id
-                     ORDER BY d.partner_id LIMIT 1)
-             FROM heads WHERE heads.partner_id IS NOT NULL)
-         SELECT partner_id,
-             (SELECT d.next_at FROM deliveries d
-              WHERE d.status = '{pending}' AND d.partner_id = heads.partner_id ORDER BY d.next_at LIMIT 1) AS first
-         FROM heads WHERE partner_id IS NOT NULL"
+             SELECT h.partner_id, h.next_at FROM heads CROSS JOIN LATERAL (
+                 SELECT d.partner_id, d.next_at FROM deliveries d
+                 WHERE d.status = '{pending}' AND d.partner_id > heads.partner_id
+                 ORDER BY d.partner_id, d.next_at, d.seq LIMIT 1) AS h)
+         SELECT partner_id, first FROM heads"
     )
 });
 
-/// For each partner of a round (`$1`), up to a share (`$4`) of its [due](rules::due)
-/// deliveries after its place in due order (`$2`, `$3`), earliest first, locked; rows locked by
-/// another claim are passed over.
+/// One round of a claim in one statement: for each partner of the round (`$1`), up to a share
+/// (`$4`) of its [due](rules::due) deliveries after its place in due order (`$2`, `$3`),
+/// earliest first, locked (rows locked by another claim are passed over); the first `$6` of
+/// them in turn order are leased until `$7`, each with its delivery's next lease number (its
+/// fencing token, see [`rules::holds_lease`]), and come back with what sending them needs.
+/// Rows locked beyond `$6` are free again when the statement ends. The picked rows are leased
+/// through arrays of them, so that the planner, whatever it makes of the picking, looks each up
+/// by its key rather than scanning the table for them.
 static ROUND: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT t.turn, d.id, d.next_at, d.seq
-         FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) WITH ORDINALITY
-             AS t(p, after_at, after_seq, turn)
-         CROSS JOIN LATERAL (
-             SELECT id, next_at, seq FROM deliveries
-             WHERE partner_id = t.p AND {} AND (next_at, seq) > (t.after_at, t.after_seq)
-             ORDER BY next_at, seq LIMIT $4
-             FOR UPDATE SKIP LOCKED) AS d
-         ORDER BY t.turn, d.next_at, d.seq",
+        "WITH picked AS (
+             SELECT t.turn, d.id, d.next_at, d.seq
+             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) WITH ORDINALITY
+                 AS t(p, after_at, after_seq, turn)
+             CROSS JOIN LATERAL (
+                 SELECT id, next_at, seq FROM deliveries
+                 WHERE partner_id = t.p AND {} AND (next_at, seq) > (t.after_at, t.after_seq)
+                 ORDER BY next_at, seq LIMIT $4
+                 FOR UPDATE SKIP LOCKED) AS d
+             ORDER BY t.turn, d.next_at, d.seq
+             LIMIT $6),
+         lists AS (
+             SELECT array_agg(id) AS ids, array_agg(turn) AS turns, array_agg(next_at) AS ats,
+                 array_agg(seq) AS seqs
+             FROM picked)
+         UPDATE deliveries SET next_at = $7, leased_until = $7, updated_at = $5, lease_seq = lease_seq + 1
+         FROM UNNEST((SELECT ids FROM lists), (SELECT turns FROM lists), (SELECT ats FROM lists),
+             (SELECT seqs FROM lists)) AS picked(id, turn, next_at, seq)
+         WHERE deliveries.id = picked.id
+         RETURNING picked.turn, picked.next_at, picked.seq, deliveries.id, deliveries.partner_id,
+             deliveries.attempts,
+             (SELECT e.body FROM events e
+              WHERE e.partner_id = deliveries.partner_id AND e.id = deliveries.event_id),
+             COALESCE((SELECT s.version FROM settings s
+                       WHERE s.partner_id = deliveries.partner_id AND s.family = $8), 0),
+             deliveries.lease_seq",
         rules::due_sql("$5")
     )
 });
-
-/// Leases the picked deliveries and reads what sending them needs; each lease gets its
-/// delivery's next lease number (its fencing token, see [`rules::holds_lease`]).
-const LEASE: &str = "UPDATE deliveries SET next_at = $2, leased_until = $2, updated_at = $1, lease_seq = lease_seq + 1
-     FROM UNNEST($3::TEXT[]) WITH ORDINALITY AS t(picked, at)
-     WHERE id = t.picked
-     RETURNING t.at, id, partner_id, attempts,
-         (SELECT e.body FROM events e WHERE e.partner_id = deliveries.partner_id AND e.id = deliveries.event_id),
-         COALESCE((SELECT s.version FROM settings s
-                   WHERE s.partner_id = deliveries.partner_id AND s.family = $4), 0),
-         lease_seq";
 
 /// Moves claimed deliveries to new due times and ends their leases, each if it is still
 /// pending and its lease still holds it.
@@ -88,6 +100,9 @@ struct Turn {
 /// docs and [`Store::claim`](crate::store::Store::claim)). Within a partner they come earliest
 /// first; partners come in the order their earliest due deliveries fell due. The partners in
 /// `skip` take no turn.
+///
+/// Each statement commits on its own: a round's leases hold whatever comes after, and a process
+/// that dies between rounds leaves them to end as any lease does.
 pub(super) async fn claim(
     pool: &PgPool,
     now: i64,
@@ -99,93 +114,94 @@ pub(super) async fn claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut tx = pool.begin().await?;
     let mut heads: Vec<(i64, String)> = sqlx::query_as::<_, (String, i64)>(&HEADS)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?
         .into_iter()
         .map(|(partner_id, first)| (first, partner_id))
         .collect();
     heads.retain(|(first, partner_id)| *first <= now && !skip.iter().any(|s| s.as_str() == partner_id));
     heads.sort_unstable();
+    // A partner's first share starts at its earliest due time: the index entries before it are
+    // of rows no longer pending, which vacuum has not removed yet, and the heads walked them
+    // already. A row made due earlier since is left to the next claim.
     let mut turns: Vec<Turn> = heads
         .into_iter()
-        .map(|(_, partner_id)| Turn {
+        .map(|(first, partner_id)| Turn {
             partner_id,
-            after: (i64::MIN, i64::MIN),
+            after: (first, i64::MIN),
         })
         .collect();
-    let mut picked: Vec<String> = Vec::with_capacity(limit);
+    let mut claimed: Vec<Claimed> = Vec::with_capacity(limit);
     // Each round shares what is left of the claim between the partners that filled their last
     // share; one that did not has nothing more due (or nothing another claim has not locked).
-    while picked.len() < limit && !turns.is_empty() {
-        let share = (limit - picked.len()).div_ceil(turns.len());
-        let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(&ROUND)
+    // The partners in turn take their share of what is left, the last ones less when the claim
+    // runs out, as the SQLite claim's round does.
+    while claimed.len() < limit && !turns.is_empty() {
+        let left = limit - claimed.len();
+        let share = left.div_ceil(turns.len());
+        let rows = sqlx::query(&ROUND)
             .bind(turns.iter().map(|t| t.partner_id.as_str()).collect::<Vec<_>>())
             .bind(turns.iter().map(|t| t.after.0).collect::<Vec<_>>())
             .bind(turns.iter().map(|t| t.after.1).collect::<Vec<_>>())
             .bind(share as i64)
             .bind(now)
-            .fetch_all(&mut *tx)
+            .bind(left as i64)
+            .bind(now + lease_ms)
+            .bind(ACTION_INQUIRY)
+            .fetch_all(pool)
             .await?;
-        let mut rows = rows.into_iter().peekable();
-        let mut more = Vec::with_capacity(turns.len());
-        for (at, mut turn) in turns.into_iter().enumerate() {
-            // As the SQLite claim's round: the partners in turn take their share of what is
-            // left, the last ones less when the claim runs out.
-            let want = share.min(limit - picked.len());
-            if want == 0 {
-                break;
-            }
-            let mut took = 0;
-            while let Some((_, id, next_at, seq)) = rows.next_if(|row| row.0 == at as i64 + 1) {
-                if took < want {
-                    turn.after = (next_at, seq);
-                    picked.push(id);
-                    took += 1;
-                }
-            }
-            if took == want {
-                more.push(turn);
-            }
+        let mut round = Vec::with_capacity(rows.len());
+        for row in rows {
+            let turn: i64 = row.try_get(0)?;
+            let place: (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+            round.push((
+                (turn, place),
+                Claimed {
+                    delivery_id: row.try_get::<String, _>(3)?.into(),
+                    partner_id: row.try_get::<String, _>(4)?.into(),
+                    attempts: row.try_get(5)?,
+                    event: ClaimedEvent::Stored(row.try_get(6)?),
+                    settings_version: row.try_get(7)?,
+                    lease_seq: row.try_get(8)?,
+                },
+            ));
         }
-        turns = more;
+        round.sort_unstable_by_key(|(key, _)| *key);
+        let mut took = vec![0usize; turns.len()];
+        for ((turn, place), _) in &round {
+            let at = usize::try_from(turn - 1).expect("a turn");
+            took[at] += 1;
+            turns[at].after = *place;
+        }
+        claimed.extend(round.into_iter().map(|(_, claimed)| claimed));
+        turns = turns
+            .into_iter()
+            .zip(took)
+            .filter(|(_, took)| *took == share)
+            .map(|(turn, _)| turn)
+            .collect();
     }
-    if picked.is_empty() {
-        tx.commit().await?;
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(LEASE)
-        .bind(now)
-        .bind(now + lease_ms)
-        .bind(&picked)
-        .bind(ACTION_INQUIRY)
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in rows {
-        claimed.push((
-            row.try_get::<i64, _>(0)?,
-            Claimed {
-                delivery_id: row.try_get::<String, _>(1)?.into(),
-                partner_id: row.try_get::<String, _>(2)?.into(),
-                attempts: row.try_get(3)?,
-                event: ClaimedEvent::Stored(row.try_get(4)?),
-                settings_version: row.try_get(5)?,
-                lease_seq: row.try_get(6)?,
-            },
-        ));
-    }
-    claimed.sort_unstable_by_key(|(at, _)| *at);
-    Ok(claimed.into_iter().map(|(_, claimed)| claimed).collect())
+    Ok(claimed)
 }
 
 /// Moves pending deliveries to new due times and ends their leases, in order: the last time
 /// given for a delivery wins.
 pub(super) async fn reschedule(pool: &PgPool, due: &[GiveBack]) -> Result<()> {
+    let runs = distinct_runs(due, |back| [back.delivery_id.as_str()]);
+    if let [run] = runs.as_slice() {
+        // One statement: a transaction of its own.
+        let due = &due[run.clone()];
+        sqlx::query(&RESCHEDULE)
+            .bind(due.iter().map(|b| b.delivery_id.as_str()).collect::<Vec<_>>())
+            .bind(due.iter().map(|b| b.due).collect::<Vec<_>>())
+            .bind(due.iter().map(|b| b.lease_seq).collect::<Vec<_>>())
+            .execute(pool)
+            .await?;
+        return Ok(());
+    }
     let mut tx = pool.begin().await?;
-    for run in distinct_runs(due, |back| [back.delivery_id.as_str()]) {
+    for run in runs {
         let due = &due[run];
         sqlx::query(&RESCHEDULE)
             .bind(due.iter().map(|b| b.delivery_id.as_str()).collect::<Vec<_>>())

@@ -1,12 +1,14 @@
 //! Recording attempts: each attempt's row and what its outcome does to the delivery (see
 //! [`rules::settle`]), in one transaction.
 //!
-//! The outcomes go in runs of distinct deliveries (see `distinct_runs`; one run unless a
-//! delivery comes twice), a few statements a run whatever its length: the deliveries move
-//! first, each matched by id and by the attempt's lease number ([`rules::holds_lease`]), and
-//! which moved says how each attempt is logged; then the endpoints disabled are disabled and
-//! their pending deliveries held, the deliveries that waited for the finished ones released,
-//! the superseded attempts counted, and the attempts inserted.
+//! The transaction first share-locks the deliveries' partners and their settings. The outcomes
+//! then go in runs of distinct deliveries (see `distinct_runs`; one run unless a delivery comes
+//! twice), two statements a run when no outcome disables its endpoint (the usual case): the
+//! deliveries move, each matched by id and by the attempt's lease number
+//! ([`rules::holds_lease`]), the superseded attempts are counted and the attempts inserted,
+//! each logged as which moved says; then the deliveries that waited for the finished ones are
+//! released. A run that disables an endpoint goes statement by statement, the endpoint disabled
+//! and its pending deliveries held between the moves and the releases.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -29,6 +31,11 @@ struct Statements {
     release: String,
     /// Holds the [pending deliveries](rules::HELD_ON_DISABLE) of the endpoints disabled.
     hold_pending: String,
+    /// A run none of whose outcomes disables its endpoint, in one statement: `settle`, the
+    /// attempts of the deliveries it did not move counted (superseded), and the attempts
+    /// inserted (`$8` on, as [`INSERT_ATTEMPTS`] takes them, less `superseded`, which the
+    /// statement works out). Returns the deliveries it finished, for `release`.
+    at_once: String,
 }
 
 /// What a moved outcome was, as `settle` reads it.
@@ -62,6 +69,37 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
             Status::Held.as_str(),
             rules::HELD_ON_DISABLE.as_str()
         ),
+        // The parts see one snapshot and change disjoint rows: a moved delivery is not
+        // superseded. The attempts' foreign key is checked once the parts have run (each runs to
+        // its end, read or not). Releasing is left to a statement of its own, with a snapshot
+        // taken after this one's moves: an accept that blocked a new delivery behind one of
+        // them, and that this statement waited for, is seen there.
+        at_once: format!(
+            "WITH moved AS (
+                 UPDATE deliveries SET
+                     status = CASE WHEN o.kind = '{RETRY}' THEN {pending_unless_disabled} ELSE o.new_status END,
+                     next_at = CASE WHEN o.kind = '{RETRY}' THEN o.retry_at ELSE next_at END,
+                     attempts = attempts + 1, last_error = o.error, updated_at = $7, leased_until = NULL
+                 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[])
+                     AS o(outcome_of, kind, new_status, retry_at, error, token)
+                 WHERE id = o.outcome_of AND {holds}
+                 RETURNING deliveries.id, o.kind),
+             superseded AS (
+                 UPDATE deliveries SET attempts = attempts + 1
+                 WHERE id = ANY($1) AND id NOT IN (SELECT id FROM moved)),
+             inserted AS (
+                 INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request,
+                     response_status, response_headers, response_body, verdict, error, plugins, superseded)
+                 SELECT a.id, a.delivery_id, a.number, a.started_at, a.duration_ms, a.request, a.response_status,
+                     a.response_headers, a.response_body, a.verdict, a.error, a.plugins,
+                     CASE WHEN a.delivery_id IN (SELECT id FROM moved) THEN 0 ELSE 1 END
+                 FROM UNNEST($8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::BIGINT[], $12::BIGINT[], $13::TEXT[],
+                     $14::BIGINT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], $18::TEXT[], $19::TEXT[])
+                     AS a(id, delivery_id, number, started_at, duration_ms, request, response_status,
+                         response_headers, response_body, verdict, error, plugins))
+             SELECT id FROM moved WHERE kind = '{DONE}'",
+            holds = rules::holds_lease_sql("o.token"),
+        ),
     }
 });
 
@@ -72,16 +110,17 @@ const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, delivery_id, number, st
          $7::BIGINT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[])";
 
 /// Share-locks the deliveries' partners before anything else, as an accept does: a partner
-/// disabled meanwhile is disabled before the recording reads it, or after it commits.
-const LOCK_PARTNERS: &str = "SELECT 1 FROM partners
+/// disabled meanwhile is disabled before the recording reads it, or after it commits. Returns
+/// them, for the settings' locks.
+const LOCK_PARTNERS: &str = "SELECT id FROM partners
      WHERE id IN (SELECT partner_id FROM deliveries WHERE id = ANY($1))
      ORDER BY id FOR SHARE";
 
-/// Locks the settings of the deliveries' partners before any delivery, as an accept does, so
-/// that a recording that disables an endpoint and an accept for it never wait for each other
-/// in a circle.
+/// Locks the settings of the deliveries' partners (`$1`) before any delivery, as an accept
+/// does, so that a recording that disables an endpoint and an accept for it never wait for each
+/// other in a circle.
 const LOCK_SETTINGS: &str = "SELECT 1 FROM settings
-     WHERE partner_id IN (SELECT partner_id FROM deliveries WHERE id = ANY($1))
+     WHERE partner_id = ANY($1)
      ORDER BY partner_id, family FOR NO KEY UPDATE";
 
 /// [`LOCK_SETTINGS`] for a recording that disables no endpoint: an endpoint disabled (or its
@@ -90,7 +129,7 @@ const LOCK_SETTINGS: &str = "SELECT 1 FROM settings
 /// they were when it began, after waiting for the delivery's row the disabling held, and make
 /// the delivery pending again behind the disabled endpoint.
 const SHARE_SETTINGS: &str = "SELECT 1 FROM settings
-     WHERE partner_id IN (SELECT partner_id FROM deliveries WHERE id = ANY($1))
+     WHERE partner_id = ANY($1)
      ORDER BY partner_id, family FOR SHARE";
 
 /// Records attempts and moves their deliveries on, in order, in one transaction. Returns how
@@ -101,28 +140,32 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome], now: i64) -> Res
     }
     let mut tx = pool.begin().await?;
     let all: Vec<&str> = outcomes.iter().map(|o| o.attempt.delivery_id.as_str()).collect();
-    sqlx::query(LOCK_PARTNERS).bind(&all).execute(&mut *tx).await?;
-    if !outcomes
+    let partners: Vec<String> = sqlx::query_scalar(LOCK_PARTNERS).bind(&all).fetch_all(&mut *tx).await?;
+    let disabling = outcomes
         .iter()
-        .any(|o| matches!(rules::settle(&o.next), Settle::Disable(_)))
-    {
-        sqlx::query(SHARE_SETTINGS).bind(&all).execute(&mut *tx).await?;
+        .any(|o| matches!(rules::settle(&o.next), Settle::Disable(_)));
+    if !disabling {
+        sqlx::query(SHARE_SETTINGS).bind(&partners).execute(&mut *tx).await?;
     } else {
         // All in one statement, in the order an accept locks them (a disabling outcome is rare:
         // the other partners' settings are locked harder than they need for once).
-        sqlx::query(LOCK_SETTINGS).bind(&all).execute(&mut *tx).await?;
+        sqlx::query(LOCK_SETTINGS).bind(&partners).execute(&mut *tx).await?;
     }
     let mut released = 0;
     for run in distinct_runs(outcomes, |o| [o.attempt.delivery_id.as_str()]) {
-        released += record_run(&mut tx, &outcomes[run], now).await?;
+        released += if disabling {
+            record_run(&mut tx, &outcomes[run], now).await?
+        } else {
+            record_run_at_once(&mut tx, &outcomes[run], now).await?
+        };
     }
     tx.commit().await?;
     Ok(released)
 }
 
-/// Records outcomes of distinct deliveries.
-async fn record_run(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], now: i64) -> Result<u64> {
-    let statements = &*STATEMENTS;
+/// How each outcome moves its delivery, as `settle` and `at_once` take it: its kind, the status
+/// it is done with, and its retry time.
+fn kinds(outcomes: &[Outcome]) -> (Vec<&'static str>, Vec<&'static str>, Vec<Option<i64>>) {
     let mut kinds = Vec::with_capacity(outcomes.len());
     let mut new_statuses = Vec::with_capacity(outcomes.len());
     let mut retry_at = Vec::with_capacity(outcomes.len());
@@ -137,6 +180,65 @@ async fn record_run(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], no
         new_statuses.push(status.as_str());
         retry_at.push(at);
     }
+    (kinds, new_statuses, retry_at)
+}
+
+/// Records outcomes of distinct deliveries, none of which disables its endpoint, in one
+/// statement.
+async fn record_run_at_once(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], now: i64) -> Result<u64> {
+    let (kinds, new_statuses, retry_at) = kinds(outcomes);
+    let attempts = outcomes.iter().map(|o| &o.attempt);
+    let finished: Vec<String> = sqlx::query_scalar(&STATEMENTS.at_once)
+        .bind(
+            outcomes
+                .iter()
+                .map(|o| o.attempt.delivery_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&kinds)
+        .bind(&new_statuses)
+        .bind(&retry_at)
+        .bind(outcomes.iter().map(|o| o.attempt.error.as_deref()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.lease_seq).collect::<Vec<_>>())
+        .bind(now)
+        .bind(attempts.clone().map(|a| a.id.as_str()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.delivery_id.as_str()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.number).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.started_at).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.duration_ms).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.request.get()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.response_status).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .clone()
+                .map(|a| a.response_headers.as_ref().map(|h| h.get()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts.clone().map(|a| a.response_body.as_deref()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.verdict.as_str()).collect::<Vec<_>>())
+        .bind(attempts.clone().map(|a| a.error.as_deref()).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .map(|a| a.plugins.as_ref().map(ToString::to_string))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+    if finished.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(&STATEMENTS.release)
+        .bind(&finished)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// Records outcomes of distinct deliveries, statement by statement.
+async fn record_run(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], now: i64) -> Result<u64> {
+    let statements = &*STATEMENTS;
+    let (kinds, new_statuses, retry_at) = kinds(outcomes);
     let moved: HashMap<String, String> = sqlx::query_as(&statements.settle)
         .bind(
             outcomes
