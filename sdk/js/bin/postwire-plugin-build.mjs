@@ -7,9 +7,8 @@
 //   postwire-plugin-build [src/plugin.ts] [-o plugin.wasm]
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -64,45 +63,41 @@ if (!transform && !classify) {
 }
 const world = transform && classify ? 'plugin' : transform ? 'transformer' : 'classifier';
 
-const work = mkdtempSync(join(tmpdir(), 'postwire-plugin-'));
-try {
-  const entry = join(work, 'entry.js');
-  writeFileSync(
-    entry,
-    `import { log } from 'postwire:plugin/log@0.1.0';
+// The bundle is written beside the component, at a path that does not change between builds:
+// the component records it, and the same sources must give the same bytes (uploads and the
+// artifact cache go by sha256).
+const bundle = out.replace(/\.wasm$/, '') + '.js';
+mkdirSync(dirname(out), { recursive: true });
+{
+  const entry = `import { log } from 'postwire:plugin/log@0.1.0';
 import * as plugin from ${JSON.stringify(source)};
 import * as guest from ${JSON.stringify(join(sdk, 'guest.js'))};
 guest.install(log);
 ${transform ? 'export const transform = { transform: (e, r, c) => guest.transform(plugin.transform, e, r, c) };' : ''}
 ${classify ? 'export const classify = { classify: (r, s, c) => guest.classify(plugin.classify, r, s, c) };' : ''}
-`,
-  );
+`;
   const bundled = await esbuild.build({
     ...shared,
-    entryPoints: [entry],
+    stdin: { contents: entry, resolveDir: process.cwd(), sourcefile: 'postwire-entry.js', loader: 'js' },
     external: ['postwire:plugin/*'],
     nodePaths: [join(sdk, 'node_modules')],
     alias: { '@postwire/plugin-sdk': join(sdk, 'index.js') },
-    outfile: join(work, 'plugin.js'),
+    outfile: bundle,
     write: true,
   });
   if (bundled.errors.length > 0) fail('bundling failed (above)');
-
   const { componentize } = await import('@bytecodealliance/componentize-js');
   const { component, imports } = await componentize({
-    sourcePath: join(work, 'plugin.js'),
+    sourcePath: bundle,
     witPath: wit,
     worldName: world,
     disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
   });
   const unexpected = imports.filter(([iface]) => !iface.startsWith('postwire:plugin/'));
   if (unexpected.length > 0) fail(`the component imports ${unexpected.map(([i]) => i).join(', ')}, which plugins may not use`);
-  await import('node:fs').then((fs) => fs.mkdirSync(dirname(out), { recursive: true }));
   await writeFile(out, component);
   const size = statSync(out).size;
   console.log(
     `built ${out} (${(size / (1 << 20)).toFixed(1)} MiB, world ${world}, imports ${imports.map(([i]) => i).join(', ') || 'nothing'}) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
   );
-} finally {
-  rmSync(work, { recursive: true, force: true });
 }
