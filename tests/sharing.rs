@@ -21,6 +21,33 @@ async fn two_engines() -> Option<(Engine, Engine)> {
     Some((first, second))
 }
 
+/// Two engines over one schema, and a partner with settings and a key made through the first.
+struct Shared {
+    first: Engine,
+    second: Engine,
+    partner: Partner,
+    /// The partner key's token.
+    token: String,
+    _receiver: Receiver,
+}
+
+/// [`Shared`], or `None` after saying the test is skipped.
+async fn shared() -> Option<Shared> {
+    let (first, second) = two_engines().await?;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let partner = first
+        .partner_with("acme", &simple_settings(&receiver.url("/hook")))
+        .await;
+    let token = first.partner_key(&partner).await;
+    Some(Shared {
+        first,
+        second,
+        partner,
+        token,
+        _receiver: receiver,
+    })
+}
+
 /// A partner-scoped read with `token` on `engine`.
 async fn settings_as(engine: &Engine, token: &str, partner: &Partner) -> StatusCode {
     engine.get_as(token, &settings_path(partner)).await.status
@@ -28,14 +55,16 @@ async fn settings_as(engine: &Engine, token: &str, partner: &Partner) -> StatusC
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_through_one_process_is_refused_by_the_others() {
-    let Some((first, second)) = two_engines().await else {
+    let Some(Shared {
+        first,
+        second,
+        partner,
+        token,
+        _receiver,
+    }) = shared().await
+    else {
         return;
     };
-    let receiver = Receiver::always(Reply::ok("ok")).await;
-    let partner = first
-        .partner_with("acme", &simple_settings(&receiver.url("/hook")))
-        .await;
-    let token = first.partner_key(&partner).await;
     let kept = first.partner_key(&partner).await;
     // The second process reads the key once and keeps it in memory.
     assert_eq!(settings_as(&second, &token, &partner).await, StatusCode::OK);
@@ -103,14 +132,16 @@ async fn a_key_revoked_through_one_process_is_refused_by_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_disabled_through_one_process_is_refused_by_the_others() {
-    let Some((first, second)) = two_engines().await else {
+    let Some(Shared {
+        first,
+        second,
+        partner,
+        token,
+        _receiver,
+    }) = shared().await
+    else {
         return;
     };
-    let receiver = Receiver::always(Reply::ok("ok")).await;
-    let partner = first
-        .partner_with("acme", &simple_settings(&receiver.url("/hook")))
-        .await;
-    let token = first.partner_key(&partner).await;
     assert_eq!(settings_as(&second, &token, &partner).await, StatusCode::OK);
 
     let disabled = first.post_empty(&format!("/v1/partners/{}/disable", partner.id)).await;

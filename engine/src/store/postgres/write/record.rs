@@ -13,7 +13,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::super::Result;
 use super::distinct_runs;
@@ -183,12 +185,41 @@ fn kinds(outcomes: &[Outcome]) -> (Vec<&'static str>, Vec<&'static str>, Vec<Opt
     (kinds, new_statuses, retry_at)
 }
 
+/// Binds the attempts' columns of `outcomes`, in the order of the `attempts` table from `id` to
+/// `plugins`, as the next parameters of `query`.
+fn bind_attempts<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    outcomes: &'q [Outcome],
+) -> Query<'q, Postgres, PgArguments> {
+    let attempts = || outcomes.iter().map(|o| &o.attempt);
+    query
+        .bind(attempts().map(|a| a.id.as_str()).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.delivery_id.as_str()).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.number).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.started_at).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.duration_ms).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.request.get()).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.response_status).collect::<Vec<_>>())
+        .bind(
+            attempts()
+                .map(|a| a.response_headers.as_ref().map(|h| h.get()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts().map(|a| a.response_body.as_deref()).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.verdict.as_str()).collect::<Vec<_>>())
+        .bind(attempts().map(|a| a.error.as_deref()).collect::<Vec<_>>())
+        .bind(
+            attempts()
+                .map(|a| a.plugins.as_ref().map(ToString::to_string))
+                .collect::<Vec<_>>(),
+        )
+}
+
 /// Records outcomes of distinct deliveries, none of which disables its endpoint, in one
 /// statement.
 async fn record_run_at_once(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], now: i64) -> Result<u64> {
     let (kinds, new_statuses, retry_at) = kinds(outcomes);
-    let attempts = outcomes.iter().map(|o| &o.attempt);
-    let finished: Vec<String> = sqlx::query_scalar(&STATEMENTS.at_once)
+    let query = sqlx::query(&STATEMENTS.at_once)
         .bind(
             outcomes
                 .iter()
@@ -200,30 +231,13 @@ async fn record_run_at_once(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outc
         .bind(&retry_at)
         .bind(outcomes.iter().map(|o| o.attempt.error.as_deref()).collect::<Vec<_>>())
         .bind(outcomes.iter().map(|o| o.lease_seq).collect::<Vec<_>>())
-        .bind(now)
-        .bind(attempts.clone().map(|a| a.id.as_str()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.delivery_id.as_str()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.number).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.started_at).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.duration_ms).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.request.get()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.response_status).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .clone()
-                .map(|a| a.response_headers.as_ref().map(|h| h.get()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(attempts.clone().map(|a| a.response_body.as_deref()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.verdict.as_str()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.error.as_deref()).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .map(|a| a.plugins.as_ref().map(ToString::to_string))
-                .collect::<Vec<_>>(),
-        )
+        .bind(now);
+    let finished: Vec<String> = bind_attempts(query, outcomes)
         .fetch_all(&mut **tx)
-        .await?;
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
     if finished.is_empty() {
         return Ok(0);
     }
@@ -312,29 +326,7 @@ async fn record_run(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], no
     }
     let superseded: HashSet<&str> = superseded.into_iter().collect();
     let attempts = outcomes.iter().map(|o| &o.attempt);
-    sqlx::query(INSERT_ATTEMPTS)
-        .bind(attempts.clone().map(|a| a.id.as_str()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.delivery_id.as_str()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.number).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.started_at).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.duration_ms).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.request.get()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.response_status).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .clone()
-                .map(|a| a.response_headers.as_ref().map(|h| h.get()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(attempts.clone().map(|a| a.response_body.as_deref()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.verdict.as_str()).collect::<Vec<_>>())
-        .bind(attempts.clone().map(|a| a.error.as_deref()).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .clone()
-                .map(|a| a.plugins.as_ref().map(ToString::to_string))
-                .collect::<Vec<_>>(),
-        )
+    bind_attempts(sqlx::query(INSERT_ATTEMPTS), outcomes)
         .bind(
             attempts
                 .map(|a| i64::from(superseded.contains(a.delivery_id.as_str())))
