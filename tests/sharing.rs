@@ -48,6 +48,20 @@ async fn shared() -> Option<Shared> {
     })
 }
 
+/// The id of the key of `token`, found by the prefix its listing at `path` shows.
+async fn key_id(engine: &Engine, path: &str, token: &str) -> String {
+    let listing = engine.get(path).await;
+    let shown = &token[8..16];
+    listing.json["keys"]
+        .as_array()
+        .expect("a list of keys")
+        .iter()
+        .find(|k| k["prefix"] == shown)
+        .and_then(|k| k["id"].as_str())
+        .unwrap_or_else(|| panic!("the key is listed: {listing:?}"))
+        .to_owned()
+}
+
 /// A partner-scoped read with `token` on `engine`.
 async fn settings_as(engine: &Engine, token: &str, partner: &Partner) -> StatusCode {
     engine.get_as(token, &settings_path(partner)).await.status
@@ -70,20 +84,11 @@ async fn a_key_revoked_through_one_process_is_refused_by_the_others() {
     assert_eq!(settings_as(&second, &token, &partner).await, StatusCode::OK);
     assert_eq!(settings_as(&second, &token, &partner).await, StatusCode::OK);
 
-    let listing = first.get(&format!("/v1/partners/{}/keys", partner.id)).await;
-    let shown = &token[8..16];
-    let key_id = listing.json["keys"]
-        .as_array()
-        .expect("a list of keys")
-        .iter()
-        .find(|k| k["prefix"] == shown)
-        .and_then(|k| k["id"].as_str())
-        .unwrap_or_else(|| panic!("the key is listed: {listing:?}"))
-        .to_owned();
+    let partner_key = key_id(&first, &format!("/v1/partners/{}/keys", partner.id), &token).await;
     let revoked = first
         .raw(
             reqwest::Method::DELETE,
-            &format!("/v1/partners/{}/keys/{key_id}", partner.id),
+            &format!("/v1/partners/{}/keys/{partner_key}", partner.id),
             None,
         )
         .await;
@@ -106,16 +111,7 @@ async fn a_key_revoked_through_one_process_is_refused_by_the_others() {
         first.post_as(&ingest, "/v1/events", &event).await.status,
         StatusCode::ACCEPTED
     );
-    let listing = second.get("/v1/ingest-keys").await;
-    let shown = &ingest[8..16];
-    let ingest_id = listing.json["keys"]
-        .as_array()
-        .expect("a list of keys")
-        .iter()
-        .find(|k| k["prefix"] == shown)
-        .and_then(|k| k["id"].as_str())
-        .unwrap_or_else(|| panic!("the key is listed: {listing:?}"))
-        .to_owned();
+    let ingest_id = key_id(&second, "/v1/ingest-keys", &ingest).await;
     let revoked = second
         .raw(reqwest::Method::DELETE, &format!("/v1/ingest-keys/{ingest_id}"), None)
         .await;

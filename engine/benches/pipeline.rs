@@ -376,6 +376,19 @@ const OPERATOR_TOKEN: &str = "pw_live_benchbenchbenchbenchbenchbenchbenchbench";
 /// The secret key of the engines on PostgreSQL, the same in every process.
 const SECRET_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
+/// Creates the bench's partner through the API at `base`; returns its id.
+async fn create_partner(client: &reqwest::Client, base: &str) -> String {
+    let (status, partner) = api_call(
+        client,
+        reqwest::Method::POST,
+        format!("{base}/v1/partners"),
+        r#"{"name":"bench"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    partner["id"].as_str().expect("a partner id").to_owned()
+}
+
 async fn api_call(client: &reqwest::Client, method: reqwest::Method, url: String, body: String) -> (u16, Value) {
     let response = client
         .request(method, url)
@@ -457,15 +470,7 @@ async fn postwire_run(
         .expect("the engine starts");
     let base = format!("http://{}", running.addr);
     let client = reqwest::Client::new();
-    let (status, partner) = api_call(
-        &client,
-        reqwest::Method::POST,
-        format!("{base}/v1/partners"),
-        r#"{"name":"bench"}"#.into(),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let partner = partner["id"].as_str().expect("a partner id").to_owned();
+    let partner = create_partner(&client, &base).await;
     let mut settings = settings_json(receiver);
     if let Some(wasm) = transform {
         let answer = client
@@ -718,15 +723,7 @@ async fn workers_run(
         .expect("the API engine starts");
     let base = format!("http://{}", api.addr);
     let client = reqwest::Client::new();
-    let (status, partner) = api_call(
-        &client,
-        reqwest::Method::POST,
-        format!("{base}/v1/partners"),
-        r#"{"name":"bench"}"#.into(),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let partner = partner["id"].as_str().expect("a partner id").to_owned();
+    let partner = create_partner(&client, &base).await;
     let (status, answer) = api_call(
         &client,
         reqwest::Method::PUT,

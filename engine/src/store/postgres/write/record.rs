@@ -185,6 +185,29 @@ fn kinds(outcomes: &[Outcome]) -> (Vec<&'static str>, Vec<&'static str>, Vec<Opt
     (kinds, new_statuses, retry_at)
 }
 
+/// Binds what each outcome does to its delivery (`$1` to `$7`: the delivery, how it moves, its
+/// new status, its retry time, its error, the lease it was made under, and `now`).
+fn bind_moves<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    outcomes: &'q [Outcome],
+    now: i64,
+) -> Query<'q, Postgres, PgArguments> {
+    let (kinds, new_statuses, retry_at) = kinds(outcomes);
+    query
+        .bind(
+            outcomes
+                .iter()
+                .map(|o| o.attempt.delivery_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(kinds)
+        .bind(new_statuses)
+        .bind(retry_at)
+        .bind(outcomes.iter().map(|o| o.attempt.error.as_deref()).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.lease_seq).collect::<Vec<_>>())
+        .bind(now)
+}
+
 /// Binds the attempts' columns of `outcomes`, in the order of the `attempts` table from `id` to
 /// `plugins`, as the next parameters of `query`.
 fn bind_attempts<'q>(
@@ -218,20 +241,7 @@ fn bind_attempts<'q>(
 /// Records outcomes of distinct deliveries, none of which disables its endpoint, in one
 /// statement.
 async fn record_run_at_once(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], now: i64) -> Result<u64> {
-    let (kinds, new_statuses, retry_at) = kinds(outcomes);
-    let query = sqlx::query(&STATEMENTS.at_once)
-        .bind(
-            outcomes
-                .iter()
-                .map(|o| o.attempt.delivery_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(&kinds)
-        .bind(&new_statuses)
-        .bind(&retry_at)
-        .bind(outcomes.iter().map(|o| o.attempt.error.as_deref()).collect::<Vec<_>>())
-        .bind(outcomes.iter().map(|o| o.lease_seq).collect::<Vec<_>>())
-        .bind(now);
+    let query = bind_moves(sqlx::query(&STATEMENTS.at_once), outcomes, now);
     let finished: Vec<String> = bind_attempts(query, outcomes)
         .fetch_all(&mut **tx)
         .await?
@@ -252,24 +262,12 @@ async fn record_run_at_once(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outc
 /// Records outcomes of distinct deliveries, statement by statement.
 async fn record_run(tx: &mut Transaction<'_, Postgres>, outcomes: &[Outcome], now: i64) -> Result<u64> {
     let statements = &*STATEMENTS;
-    let (kinds, new_statuses, retry_at) = kinds(outcomes);
-    let moved: HashMap<String, String> = sqlx::query_as(&statements.settle)
-        .bind(
-            outcomes
-                .iter()
-                .map(|o| o.attempt.delivery_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(&kinds)
-        .bind(&new_statuses)
-        .bind(&retry_at)
-        .bind(outcomes.iter().map(|o| o.attempt.error.as_deref()).collect::<Vec<_>>())
-        .bind(outcomes.iter().map(|o| o.lease_seq).collect::<Vec<_>>())
-        .bind(now)
+    let moved: HashMap<String, String> = bind_moves(sqlx::query(&statements.settle), outcomes, now)
         .fetch_all(&mut **tx)
         .await?
-        .into_iter()
-        .collect();
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<std::result::Result<_, sqlx::Error>>()?;
 
     // An endpoint disabled twice keeps the later reason, as one after another.
     let mut disabled: Vec<(&str, &str)> = Vec::new();
