@@ -803,6 +803,12 @@ async fn workers_run(
     if received != n {
         println!("    note: the receiver saw {received} postbacks for {n} events");
     }
+    // The workers have exited, so their statistics are in: how many of the updates of
+    // deliveries (leases and settles) wrote no index entry.
+    let stats = "FROM pg_stat_user_tables WHERE relname = 'deliveries' AND schemaname = current_schema()";
+    let updates = count_rows(&database, &format!("SELECT n_tup_upd {stats}")).await;
+    let hot = count_rows(&database, &format!("SELECT n_tup_hot_upd {stats}")).await;
+    println!("    deliveries: {updates} updates, {hot} of them HOT (no index entry written)");
     drop_schema(url, &schema).await;
     Run {
         end_to_end: n as f64 / total.as_secs_f64(),

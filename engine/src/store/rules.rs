@@ -120,15 +120,23 @@ pub fn independent<'a>(events: impl IntoIterator<Item = &'a Event>) -> bool {
 
 // Claims.
 
-/// Whether a delivery is due for a claim: pending, and its time has come. A lease moves
-/// `next_at` to the lease's end, so a leased delivery is not due until its lease ends.
-pub fn due(status: Status, next_at: i64, now: i64) -> bool {
-    status == Status::Pending && next_at <= now
+/// Whether a delivery is due for a claim: pending, its time has come, and no worker holds it.
+///
+/// A leased delivery is not due until its lease ends. SQLite's claim also moves `next_at` to
+/// the lease's end (its one writer pays nothing for that); PostgreSQL's leaves `next_at`, the
+/// pending index's key, alone, so that a lease writes no index entry (a HOT update) and the
+/// claim passes over the leased rows at the front of a partner's range instead.
+pub fn due(status: Status, next_at: i64, leased_until: Option<i64>, now: i64) -> bool {
+    status == Status::Pending && next_at <= now && !leased(leased_until, now)
 }
 
 /// The SQL form of [`due`]; `now` is the backend's placeholder for the current time.
 pub fn due_sql(now: &str) -> String {
-    format!("status = '{}' AND next_at <= {now}", Status::Pending.as_str())
+    format!(
+        "status = '{}' AND next_at <= {now} AND {}",
+        Status::Pending.as_str(),
+        not_leased_sql(now)
+    )
 }
 
 // Fencing.
@@ -506,9 +514,11 @@ mod tests {
 
     #[test]
     fn claims_disabling_and_retries() {
-        assert!(due(Status::Pending, 10, 10));
-        assert!(!due(Status::Pending, 11, 10));
-        assert!(!due(Status::Held, 0, 10));
+        assert!(due(Status::Pending, 10, None, 10));
+        assert!(!due(Status::Pending, 11, None, 10));
+        assert!(!due(Status::Held, 0, None, 10));
+        assert!(!due(Status::Pending, 0, Some(11), 10), "leased");
+        assert!(due(Status::Pending, 0, Some(10), 10), "the lease ended");
         assert_eq!(pending_unless_disabled(true), Status::Held);
         assert_eq!(pending_unless_disabled(false), Status::Pending);
         assert!(may_retry(Status::Delivered, None, 10));
@@ -576,7 +586,10 @@ mod tests {
             untried_sql("?4"),
             "attempts = 0 AND status IN ('pending', 'held') AND (leased_until IS NULL OR leased_until <= ?4)"
         );
-        assert_eq!(due_sql("?1"), "status = 'pending' AND next_at <= ?1");
+        assert_eq!(
+            due_sql("?1"),
+            "status = 'pending' AND next_at <= ?1 AND (leased_until IS NULL OR leased_until <= ?1)"
+        );
         assert_eq!(
             may_retry_sql("?3"),
             "(status IN ('delivered', 'failed') OR (status = 'pending' AND (leased_until IS NULL OR leased_until <= ?3)))"

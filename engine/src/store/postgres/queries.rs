@@ -376,7 +376,10 @@ const ATTEMPTS: &str = "SELECT id, delivery_id, number, started_at, duration_ms,
          response_headers, response_body, verdict, error, plugins, superseded <> 0
      FROM attempts WHERE delivery_id = $1 ORDER BY number, started_at";
 
-const DELIVERY_COLUMNS: &str = "id, partner_id, event_id, event_type, inquiry_id, status, attempts, next_at, \
+/// A delivery as the API shows it. A claim leaves `next_at` alone (see [`rules::due`]), so a
+/// leased pending delivery is shown due at its lease's end, as on SQLite.
+const DELIVERY_COLUMNS: &str = "id, partner_id, event_id, event_type, inquiry_id, status, attempts, \
+     CASE WHEN status = 'pending' AND leased_until > next_at THEN leased_until ELSE next_at END, \
      blocked_by, last_error, created_at, updated_at, order_id";
 
 fn delivery(row: &PgRow) -> Delivery {
@@ -534,11 +537,13 @@ async fn hold_pending(tx: &mut Transaction<'_, Postgres>, partner_id: &str, now:
 }
 
 /// Releases the endpoint's held deliveries, due now (see [`rules::RELEASED_ON_ENABLE`]), when
-/// it can send: its settings exist and are enabled, and its partner is enabled.
+/// it can send: its settings exist and are enabled, and its partner is enabled. A lease taken
+/// before the hold ends with it, so that the delivery is due at once; should that lease's worker
+/// still record an attempt, the next claim's lease number fences it off ([`rules::holds_lease`]).
 async fn release_held(tx: &mut Transaction<'_, Postgres>, partner_id: &str, now: i64) -> Result<u64> {
     static RELEASE: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "UPDATE deliveries SET status = '{}', next_at = $2, updated_at = $2
+            "UPDATE deliveries SET status = '{}', next_at = $2, updated_at = $2, leased_until = NULL
              WHERE partner_id = $1 AND status = '{}' AND NOT {ENDPOINT_DISABLED_SQL}",
             Status::Pending.as_str(),
             rules::RELEASED_ON_ENABLE.as_str(),

@@ -118,17 +118,21 @@ impl PgStore {
         claim::claim(&self.pool, now, lease_ms, limit, skip).await
     }
 
-    /// When the earliest pending delivery is due, if any is: the earliest of each partner's,
-    /// found partner by partner along the `deliveries_pending_by_partner` index.
+    /// When the earliest pending delivery that no worker holds is due, if any is: the earliest
+    /// of each partner's, found partner by partner along the `deliveries_pending_by_partner`
+    /// index. A lease that ends unrenewed (its worker died) is found by the idle poll.
     pub async fn next_due(&self) -> Result<Option<i64>> {
         static NEXT_DUE: LazyLock<String> =
             LazyLock::new(|| format!("SELECT MIN(first) FROM ({}) AS h", *claim::HEADS));
-        Ok(sqlx::query_scalar(&NEXT_DUE).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(&NEXT_DUE)
+            .bind(crate::store::now_ms())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// How many pending deliveries are due at `now`, and when the earliest fell due (see
-    /// [`Store::due`](crate::store::Store::due)). A claimed delivery's due time is its lease's
-    /// end, so claimed ones are not counted.
+    /// [`Store::due`](crate::store::Store::due)). Claimed ones are not counted until their
+    /// lease ends.
     pub async fn due(&self, now: i64) -> Result<(i64, Option<i64>)> {
         static DUE: LazyLock<String> = LazyLock::new(|| {
             format!(

@@ -567,11 +567,13 @@ async fn hold_pending(tx: &mut Transaction<'_, Sqlite>, partner_id: &str, now: i
 }
 
 /// Releases the endpoint's held deliveries, due now (see [`rules::RELEASED_ON_ENABLE`]), when
-/// it can send: its settings exist and are enabled, and its partner is enabled.
+/// it can send: its settings exist and are enabled, and its partner is enabled. A lease taken
+/// before the hold ends with it, so that the delivery is due at once; should that lease's worker
+/// still record an attempt, the next claim's lease number fences it off ([`rules::holds_lease`]).
 async fn release_held(tx: &mut Transaction<'_, Sqlite>, partner_id: &str, now: i64) -> Result<u64> {
     static RELEASE: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "UPDATE deliveries SET status = '{}', next_at = ?2, updated_at = ?2
+            "UPDATE deliveries SET status = '{}', next_at = ?2, updated_at = ?2, leased_until = NULL
              WHERE partner_id = ?1 AND status = '{}' AND NOT {ENDPOINT_DISABLED}",
             Status::Pending.as_str(),
             rules::RELEASED_ON_ENABLE.as_str(),

@@ -180,8 +180,8 @@ fn the_sql_forms_agree_with_the_rules() {
     check(&rules::untried_sql("100"), &|(status, attempts, leased_until, _)| {
         rules::untried(status, attempts, leased_until, now)
     });
-    check(&rules::due_sql("100"), &|(status, _, _, next_at)| {
-        rules::due(status, next_at, now)
+    check(&rules::due_sql("100"), &|(status, _, leased_until, next_at)| {
+        rules::due(status, next_at, leased_until, now)
     });
     check(&rules::may_retry_sql("100"), &|(status, _, leased_until, _)| {
         rules::may_retry(status, leased_until, now)

@@ -20,19 +20,23 @@ use super::distinct_runs;
 use crate::id::PartnerId;
 use crate::store::{ACTION_INQUIRY, Claimed, ClaimedEvent, GiveBack, Status, rules};
 
-/// Each partner with pending deliveries and when its earliest one is due, one index seek each:
-/// the first entry of each partner in the `deliveries_pending_by_partner` index (ordered as it
-/// is, so that no other index can serve it) names the partner and its earliest due time at once.
+/// Each partner with pending deliveries no worker holds at `$1`, and when its earliest such
+/// one is due, one index seek each: the first entry of each partner in the
+/// `deliveries_pending_by_partner` index (ordered as it is, so that no other index can serve it)
+/// past its leased rows names the partner and its earliest due time at once. A lease leaves
+/// `next_at` alone (see [`rules::due`]), so the leased rows sit at the front of their partner's
+/// range: a partner's head walks over those in flight.
 pub(super) static HEADS: LazyLock<String> = LazyLock::new(|| {
     let pending = Status::Pending.as_str();
+    let free = rules::not_leased_sql("$1");
     format!(
         "WITH RECURSIVE heads(partner_id, first) AS (
-             (SELECT partner_id, next_at FROM deliveries WHERE status = '{pending}'
+             (SELECT partner_id, next_at FROM deliveries WHERE status = '{pending}' AND {free}
               ORDER BY partner_id, next_at, seq LIMIT 1)
              UNION ALL
              SELECT h.partner_id, h.next_at FROM heads CROSS JOIN LATERAL (
                  SELECT d.partner_id, d.next_at FROM deliveries d
-                 WHERE d.status = '{pending}' AND d.partner_id > heads.partner_id
+                 WHERE d.status = '{pending}' AND {free} AND d.partner_id > heads.partner_id
                  ORDER BY d.partner_id, d.next_at, d.seq LIMIT 1) AS h)
          SELECT partner_id, first FROM heads"
     )
@@ -43,6 +47,8 @@ pub(super) static HEADS: LazyLock<String> = LazyLock::new(|| {
 /// earliest first, locked (rows locked by another claim are passed over); the first `$6` of
 /// them in turn order are leased until `$7`, each with its delivery's next lease number (its
 /// fencing token, see [`rules::holds_lease`]), and come back with what sending them needs.
+/// The lease writes no indexed column, so that it is a HOT update: no index entry, and the row's
+/// new version on its own page while there is room (the table's `fillfactor`).
 /// Rows locked beyond `$6` are free again when the statement ends. The picked rows are leased
 /// through arrays of them, so that the planner, whatever it makes of the picking, looks each up
 /// by its key rather than scanning the table for them.
@@ -63,7 +69,7 @@ static ROUND: LazyLock<String> = LazyLock::new(|| {
              SELECT array_agg(id) AS ids, array_agg(turn) AS turns, array_agg(next_at) AS ats,
                  array_agg(seq) AS seqs
              FROM picked)
-         UPDATE deliveries SET next_at = $7, leased_until = $7, updated_at = $5, lease_seq = lease_seq + 1
+         UPDATE deliveries SET leased_until = $7, updated_at = $5, lease_seq = lease_seq + 1
          FROM UNNEST((SELECT ids FROM lists), (SELECT turns FROM lists), (SELECT ats FROM lists),
              (SELECT seqs FROM lists)) AS picked(id, turn, next_at, seq)
          WHERE deliveries.id = picked.id
@@ -115,6 +121,7 @@ pub(super) async fn claim(
         return Ok(Vec::new());
     }
     let mut heads: Vec<(i64, String)> = sqlx::query_as::<_, (String, i64)>(&HEADS)
+        .bind(now)
         .fetch_all(pool)
         .await?
         .into_iter()
@@ -123,8 +130,8 @@ pub(super) async fn claim(
     heads.retain(|(first, partner_id)| *first <= now && !skip.iter().any(|s| s.as_str() == partner_id));
     heads.sort_unstable();
     // A partner's first share starts at its earliest due time: the index entries before it are
-    // of rows no longer pending, which vacuum has not removed yet, and the heads walked them
-    // already. A row made due earlier since is left to the next claim.
+    // of rows leased, or no longer pending and not yet removed by vacuum, and the heads walked
+    // them already. A row made due earlier since is left to the next claim.
     let mut turns: Vec<Turn> = heads
         .into_iter()
         .map(|(first, partner_id)| Turn {
