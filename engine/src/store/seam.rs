@@ -237,7 +237,8 @@ impl Store {
         dispatch!(self, store => store.claim(now, lease_ms, limit, skip).await)
     }
 
-    /// When the earliest pending delivery is due, if any is.
+    /// When the earliest pending delivery is due, if any is. On PostgreSQL a delivery a worker
+    /// holds is left out (its lease ends only if that worker dies; the idle poll finds it then).
     pub async fn next_due(&self) -> Result<Option<i64>> {
         dispatch!(self, store => store.next_due().await)
     }

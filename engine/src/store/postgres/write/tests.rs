@@ -553,3 +553,64 @@ async fn a_retry_recorded_while_its_endpoint_is_disabled_is_held() {
         "the retry waits behind the disabled endpoint"
     );
 }
+
+/// A claim's lease writes only columns no index holds, so PostgreSQL keeps the new versions on
+/// their pages without index entries (HOT updates): `next_at` stays, and the deliveries are not
+/// due again until the lease ends, when the next claim takes them under a newer lease.
+#[tokio::test]
+async fn a_lease_writes_no_index_entry_and_ends_on_time() {
+    let Some(stores) = stores(2).await else { return };
+    let (accepting, claiming) = (&stores[0], &stores[1]);
+    partner(accepting, "ptn_hot").await;
+    let now = now_ms();
+    let batch: Vec<_> = (0..3)
+        .map(|i| event("ptn_hot", &format!("e{i}"), "created", &format!("i{i}")))
+        .collect();
+    accepting
+        .accept_leasing(batch.into(), now, crate::store::Lease::NONE)
+        .await
+        .expect("accepted");
+    let claimed = claiming.claim(now, 60_000, 10, &[]).await.expect("claimed");
+    assert_eq!(claimed.len(), 3);
+    // The claiming process exits, which publishes its statistics.
+    claiming.close().await;
+    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as("SELECT next_at, leased_until FROM deliveries")
+        .fetch_all(&accepting.pool)
+        .await
+        .expect("rows");
+    assert_eq!(
+        rows,
+        vec![(now, Some(now + 60_000)); 3],
+        "next_at stays, the lease is marked"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (updated, hot) = loop {
+        let (updated, hot): (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+             WHERE relname = 'deliveries' AND schemaname = current_schema()",
+        )
+        .fetch_one(&accepting.pool)
+        .await
+        .expect("statistics");
+        if updated >= 3 || tokio::time::Instant::now() > deadline {
+            break (updated, hot);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((updated, hot), (3, 3), "every lease is a HOT update");
+
+    assert_eq!(accepting.due(now).await.expect("due").0, 0, "leased: not due");
+    assert_eq!(accepting.next_due().await.expect("next due"), None, "held by a worker");
+    assert!(
+        accepting
+            .claim(now + 59_999, 60_000, 10, &[])
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let ended = now + 60_000;
+    assert_eq!(accepting.due(ended).await.expect("due"), (3, Some(now)));
+    let again = accepting.claim(ended, 60_000, 10, &[]).await.expect("claimed again");
+    assert_eq!(again.len(), 3, "taken again once the lease ended");
+    assert!(again.iter().all(|c| c.lease_seq == 2), "under a newer lease");
+}
