@@ -55,22 +55,30 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Scaffold a plugin crate over the SDK that builds and passes its own test as generated.
+    /// Scaffold a plugin (a crate, or an npm project in TypeScript or JavaScript) over the SDK
+    /// that builds and passes its own test as generated.
     New {
-        /// The crate's folder (its last part is the crate's name).
+        /// The plugin's folder (its last part is the plugin's name).
         path: PathBuf,
         /// What the plugin does.
         #[arg(long, value_enum, default_value = "transform")]
         kind: postwire::runner::Kind,
-        /// The SDK crate [default: sdk/ of the Postwire checkout this binary was built from].
+        /// The language: a Rust crate, or an npm project in TypeScript or JavaScript.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: postwire::runner::Lang,
+        /// The SDK [default: sdk/ (Rust) or sdk/js (TypeScript, JavaScript) of the Postwire
+        /// checkout this binary was built from].
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },
-    /// Build the plugin crate at PATH for wasm32-wasip2 (release) and check it with the upload rules.
+    /// Build the plugin at PATH, an npm project (package.json) or a crate for wasm32-wasip2
+    /// (Cargo.toml), and check the component with the upload rules.
     Build {
-        /// The crate's folder.
+        /// The plugin's folder.
         #[arg(default_value = ".")]
         path: PathBuf,
+        #[command(flatten)]
+        compile: CompileOptions,
     },
     /// Run a plugin's transform (and classify, given a response) locally, exactly as the server would.
     Run {
@@ -78,6 +86,8 @@ enum PluginCommand {
         wasm: PathBuf,
         #[command(flatten)]
         inputs: RunInputs,
+        #[command(flatten)]
+        compile: CompileOptions,
     },
     /// Run a plugin's classify on a receiver's answer, exactly as the server would.
     Classify {
@@ -94,6 +104,8 @@ enum PluginCommand {
         headers: Vec<String>,
         #[command(flatten)]
         inputs: RunInputs,
+        #[command(flatten)]
+        compile: CompileOptions,
     },
     /// Upload a plugin to a server, and optionally attach it to the partner's settings.
     Upload {
@@ -132,6 +144,29 @@ struct RunInputs {
     /// Print the result as JSON, as the server's dry-run endpoint does.
     #[arg(long)]
     json: bool,
+}
+
+/// How `plugin build`, `run` and `classify` compile a component.
+#[derive(clap::Args)]
+struct CompileOptions {
+    /// Give up compiling after this long, as an upload does [default: the server's 20s; a debug
+    /// build of postwire compiles many times slower than the release build a server runs].
+    #[arg(long, value_name = "DURATION", env = "POSTWIRE_COMPILE_DEADLINE", value_parser = postwire::retry::parse_duration)]
+    compile_deadline: Option<std::time::Duration>,
+    /// Keep compiled components in DIR, by sha256, so that the same component is compiled once
+    /// (as a server keeps them in its --plugin-cache).
+    #[arg(long, value_name = "DIR", env = "POSTWIRE_PLUGIN_CACHE")]
+    plugin_cache: Option<PathBuf>,
+}
+
+impl CompileOptions {
+    fn limits(&self) -> postwire_plugins::Limits {
+        let mut limits = postwire_plugins::Limits::default();
+        if let Some(deadline) = self.compile_deadline {
+            limits.compile_deadline = deadline;
+        }
+        limits
+    }
 }
 
 impl RunInputs {
@@ -282,13 +317,20 @@ fn serve(options: ServeOptions) -> Result<(), String> {
 
 fn plugin(command: PluginCommand) -> Result<(), String> {
     use postwire::runner;
-    let limits = postwire_plugins::Limits::default();
-    let (input, json) = match command {
-        PluginCommand::Build { path } => return runner::build(&path, limits).map(|_| ()),
-        PluginCommand::New { path, kind, sdk } => {
-            runner::scaffold(&path, kind, &sdk.unwrap_or_else(runner::default_sdk))?;
+    let (input, json, compile) = match command {
+        PluginCommand::Build { path, compile } => {
+            return runner::build(&path, compile.limits(), compile.plugin_cache).map(|_| ());
+        }
+        PluginCommand::New { path, kind, lang, sdk } => {
+            runner::new_plugin(&path, kind, lang, sdk.as_deref())?;
+            let test = match lang {
+                runner::Lang::Rust => format!("`cd {}; cargo test` runs its test", path.display()),
+                runner::Lang::Ts | runner::Lang::Js => {
+                    format!("`cd {}; npm install; npm test` runs its test", path.display())
+                }
+            };
             println!(
-                "created {}: `cargo test` runs its test, `postwire plugin build {}` builds it",
+                "created {}: {test}, `postwire plugin build {}` builds it",
                 path.display(),
                 path.display()
             );
@@ -317,13 +359,17 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&record).expect("JSON serializes"));
             return Ok(());
         }
-        PluginCommand::Run { wasm, inputs } => inputs.into_input(wasm, None),
+        PluginCommand::Run { wasm, inputs, compile } => {
+            let (input, json) = inputs.into_input(wasm, None);
+            (input, json, compile)
+        }
         PluginCommand::Classify {
             wasm,
             status,
             body,
             headers,
             inputs,
+            compile,
         } => {
             let headers = headers
                 .iter()
@@ -335,10 +381,12 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
                 body: body.into_bytes(),
                 duration_ms: 0,
             };
-            inputs.into_input(wasm, Some(response))
+            let (input, json) = inputs.into_input(wasm, Some(response));
+            (input, json, compile)
         }
     };
-    let (out, failed) = runtime().block_on(runner::run(input, limits))?;
+    let limits = compile.limits();
+    let (out, failed) = runtime().block_on(runner::run_cached(input, limits, compile.plugin_cache))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&out).expect("JSON serializes"));
     } else {

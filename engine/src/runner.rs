@@ -1,7 +1,9 @@
 //! `postwire plugin ...`: the tools of plugin authors.
 //!
-//! - `new` scaffolds a plugin crate over the SDK;
-//! - `build` compiles it for wasm32-wasip2 and validates it with exactly the upload rules;
+//! - `new` scaffolds a plugin crate over the SDK, or an npm project over the JavaScript SDK
+//!   ([`npm`]);
+//! - `build` compiles it for wasm32-wasip2 (or builds the npm project) and validates the
+//!   component with exactly the upload rules;
 //! - `run` and `classify` run a plugin on this machine as the server would: the same engine
 //!   configuration, limits and code path as the dry-run endpoint ([`crate::exchange::dry_run`]),
 //!   so both print the same output, fuel and verdict for the same input, with secrets
@@ -20,6 +22,8 @@ use crate::exchange::{DryRun, dry_run};
 use crate::plugins::Plugins;
 use crate::request::Request;
 use crate::settings::NotificationSettings;
+
+pub mod npm;
 
 /// Settings used when `--settings` is not given: the JSON sample of `examples/`.
 const DEFAULT_SETTINGS: &str = include_str!("../../examples/settings/json.json");
@@ -44,6 +48,12 @@ fn read(path: &Path) -> Result<String, String> {
 
 /// Runs the plugin as the server would; returns the dry-run JSON and whether the plugin failed.
 pub async fn run(input: Input, limits: Limits) -> Result<(Value, bool), String> {
+    run_cached(input, limits, None).await
+}
+
+/// [`run`], keeping the compiled component in `cache` as the server keeps its artifacts, so
+/// that running the same component again does not compile it again.
+pub async fn run_cached(input: Input, limits: Limits, cache: Option<PathBuf>) -> Result<(Value, bool), String> {
     let wasm = std::fs::read(&input.wasm).map_err(|e| format!("cannot read {}: {e}", input.wasm.display()))?;
     let settings_text = match &input.settings {
         Some(path) => read(path)?,
@@ -63,7 +73,7 @@ pub async fn run(input: Input, limits: Limits) -> Result<(Value, bool), String> 
         None => crate::plugins::config_text(settings.settings().plugin_config.as_ref()),
     };
     let request: Request = settings.render(&event);
-    let host = tokio::task::spawn_blocking(move || Host::new(limits, None))
+    let host = tokio::task::spawn_blocking(move || Host::new(limits, cache))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -198,9 +208,47 @@ pub fn parse_header(flag: &str) -> Result<(String, String), String> {
     Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
 
-/// `postwire plugin build`: compiles the crate at `path` for wasm32-wasip2 (release) and
-/// validates the component with the upload rules. Returns the component's path.
-pub fn build(path: &Path, limits: Limits) -> Result<PathBuf, String> {
+/// `postwire plugin build`: builds the plugin at `path`, an npm project (with a package.json,
+/// see [`npm`]) or a crate (with a Cargo.toml) for wasm32-wasip2 (release), and validates the
+/// component with the upload rules, keeping it compiled in `cache` when given. Returns the
+/// component's path.
+pub fn build(path: &Path, limits: Limits, cache: Option<PathBuf>) -> Result<PathBuf, String> {
+    let wasm = if path.join("package.json").is_file() {
+        npm::build(path)?
+    } else if path.join("Cargo.toml").is_file() {
+        build_crate(path)?
+    } else if !path.is_dir() {
+        return Err(format!("{} is not a folder; give the plugin's folder", path.display()));
+    } else {
+        return Err(format!(
+            "{} has neither a package.json (a TypeScript or JavaScript plugin) nor a Cargo.toml (a Rust plugin); give the plugin's folder, or make one with `postwire plugin new`",
+            path.display()
+        ));
+    };
+    check(&wasm, limits, cache)?;
+    Ok(wasm)
+}
+
+/// Validates the component at `wasm` with the upload rules and prints its size, sha256 and
+/// exports.
+fn check(wasm: &Path, limits: Limits, cache: Option<PathBuf>) -> Result<(), String> {
+    let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
+    let host = Host::new(limits, cache).map_err(|e| e.to_string())?;
+    let plugin = host
+        .load(&bytes)
+        .map_err(|e| format!("{} would be refused at upload: {e}", wasm.display()))?;
+    println!(
+        "{}\n  size     {} bytes\n  sha256   {}\n  exports  {}",
+        wasm.display(),
+        bytes.len(),
+        plugin.sha256(),
+        plugin.exports().names().join(", ")
+    );
+    Ok(())
+}
+
+/// Compiles the crate at `path` for wasm32-wasip2 (release); returns the component's path.
+fn build_crate(path: &Path) -> Result<PathBuf, String> {
     let manifest = path.join("Cargo.toml");
     let text = read(&manifest)?;
     let manifest_json: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
@@ -220,20 +268,7 @@ pub fn build(path: &Path, limits: Limits) -> Result<PathBuf, String> {
         return Err(format!("cargo build failed ({status})"));
     }
     let target_dir = target_dir(&manifest)?;
-    let wasm = target_dir.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
-    let bytes = std::fs::read(&wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
-    let host = Host::new(limits, None).map_err(|e| e.to_string())?;
-    let plugin = host
-        .load(&bytes)
-        .map_err(|e| format!("{} would be refused at upload: {e}", wasm.display()))?;
-    println!(
-        "{}\n  size     {} bytes\n  sha256   {}\n  exports  {}",
-        wasm.display(),
-        bytes.len(),
-        plugin.sha256(),
-        plugin.exports().names().join(", ")
-    );
-    Ok(wasm)
+    Ok(target_dir.join("wasm32-wasip2/release").join(format!("{name}.wasm")))
 }
 
 fn target_dir(manifest: &Path) -> Result<PathBuf, String> {
@@ -353,27 +388,62 @@ pub enum Kind {
     Both,
 }
 
+/// The language a scaffolded plugin is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A crate over the Rust SDK (`sdk/`).
+    Rust,
+    /// An npm project in TypeScript over the JavaScript SDK (`sdk/js`).
+    Ts,
+    /// An npm project in JavaScript over the JavaScript SDK (`sdk/js`).
+    Js,
+}
+
 /// The SDK of the Postwire checkout this binary was built from.
 pub fn default_sdk() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
 }
 
-/// `postwire plugin new`: a plugin crate at `dir` that builds for wasm32-wasip2 and passes its
-/// own test as generated.
-pub fn scaffold(dir: &Path, kind: Kind, sdk: &Path) -> Result<(), String> {
+/// `postwire plugin new`: a plugin in `lang` at `dir` that builds and passes its own test as
+/// generated, over the SDK at `sdk` (by default the checkout's `sdk/`, or `sdk/js` for npm
+/// projects).
+pub fn new_plugin(dir: &Path, kind: Kind, lang: Lang, sdk: Option<&Path>) -> Result<(), String> {
+    match lang {
+        Lang::Rust => scaffold(dir, kind, sdk.unwrap_or(&default_sdk())),
+        Lang::Ts | Lang::Js => {
+            let name = plugin_name(dir)?;
+            let script = match lang {
+                Lang::Ts => npm::Script::TypeScript,
+                _ => npm::Script::JavaScript,
+            };
+            npm::scaffold(dir, name, kind, script, sdk.unwrap_or(&npm::default_sdk()))
+        }
+    }
+}
+
+/// The plugin's name, the last part of `dir`: letters, digits, - and _, in a folder that does
+/// not exist yet.
+fn plugin_name(dir: &Path) -> Result<&str, String> {
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         .ok_or_else(|| {
             format!(
-                "{:?} is not a crate name: use letters, digits, - and _",
+                "{:?} is not a plugin name: use letters, digits, - and _",
                 dir.display().to_string()
             )
         })?;
     if dir.exists() {
-        return Err(format!("{} already exists", dir.display()));
+        return Err(format!("{} already exists; choose a new folder", dir.display()));
     }
+    Ok(name)
+}
+
+/// `postwire plugin new --lang rust`: a plugin crate at `dir` that builds for wasm32-wasip2 and
+/// passes its own test as generated.
+pub fn scaffold(dir: &Path, kind: Kind, sdk: &Path) -> Result<(), String> {
+    let name = plugin_name(dir)?;
     let sdk = sdk.canonicalize().map_err(|e| {
         format!(
             "the SDK is not at {} ({e}); pass --sdk PATH/TO/postwire/sdk",

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensurePackages } from './packages.mjs';
 
 const here = dirname(realpathSync(fileURLToPath(import.meta.url)));
 const sdk = resolve(here, '..');
@@ -42,6 +43,7 @@ out = resolve(out ?? join('dist', `${name}.wasm`));
 const wit = [resolve(sdk, '..', 'wit'), resolve(sdk, 'wit')].find((dir) => existsSync(join(dir, 'postwire.wit')));
 if (!wit) fail(`cannot find postwire.wit in ${resolve(sdk, '..', 'wit')} or ${resolve(sdk, 'wit')}`);
 
+ensurePackages(sdk, 'postwire-plugin-build');
 const started = Date.now();
 if (/\.[cm]?tsx?$/.test(source) && existsSync('tsconfig.json')) {
   const tsc = join(sdk, 'node_modules', 'typescript', 'bin', 'tsc');
