@@ -429,6 +429,34 @@ async fn a_partner_cannot_reach_another_partners_pages_or_postbacks() {
     let delivery = engine.delivery(&acme, &acme_delivery).await;
     assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1, "no retry happened");
 
+    // Plugins: each partner sees its own only.
+    let upload = engine
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/partners/{}/plugins?name=acme-only", acme.id),
+            Some(postwire_test_plugins::bytes("trivial")),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
+    let plugin_id = upload.json["id"].as_str().unwrap();
+    let plugins = visitor.get("/console/plugins").await;
+    assert_eq!(plugins.status, StatusCode::OK);
+    assert!(plugins.text.contains("No plugins yet.") && !plugins.text.contains(plugin_id));
+    let mut acme_visitor = Visitor::new(&engine);
+    let acme_key = engine.partner_key(&acme).await;
+    acme_visitor.sign_in(&acme_key).await;
+    let plugins = acme_visitor.get("/console/plugins").await;
+    assert!(
+        plugins.text.contains(plugin_id) && plugins.text.contains("acme-only"),
+        "{}",
+        plugins.text
+    );
+    assert!(
+        plugins.text.contains(upload.json["sha256"].as_str().unwrap()),
+        "{}",
+        plugins.text
+    );
+
     // The operator revokes the key: the session ends on its next request.
     let revoked = engine
         .raw(

@@ -32,6 +32,8 @@ pub enum Nav {
     Test,
     /// The postback log.
     Log,
+    /// The partner's plugins.
+    Plugins,
     /// The operator's pages.
     Operator,
     /// Signing in: no navigation.
@@ -70,6 +72,7 @@ pub fn page(title: &str, active: Nav, who: Option<&Who<'_>>, body: &str) -> Stri
                 (Nav::Settings, "/console/settings", "Event notifications"),
                 (Nav::Test, "/console/test", "Test postback"),
                 (Nav::Log, "/console/log", "Postback log"),
+                (Nav::Plugins, "/console/plugins", "Plugins"),
             ]);
         }
         if who.operator {

@@ -17,6 +17,7 @@ mod guard;
 mod html;
 mod log;
 mod operator;
+mod plugins;
 mod session;
 mod settings;
 mod sign_in;
@@ -54,6 +55,7 @@ pub fn router(app: AppState) -> Router {
         .merge(test_page::router())
         .merge(log::router())
         .merge(operator::router())
+        .merge(plugins::router())
         .layer(axum::middleware::from_fn_with_state(console.clone(), guard::csrf))
         .layer(axum::middleware::map_response(secure))
         .with_state(console)
