@@ -93,6 +93,25 @@ impl Visitor {
         self.send(request).await
     }
 
+    /// Posts a file form as a browser does (`multipart/form-data`): `name`, and `wasm` as a file.
+    async fn upload(&mut self, path: &str, name: &str, wasm: &[u8]) -> Page {
+        let boundary = "----console-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n--{boundary}\r\n\
+             Content-Disposition: form-data; name=\"wasm\"; filename=\"plugin.wasm\"\r\n\
+             Content-Type: application/wasm\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(wasm);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body);
+        self.send(request).await
+    }
+
     /// Signs in with `key`; returns the first page after it.
     async fn sign_in(&mut self, key: &str) -> Page {
         let form = self.get("/console/sign-in").await;
@@ -455,6 +474,33 @@ async fn a_partner_cannot_reach_another_partners_pages_or_postbacks() {
         plugins.text.contains(upload.json["sha256"].as_str().unwrap()),
         "{}",
         plugins.text
+    );
+
+    // Uploading from the page: the form's token travels in its action, as a file form is not
+    // urlencoded.
+    let action = {
+        let at = plugins.text.find("action=\"/console/plugins?csrf=").unwrap() + "action=\"".len();
+        plugins.text[at..at + plugins.text[at..].find('"').unwrap()].replace("&amp;", "&")
+    };
+    let refused = acme_visitor
+        .upload("/console/plugins", "no-token", &postwire_test_plugins::bytes("trivial"))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let bad = acme_visitor.upload(&action, "broken", b"not wasm").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert!(bad.text.contains("Not uploaded: body:"), "{}", bad.text);
+    let uploaded = acme_visitor
+        .upload(&action, "from-the-page", &postwire_test_plugins::bytes("trivial"))
+        .await;
+    assert_eq!(uploaded.status, StatusCode::SEE_OTHER, "{}", uploaded.text);
+    let listed = engine.get(&format!("/v1/partners/{}/plugins", acme.id)).await;
+    assert!(
+        listed.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "from-the-page"),
+        "{listed:?}"
     );
 
     // The operator revokes the key: the session ends on its next request.

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Console, Failure, Fields, session};
 
-/// Largest console form: a plugin upload with room for its multipart framing.
-const MAX_FORM: usize = 20 << 20;
+/// Largest console form: a plugin upload (the API takes 64 MiB) with room for its framing.
+const MAX_FORM: usize = 65 << 20;
 
 /// Refuses a POST without the session's CSRF token: 403 with a page that says what to do.
 pub async fn csrf(State(console): State<Console>, request: Request, next: Next) -> Response {

@@ -1,26 +1,108 @@
-//! *Plugins*: the partner's uploaded plugins with their exports, size and hash, and which of
-//! them the settings attach. Uploads and dry runs go through the API for now
-//! (`POST /v1/partners/{partner_id}/plugins`, `POST .../plugins/{plugin_id}/run`); attaching
-//! one is picking it on the settings page.
+//! *Plugins*: upload a plugin (checked and compiled as the API's upload does,
+//! [`crate::api::upload_plugin`]), and the partner's plugins with their exports, size and hash,
+//! and which of them the settings attach. Dry runs go through the API for now
+//! (`POST .../plugins/{plugin_id}/run`); attaching one is picking it on the settings page.
 
 use std::fmt::Write as _;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Multipart, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Deserialize;
 
 use super::html::{self, Nav, esc};
 use super::session::PartnerPage;
 use super::{Console, Failure, page};
-use crate::api::ApiError;
+use crate::api::{ApiError, upload_plugin};
 use crate::settings::NotificationSettings;
 
 pub(super) fn router() -> Router<Console> {
-    Router::new().route("/console/plugins", get(list))
+    Router::new().route("/console/plugins", get(list).post(upload))
 }
 
-async fn list(State(console): State<Console>, page_of: PartnerPage) -> Result<Response, Failure> {
+#[derive(Deserialize)]
+struct Uploaded {
+    uploaded: Option<String>,
+}
+
+async fn list(
+    State(console): State<Console>,
+    page_of: PartnerPage,
+    Query(uploaded): Query<Uploaded>,
+) -> Result<Response, Failure> {
+    let notice = match uploaded.uploaded {
+        Some(id) => html::notice(
+            "ok",
+            &format!("Uploaded {id}: pick it on the settings page to attach it."),
+        ),
+        None => String::new(),
+    };
+    let body = render(&console, &page_of, &notice).await?;
+    Ok(page(html::page("Plugins", Nav::Plugins, Some(&page_of.who()), &body)).into_response())
+}
+
+/// Uploads the form's component: fields `name` and `wasm` (the file).
+async fn upload(
+    State(console): State<Console>,
+    page_of: PartnerPage,
+    mut form: Multipart,
+) -> Result<Response, Failure> {
+    let (mut name, mut wasm) = (String::new(), Vec::new());
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Failure::page(
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload could not be read: {e}"),
+                ));
+            }
+        };
+        let which = field.name().unwrap_or_default().to_owned();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| Failure::page(StatusCode::BAD_REQUEST, format!("the upload could not be read: {e}")))?;
+        match which.as_str() {
+            "name" => name = String::from_utf8_lossy(&bytes).trim().to_owned(),
+            "wasm" => wasm = bytes.to_vec(),
+            _ => {}
+        }
+    }
+    let outcome = if wasm.is_empty() {
+        Err(ApiError::invalid(
+            crate::error::FieldError::new("wasm", None, "choose the plugin's .wasm file").into(),
+            "",
+        ))
+    } else {
+        upload_plugin(&console.app, &page_of.partner.id, &name, &wasm).await
+    };
+    match outcome {
+        Ok(record) => Ok(Failure::redirect(&format!("/console/plugins?uploaded={}", record.id)).into_response()),
+        Err(e) => {
+            let message = match e.errors().first() {
+                Some(error) => error.to_string(),
+                None => e.detail().to_owned(),
+            };
+            let body = render(
+                &console,
+                &page_of,
+                &html::notice("error", &format!("Not uploaded: {message}")),
+            )
+            .await?;
+            Ok((
+                e.status(),
+                page(html::page("Plugins", Nav::Plugins, Some(&page_of.who()), &body)),
+            )
+                .into_response())
+        }
+    }
+}
+
+async fn render(console: &Console, page_of: &PartnerPage, notice: &str) -> Result<String, Failure> {
     let store = &console.app.store;
     let partner = &page_of.partner.id;
     let plugins = store.plugins(partner).await.map_err(ApiError::from)?;
@@ -45,10 +127,16 @@ async fn list(State(console): State<Console>, page_of: PartnerPage) -> Result<Re
             roles.join(", ")
         }
     };
+    let csrf = percent_encoding::utf8_percent_encode(&page_of.signed.session.csrf, percent_encoding::NON_ALPHANUMERIC);
     let mut out = format!(
-        "<p class=\"help\">Upload a plugin (a WebAssembly component) with <code>POST /v1/partners/{}/plugins</code> \
-         and try it with <code>POST …/plugins/{{plugin_id}}/run</code>; attach it by picking it on the \
-         <a href=\"/console/settings\">settings page</a>.</p>",
+        "{notice}<form method=\"post\" action=\"/console/plugins?csrf={}\" enctype=\"multipart/form-data\" \
+         class=\"narrow\"><h2>Upload</h2><div class=\"field\"><label for=\"name\">Name</label>\
+         <input id=\"name\" name=\"name\" maxlength=\"100\" required></div><div class=\"field\">\
+         <label for=\"wasm\">Component (.wasm)</label><input id=\"wasm\" name=\"wasm\" type=\"file\" \
+         accept=\".wasm,application/wasm\" required></div><button type=\"submit\" class=\"primary\">Upload</button></form>\
+         <p class=\"help\">Try a plugin on an event with <code>POST /v1/partners/{}/plugins/{{plugin_id}}/run</code>; \
+         attach it by picking it on the <a href=\"/console/settings\">settings page</a>.</p>",
+        esc(&csrf.to_string()),
         esc(partner)
     );
     if plugins.is_empty() {
@@ -76,5 +164,5 @@ async fn list(State(console): State<Console>, page_of: PartnerPage) -> Result<Re
         }
         out.push_str("</tbody></table></div>");
     }
-    Ok(page(html::page("Plugins", Nav::Plugins, Some(&page_of.who()), &out)).into_response())
+    Ok(out)
 }
