@@ -1,6 +1,7 @@
 //! The console in a real headless Chromium, driven through chromedriver (WebDriver): sign in, a
 //! bad URL shows its field error, fixed (a placeholder inserted by clicking it) and saved, a
-//! test postback shows the receiver's answer, and the postback is found in the log. A
+//! test postback shows the receiver's answer, an example plugin uploaded and attached
+//! transforms the next one, and a postback is found in the log. A
 //! screenshot of each page is saved under `<target>/console-screenshots/`.
 //!
 //! Without `chromium` and `chromedriver` on the PATH (Debian packages `chromium` and
@@ -215,6 +216,39 @@ async fn a_partner_configures_tests_and_finds_a_postback_in_a_browser() {
     shot(&client, "test-postback").await;
     let hits = receiver.wait_hits(1).await;
     assert_eq!(hits[0].json()["order"], "ORD-99812");
+
+    // An example plugin uploaded from the page, attached on the settings page, and the
+    // receiver gets the postback as it transforms it.
+    click(&client, "nav a[href='/console/plugins']").await;
+    fill(&client, "#name", "nested").await;
+    let wasm = postwire_test_plugins::example_path("nested-json");
+    client
+        .find(Locator::Css("#wasm"))
+        .await
+        .unwrap()
+        .send_keys(&wasm.display().to_string())
+        .await
+        .unwrap();
+    click(&client, "form[enctype='multipart/form-data'] button").await;
+    let notice = text_of(&client, ".notice.ok").await;
+    assert!(notice.starts_with("Uploaded plg_"), "{notice}");
+    assert!(text_of(&client, "table tbody tr").await.contains("transform"));
+    shot(&client, "plugins").await;
+    click(&client, "nav a[href='/console/settings']").await;
+    client
+        .find(Locator::Css("#transform_plugin"))
+        .await
+        .unwrap()
+        .select_by_label("nested")
+        .await
+        .unwrap();
+    click(&client, "button[value='save']").await;
+    assert!(text_of(&client, ".notice.ok").await.starts_with("Saved."));
+    click(&client, "nav a[href='/console/test']").await;
+    click(&client, "form[action='/console/test'] button").await;
+    assert_eq!(text_of(&client, ".verdict").await, "success");
+    let hits = receiver.wait_hits(2).await;
+    assert_eq!(hits[1].json()["inquiry"]["order_ref"], "ORD-99812", "{}", hits[1].body);
 
     // A real postback, found in the log and opened.
     let delivery = engine
