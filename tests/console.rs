@@ -193,6 +193,9 @@ async fn a_partner_signs_in_configures_tests_and_reads_its_log() {
         (StatusCode::SEE_OTHER, "/console/sign-in")
     );
     assert_secure_headers(&page);
+    let missing = visitor.get("/console/no-such-page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_secure_headers(&missing);
     let form = visitor.get("/console/sign-in").await;
     assert_secure_headers(&form);
     assert_no_inline(&form);

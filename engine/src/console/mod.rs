@@ -50,6 +50,7 @@ pub fn router(app: AppState) -> Router {
         .route("/console/", get(index))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/console.js", get(script))
+        .route("/console/{*rest}", axum::routing::any(missing))
         .merge(sign_in::router())
         .merge(settings::router())
         .merge(test_page::router())
@@ -64,6 +65,11 @@ pub fn router(app: AppState) -> Router {
 /// `/console`: the settings page once signed in, else signing in.
 async fn index() -> Response {
     Failure::redirect("/console/settings").into_response()
+}
+
+/// Any other path under `/console`: a 404 page, with the console's headers like every page.
+async fn missing() -> Response {
+    Failure::page(StatusCode::NOT_FOUND, "There is no such console page.").into_response()
 }
 
 async fn stylesheet() -> Response {
