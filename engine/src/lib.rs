@@ -10,7 +10,8 @@
 //!
 //! - [`api`]: the HTTP API (axum), every route behind a credential (operator token, ingest key
 //!   or partner key) but the health probes and its OpenAPI 3.1 document (`/openapi.json`);
-//!   [`serve`] runs it with the worker in one process; [`demo`] shows it all in one command.
+//!   [`serve`] runs it with the worker in one process; [`demo`] shows it all in one command;
+//!   [`console`] is the same operations as web pages, at `/console`.
 //! - [`event`]: the envelope the platform posts, validated into typed values (a fast path for
 //!   valid envelopes, and validation that names every problem).
 //! - [`catalogue`]: every placeholder a template may name (name, type, description, example).
@@ -58,6 +59,7 @@
 pub mod api;
 pub mod catalogue;
 pub mod classify;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod event;

@@ -694,7 +694,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         plugin_quota: config.plugin_quota,
     };
     let app = if config.role.serves_api() {
-        api::router(state)
+        api::router(state.clone()).merge(crate::console::router(state))
     } else {
         api::probes(state)
     };

@@ -159,7 +159,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    fn kind(&self) -> KeyKind {
+    pub(crate) fn kind(&self) -> KeyKind {
         match self {
             Caller::Operator => KeyKind::Operator,
             Caller::Key(key) => key.kind,
@@ -199,8 +199,13 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 /// The caller of a request: its credential checked against the configured operator token, then
 /// looked up among stored keys by hash.
 async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let token = bearer(parts)?;
-    let hash = rules::token_hash(token);
+    caller_by_hash(state, rules::token_hash(bearer(parts)?)).await
+}
+
+/// The caller whose token hashes to `hash`, checked as a bearer token is: the console keeps a
+/// signed-in token's hash (never the token) and asks again on every request, so that a revoked
+/// key ends its sessions at once.
+pub(crate) async fn caller_by_hash(state: &AppState, hash: String) -> Result<Caller, ApiError> {
     if state.auth.operator_hash.as_deref() == Some(hash.as_str()) {
         return Ok(Caller::Operator);
     }
@@ -302,23 +307,31 @@ impl FromRequestParts<AppState> for Partner {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = caller(parts, state).await?;
         let id = partner_in_path(parts, state).await?;
-        let allowed = match &caller {
-            Caller::Operator => true,
-            Caller::Key(key) => match key.kind {
-                KeyKind::Operator => true,
-                KeyKind::Partner => key.partner_id.as_deref() == Some(id.as_str()),
-                KeyKind::Ingest => return Err(forbidden(&caller)),
-            },
-        };
-        let partner = if allowed { state.store.partner(&id).await? } else { None };
-        let partner = partner.ok_or_else(|| ApiError::not_found(format!("no partner {id}")))?;
-        if partner.disabled_at.is_some() && matches!(&caller, Caller::Key(key) if key.kind == KeyKind::Partner) {
-            return Err(ApiError::forbidden(format!(
-                "partner {id} is disabled by the operator; its keys work again once it is enabled"
-            )));
-        }
-        Ok(Partner(partner))
+        partner_for(state, &caller, &id).await.map(Partner)
     }
+}
+
+/// The partner `id` as `caller` may act for it: its own partner key, or the operator. Another
+/// partner's key gets 404, as if the partner did not exist; the partner's own key gets 403
+/// while the operator has the partner disabled. The one check of tenant scoping, for the API's
+/// routes and the console's pages alike.
+pub(crate) async fn partner_for(state: &AppState, caller: &Caller, id: &str) -> Result<store::Partner, ApiError> {
+    let allowed = match caller {
+        Caller::Operator => true,
+        Caller::Key(key) => match key.kind {
+            KeyKind::Operator => true,
+            KeyKind::Partner => key.partner_id.as_deref() == Some(id),
+            KeyKind::Ingest => return Err(forbidden(caller)),
+        },
+    };
+    let partner = if allowed { state.store.partner(id).await? } else { None };
+    let partner = partner.ok_or_else(|| ApiError::not_found(format!("no partner {id}")))?;
+    if partner.disabled_at.is_some() && matches!(caller, Caller::Key(key) if key.kind == KeyKind::Partner) {
+        return Err(ApiError::forbidden(format!(
+            "partner {id} is disabled by the operator; its keys work again once it is enabled"
+        )));
+    }
+    Ok(partner)
 }
 
 /// The `{partner_id}` of the route.

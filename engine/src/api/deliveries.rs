@@ -370,15 +370,21 @@ async fn retry(
     Partner(partner): Partner,
     Path(path): Path<DeliveryPath>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    match state.store.retry(&partner.id, &path.delivery_id, now_ms()).await? {
+    let delivery = retry_delivery(&state, &partner.id, &path.delivery_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(delivery))))
+}
+
+/// Makes the partner's delivered or failed delivery `id` due now, or says why it cannot be:
+/// what `retry` and the console's retry button both do.
+pub(crate) async fn retry_delivery(state: &AppState, partner_id: &str, id: &str) -> Result<Delivery, ApiError> {
+    match state.store.retry(partner_id, id, now_ms()).await? {
         Some(delivery) => {
             state.wake_workers().await;
-            Ok((StatusCode::ACCEPTED, Json(json!(delivery))))
+            Ok(delivery)
         }
-        None => match state.store.delivery(&partner.id, &path.delivery_id).await? {
+        None => match state.store.delivery(partner_id, id).await? {
             None => Err(ApiError::not_found(format!(
-                "partner {} has no delivery {}",
-                partner.id, path.delivery_id
+                "partner {partner_id} has no delivery {id}"
             ))),
             Some((delivery, _)) => Err(ApiError::conflict(format!(
                 "delivery {} is {}: {}",

@@ -178,6 +178,21 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong and how to fix it, in words.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The fields at fault, for invalid input.
+    pub fn errors(&self) -> &[FieldError] {
+        &self.errors
+    }
+
     /// The field errors, to merge several into one answer.
     pub fn into_errors(self) -> Vec<FieldError> {
         self.errors

@@ -22,7 +22,11 @@ mod tries;
 use axum::{Router, routing::get};
 
 pub use auth::{Auth, Caller, Ingest, MetricsReader, Operator, Partner};
+pub(crate) use auth::{caller_by_hash, partner_for};
+pub(crate) use deliveries::retry_delivery;
 pub use error::ApiError;
+pub(crate) use plugins::upload_plugin;
+pub(crate) use settings::{preview_request, save_settings, test_postback};
 pub use tries::Tries;
 
 use std::sync::Arc;

@@ -108,7 +108,21 @@ async fn upload(
     Query(query): Query<UploadQuery>,
     Body(body): Body<UPLOAD_BYTES>,
 ) -> Result<(StatusCode, Json<PluginRecord>), ApiError> {
-    let name = query.name.unwrap_or_default();
+    let record = upload_plugin(&state, &partner.id, &query.name.unwrap_or_default(), &body).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// Checks, compiles and stores a plugin of the partner: what `upload` and the console's
+/// plugins page both do.
+pub(crate) async fn upload_plugin(
+    state: &AppState,
+    partner_id: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<PluginRecord, ApiError> {
+    if body.len() > UPLOAD_BYTES {
+        return Err(ApiError::too_large(UPLOAD_BYTES));
+    }
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(invalid(
             "name",
@@ -118,9 +132,9 @@ async fn upload(
     // Checked before compiling too, so that a partner at its quota costs no compile; the
     // insert checks again, atomically, for uploads racing this one.
     let quota = state.plugin_quota;
-    let usage = state.store.plugin_usage(&partner.id).await?;
+    let usage = state.store.plugin_usage(partner_id).await?;
     if !quota.admits(usage, body.len() as u64) {
-        return Err(over_quota(&partner.id, quota, usage, body.len()));
+        return Err(over_quota(partner_id, quota, usage, body.len()));
     }
     let plugin = state
         .plugins
@@ -130,18 +144,18 @@ async fn upload(
     let record = state
         .store
         .create_plugin(
-            &partner.id,
-            &name,
+            partner_id,
+            name,
             plugin.sha256(),
             &plugin.exports().names(),
-            &body,
+            body,
             now_ms(),
             quota,
         )
         .await?
-        .map_err(|usage| over_quota(&partner.id, quota, usage, body.len()))?;
+        .map_err(|usage| over_quota(partner_id, quota, usage, body.len()))?;
     state.plugins.remember(&record.id, plugin);
-    Ok((StatusCode::CREATED, Json(record)))
+    Ok(record)
 }
 
 /// 409: one more plugin of `size` bytes would take the partner past its quota. Names the

@@ -183,7 +183,18 @@ async fn save(
     Partner(partner): Partner,
     Body(body): Body<SETTINGS_BYTES>,
 ) -> Result<Json<Value>, ApiError> {
-    let compiled = NotificationSettings::validate(&parse_json(&body)?).map_err(|e| ApiError::invalid(e, ""))?;
+    let record = save_settings(&state, &partner.id, &parse_json(&body)?).await?;
+    Ok(Json(view(&record)))
+}
+
+/// Validates `input` as the partner's settings (fields, templates, and the plugins they name)
+/// and saves them: what `PUT` and the console's settings page both do.
+pub(crate) async fn save_settings(
+    state: &AppState,
+    partner_id: &str,
+    input: &Value,
+) -> Result<SettingsRecord, ApiError> {
+    let compiled = NotificationSettings::validate(input).map_err(|e| ApiError::invalid(e, ""))?;
     let options = compiled.settings();
     let mut problems = Vec::new();
     for (field, id, export) in [
@@ -191,7 +202,7 @@ async fn save(
         ("classify_plugin", &options.classify_plugin, "classify"),
     ] {
         let Some(id) = id else { continue };
-        match state.store.plugin(&partner.id, id).await? {
+        match state.store.plugin(partner_id, id).await? {
             None => problems.push(FieldError::new(
                 field,
                 Some(id),
@@ -212,10 +223,9 @@ async fn save(
         return Err(ApiError::invalid(Invalid(problems), ""));
     }
     let body = serde_json::to_string(compiled.settings()).expect("settings serialize");
-    state.store.put_settings(&partner.id, &body, now_ms()).await?;
+    state.store.put_settings(partner_id, &body, now_ms()).await?;
     state.wake_workers().await;
-    let record = state.store.settings(&partner.id).await?.expect("just saved");
-    Ok(Json(view(&record)))
+    Ok(state.store.settings(partner_id).await?.expect("just saved"))
 }
 
 /// The partner's settings.
@@ -370,7 +380,12 @@ async fn disable(
     ),
 )]
 async fn preview(Partner(partner): Partner, Body(body): Body<SETTINGS_BYTES>) -> Result<Json<Value>, ApiError> {
-    let input = parse_json(&body)?;
+    preview_request(&partner.id, &parse_json(&body)?).map(Json)
+}
+
+/// The request settings make for an event, as `preview` answers it: what the console's live
+/// preview shows too.
+pub(crate) fn preview_request(partner_id: &str, input: &Value) -> Result<Value, ApiError> {
     let Some(object) = input.as_object() else {
         return Err(ApiError::bad_request(
             "the body must be {\"settings\": {...}, \"event\"?: {...}, \"type\"?: \"action_inquiry.created\"}",
@@ -409,7 +424,7 @@ async fn preview(Partner(partner): Partner, Body(body): Body<SETTINGS_BYTES>) ->
     let event = match object.get("event") {
         None | Some(Value::Null) => Some(Event::sample(
             event_type.unwrap_or(EventType::ActionInquiryCreated),
-            &partner.id,
+            partner_id,
         )),
         Some(event) => match Event::from_value(event) {
             Ok(event) if event_type.is_some_and(|t| t != event.event_type) => {
@@ -448,11 +463,11 @@ async fn preview(Partner(partner): Partner, Body(body): Body<SETTINGS_BYTES>) ->
             0,
         ));
     }
-    Ok(Json(json!({
+    Ok(json!({
         "event": event.to_json(),
         "sends": sends,
         "request": crate::redact::request_value(&request),
-    })))
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -494,6 +509,16 @@ async fn test(
             ))
         })?,
     };
+    test_postback(&state, &partner, event_type).await.map(Json)
+}
+
+/// Sends a test postback of the saved settings for the sample event of `event_type`, as
+/// `test` answers it: what the console's test page shows too.
+pub(crate) async fn test_postback(
+    state: &AppState,
+    partner: &crate::store::Partner,
+    event_type: EventType,
+) -> Result<Value, ApiError> {
     let record = state
         .store
         .settings(&partner.id)
@@ -532,17 +557,17 @@ async fn test(
     let Exchanged { attempt, verdict } = match exchange::run(&ctx, &event, compiled.render(&event)).await {
         Ok(exchanged) => exchanged,
         Err(failed) => {
-            return Ok(Json(json!({
+            return Ok(json!({
                 "event": event.to_json(),
                 "request": null,
                 "response": null,
                 "verdict": "fail",
                 "error": failed.to_string(),
                 "plugins": {"transform": failed.into_report()},
-            })));
+            }));
         }
     };
-    Ok(Json(json!({
+    Ok(json!({
         "event": event.to_json(),
         "request": attempt.request,
         "response": attempt.response_status.map(|status| json!({
@@ -558,5 +583,5 @@ async fn test(
         },
         "error": attempt.error,
         "plugins": attempt.plugins,
-    })))
+    }))
 }

@@ -1,0 +1,224 @@
+//! *Operator*: the queue's depth, the partners (pick one to act for), and each partner's keys
+//! (create, revoke). Only the operator reaches these pages.
+
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::html::{self, Nav, Who, esc};
+use super::session::{self, SignedIn};
+use super::{Console, Failure, Fields, page};
+use crate::api::{ApiError, partner_for};
+use crate::store::{KeyKind, now_ms};
+
+pub(super) fn router() -> Router<Console> {
+    Router::new()
+        .route("/console/operator", get(overview))
+        .route("/console/operator/pick", post(pick))
+        .route(
+            "/console/operator/partners/{partner_id}/keys",
+            get(keys).post(create_key),
+        )
+        .route(
+            "/console/operator/partners/{partner_id}/keys/{key_id}/revoke",
+            post(revoke_key),
+        )
+}
+
+/// Most partners the overview lists.
+const PARTNERS: i64 = 500;
+
+fn operator_only(signed: &SignedIn) -> Result<(), Failure> {
+    if signed.operator() {
+        Ok(())
+    } else {
+        Err(Failure::page(
+            StatusCode::FORBIDDEN,
+            "These pages are the operator's; sign in with the operator token to use them.",
+        ))
+    }
+}
+
+fn who(signed: &SignedIn) -> Who<'_> {
+    Who {
+        partner: None,
+        operator: true,
+        csrf: &signed.session.csrf,
+    }
+}
+
+async fn overview(State(console): State<Console>, signed: SignedIn) -> Result<Response, Failure> {
+    operator_only(&signed)?;
+    let store = &console.app.store;
+    let (due, oldest) = store.due(now_ms()).await.map_err(ApiError::from)?;
+    let partners = store.partners(None, PARTNERS).await.map_err(ApiError::from)?;
+    let mut out = format!(
+        "<h2>Queue</h2><dl class=\"facts\"><dt>Postbacks due now</dt><dd class=\"queue-depth\">{due}</dd>\
+         <dt>Oldest due since</dt><dd>{}</dd><dt>In this process's memory</dt><dd>{}</dd></dl><h2>Partners</h2>",
+        oldest.map_or_else(|| "-".into(), html::time),
+        console.app.worker.queued()
+    );
+    if partners.is_empty() {
+        out.push_str("<p>No partners yet: create one with <code>POST /v1/partners</code>.</p>");
+    } else {
+        out.push_str(
+            "<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Partner</th><th scope=\"col\">Id</th>\
+             <th scope=\"col\">State</th><th scope=\"col\">Act for</th><th scope=\"col\">Keys</th></tr></thead><tbody>",
+        );
+        for partner in &partners {
+            let _ = write!(
+                out,
+                "<tr><td>{name}</td><td><code>{id}</code></td><td>{state}</td><td><form method=\"post\" \
+                 action=\"/console/operator/pick\">{csrf}<input type=\"hidden\" name=\"partner_id\" value=\"{id}\">\
+                 <button type=\"submit\">Open {name}</button></form></td>\
+                 <td><a href=\"/console/operator/partners/{id}/keys\">Keys of {name}</a></td></tr>",
+                name = esc(&partner.name),
+                id = esc(&partner.id),
+                state = if partner.disabled_at.is_some() {
+                    "disabled"
+                } else {
+                    "enabled"
+                },
+                csrf = html::csrf_field(&signed.session.csrf)
+            );
+        }
+        out.push_str("</tbody></table></div>");
+    }
+    Ok(page(html::page("Operator", Nav::Operator, Some(&who(&signed)), &out)).into_response())
+}
+
+/// Acts for a partner from now on: the session keeps it.
+async fn pick(
+    State(console): State<Console>,
+    signed: SignedIn,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    operator_only(&signed)?;
+    let fields = Fields::parse(&body);
+    let partner = partner_for(&console.app, &signed.caller, fields.text("partner_id")).await?;
+    let mut session = signed.session.clone();
+    session.partner = Some(partner.id.to_string());
+    let cookie = session::cookie(&console, &session, session::over_https(&headers));
+    let mut response = Failure::redirect("/console/settings").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+async fn keys(
+    State(console): State<Console>,
+    signed: SignedIn,
+    Path(partner_id): Path<String>,
+) -> Result<Response, Failure> {
+    operator_only(&signed)?;
+    let body = keys_page(&console, &signed, &partner_id, String::new()).await?;
+    Ok(page(html::page("Partner keys", Nav::Operator, Some(&who(&signed)), &body)).into_response())
+}
+
+async fn keys_page(console: &Console, signed: &SignedIn, partner_id: &str, notice: String) -> Result<String, Failure> {
+    let partner = partner_for(&console.app, &signed.caller, partner_id).await?;
+    let keys = console
+        .app
+        .store
+        .keys(KeyKind::Partner, Some(&partner.id))
+        .await
+        .map_err(ApiError::from)?;
+    let csrf = html::csrf_field(&signed.session.csrf);
+    let mut out = format!(
+        "<p><a href=\"/console/operator\">Back to the partners</a></p>{notice}<h2>{} <code>{}</code></h2>",
+        esc(&partner.name),
+        esc(&partner.id)
+    );
+    let _ = write!(
+        out,
+        "<form method=\"post\" action=\"/console/operator/partners/{}/keys\">{csrf}\
+         <button type=\"submit\" class=\"primary\">Create a key</button></form>",
+        esc(&partner.id)
+    );
+    out.push_str(
+        "<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Key</th><th scope=\"col\">Starts with</th>\
+         <th scope=\"col\">Created</th><th scope=\"col\">Last used</th><th scope=\"col\">State</th></tr></thead><tbody>",
+    );
+    for key in &keys {
+        let state = match key.revoked_at {
+            Some(at) => format!("revoked {}", html::time(at)),
+            None => format!(
+                "<form method=\"post\" action=\"/console/operator/partners/{}/keys/{}/revoke\">{csrf}\
+                 <button type=\"submit\">Revoke {}</button></form>",
+                esc(&partner.id),
+                esc(&key.id),
+                esc(&key.prefix)
+            ),
+        };
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{state}</td></tr>",
+            esc(&key.id),
+            esc(&key.prefix),
+            html::time(key.created_at),
+            key.last_used_at.map_or_else(|| "never".into(), html::time)
+        );
+    }
+    out.push_str("</tbody></table></div>");
+    Ok(out)
+}
+
+async fn create_key(
+    State(console): State<Console>,
+    signed: SignedIn,
+    Path(partner_id): Path<String>,
+) -> Result<Response, Failure> {
+    operator_only(&signed)?;
+    let partner = partner_for(&console.app, &signed.caller, &partner_id).await?;
+    let key = console
+        .app
+        .store
+        .create_key(KeyKind::Partner, Some(&partner.id), None, now_ms())
+        .await
+        .map_err(ApiError::from)?;
+    let notice = format!(
+        "<div class=\"notice ok\" role=\"status\"><p>Key created. Copy its token now: it is shown this once.</p>\
+         <pre class=\"token\">{}</pre></div>",
+        esc(&key.token)
+    );
+    let body = keys_page(&console, &signed, &partner.id, notice).await?;
+    Ok((
+        StatusCode::CREATED,
+        page(html::page("Partner keys", Nav::Operator, Some(&who(&signed)), &body)),
+    )
+        .into_response())
+}
+
+async fn revoke_key(
+    State(console): State<Console>,
+    signed: SignedIn,
+    Path((partner_id, key_id)): Path<(String, String)>,
+) -> Result<Response, Failure> {
+    operator_only(&signed)?;
+    let partner = partner_for(&console.app, &signed.caller, &partner_id).await?;
+    let done = console
+        .app
+        .store
+        .revoke_key(KeyKind::Partner, Some(&partner.id), &key_id, now_ms())
+        .await
+        .map_err(ApiError::from)?;
+    console.app.revoked_everywhere(&key_id).await;
+    let notice = if done {
+        html::notice(
+            "ok",
+            &format!("Key {key_id} is revoked: its sessions end on their next request."),
+        )
+    } else {
+        html::notice(
+            "error",
+            &format!("No key {key_id} of this partner that is not revoked."),
+        )
+    };
+    let body = keys_page(&console, &signed, &partner.id, notice).await?;
+    Ok(page(html::page("Partner keys", Nav::Operator, Some(&who(&signed)), &body)).into_response())
+}

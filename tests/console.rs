@@ -1,0 +1,577 @@
+//! The console at `/console`, over real HTTP: a real engine, a real receiver on 127.0.0.1, and a
+//! client that keeps the session cookie as a browser would. Signing in and out, the CSRF check,
+//! the security headers and the cookie's flags, settings with a field error then saved, a test
+//! postback showing the receiver's answer, the log listing it, and one partner kept out of
+//! another's pages and postbacks.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Engine, Receiver, Reply, TOKEN, created, simple_settings};
+
+/// A visitor of the console: one session cookie, no redirects followed, so that each answer can
+/// be checked as sent.
+struct Visitor {
+    base: String,
+    http: reqwest::Client,
+    cookie: Option<String>,
+}
+
+/// One answer of the console.
+#[derive(Debug)]
+struct Page {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The CSRF token the page's forms carry.
+    fn csrf(&self) -> String {
+        let at = self
+            .text
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("a form with a CSRF token in {}", self.text));
+        let rest = &self.text[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+}
+
+impl Visitor {
+    fn new(engine: &Engine) -> Visitor {
+        Visitor {
+            base: engine.base.clone(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let request = match &self.cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request,
+        };
+        let response = request.send().await.expect("the console answers");
+        if let Some(set) = response.headers().get("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            let removed = pair.split_once('=').is_none_or(|(_, value)| value.is_empty());
+            self.cookie = if removed { None } else { Some(pair) };
+        }
+        Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(request).await
+    }
+
+    /// Posts a file form as a browser does (`multipart/form-data`): `name`, and `wasm` as a file.
+    async fn upload(&mut self, path: &str, name: &str, wasm: &[u8]) -> Page {
+        let boundary = "----console-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n--{boundary}\r\n\
+             Content-Disposition: form-data; name=\"wasm\"; filename=\"plugin.wasm\"\r\n\
+             Content-Type: application/wasm\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(wasm);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body);
+        self.send(request).await
+    }
+
+    /// Signs in with `key`; returns the first page after it.
+    async fn sign_in(&mut self, key: &str) -> Page {
+        let form = self.get("/console/sign-in").await;
+        assert_eq!(form.status, StatusCode::OK, "{form:?}");
+        let csrf = form.csrf();
+        let answer = self.post("/console/sign-in", &[("csrf", &csrf), ("key", key)]).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{answer:?}");
+        let next = answer.location().to_owned();
+        self.get(&next).await
+    }
+}
+
+fn assert_secure_headers(page: &Page) {
+    let header = |name: &str| page.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(
+        header("content-security-policy"),
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("referrer-policy"), "same-origin");
+    assert_eq!(header("x-frame-options"), "DENY");
+}
+
+/// No inline script or style anywhere: the policy would block them.
+fn assert_no_inline(page: &Page) {
+    for (at, _) in page.text.match_indices("<script") {
+        let tag = &page.text[at..at + page.text[at..].find('>').unwrap()];
+        assert!(tag.contains(" src=\"/console/assets/"), "an inline script: {tag}");
+    }
+    assert!(
+        !page.text.contains(" style=") && !page.text.contains("<style"),
+        "inline style"
+    );
+    assert!(
+        !page.text.contains("http://") || !page.text.contains("src=\"http"),
+        "an asset from elsewhere"
+    );
+}
+
+fn settings_form<'a>(csrf: &'a str, url: &'a str, action: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("url", url),
+        ("method", "POST"),
+        ("body_format", "json"),
+        (
+            "body_template",
+            "{\"inquiry\": \"{ActionInquiryId}\", \"order\": \"{OrderId}\", \"amount\": {TransactionAmount}}",
+        ),
+        ("headers", "X-Partner-Tag: console\n"),
+        ("min_delay_secs", "0"),
+        ("max_requests_per_sec", ""),
+        ("success_response", "accepted"),
+        ("error_response", "<script>alert(1)</script>"),
+        ("events", "action_inquiry.created"),
+        ("events", "action_inquiry.resolved"),
+        ("transform_plugin", ""),
+        ("classify_plugin", ""),
+        ("plugin_config", ""),
+        ("sample", "action_inquiry.created"),
+        ("action", action),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_signs_in_configures_tests_and_reads_its_log() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("accepted by the receiver").header("x-receiver", "yes")).await;
+    let partner = engine.create_partner("Acme <Shoes>").await;
+    let key = engine.partner_key(&partner).await;
+    let pb = receiver.url("/pb");
+    let mut visitor = Visitor::new(&engine);
+
+    // Not signed in: every page sends to the sign-in page, which has the security headers.
+    let page = visitor.get("/console/settings").await;
+    assert_eq!(
+        (page.status, page.location()),
+        (StatusCode::SEE_OTHER, "/console/sign-in")
+    );
+    assert_secure_headers(&page);
+    let missing = visitor.get("/console/no-such-page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_secure_headers(&missing);
+    let form = visitor.get("/console/sign-in").await;
+    assert_secure_headers(&form);
+    assert_no_inline(&form);
+    let set_cookie = form.headers["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(set_cookie.contains(flag), "{flag} in {set_cookie}");
+    }
+
+    // Signing in without the form's token is refused, and so is an unknown key.
+    let csrf = form.csrf();
+    let refused = visitor.post("/console/sign-in", &[("key", &key)]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
+    assert!(refused.text.contains("security token"), "{}", refused.text);
+    assert_secure_headers(&refused);
+    let unknown = visitor
+        .post("/console/sign-in", &[("csrf", &csrf), ("key", "pw_live_NotAKey")])
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED, "{unknown:?}");
+    assert!(unknown.text.contains("unknown or revoked"), "{}", unknown.text);
+
+    let signed = visitor
+        .post("/console/sign-in", &[("csrf", &csrf), ("key", &key)])
+        .await;
+    assert_eq!(
+        (signed.status, signed.location()),
+        (StatusCode::SEE_OTHER, "/console/settings")
+    );
+    let cookie = signed.headers["set-cookie"].to_str().unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    let secret_part = key.trim_start_matches("pw_live_");
+    assert!(
+        !cookie.contains(secret_part) && !cookie.contains(&key[..16]),
+        "the cookie shows the key: {cookie}"
+    );
+
+    // The settings page: the catalogue beside the body, escaped names, nothing inline.
+    let page = visitor.get("/console/settings").await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    assert_secure_headers(&page);
+    assert_no_inline(&page);
+    assert!(page.text.contains("data-insert=\"{OrderId}\""), "the catalogue");
+    assert!(page.text.contains("Acme &lt;Shoes&gt;") && !page.text.contains("Acme <Shoes>"));
+    let csrf = page.csrf();
+    assert_ne!(csrf, form.csrf(), "signing in starts a new session");
+
+    // A POST without the session's token changes nothing.
+    let mut forged = settings_form("", &pb, "save");
+    forged.retain(|(name, _)| *name != "csrf");
+    let refused = visitor.post("/console/settings", &forged).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let wrong = visitor
+        .post(
+            "/console/settings",
+            &settings_form("not-the-token", &receiver.url("/pb"), "save"),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        engine.get(&common::settings_path(&partner)).await.status,
+        StatusCode::NOT_FOUND,
+        "nothing was saved"
+    );
+
+    // A bad URL: the API's own error, beside the URL field; nothing saved.
+    let bad = visitor
+        .post(
+            "/console/settings",
+            &settings_form(&csrf, "ftp://partner.example/pb", "save"),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    let at = bad
+        .text
+        .find("id=\"url-error\"")
+        .expect("an error beside the URL field");
+    let beside = &bad.text[at..at + bad.text[at..].find("</p>").unwrap()];
+    assert!(
+        beside.contains("url:") && beside.contains("ftp://partner.example/pb"),
+        "{beside}"
+    );
+    assert!(
+        bad.text
+            .contains("id=\"url\" name=\"url\" type=\"url\" value=\"ftp://partner.example/pb\" aria-invalid=\"true\"")
+    );
+    assert!(bad.text.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !bad.text.contains("<script>alert"));
+    assert_eq!(
+        engine.get(&common::settings_path(&partner)).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A header line without a colon is named too.
+    let mut headerless = settings_form(&csrf, &pb, "save");
+    headerless.iter_mut().find(|(n, _)| *n == "headers").unwrap().1 = "no colon here";
+    let bad = visitor.post("/console/settings", &headerless).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("id=\"headers-error\""), "{}", bad.text);
+
+    // The preview shows the exact request for the sample event, without saving.
+    let preview = visitor
+        .post(
+            "/console/settings",
+            &settings_form(&csrf, &receiver.url("/pb"), "preview"),
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK);
+    assert!(
+        preview.text.contains(&format!("POST {}", receiver.url("/pb"))),
+        "{}",
+        preview.text
+    );
+    assert!(preview.text.contains("x-partner-tag: console") || preview.text.contains("X-Partner-Tag: console"));
+    assert!(preview.text.contains("&quot;amount&quot;: 149.90"), "{}", preview.text);
+    assert_eq!(
+        engine.get(&common::settings_path(&partner)).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Fixed and saved: the API reads what the page saved.
+    let saved = visitor
+        .post("/console/settings", &settings_form(&csrf, &receiver.url("/pb"), "save"))
+        .await;
+    assert_eq!(
+        (saved.status, saved.location()),
+        (StatusCode::SEE_OTHER, "/console/settings?saved=1")
+    );
+    let stored = engine.settings(&partner).await;
+    assert_eq!(stored["settings"]["url"], receiver.url("/pb"));
+    assert_eq!(stored["settings"]["headers"]["X-Partner-Tag"], "console");
+    assert_eq!(stored["settings"]["success_response"], "accepted");
+    let page = visitor.get("/console/settings?saved=1").await;
+    assert!(page.text.contains("Saved.") && page.text.contains(&receiver.url("/pb")));
+
+    // The test postback shows the receiver's answer.
+    let page = visitor.get("/console/test").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let tested = visitor
+        .post(
+            "/console/test",
+            &[("csrf", &page.csrf()), ("type", "action_inquiry.created")],
+        )
+        .await;
+    assert_eq!(tested.status, StatusCode::OK, "{}", tested.text);
+    assert!(tested.text.contains("accepted by the receiver"), "{}", tested.text);
+    assert!(tested.text.contains("x-receiver: yes"), "{}", tested.text);
+    assert!(tested.text.contains("<dd class=\"status\">200</dd>"), "{}", tested.text);
+    assert!(
+        tested.text.contains("<span class=\"verdict success\">success</span>"),
+        "{}",
+        tested.text
+    );
+    let hits = receiver.wait_hits(1).await;
+    assert_eq!(hits[0].header("x-partner-tag"), Some("console"));
+
+    // A real postback is in the log, filtered, and in full on its own page.
+    let delivery = engine
+        .send_event(&created(&partner, "evt_console_1", "inq-console-1"))
+        .await;
+    engine.wait_status(&partner, &delivery, "delivered").await;
+    let log = visitor.get("/console/log").await;
+    assert_eq!(log.status, StatusCode::OK);
+    assert_no_inline(&log);
+    assert!(
+        log.text.contains(&delivery) && log.text.contains("inq-console-1"),
+        "{}",
+        log.text
+    );
+    assert!(
+        log.text.contains("<svg") && log.text.contains("1 delivered"),
+        "{}",
+        log.text
+    );
+    let filtered = visitor.get("/console/log?status=failed").await;
+    assert!(!filtered.text.contains(&delivery));
+    let filtered = visitor
+        .get("/console/log?inquiry_id=inq-console-1&status=delivered")
+        .await;
+    assert!(filtered.text.contains(&delivery));
+    let bad_filter = visitor.get("/console/log?status=lost").await;
+    assert_eq!(bad_filter.status, StatusCode::BAD_REQUEST);
+    assert!(bad_filter.text.contains("is not a delivery status"));
+    let one = visitor.get(&format!("/console/log/{delivery}")).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert!(
+        one.text.contains("Attempt 1") && one.text.contains("accepted by the receiver"),
+        "{}",
+        one.text
+    );
+
+    // Retry from the page: a second attempt reaches the receiver.
+    let retried = visitor
+        .post(&format!("/console/log/{delivery}/retry"), &[("csrf", &one.csrf())])
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{retried:?}");
+    engine.wait_attempts(&partner, &delivery, 2).await;
+
+    // Signing out ends the session: the same cookie no longer opens a page.
+    let before = visitor.cookie.clone();
+    let page = visitor.get("/console/log").await;
+    let out = visitor.post("/console/sign-out", &[("csrf", &page.csrf())]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(out.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    visitor.cookie = before;
+    let page = visitor.get("/console/settings").await;
+    assert_eq!(
+        (page.status, page.location()),
+        (StatusCode::SEE_OTHER, "/console/sign-in")
+    );
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_cannot_reach_another_partners_pages_or_postbacks() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let acme = engine
+        .partner_with("acme", &simple_settings(&receiver.url("/acme")))
+        .await;
+    let other = engine
+        .partner_with("other", &simple_settings(&receiver.url("/other")))
+        .await;
+    let acme_delivery = engine.send_event(&created(&acme, "evt_acme", "inq-acme")).await;
+    engine.wait_status(&acme, &acme_delivery, "delivered").await;
+    let other_key = engine.partner_key(&other).await;
+    let keys = engine.get(&format!("/v1/partners/{}/keys", other.id)).await;
+    let other_key_id = keys.json["keys"][0]["id"].as_str().unwrap().to_owned();
+
+    let mut visitor = Visitor::new(&engine);
+    let page = visitor.sign_in(&other_key).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains(&receiver.url("/other")) && !page.text.contains(&receiver.url("/acme")));
+    let csrf = page.csrf();
+
+    // By id, by URL, by form: acme's postback and pages stay out of reach.
+    let log = visitor.get("/console/log").await;
+    assert!(!log.text.contains(&acme_delivery));
+    let by_id = visitor.get(&format!("/console/log/{acme_delivery}")).await;
+    assert_eq!(by_id.status, StatusCode::NOT_FOUND, "{}", by_id.text);
+    assert!(!by_id.text.contains("inq-acme"));
+    let retry = visitor
+        .post(&format!("/console/log/{acme_delivery}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(retry.status, StatusCode::NOT_FOUND);
+    let pick = visitor
+        .post("/console/operator/pick", &[("csrf", &csrf), ("partner_id", &acme.id)])
+        .await;
+    assert_eq!(pick.status, StatusCode::FORBIDDEN);
+    let keys_page = visitor
+        .get(&format!("/console/operator/partners/{}/keys", acme.id))
+        .await;
+    assert_eq!(keys_page.status, StatusCode::FORBIDDEN);
+    let delivery = engine.delivery(&acme, &acme_delivery).await;
+    assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1, "no retry happened");
+
+    // Plugins: each partner sees its own only.
+    let upload = engine
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/partners/{}/plugins?name=acme-only", acme.id),
+            Some(postwire_test_plugins::bytes("trivial")),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
+    let plugin_id = upload.json["id"].as_str().unwrap();
+    let plugins = visitor.get("/console/plugins").await;
+    assert_eq!(plugins.status, StatusCode::OK);
+    assert!(plugins.text.contains("No plugins yet.") && !plugins.text.contains(plugin_id));
+    let mut acme_visitor = Visitor::new(&engine);
+    let acme_key = engine.partner_key(&acme).await;
+    acme_visitor.sign_in(&acme_key).await;
+    let plugins = acme_visitor.get("/console/plugins").await;
+    assert!(
+        plugins.text.contains(plugin_id) && plugins.text.contains("acme-only"),
+        "{}",
+        plugins.text
+    );
+    assert!(
+        plugins.text.contains(upload.json["sha256"].as_str().unwrap()),
+        "{}",
+        plugins.text
+    );
+
+    // Uploading from the page: the form's token travels in its action, as a file form is not
+    // urlencoded.
+    let action = {
+        let at = plugins.text.find("action=\"/console/plugins?csrf=").unwrap() + "action=\"".len();
+        plugins.text[at..at + plugins.text[at..].find('"').unwrap()].replace("&amp;", "&")
+    };
+    let refused = acme_visitor
+        .upload("/console/plugins", "no-token", &postwire_test_plugins::bytes("trivial"))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let bad = acme_visitor.upload(&action, "broken", b"not wasm").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert!(bad.text.contains("Not uploaded: body:"), "{}", bad.text);
+    let uploaded = acme_visitor
+        .upload(&action, "from-the-page", &postwire_test_plugins::bytes("trivial"))
+        .await;
+    assert_eq!(uploaded.status, StatusCode::SEE_OTHER, "{}", uploaded.text);
+    let listed = engine.get(&format!("/v1/partners/{}/plugins", acme.id)).await;
+    assert!(
+        listed.json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "from-the-page"),
+        "{listed:?}"
+    );
+
+    // The operator revokes the key: the session ends on its next request.
+    let revoked = engine
+        .raw(
+            reqwest::Method::DELETE,
+            &format!("/v1/partners/{}/keys/{other_key_id}", other.id),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{revoked:?}");
+    let page = visitor.get("/console/settings").await;
+    assert_eq!(
+        (page.status, page.location()),
+        (StatusCode::SEE_OTHER, "/console/sign-in?why=revoked")
+    );
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_picks_a_partner_and_manages_its_keys() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let acme = engine
+        .partner_with("acme", &simple_settings(&receiver.url("/acme")))
+        .await;
+    let mut visitor = Visitor::new(&engine);
+    let page = visitor.sign_in(TOKEN).await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    assert!(page.text.contains("Postbacks due now") && page.text.contains(acme.id.as_str()));
+    let csrf = page.csrf();
+
+    let picked = visitor
+        .post("/console/operator/pick", &[("csrf", &csrf), ("partner_id", &acme.id)])
+        .await;
+    assert_eq!(
+        (picked.status, picked.location()),
+        (StatusCode::SEE_OTHER, "/console/settings")
+    );
+    let settings = visitor.get("/console/settings").await;
+    assert!(settings.text.contains(&receiver.url("/acme")), "{}", settings.text);
+
+    let created = visitor
+        .post(
+            &format!("/console/operator/partners/{}/keys", acme.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let at = created.text.find("<pre class=\"token\">").unwrap() + "<pre class=\"token\">".len();
+    let token = created.text[at..at + created.text[at..].find('<').unwrap()].to_owned();
+    assert_eq!(
+        engine.get_as(&token, &common::settings_path(&acme)).await.status,
+        StatusCode::OK
+    );
+    let keys = engine.get(&format!("/v1/partners/{}/keys", acme.id)).await;
+    let key_id = keys.json["keys"][0]["id"].as_str().unwrap().to_owned();
+    let revoked = visitor
+        .post(
+            &format!("/console/operator/partners/{}/keys/{key_id}/revoke", acme.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert!(revoked.text.contains("is revoked"));
+    assert_eq!(
+        engine.get_as(&token, &common::settings_path(&acme)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    engine.stop().await;
+}
