@@ -26,13 +26,7 @@ fn authoring_target() -> PathBuf {
 }
 
 fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    succeeded(output)
 }
 
 fn examples() -> PathBuf {

@@ -9,6 +9,8 @@
 //! new component (componentize-js never gives the same bytes twice) and compiles it once, in
 //! minutes in a debug build; the run after the build finds it compiled in `--plugin-cache`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -31,13 +33,7 @@ fn postwire(args: &[&str], dir: &Path) -> Output {
 }
 
 fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    common::succeeded(output)
 }
 
 /// The error a failed command printed.
@@ -52,22 +48,7 @@ fn refused(output: &Output) -> String {
 
 /// Whether Node.js and npm are installed; under CI their absence fails the test.
 fn node_and_npm() -> bool {
-    let found = ["node", "npm"].iter().all(|tool| {
-        Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| out.status.success())
-    });
-    match found {
-        true => true,
-        false if std::env::var_os("CI").is_some() => {
-            panic!("node and npm are not installed: under CI the TypeScript and JavaScript scaffold tests must run")
-        }
-        false => {
-            eprintln!("skipped: building TypeScript and JavaScript plugins needs Node.js 20+ and npm on the PATH");
-            false
-        }
-    }
+    common::node_and_npm("the TypeScript and JavaScript scaffold tests")
 }
 
 /// Runs npm in `dir`, one npm at a time: the first install of the SDK's own packages (in the

@@ -34,22 +34,7 @@ fn artifact_cache() -> PathBuf {
 
 /// `npm`, if Node.js and npm are installed; under CI their absence fails the test.
 fn npm() -> Option<&'static str> {
-    let found = ["node", "npm"].iter().all(|tool| {
-        Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| out.status.success())
-    });
-    match found {
-        true => Some("npm"),
-        false if std::env::var_os("CI").is_some() => {
-            panic!("node and npm are not installed: under CI the TypeScript plugin tests must run")
-        }
-        false => {
-            eprintln!("skipped: the TypeScript plugin tests need Node.js 20+ and npm on the PATH");
-            None
-        }
-    }
+    common::node_and_npm("the TypeScript plugin tests").then_some("npm")
 }
 
 /// The example's component: built (`npm ci` in the SDK and the example, then `npm run build`)

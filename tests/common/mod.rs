@@ -877,3 +877,36 @@ pub async fn tenant(engine: &Engine, receiver: &Receiver, name: &str) -> Tenant 
         partner,
     }
 }
+
+/// Whether Node.js and npm are on the PATH, for the tests that build JavaScript plugins (`what`
+/// names them in the messages). Without them those tests say that they were skipped; under CI
+/// (`CI` set) their absence fails the test instead.
+pub fn node_and_npm(what: &str) -> bool {
+    let found = ["node", "npm"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    match found {
+        true => true,
+        false if std::env::var_os("CI").is_some() => {
+            panic!("node and npm are not installed: under CI {what} must run")
+        }
+        false => {
+            eprintln!("skipped: {what} need Node.js 20+ and npm on the PATH");
+            false
+        }
+    }
+}
+
+/// The standard output of a command that must have succeeded; both outputs otherwise.
+pub fn succeeded(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

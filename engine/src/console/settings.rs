@@ -22,7 +22,7 @@ use crate::api::{ApiError, preview_request, save_settings};
 use crate::catalogue::CATALOGUE;
 use crate::error::FieldError;
 use crate::event::EventType;
-use crate::settings::NotificationSettings;
+use crate::settings::{FIELDS, NotificationSettings};
 
 pub(super) fn router() -> Router<Console> {
     Router::new()
@@ -192,29 +192,13 @@ impl Form {
 #[derive(Default)]
 struct Errors(BTreeMap<String, Vec<String>>);
 
-/// The form's fields, to place each error beside its field; others are listed above the form.
-const FIELDS: &[&str] = &[
-    "url",
-    "method",
-    "body_format",
-    "body_template",
-    "headers",
-    "min_delay_secs",
-    "max_requests_per_sec",
-    "success_response",
-    "error_response",
-    "events",
-    "transform_plugin",
-    "classify_plugin",
-    "plugin_config",
-];
-
 impl Errors {
     fn of(errors: &[FieldError]) -> Errors {
         let mut by_field = BTreeMap::<String, Vec<String>>::new();
         for error in errors {
             let path = error.field.strip_prefix("settings.").unwrap_or(&error.field);
             let root = path.split(['.', '[']).next().unwrap_or_default();
+            // Beside its field in the form; errors of no field are listed above it.
             let field = if FIELDS.contains(&root) { root } else { "" };
             let shown = FieldError {
                 field: path.to_owned(),

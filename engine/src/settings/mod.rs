@@ -97,4 +97,6 @@ mod compiled;
 mod tests;
 mod validate;
 
+pub(crate) use validate::FIELDS;
+
 pub use compiled::{CompiledSettings, xml_problem};

@@ -11,7 +11,8 @@ use crate::event::EventType;
 use crate::render::BodyFormat;
 use crate::request::Method;
 
-const FIELDS: &[&str] = &[
+/// The settings' fields, as the API and the console name them.
+pub(crate) const FIELDS: &[&str] = &[
     "url",
     "method",
     "body_format",
