@@ -115,6 +115,32 @@ const ROUTES: &[(&str, &str, Needs)] = &[
         "/v1/partners/{partner_id}/plugins/{plugin_id}",
         Needs::Partner,
     ),
+    ("POST", "/v1/partners/{partner_id}/plugins/diff", Needs::Partner),
+    (
+        "POST",
+        "/v1/partners/{partner_id}/settings/action-inquiry/rollback",
+        Needs::Partner,
+    ),
+    (
+        "PUT",
+        "/v1/partners/{partner_id}/settings/action-inquiry/canary",
+        Needs::Partner,
+    ),
+    (
+        "GET",
+        "/v1/partners/{partner_id}/settings/action-inquiry/canary",
+        Needs::Partner,
+    ),
+    (
+        "DELETE",
+        "/v1/partners/{partner_id}/settings/action-inquiry/canary",
+        Needs::Partner,
+    ),
+    (
+        "POST",
+        "/v1/partners/{partner_id}/settings/action-inquiry/canary/promote",
+        Needs::Partner,
+    ),
     ("POST", "/v1/partners/{partner_id}/disable", Needs::Operator),
     ("POST", "/v1/partners/{partner_id}/enable", Needs::Operator),
     ("DELETE", "/v1/partners/{partner_id}", Needs::Operator),

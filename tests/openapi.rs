@@ -95,6 +95,15 @@ struct Fixture {
 
 async fn fixture(engine: &Engine, receiver: &Receiver) -> Fixture {
     let docs = tenant(engine, receiver, "docs").await;
+    // A second version of the tenant's plugin `ack`, for the rollback and the canary to name.
+    let again = engine
+        .raw(
+            Method::POST,
+            &format!("/v1/partners/{}/plugins?name=ack", docs.partner.id),
+            Some(postwire_test_plugins::bytes("trivial")),
+        )
+        .await;
+    assert_eq!(again.json["version"], 2, "{again:?}");
     let ingest = engine.post("/v1/ingest-keys", &json!({})).await;
     assert_eq!(ingest.status, StatusCode::CREATED, "{ingest:?}");
     let scratch = engine
@@ -163,6 +172,13 @@ fn valid_request(
             return ("?type=action_inquiry.resolved".into(), None);
         }
         ("post", "/v1/partners/{partner_id}/plugins") => return ("?name=again".into(), None),
+        // Called in this order: the fixture's canary (ack@1) is promoted, then ack@2 attached,
+        // then ack@1 is a canary again; the settings saved after attach no plugin.
+        ("post", "/v1/partners/{partner_id}/settings/action-inquiry/rollback") => json!({"to": "ack@2"}),
+        ("put", "/v1/partners/{partner_id}/settings/action-inquiry/canary") => {
+            json!({"candidate": "ack@1", "share_percent": 5})
+        }
+        ("post", "/v1/partners/{partner_id}/plugins/diff") => json!({"candidate": "ack@1", "last": 5}),
         ("get", "/v1/partners/{partner_id}/deliveries") => return ("?status=delivered&limit=10".into(), None),
         ("post" | "put", _) if op.get("requestBody").is_some() => json!({}),
         _ => return (String::new(), None),

@@ -140,7 +140,16 @@ async fn settings_may_name_only_the_partners_own_plugins_with_the_right_export()
             .starts_with("names no plugin of this partner")
     );
 
-    settings["transform_plugin"] = json!("not-an-id");
+    // A name names the latest version of that name, or nothing; an id must be one.
+    settings["transform_plugin"] = json!("no-such-plugin");
+    let answer = engine.put_settings(&partner, &settings).await;
+    let message = answer.error_about("transform_plugin").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.starts_with("names no plugin of this partner"), "{message}");
+    assert!(message.contains("name@version"), "{message}");
+    settings["transform_plugin"] = json!("plg_not/an/id");
     let answer = engine.put_settings(&partner, &settings).await;
     assert!(
         answer.error_about("transform_plugin").unwrap()["message"]

@@ -31,7 +31,7 @@ use crate::request::Request;
 use crate::send::{Answer, SendError, Sender};
 use crate::settings::CompiledSettings;
 use crate::sign::BadSecret;
-use crate::store::{Attempt, AttemptVerdict, now_ms};
+use crate::store::{Attempt, AttemptVerdict, PluginSlot, now_ms};
 
 /// Everything one exchange needs.
 #[derive(Clone, Copy)]
@@ -53,14 +53,20 @@ pub struct Context<'a> {
     pub delivery_id: &'a DeliveryId,
     /// The attempt's number, from 1.
     pub number: i64,
+    /// A plugin that serves one of the settings' slots in place of the attached one: a
+    /// canary's candidate, for the postbacks it serves.
+    pub serve: Option<(PluginSlot, &'a str)>,
 }
 
 impl<'a> Context<'a> {
     /// The transform and classify stages as the partner's settings configure them.
     pub fn stages(&self) -> Stages<'a> {
         let options = self.settings.settings();
-        let transform_plugin = options.transform_plugin.as_deref();
-        let classify_plugin = options.classify_plugin.as_deref();
+        let (transform_plugin, classify_plugin) = match self.serve {
+            Some((PluginSlot::Transform, id)) => (Some(id), options.classify_plugin.as_deref()),
+            Some((PluginSlot::Classify, id)) => (options.transform_plugin.as_deref(), Some(id)),
+            None => (options.transform_plugin.as_deref(), options.classify_plugin.as_deref()),
+        };
         // Rendered once per exchange, and only when a plugin will read it.
         let config = if transform_plugin.is_some() || classify_plugin.is_some() {
             Cow::Owned(config_text(options.plugin_config.as_ref()))

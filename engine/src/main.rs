@@ -127,6 +127,49 @@ enum PluginCommand {
         #[arg(long, value_name = "transform|classify")]
         attach: Option<String>,
     },
+    /// Show what a candidate version would change on the partner's last deliveries, beside the
+    /// attached version, without sending anything.
+    Diff {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "POSTWIRE_SERVER")]
+        server: String,
+        /// The partner's key (or the operator token), sent as `Authorization: Bearer`.
+        #[arg(long, env = "POSTWIRE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The partner id (ptn_...).
+        #[arg(long)]
+        partner: String,
+        /// The candidate: NAME@VERSION, a name (its latest version) or a plugin id.
+        #[arg(long)]
+        candidate: String,
+        /// How many of the partner's latest deliveries to replay [default: 50].
+        #[arg(long)]
+        last: Option<u32>,
+        /// Which of the settings' plugins the candidate stands in for [default: by its exports].
+        #[arg(long, value_name = "transform|classify")]
+        slot: Option<String>,
+        /// Print the server's JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach the version before the attached one (or the one named) in the partner's settings.
+    Rollback {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "POSTWIRE_SERVER")]
+        server: String,
+        /// The partner's key (or the operator token), sent as `Authorization: Bearer`.
+        #[arg(long, env = "POSTWIRE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The partner id (ptn_...).
+        #[arg(long)]
+        partner: String,
+        /// Which of the settings' plugins to roll back [default: the one attached].
+        #[arg(long, value_name = "transform|classify")]
+        slot: Option<String>,
+        /// The version to attach: NAME@VERSION or a plugin id [default: the one before].
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// What `plugin run` and `plugin classify` run a plugin on.
@@ -357,6 +400,53 @@ fn plugin(command: PluginCommand) -> Result<(), String> {
                 attach.as_deref(),
             ))?;
             println!("{}", serde_json::to_string_pretty(&record).expect("JSON serializes"));
+            return Ok(());
+        }
+        PluginCommand::Diff {
+            server,
+            token,
+            partner,
+            candidate,
+            last,
+            slot,
+            json,
+        } => {
+            let diff = runtime().block_on(runner::diff(
+                &server,
+                &token,
+                &partner,
+                &candidate,
+                last,
+                slot.as_deref(),
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diff).expect("JSON serializes"));
+            } else {
+                print!("{}", runner::diff_text(&diff));
+            }
+            return Ok(());
+        }
+        PluginCommand::Rollback {
+            server,
+            token,
+            partner,
+            slot,
+            to,
+        } => {
+            let done = runtime().block_on(runner::rollback(
+                &server,
+                &token,
+                &partner,
+                slot.as_deref(),
+                to.as_deref(),
+            ))?;
+            println!(
+                "{}: {} -> {} (settings version {})",
+                done["slot"].as_str().unwrap_or("?"),
+                done["from"].as_str().unwrap_or("?"),
+                done["to"].as_str().unwrap_or("?"),
+                done["settings"]["version"]
+            );
             return Ok(());
         }
         PluginCommand::Run { wasm, inputs, compile } => {

@@ -317,15 +317,7 @@ pub async fn upload(
     attach: Option<&str>,
 ) -> Result<Value, String> {
     let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read {}: {e}", wasm.display()))?;
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut credential = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| "the token is not a valid header value".to_owned())?;
-    credential.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, credential);
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = client(token)?;
     let base = server.trim_end_matches('/');
     let answer = http
         .post(format!("{base}/v1/partners/{partner}/plugins"))
@@ -361,6 +353,152 @@ pub async fn upload(
     )
     .await?;
     Ok(record)
+}
+
+/// An HTTP client that sends `token` as `Authorization: Bearer` on every request.
+fn client(token: &str) -> Result<reqwest::Client, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut credential = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the token is not a valid header value".to_owned())?;
+    credential.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, credential);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `postwire plugin diff`: asks the server for the replay diff of `candidate` (`name@version`,
+/// a name, or an id) on the partner's last `last` deliveries. Returns the server's JSON.
+pub async fn diff(
+    server: &str,
+    token: &str,
+    partner: &str,
+    candidate: &str,
+    last: Option<u32>,
+    slot: Option<&str>,
+) -> Result<Value, String> {
+    let base = server.trim_end_matches('/');
+    let mut body = json!({"candidate": candidate});
+    if let Some(last) = last {
+        body["last"] = json!(last);
+    }
+    if let Some(slot) = slot {
+        body["slot"] = json!(slot);
+    }
+    let answer = client(token)?
+        .post(format!("{base}/v1/partners/{partner}/plugins/diff"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    answer_json(answer).await
+}
+
+/// A replay diff as people read it: the counts, then each delivery that is not identical with
+/// what differs (or why the candidate failed), then fuel and time for both versions.
+pub fn diff_text(diff: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let attached = diff["attached"].as_str().unwrap_or("no plugin");
+    let _ = writeln!(
+        out,
+        "{} against {attached} ({}) on the last {} deliveries: {} identical, {} changed, {} failed",
+        diff["candidate"].as_str().unwrap_or("?"),
+        diff["slot"].as_str().unwrap_or("?"),
+        diff["deliveries"],
+        diff["identical"],
+        diff["changed"],
+        diff["failed"],
+    );
+    let (mut fuel, mut micros) = ([0u64; 2], [0u64; 2]);
+    for result in diff["results"].as_array().into_iter().flatten() {
+        for (i, side) in ["attached", "candidate"].iter().enumerate() {
+            fuel[i] += result[side]["fuel_used"].as_u64().unwrap_or(0);
+            micros[i] += result[side]["duration_us"].as_u64().unwrap_or(0);
+        }
+        let outcome = result["outcome"].as_str().unwrap_or("?");
+        if outcome == "identical" {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "\n{outcome}: {} (event {}, {})",
+            result["delivery_id"].as_str().unwrap_or("?"),
+            result["event_id"].as_str().unwrap_or("?"),
+            result["event_type"].as_str().unwrap_or("?"),
+        );
+        for side in ["attached", "candidate"] {
+            if let Some(error) = result[side]["error"].as_str() {
+                let _ = writeln!(out, "  {side} failed: {error}");
+            }
+            if let Some(verdict) = result[side].get("verdict") {
+                let _ = writeln!(out, "  {side}: {verdict}");
+            }
+        }
+        if let Some(reason) = result["reason"].as_str() {
+            let _ = writeln!(out, "  {reason}");
+        }
+        let diff = &result["diff"];
+        for key in ["method", "url"] {
+            if let Some(change) = diff.get(key) {
+                let _ = writeln!(out, "  {key}: {} -> {}", change["attached"], change["candidate"]);
+            }
+        }
+        if let Some(headers) = diff.get("headers") {
+            for (sign, key) in [("-", "removed"), ("+", "added")] {
+                for pair in headers[key].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "  {sign} header {}: {}",
+                        pair[0].as_str().unwrap_or(""),
+                        pair[1].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        if let Some(unified) = diff["body"]["unified"].as_str() {
+            for line in unified.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
+    let runs = diff["results"].as_array().map_or(0, Vec::len).max(1) as u64;
+    let _ = writeln!(
+        out,
+        "\nper delivery: attached {} fuel, {} µs; candidate {} fuel, {} µs",
+        fuel[0] / runs,
+        micros[0] / runs,
+        fuel[1] / runs,
+        micros[1] / runs
+    );
+    out
+}
+
+/// `postwire plugin rollback`: attaches the version before the attached one (or `to`) in the
+/// partner's settings. Returns the server's JSON.
+pub async fn rollback(
+    server: &str,
+    token: &str,
+    partner: &str,
+    slot: Option<&str>,
+    to: Option<&str>,
+) -> Result<Value, String> {
+    let base = server.trim_end_matches('/');
+    let mut body = json!({});
+    if let Some(slot) = slot {
+        body["slot"] = json!(slot);
+    }
+    if let Some(to) = to {
+        body["to"] = json!(to);
+    }
+    let answer = client(token)?
+        .post(format!("{base}/v1/partners/{partner}/settings/action-inquiry/rollback"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    answer_json(answer).await
 }
 
 async fn answer_json(answer: reqwest::Response) -> Result<Value, String> {

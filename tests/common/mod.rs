@@ -840,8 +840,8 @@ impl Drop for Resetter {
     }
 }
 
-/// One partner with one of each resource (a delivered postback, a plugin, a partner key), for
-/// filling route templates.
+/// One partner with one of each resource (a delivered postback, a plugin with a canary running, a
+/// partner key), for filling route templates.
 pub struct Tenant {
     pub partner: Partner,
     pub key: String,
@@ -865,6 +865,15 @@ pub async fn tenant(engine: &Engine, receiver: &Receiver, name: &str) -> Tenant 
         )
         .await;
     assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
+    // A canary of that plugin on a share of its postbacks, so that the canary's routes have
+    // one to show.
+    let canary = engine
+        .put(
+            &format!("{}/canary", settings_path(&partner)),
+            &json!({"candidate": "ack", "share_percent": 1}),
+        )
+        .await;
+    assert_eq!(canary.status, StatusCode::OK, "{canary:?}");
     let key = engine
         .post(&format!("/v1/partners/{}/keys", partner.id), &json!({}))
         .await;

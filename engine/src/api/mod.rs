@@ -16,6 +16,7 @@ mod keys;
 mod openapi;
 mod partners;
 mod plugins;
+mod rollout;
 mod settings;
 mod tries;
 
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .merge(partners::router())
         .merge(keys::router())
         .merge(plugins::router())
+        .merge(rollout::router())
         .merge(settings::router())
         .merge(events::router())
         .merge(deliveries::router())

@@ -29,6 +29,7 @@ pub(super) fn document() -> utoipa::openapi::OpenApi {
         super::partners::Doc::openapi(),
         super::keys::Doc::openapi(),
         super::plugins::Doc::openapi(),
+        super::rollout::Doc::openapi(),
         super::settings::Doc::openapi(),
         super::events::Doc::openapi(),
         super::deliveries::Doc::openapi(),

@@ -68,7 +68,7 @@ struct UploadQuery {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 struct PluginPath {
-    /// The plugin's id, `plg_…`.
+    /// The plugin's id (`plg_…`), or `name@version`, or a name for its latest version.
     plugin_id: String,
 }
 
@@ -84,7 +84,8 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// Uploads a plugin: the body is the WebAssembly component's bytes (`application/wasm`),
-/// compiled and checked before it is stored. 409 when the partner would keep more plugins, or
+/// compiled and checked before it is stored. Uploaded under a name the partner's plugins
+/// already have, it is the next version of that name; the earlier versions stay. 409 when the partner would keep more plugins, or
 /// more bytes of them together, than its quota allows.
 #[utoipa::path(
     post,
@@ -212,11 +213,29 @@ async fn list(State(state): State<AppState>, Partner(partner): Partner) -> Resul
 }
 
 async fn find(state: &AppState, partner_id: &str, id: &str) -> Result<PluginRecord, ApiError> {
-    state
-        .store
-        .plugin(partner_id, id)
+    resolve(state, partner_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("partner {partner_id} has no plugin {id}")))
+}
+
+/// The partner's plugin a reference names: its id (`plg_…`), `name@version`, or a name alone
+/// for the latest version of that name.
+pub(crate) async fn resolve(
+    state: &AppState,
+    partner_id: &str,
+    reference: &str,
+) -> Result<Option<PluginRecord>, crate::store::StoreError> {
+    if reference.starts_with("plg_") {
+        return state.store.plugin(partner_id, reference).await;
+    }
+    let (name, version) = match reference.rsplit_once('@') {
+        Some((name, version)) if !name.is_empty() => match version.parse::<i64>() {
+            Ok(version) if version > 0 => (name, Some(version)),
+            _ => (reference, None),
+        },
+        _ => (reference, None),
+    };
+    state.store.plugin_named(partner_id, name, version).await
 }
 
 /// One plugin.
@@ -240,7 +259,8 @@ async fn show(
     Ok(Json(find(&state, &partner.id, &path.plugin_id).await?))
 }
 
-/// Deletes a plugin that the settings do not name.
+/// Deletes a plugin version that is not attached: neither the settings nor a running canary
+/// name it.
 #[utoipa::path(
     delete,
     path = "/v1/partners/{partner_id}/plugins/{plugin_id}",
@@ -259,9 +279,10 @@ async fn remove(
     Partner(partner): Partner,
     Path(path): Path<PluginPath>,
 ) -> Result<StatusCode, ApiError> {
-    match state.store.delete_plugin(&partner.id, &path.plugin_id).await? {
+    let plugin = find(&state, &partner.id, &path.plugin_id).await?;
+    match state.store.delete_plugin(&partner.id, &plugin.id).await? {
         Ok(true) => {
-            state.plugins.forget(&path.plugin_id);
+            state.plugins.forget(&plugin.id);
             Ok(StatusCode::NO_CONTENT)
         }
         Ok(false) => Err(ApiError::not_found(format!(
@@ -269,8 +290,10 @@ async fn remove(
             partner.id, path.plugin_id
         ))),
         Err(()) => Err(ApiError::conflict(format!(
-            "plugin {} is named by the partner's settings; remove it from transform_plugin / classify_plugin first",
-            path.plugin_id
+            "plugin {} ({}) is attached: the partner's settings name it, or its canary runs; attach another \
+             version (or none) in transform_plugin / classify_plugin, or stop the canary, first",
+            plugin.id,
+            plugin.label()
         ))),
     }
 }
@@ -301,7 +324,7 @@ async fn run(
     Path(path): Path<PluginPath>,
     Body(body): Body<RUN_BYTES>,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &partner.id, &path.plugin_id).await?;
+    let plugin = find(&state, &partner.id, &path.plugin_id).await?;
     state.take_try(&partner.id)?;
     let input = if body.is_empty() { json!({}) } else { parse_json(&body)? };
     let saved = match state.store.settings(&partner.id).await? {
@@ -342,7 +365,7 @@ async fn run(
     let out = dry_run(
         &state.plugins,
         &partner.id,
-        &path.plugin_id,
+        &plugin.id,
         DryRun {
             event: &event,
             request,
@@ -355,7 +378,7 @@ async fn run(
     Ok(Json(out))
 }
 
-fn headers(value: Option<&Value>) -> Vec<(String, String)> {
+pub(super) fn headers(value: Option<&Value>) -> Vec<(String, String)> {
     match value {
         Some(Value::Object(map)) => map
             .iter()
@@ -369,7 +392,7 @@ fn headers(value: Option<&Value>) -> Vec<(String, String)> {
     }
 }
 
-fn parse_request(value: &Value) -> Result<crate::request::Request, ApiError> {
+pub(super) fn parse_request(value: &Value) -> Result<crate::request::Request, ApiError> {
     let plugin_request = postwire_plugins::types::Request {
         method: value.get("method").and_then(Value::as_str).unwrap_or("POST").to_owned(),
         url: value.get("url").and_then(Value::as_str).unwrap_or_default().to_owned(),

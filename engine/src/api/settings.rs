@@ -143,7 +143,7 @@ struct TestOutcome {
 /// Any JSON object.
 type Object = serde_json::Map<String, Value>;
 
-fn view(record: &SettingsRecord) -> Value {
+pub(super) fn view(record: &SettingsRecord) -> Value {
     let mut settings = serde_json::from_str::<Value>(&record.body).unwrap_or(Value::Null);
     if let Some(config) = settings.get_mut("plugin_config") {
         *config = crate::redact::config(config);
@@ -194,9 +194,15 @@ pub(crate) async fn save_settings(
     partner_id: &str,
     input: &Value,
 ) -> Result<SettingsRecord, ApiError> {
-    let compiled = NotificationSettings::validate(input).map_err(|e| ApiError::invalid(e, ""))?;
+    let (input, mut problems) = pin_plugins(state, partner_id, input).await?;
+    let compiled = match NotificationSettings::validate(&input) {
+        Ok(compiled) => compiled,
+        Err(Invalid(mut more)) => {
+            problems.append(&mut more);
+            return Err(ApiError::invalid(Invalid(problems), ""));
+        }
+    };
     let options = compiled.settings();
-    let mut problems = Vec::new();
     for (field, id, export) in [
         ("transform_plugin", &options.transform_plugin, "transform"),
         ("classify_plugin", &options.classify_plugin, "classify"),
@@ -226,6 +232,36 @@ pub(crate) async fn save_settings(
     state.store.put_settings(partner_id, &body, now_ms()).await?;
     state.wake_workers().await;
     Ok(state.store.settings(partner_id).await?.expect("just saved"))
+}
+
+/// `input` with the plugins it names by `name@version`, or by a name alone for the latest
+/// version, replaced by their ids: the settings keep the version they were saved with, however
+/// many versions are uploaded after. A name that names no plugin of the partner is a problem,
+/// and its field is left out of what is validated.
+async fn pin_plugins(state: &AppState, partner_id: &str, input: &Value) -> Result<(Value, Vec<FieldError>), ApiError> {
+    let mut input = input.clone();
+    let mut problems = Vec::new();
+    for field in ["transform_plugin", "classify_plugin"] {
+        let Some(reference) = input.get(field).and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        if reference.is_empty() || reference.starts_with("plg_") || reference.len() > 120 {
+            continue;
+        }
+        match super::plugins::resolve(state, partner_id, &reference).await? {
+            Some(plugin) => input[field] = Value::String(plugin.id.into_string()),
+            None => {
+                problems.push(FieldError::new(
+                    field,
+                    Some(&reference),
+                    "names no plugin of this partner; give a plugin's id (plg_…), name@version, or a name for its \
+                     latest version, after uploading it (POST /v1/partners/{partner_id}/plugins?name=…)",
+                ));
+                input[field] = Value::Null;
+            }
+        }
+    }
+    Ok((input, problems))
 }
 
 /// The partner's settings.
@@ -553,6 +589,7 @@ pub(crate) async fn test_postback(
         previous_secret: previous.as_ref().map(|(s, until)| (s.as_str(), *until)),
         delivery_id: &test_id,
         number: 1,
+        serve: None,
     };
     let Exchanged { attempt, verdict } = match exchange::run(&ctx, &event, compiled.render(&event)).await {
         Ok(exchanged) => exchanged,

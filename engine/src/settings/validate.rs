@@ -206,7 +206,7 @@ fn plugin_id(object: &Map<String, Json>, field: &str, problems: &mut Problems) -
         problems.push(FieldError::new(
             field,
             Some(id),
-            "is not a plugin id; upload the plugin (POST /v1/partners/{partner_id}/plugins) and use the id it returns, such as plg_01…",
+            "is not a plugin id; upload the plugin (POST /v1/partners/{partner_id}/plugins) and use the id it returns (plg_01…), or name@version",
         ));
         return None;
     }

@@ -394,6 +394,9 @@ pub struct PluginRecord {
     pub partner_id: PartnerId,
     /// The name it was uploaded with.
     pub name: String,
+    /// Its version among the partner's plugins of that name: 1 for the first upload of a
+    /// name, one more for each later one. `name@version` names it as well as its id does.
+    pub version: i64,
     /// The sha256 of the binary, hex.
     pub sha256: String,
     /// The binary's size in bytes.
@@ -402,6 +405,143 @@ pub struct PluginRecord {
     pub exports: Vec<String>,
     /// Unix ms.
     pub created_at: i64,
+}
+
+impl PluginRecord {
+    /// `name@version`, as settings, canaries and the attempt log name a version.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Which of the settings' plugins a canary or a rollback is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginSlot {
+    /// `transform_plugin`.
+    Transform,
+    /// `classify_plugin`.
+    Classify,
+}
+
+impl PluginSlot {
+    /// The export a plugin needs for this slot.
+    pub fn export(self) -> &'static str {
+        match self {
+            PluginSlot::Transform => "transform",
+            PluginSlot::Classify => "classify",
+        }
+    }
+
+    /// The settings field that names the slot's plugin.
+    pub fn field(self) -> &'static str {
+        match self {
+            PluginSlot::Transform => "transform_plugin",
+            PluginSlot::Classify => "classify_plugin",
+        }
+    }
+
+    /// The slot of a stored name.
+    pub fn parse(name: &str) -> Option<PluginSlot> {
+        match name {
+            "transform" => Some(PluginSlot::Transform),
+            "classify" => Some(PluginSlot::Classify),
+            _ => None,
+        }
+    }
+}
+
+/// Where a canary stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryState {
+    /// The candidate serves its share of postbacks.
+    Running,
+    /// Detached automatically: the candidate failed more often than the attached version by
+    /// more than the margin (the reason says by how much).
+    Detached,
+    /// Stopped by the partner.
+    Stopped,
+    /// The candidate was attached in place of the attached version.
+    Promoted,
+}
+
+impl CanaryState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryState::Running => "running",
+            CanaryState::Detached => "detached",
+            CanaryState::Stopped => "stopped",
+            CanaryState::Promoted => "promoted",
+        }
+    }
+
+    /// The state of a stored name.
+    pub fn parse(name: &str) -> Option<CanaryState> {
+        match name {
+            "running" => Some(CanaryState::Running),
+            "detached" => Some(CanaryState::Detached),
+            "stopped" => Some(CanaryState::Stopped),
+            "promoted" => Some(CanaryState::Promoted),
+            _ => None,
+        }
+    }
+}
+
+/// What a canary is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanarySpec {
+    /// The slot the candidate stands in for.
+    pub slot: PluginSlot,
+    /// The candidate version.
+    pub plugin_id: PluginId,
+    /// Of the postbacks' first attempts, the share the candidate serves (1 to 100).
+    pub share_percent: i64,
+    /// How long a window is (ms): the failure rates are compared at each window's end.
+    pub window_ms: i64,
+    /// How many percentage points the candidate's failure rate may exceed the attached
+    /// version's before it is detached.
+    pub margin_percent: i64,
+    /// Calls the candidate must have made in a window before it is judged.
+    pub min_calls: i64,
+}
+
+/// A partner's canary as stored: what it was asked to do, where it stands, and the calls and
+/// failures of both versions in the current window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Canary {
+    /// The slot the candidate stands in for.
+    pub slot: PluginSlot,
+    /// The candidate version.
+    pub plugin_id: PluginId,
+    /// Of the postbacks' first attempts, the share the candidate serves, in percent.
+    pub share_percent: i64,
+    /// How long a window is, in milliseconds.
+    pub window_ms: i64,
+    /// How many percentage points the candidate's failure rate may exceed the attached
+    /// version's.
+    pub margin_percent: i64,
+    /// Calls the candidate must have made in a window before it is judged.
+    pub min_calls: i64,
+    /// Where it stands.
+    pub state: CanaryState,
+    /// Why it ended, when it did.
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub started_at: i64,
+    /// When the current window began (Unix ms).
+    pub window_started_at: i64,
+    /// The candidate's calls in the current window.
+    pub candidate_calls: i64,
+    /// Those that failed: the plugin failed, or the postback it served did not succeed.
+    pub candidate_failures: i64,
+    /// The attached version's calls in the current window.
+    pub attached_calls: i64,
+    /// Those that failed.
+    pub attached_failures: i64,
+    /// When it ended (Unix ms).
+    pub ended_at: Option<i64>,
 }
 
 /// An accepted event and what it became.

@@ -13,6 +13,7 @@
 //! transaction locks the partner's row first. Ids are text in the "C" collation, so that they
 //! sort byte by byte as on SQLite and cursors walk them the same way.
 
+mod canaries;
 mod keys;
 mod plugins;
 mod queries;

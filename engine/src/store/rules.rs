@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use super::{ApiKey, KeyKind, Next, Partner, Status};
+use super::{ApiKey, Canary, CanaryState, KeyKind, Next, Partner, Status};
 use crate::event::{Event, EventType};
 use crate::id::PartnerId;
 use crate::settings::NotificationSettings;
@@ -420,6 +420,84 @@ pub fn statuses_sql(statuses: &[Status]) -> String {
         .join(", ")
 }
 
+// Canaries.
+
+/// Whether a canary's candidate serves this attempt: only first attempts, so that a postback
+/// the candidate failed is retried with the attached version; and of those, the deliveries
+/// whose id falls in the candidate's share, so that the choice is the same in every process.
+pub fn canary_serves(canary: &Canary, delivery_id: &str, number: i64) -> bool {
+    canary.state == CanaryState::Running && number == 1 && share_point(delivery_id) < canary.share_percent as u64 * 100
+}
+
+/// Where a delivery id falls among 10,000 points (FNV-1a): ids are random past their time
+/// prefix, so each point is as likely as any other.
+fn share_point(id: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash % 10_000
+}
+
+/// A Unix ms time as RFC 3339 text, UTC.
+fn unix_ms_text(at: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| at.to_string())
+}
+
+/// What a canary's counts call for at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryStep {
+    /// The window goes on.
+    Keep,
+    /// The window is over and the candidate did well enough: a new window begins, counted
+    /// afresh.
+    NextWindow,
+    /// The candidate failed more often than the attached version by more than the margin: it
+    /// is detached, for the reason given.
+    Detach(String),
+}
+
+/// Judges a running canary at the end of its window: once the candidate has made at least
+/// `min_calls` calls in it, its failure rate is compared with the attached version's (0 when
+/// the attached version made no calls). A window ended without enough calls goes on until
+/// there are.
+pub fn canary_step(canary: &Canary, now: i64) -> CanaryStep {
+    if canary.state != CanaryState::Running
+        || now < canary.window_started_at + canary.window_ms
+        || canary.candidate_calls < canary.min_calls
+    {
+        return CanaryStep::Keep;
+    }
+    let rate = |failures: i64, calls: i64| {
+        if calls == 0 {
+            0.0
+        } else {
+            failures as f64 * 100.0 / calls as f64
+        }
+    };
+    let candidate = rate(canary.candidate_failures, canary.candidate_calls);
+    let attached = rate(canary.attached_failures, canary.attached_calls);
+    if candidate > attached + canary.margin_percent as f64 {
+        CanaryStep::Detach(format!(
+            "the candidate failed {} of its {} calls ({candidate:.1} %) in the window of {} s that began at {}, \
+             against {} of {} ({attached:.1} %) for the attached version: more than the margin of {} percentage \
+             points; its failed postbacks are retried with the attached version",
+            canary.candidate_failures,
+            canary.candidate_calls,
+            canary.window_ms / 1000,
+            unix_ms_text(canary.window_started_at),
+            canary.attached_failures,
+            canary.attached_calls,
+            canary.margin_percent,
+        ))
+    } else {
+        CanaryStep::NextWindow
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -599,5 +677,43 @@ mod tests {
             pending_unless_disabled_sql("x"),
             "CASE WHEN x THEN 'held' ELSE 'pending' END"
         );
+    }
+    /// A canary's candidate serves first attempts only, and about its share of them, the same
+    /// deliveries in every process.
+    #[test]
+    fn a_canary_serves_its_share_of_first_attempts() {
+        let canary = |share_percent| crate::store::Canary {
+            slot: crate::store::PluginSlot::Transform,
+            plugin_id: "plg_c".into(),
+            share_percent,
+            window_ms: 1000,
+            margin_percent: 10,
+            min_calls: 1,
+            state: CanaryState::Running,
+            reason: None,
+            started_at: 0,
+            window_started_at: 0,
+            candidate_calls: 0,
+            candidate_failures: 0,
+            attached_calls: 0,
+            attached_failures: 0,
+            ended_at: None,
+        };
+        let ids: Vec<String> = (0..4000)
+            .map(|_| crate::id::DeliveryId::generate().into_string())
+            .collect();
+        let served = |share, number| {
+            ids.iter()
+                .filter(|id| canary_serves(&canary(share), id, number))
+                .count()
+        };
+        assert_eq!(served(100, 1), ids.len());
+        assert_eq!(served(100, 2), 0, "retries go with the attached version");
+        let five = served(5, 1);
+        assert!((100..=300).contains(&five), "about 5 % of 4000: {five}");
+        assert_eq!(served(5, 1), five, "the same deliveries each time");
+        let mut stopped = canary(100);
+        stopped.state = CanaryState::Stopped;
+        assert!(!canary_serves(&stopped, &ids[0], 1));
     }
 }

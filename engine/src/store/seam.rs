@@ -5,9 +5,9 @@ use std::sync::Arc;
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
-    Accepted, ApiKey, Attempt, Claimed, Deleted, Delivery, DeliveryFilter, Durability, Endpoint, GiveBack, KeyKind,
-    Lease, Leased, NewKey, Notice, Outcome, Partner, PluginQuota, PluginRecord, PluginUsage, Pruned, RateSlot,
-    SettingsRecord, Status, StoreError, rules,
+    Accepted, ApiKey, Attempt, Canary, CanarySpec, CanaryState, Claimed, Deleted, Delivery, DeliveryFilter, Durability,
+    Endpoint, GiveBack, KeyKind, Lease, Leased, NewKey, Notice, Outcome, Partner, PluginQuota, PluginRecord,
+    PluginUsage, Pruned, RateSlot, SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::{DeliveryId, PartnerId};
@@ -437,5 +437,59 @@ impl Store {
     /// when there is no such plugin.
     pub async fn delete_plugin(&self, partner_id: &str, id: &str) -> Result<std::result::Result<bool, ()>> {
         dispatch!(self, store => store.delete_plugin(partner_id, id).await)
+    }
+
+    /// A partner's plugin by name: `version`, or the latest without one.
+    pub async fn plugin_named(
+        &self,
+        partner_id: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<PluginRecord>> {
+        dispatch!(self, store => store.plugin_named(partner_id, name, version).await)
+    }
+
+    /// Starts a canary for the partner, in place of any earlier one, and moves its settings'
+    /// version so that every worker sees it; `None` when the partner has no settings.
+    pub async fn start_canary(&self, partner_id: &str, spec: &CanarySpec, now: i64) -> Result<Option<Canary>> {
+        dispatch!(self, store => store.start_canary(partner_id, spec, now).await)
+    }
+
+    /// The partner's canary: the running one, or the last one with how it ended.
+    pub async fn canary(&self, partner_id: &str) -> Result<Option<Canary>> {
+        dispatch!(self, store => store.canary(partner_id).await)
+    }
+
+    /// Ends the partner's running canary as `state`, for `reason`, moving the settings'
+    /// version. `None` when no canary runs.
+    pub async fn end_canary(
+        &self,
+        partner_id: &str,
+        state: CanaryState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Canary>> {
+        dispatch!(self, store => store.end_canary(partner_id, state, reason, now).await)
+    }
+
+    /// Counts one call of the canary started at `started_at` and judges it at its window's end
+    /// ([`rules::canary_step`](super::rules::canary_step)): the next window starts, or a
+    /// candidate failing too often is detached (and the settings' version moves). Returns the
+    /// canary after, or `None` when that canary no longer runs.
+    pub async fn tally_canary(
+        &self,
+        partner_id: &str,
+        started_at: i64,
+        candidate: bool,
+        failed: bool,
+        now: i64,
+    ) -> Result<Option<Canary>> {
+        dispatch!(self, store => store.tally_canary(partner_id, started_at, candidate, failed, now).await)
+    }
+
+    /// The stored text of one of a partner's events (an event pruned with its deliveries is
+    /// gone).
+    pub async fn event_body(&self, partner_id: &str, event_id: &str) -> Result<Option<String>> {
+        dispatch!(self, store => store.event_body(partner_id, event_id).await)
     }
 }

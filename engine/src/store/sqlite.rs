@@ -11,6 +11,7 @@
 //! apply are the store's [`rules`](super::rules).
 
 mod accept;
+mod canaries;
 mod claim;
 mod direct;
 mod ids;

@@ -4,7 +4,10 @@
 
 use serde_json::json;
 
-use super::{Attempt, AttemptVerdict, Claimed, Durability, Next, Outcome, Pace, PluginQuota, Status, Store, now_ms};
+use super::{
+    Attempt, AttemptVerdict, CanarySpec, CanaryState, Claimed, Durability, Next, Outcome, Pace, PluginQuota,
+    PluginSlot, Status, Store, now_ms,
+};
 use crate::event::Event;
 use crate::id::{AttemptId, DeliveryId, PartnerId};
 use crate::settings::NotificationSettings;
@@ -215,6 +218,7 @@ suite!(
     retention_removes_only_what_is_done_and_older_than_the_cutoff,
     a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order,
     a_partners_plugins_stay_within_its_quota_even_racing,
+    plugin_versions_count_per_name_and_a_canary_is_judged_per_window,
 );
 
 /// An event of `partner` with an `OrderId` when `order` is given.
@@ -1268,6 +1272,99 @@ async fn a_partners_plugins_stay_within_its_quota_even_racing(backend: Backend) 
         PluginUsage { plugins: 2, bytes: 2 }
     );
     assert_eq!(store.plugins(&b).await.unwrap().len(), 2);
+}
+
+/// Uploads of one name are its versions, counted per partner and name; a canary counts both
+/// versions' calls and is judged at its window's end: a new window when the candidate does well
+/// enough, detached (the settings' version moving, so that workers read it again) when not.
+async fn plugin_versions_count_per_name_and_a_canary_is_judged_per_window(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    let upload = async |partner: &PartnerId, name: &str| {
+        let quota = PluginQuota::default();
+        let stored = store.create_plugin(partner, name, "00", &["transform"], b"\0asm", now_ms(), quota);
+        stored.await.unwrap().unwrap()
+    };
+    let mut p = Vec::new();
+    for _ in 0..3 {
+        p.push(upload(&a, "p").await);
+    }
+    assert_eq!(p.iter().map(|r| r.version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!((upload(&a, "q").await.version, upload(&b, "p").await.version), (1, 1));
+    let named = |name: &'static str, version| store.plugin_named(&a, name, version);
+    assert_eq!(named("p", None).await.unwrap().unwrap().id, p[2].id);
+    assert_eq!(named("p", Some(2)).await.unwrap().unwrap().id, p[1].id);
+    assert!(named("p", Some(4)).await.unwrap().is_none());
+    assert!(store.plugin_named(&b, "q", None).await.unwrap().is_none());
+
+    let version = async || store.settings(&a).await.unwrap().unwrap().version;
+    let before = version().await;
+    let spec = CanarySpec {
+        slot: PluginSlot::Transform,
+        plugin_id: p[2].id.clone(),
+        share_percent: 100,
+        window_ms: 1000,
+        margin_percent: 10,
+        min_calls: 2,
+    };
+    let t = now_ms();
+    let started = store.start_canary(&a, &spec, t).await.unwrap().unwrap();
+    assert_eq!((started.state, started.window_started_at), (CanaryState::Running, t));
+    assert_eq!(version().await, before + 1, "workers see the canary");
+    assert_eq!(store.delete_plugin(&a, p[2].id.as_str()).await.unwrap(), Err(()));
+
+    let tally = |candidate, failed, at| store.tally_canary(&a, t, candidate, failed, at);
+    let one = tally(true, true, t + 10).await.unwrap().unwrap();
+    assert_eq!((one.candidate_calls, one.candidate_failures), (1, 1));
+    let two = tally(false, false, t + 20).await.unwrap().unwrap();
+    assert_eq!(
+        (two.attached_calls, two.attached_failures, two.state),
+        (1, 0, CanaryState::Running)
+    );
+    // Past the window, with enough calls: 100 % against 0 %, over the margin.
+    let judged = tally(true, true, t + 1500).await.unwrap().unwrap();
+    assert_eq!(judged.state, CanaryState::Detached);
+    assert!(
+        judged.reason.as_deref().unwrap().contains("failed 2 of its 2 calls"),
+        "{judged:?}"
+    );
+    assert_eq!(version().await, before + 2, "workers see it detached");
+    assert!(
+        tally(true, true, t + 1600).await.unwrap().is_none(),
+        "a detached canary counts nothing"
+    );
+    assert_eq!(store.canary(&a).await.unwrap().unwrap().state, CanaryState::Detached);
+    assert_eq!(store.delete_plugin(&a, p[2].id.as_str()).await.unwrap(), Ok(true));
+
+    // A candidate within the margin starts a new window, counted afresh.
+    let t2 = t + 10_000;
+    let spec = CanarySpec {
+        plugin_id: p[1].id.clone(),
+        ..spec
+    };
+    store.start_canary(&a, &spec, t2).await.unwrap().unwrap();
+    let tally = |candidate, failed, at| store.tally_canary(&a, t2, candidate, failed, at);
+    tally(true, false, t2 + 1).await.unwrap().unwrap();
+    tally(false, true, t2 + 2).await.unwrap().unwrap();
+    let next = tally(true, false, t2 + 1100).await.unwrap().unwrap();
+    assert_eq!(next.state, CanaryState::Running);
+    assert_eq!(
+        (next.window_started_at, next.candidate_calls, next.attached_calls),
+        (t2 + 1100, 0, 0)
+    );
+    let stopped = store
+        .end_canary(&a, CanaryState::Stopped, Some("stopped"), t2 + 2000)
+        .await
+        .unwrap();
+    assert_eq!(stopped.unwrap().state, CanaryState::Stopped);
+    assert!(
+        store
+            .end_canary(&a, CanaryState::Stopped, None, t2 + 2001)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.canary(&b).await.unwrap().is_none());
 }
 
 /// An SQLite store is one process's: it shares no rate limit (the worker keeps it in memory)

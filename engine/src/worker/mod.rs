@@ -46,8 +46,8 @@ use crate::sealed::{CannotOpen, SecretKey, is_sealed};
 use crate::send::Sender;
 use crate::settings::{CompiledSettings, NotificationSettings};
 use crate::store::{
-    Accepted, Attempt, Claimed, ClaimedEvent, GiveBack, Lease, Next, Notice, Outcome, RateSlot, Store, StoreError,
-    now_ms,
+    Accepted, Attempt, Canary, CanaryState, Claimed, ClaimedEvent, GiveBack, Lease, Next, Notice, Outcome, RateSlot,
+    Store, StoreError, now_ms, rules,
 };
 
 /// How the worker runs.
@@ -216,6 +216,10 @@ struct Compiled {
     settings: CompiledSettings,
     secret: String,
     previous_secret: Option<(String, i64)>,
+    /// The partner's running canary, if one runs.
+    canary: Option<Canary>,
+    /// `name@version` of the partner's plugins by id, for the attempt log.
+    labels: HashMap<String, String>,
     /// When they were read from the store.
     loaded: Instant,
 }
@@ -760,6 +764,10 @@ impl Worker {
             return;
         }
         let rendered = compiled.settings.render(&event);
+        // Only first attempts are the canary's: its candidate serves its share of them, and
+        // both versions' failures are counted on them alike.
+        let canary = compiled.canary.as_ref().filter(|_| number == 1);
+        let candidate = canary.filter(|c| rules::canary_serves(c, claimed.delivery_id.as_str(), number));
         let ctx = Context {
             sender: &inner.sender,
             plugins: &inner.plugins,
@@ -769,21 +777,34 @@ impl Worker {
             previous_secret: compiled.previous_secret.as_ref().map(|(s, until)| (s.as_str(), *until)),
             delivery_id: &claimed.delivery_id,
             number,
+            serve: candidate.map(|c| (c.slot, c.plugin_id.as_str())),
         };
         let exchanged = match exchange::run(&ctx, &event, rendered).await {
             Ok(exchanged) => exchanged,
             Err(failed) => {
-                let next = if failed.is_host_failure() {
+                let host_failure = failed.is_host_failure();
+                let mut attempt = failed.into_attempt(&claimed.delivery_id, number);
+                label(&mut attempt, &compiled, candidate);
+                let next = if host_failure {
                     self.retry_at(number, None)
+                } else if candidate.is_some() {
+                    // The candidate's failure is not the postback's: the attached version
+                    // sends it, as soon as a retry may go.
+                    self.retry_at(number, Some(Duration::ZERO))
                 } else {
                     Next::Failed
                 };
-                let attempt = failed.into_attempt(&claimed.delivery_id, number);
+                if let Some(canary) = canary
+                    && !host_failure
+                {
+                    self.tally(&claimed.partner_id, canary, candidate.is_some(), true).await;
+                }
                 inner.config.metrics.attempt(verdict_index(attempt.verdict), None);
                 return send_outcome(attempt, next).await;
             }
         };
-        let attempt = exchanged.attempt;
+        let mut attempt = exchanged.attempt;
+        label(&mut attempt, &compiled, candidate);
         // An attempt that sent something has a request; one stopped before sending has none.
         let sent = (attempt.request.get() != "null").then(|| Duration::from_millis(attempt.duration_ms as u64));
         inner.config.metrics.attempt(verdict_index(attempt.verdict), sent);
@@ -793,8 +814,40 @@ impl Worker {
             duration_ms = attempt.duration_ms,
             "attempt made"
         );
-        let next = self.next_after(&claimed.partner_id, number, exchanged.verdict);
+        let succeeded = matches!(exchanged.verdict, Verdict::Success);
+        if let Some(canary) = canary {
+            self.tally(&claimed.partner_id, canary, candidate.is_some(), !succeeded)
+                .await;
+        }
+        let next = match exchanged.verdict {
+            // A postback the candidate served and that did not succeed goes again as soon as a
+            // retry may go, with the attached version, unless its endpoint is gone.
+            Verdict::Retry { .. } | Verdict::Fail { .. } if candidate.is_some() => {
+                self.retry_at(number, Some(Duration::ZERO))
+            }
+            verdict => self.next_after(&claimed.partner_id, number, verdict),
+        };
         send_outcome(attempt, next).await;
+    }
+
+    /// Counts a first attempt's call in the partner's canary. Once the canary is detached, the
+    /// endpoint is read again, so that the next postback goes without it; a tally that fails
+    /// is logged and the postback goes on (the canary is judged on the calls counted).
+    async fn tally(&self, partner_id: &PartnerId, canary: &Canary, candidate: bool, failed: bool) {
+        let tallied = self
+            .inner
+            .store
+            .tally_canary(partner_id, canary.started_at, candidate, failed, now_ms())
+            .await;
+        match tallied {
+            Ok(Some(now)) if now.state == CanaryState::Running => {}
+            Ok(Some(ended)) => {
+                warn!(partner = %partner_id, reason = ended.reason.as_deref().unwrap_or(""), "canary detached");
+                self.forget_endpoint(partner_id);
+            }
+            Ok(None) => self.forget_endpoint(partner_id),
+            Err(e) => warn!(error = %e, partner = %partner_id, "counting a canary call failed"),
+        }
     }
 
     /// The rate limit stage: waits for the endpoint's next slot when it is near enough, else
@@ -954,11 +1007,26 @@ impl Worker {
             Some((stored, until)) if until > now_ms() => Some((open(stored)?, until)),
             _ => None,
         };
+        let store = &self.inner.store;
+        let canary = store
+            .canary(partner_id)
+            .await
+            .map_err(Unsendable::Store)?
+            .filter(|canary| canary.state == CanaryState::Running);
+        let options = settings.settings();
+        let labels = if canary.is_some() || options.transform_plugin.is_some() || options.classify_plugin.is_some() {
+            let plugins = store.plugins(partner_id).await.map_err(Unsendable::Store)?;
+            plugins.into_iter().map(|p| (p.id.to_string(), p.label())).collect()
+        } else {
+            HashMap::new()
+        };
         let compiled = Arc::new(Compiled {
             version: endpoint.version,
             settings,
             secret,
             previous_secret,
+            canary,
+            labels,
             loaded: Instant::now(),
         });
         self.inner
@@ -967,6 +1035,25 @@ impl Worker {
             .expect("never poisoned")
             .insert(partner_id.clone(), compiled.clone());
         Ok(compiled)
+    }
+}
+
+/// Writes into the attempt's plugin reports which version served each (`name@version`), and
+/// marks the one a canary's candidate served.
+fn label(attempt: &mut Attempt, compiled: &Compiled, candidate: Option<&Canary>) {
+    let Some(serde_json::Value::Object(reports)) = attempt.plugins.as_mut() else {
+        return;
+    };
+    for (slot, report) in reports.iter_mut() {
+        let Some(id) = report.get("plugin").and_then(serde_json::Value::as_str) else {
+            continue;
+        };
+        if let Some(label) = compiled.labels.get(id) {
+            report["version"] = serde_json::Value::String(label.clone());
+        }
+        if candidate.is_some_and(|c| c.slot.export() == slot) {
+            report["canary"] = serde_json::Value::Bool(true);
+        }
     }
 }
 
@@ -1020,6 +1107,8 @@ mod tests {
             settings: settings.compile().expect("they compile"),
             secret: secret.to_owned(),
             previous_secret: None,
+            canary: None,
+            labels: HashMap::new(),
             loaded: Instant::now() - age,
         };
         worker

@@ -8,7 +8,7 @@
 //! let component: Vec<u8> = postwire_test_plugins::bytes("json-ack");
 //! ```
 //!
-//! Well behaved: `reshape`, `trivial` (transformers), `json-ack` (classifier), `both` (both).
+//! Well behaved: `reshape`, `trivial`, `foreign` (transformers), `json-ack` (classifier), `both` (both).
 //! Hostile: `spin`, `grow`, `recurse`, `bloat`, `panic` and `socket` (imports `wasi:sockets`).
 //!
 //! The example plugins of `examples/plugins`, written with the SDK, are built the same way (into
@@ -36,7 +36,7 @@ const EXAMPLES_DIR: &str = env!("POSTWIRE_EXAMPLE_PLUGINS_DIR");
 
 /// The crate names of every guest in `plugins/guests`.
 pub const GUESTS: &[&str] = &[
-    "bloat", "both", "grow", "json-ack", "panic", "recurse", "reshape", "socket", "spin", "trivial",
+    "bloat", "both", "foreign", "grow", "json-ack", "panic", "recurse", "reshape", "socket", "spin", "trivial",
 ];
 
 /// The crate names of every example plugin in `examples/plugins`.

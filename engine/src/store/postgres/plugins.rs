@@ -8,7 +8,7 @@ use super::{PgStore, Result};
 use crate::id::PluginId;
 use crate::store::{ACTION_INQUIRY, PluginQuota, PluginRecord, PluginUsage};
 
-const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at";
+const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at, version";
 
 /// What [`PgStore::plugin_usage`] reads.
 const USAGE: &str = "SELECT COUNT(*), COALESCE(SUM(size), 0)::BIGINT FROM plugins WHERE partner_id = $1";
@@ -27,6 +27,7 @@ fn record(row: &PgRow) -> PluginRecord {
             .map(str::to_owned)
             .collect(),
         created_at: row.get(6),
+        version: row.get(7),
     }
 }
 
@@ -46,7 +47,8 @@ impl PgStore {
     /// under the quota. So the transaction first locks the partner's row: uploads for one
     /// partner take turns, and each counts what the previous ones committed. `FOR NO KEY
     /// UPDATE` rather than `FOR UPDATE`, so that the foreign key checks of accepts for the
-    /// partner (which share-lock the same row) do not wait for an upload.
+    /// partner (which share-lock the same row) do not wait for an upload. The same turns give
+    /// each upload of a name the next version.
     #[allow(
         clippy::too_many_arguments,
         reason = "the columns of one row, and the quota it must fit"
@@ -73,8 +75,9 @@ impl PgStore {
             return Ok(Err(used));
         }
         let row = sqlx::query(&format!(
-            "INSERT INTO plugins (id, partner_id, name, sha256, size, exports, wasm, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO plugins (id, partner_id, name, sha256, size, exports, wasm, created_at, version)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8,
+                    (SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE partner_id = $2 AND name = $3)
              RETURNING {COLUMNS}"
         ))
         .bind(PluginId::generate().into_string())
@@ -121,6 +124,25 @@ impl PgStore {
         Ok(row.as_ref().map(record))
     }
 
+    /// A partner's plugin by name: `version`, or the latest without one.
+    pub async fn plugin_named(
+        &self,
+        partner_id: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<PluginRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE partner_id = $1 AND name = $2 AND ($3::BIGINT IS NULL OR version = $3)
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(partner_id)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(record))
+    }
+
     /// A plugin's binary, by id (workers load plugins by the id the settings name).
     pub async fn plugin_wasm(&self, id: &str) -> Result<Option<Vec<u8>>> {
         Ok(sqlx::query_scalar("SELECT wasm FROM plugins WHERE id = $1")
@@ -129,8 +151,8 @@ impl PgStore {
             .await?)
     }
 
-    /// Deletes one of a partner's plugins unless its settings name it: `Ok(Err(()))` when in
-    /// use, `Ok(Ok(false))` when there is no such plugin.
+    /// Deletes one of a partner's plugins unless its settings name it or a running canary
+    /// serves it: `Ok(Err(()))` when in use, `Ok(Ok(false))` when there is no such plugin.
     pub async fn delete_plugin(&self, partner_id: &str, id: &str) -> Result<std::result::Result<bool, ()>> {
         let mut tx = self.pool.begin().await?;
         let used: Option<i32> = sqlx::query_scalar(
@@ -142,7 +164,13 @@ impl PgStore {
         .bind(ACTION_INQUIRY)
         .fetch_optional(&mut *tx)
         .await?;
-        if used.is_some() {
+        let canary: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM canaries WHERE partner_id = $1 AND plugin_id = $2 AND state = 'running'")
+                .bind(partner_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if used.is_some() || canary.is_some() {
             return Ok(Err(()));
         }
         let deleted = sqlx::query("DELETE FROM plugins WHERE partner_id = $1 AND id = $2")

@@ -175,6 +175,7 @@ impl PgStore {
             "DELETE FROM events WHERE partner_id = $1",
             "DELETE FROM settings WHERE partner_id = $1",
             "DELETE FROM api_keys WHERE partner_id = $1",
+            "DELETE FROM canaries WHERE partner_id = $1",
             "DELETE FROM plugins WHERE partner_id = $1",
             "DELETE FROM partners WHERE id = $1",
         ] {

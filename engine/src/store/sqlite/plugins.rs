@@ -6,7 +6,7 @@ use super::{Result, SqliteStore};
 use crate::id::PluginId;
 use crate::store::{ACTION_INQUIRY, PluginQuota, PluginRecord, PluginUsage};
 
-const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at";
+const COLUMNS: &str = "id, partner_id, name, sha256, size, exports, created_at, version";
 
 fn record(row: &sqlx::sqlite::SqliteRow) -> PluginRecord {
     PluginRecord {
@@ -22,13 +22,15 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> PluginRecord {
             .map(str::to_owned)
             .collect(),
         created_at: row.get(6),
+        version: row.get(7),
     }
 }
 
 impl SqliteStore {
     /// Stores an uploaded, validated plugin if the partner's plugins stay within `quota` with
-    /// it; otherwise stores nothing and answers what they use now. The check and the insert are
-    /// one statement, so uploads racing each other cannot both slip under the quota.
+    /// it; otherwise stores nothing and answers what they use now. The check, the version (one
+    /// more than the name's latest) and the insert are one statement, so uploads racing each
+    /// other can neither both slip under the quota nor take the same version.
     #[allow(
         clippy::too_many_arguments,
         reason = "the columns of one row, and the quota it must fit"
@@ -44,8 +46,9 @@ impl SqliteStore {
         quota: PluginQuota,
     ) -> Result<std::result::Result<PluginRecord, PluginUsage>> {
         let row = sqlx::query(&format!(
-            "INSERT INTO plugins (id, partner_id, name, sha256, size, exports, wasm, created_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+            "INSERT INTO plugins (id, partner_id, name, sha256, size, exports, wasm, created_at, version)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                    (SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE partner_id = ?2 AND name = ?3)
               WHERE (SELECT COUNT(*) FROM plugins WHERE partner_id = ?2) < ?9
                 AND (SELECT COALESCE(SUM(size), 0) FROM plugins WHERE partner_id = ?2) + ?5 <= ?10
              RETURNING {COLUMNS}"
@@ -104,6 +107,25 @@ impl SqliteStore {
         Ok(row.as_ref().map(record))
     }
 
+    /// A partner's plugin by name: `version`, or the latest without one.
+    pub async fn plugin_named(
+        &self,
+        partner_id: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<PluginRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM plugins WHERE partner_id = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3)
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(partner_id)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(row.as_ref().map(record))
+    }
+
     /// A plugin's binary, by id (workers load plugins by the id the settings name).
     pub async fn plugin_wasm(&self, id: &str) -> Result<Option<Vec<u8>>> {
         Ok(sqlx::query_scalar("SELECT wasm FROM plugins WHERE id = ?1")
@@ -112,8 +134,8 @@ impl SqliteStore {
             .await?)
     }
 
-    /// Deletes a plugin unless settings name it: `Ok(Err(()))` when in use, `Ok(Ok(false))`
-    /// when there is no such plugin.
+    /// Deletes a plugin unless settings name it or a running canary serves it: `Ok(Err(()))`
+    /// when in use, `Ok(Ok(false))` when there is no such plugin.
     pub async fn delete_plugin(&self, partner_id: &str, id: &str) -> Result<std::result::Result<bool, ()>> {
         let mut tx = self.write.begin().await?;
         let used: Option<i64> = sqlx::query_scalar(
@@ -125,7 +147,13 @@ impl SqliteStore {
         .bind(ACTION_INQUIRY)
         .fetch_optional(&mut *tx)
         .await?;
-        if used.is_some() {
+        let canary: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM canaries WHERE partner_id = ?1 AND plugin_id = ?2 AND state = 'running'")
+                .bind(partner_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if used.is_some() || canary.is_some() {
             return Ok(Err(()));
         }
         let deleted = sqlx::query("DELETE FROM plugins WHERE partner_id = ?1 AND id = ?2")

@@ -201,6 +201,7 @@ impl SqliteStore {
             "DELETE FROM events WHERE partner_id = ?1",
             "DELETE FROM settings WHERE partner_id = ?1",
             "DELETE FROM api_keys WHERE partner_id = ?1",
+            "DELETE FROM canaries WHERE partner_id = ?1",
             "DELETE FROM plugins WHERE partner_id = ?1",
         ] {
             let done = sqlx::query(statement).bind(id).execute(&mut *tx).await?;
