@@ -21,6 +21,15 @@ crate::on_both_backends!(
     a_canary_that_fails_is_detached_and_its_postbacks_go_with_the_attached_version,
 );
 
+/// Runs the `postwire` binary with `args`; its standard output, once it succeeded.
+fn postwire(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_postwire"))
+        .args(args)
+        .output()
+        .expect("the postwire binary runs");
+    succeeded(&output)
+}
+
 /// Uploads guest `guest` as a version of the plugin `name`.
 async fn upload_version(engine: &Engine, partner: &Partner, name: &str, guest: &str) -> Value {
     let answer = engine
@@ -142,6 +151,32 @@ async fn a_replay_diff_reports_exactly_what_a_new_version_changes_and_sends_noth
         assert!(added.iter().any(|l| l.contains("\"foreign\": true")), "{unified}");
     }
 
+    // The same through the command line, as people read it.
+    let cli = postwire(&[
+        "plugin",
+        "diff",
+        "--server",
+        &engine.base,
+        "--partner",
+        &partner.id,
+        "--token",
+        TOKEN,
+        "--candidate",
+        "rollout@2",
+        "--last",
+        "50",
+    ]);
+    eprintln!("{cli}");
+    assert!(
+        cli.starts_with(
+            "rollout@2 against rollout@1 (transform) on the last 50 deliveries: 40 identical, 10 changed, 0 failed\n"
+        ),
+        "{cli}"
+    );
+    assert_eq!(cli.matches("\nchanged: dlv_").count(), 10, "{cli}");
+    assert_eq!(cli.matches("  + header x-foreign-currency: EUR\n").count(), 10, "{cli}");
+    assert!(cli.contains("  +  \"foreign\": true,\n"), "{cli}");
+
     // A version that fails every call shows its failures, and what it failed with.
     let failing = engine.post(&path, &json!({"candidate": "rollout@3", "last": 20})).await;
     assert_eq!(failing.status, StatusCode::OK, "{failing:?}");
@@ -232,8 +267,24 @@ async fn a_rollback_brings_the_earlier_version_back_for_the_next_postback(backen
         nothing.json["detail"].as_str().unwrap().contains("earliest"),
         "{nothing:?}"
     );
-    let forward = engine.post(&path, &json!({"to": "rollout@2"})).await;
-    assert_eq!(forward.json["to"], "rollout@2", "{forward:?}");
+    let forward = postwire(&[
+        "plugin",
+        "rollback",
+        "--server",
+        &engine.base,
+        "--partner",
+        &partner.id,
+        "--token",
+        TOKEN,
+        "--to",
+        "rollout@2",
+    ]);
+    eprintln!("{forward}");
+    assert!(
+        forward.starts_with("transform: rollout@1 -> rollout@2 (settings version "),
+        "{forward}"
+    );
+    assert_eq!(engine.settings(&partner).await["settings"]["transform_plugin"], v2);
     let missing = engine.post(&path, &json!({"to": "rollout@3"})).await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY, "{missing:?}");
     engine.assert_healthy().await;

@@ -653,8 +653,9 @@ async fn compare_transforms(
 }
 
 /// What differs between two requests, as the attempt log shows them (redacted): method and URL
-/// as both values, headers as those only one side has (by name and value), and the body as a
-/// unified diff of lines (JSON bodies pretty-printed first, so that a changed value is a line).
+/// as both values, headers as those only one side has (by name and value), and the body as
+/// both texts and a unified diff of lines (JSON bodies pretty-printed with sorted keys first,
+/// so that a changed value is a line).
 fn request_diff(before: &Request, after: &Request) -> Object {
     let (a, b) = (redact::request_value(before), redact::request_value(after));
     let mut diff = Object::new();
@@ -683,22 +684,41 @@ fn request_diff(before: &Request, after: &Request) -> Object {
         diff.insert("headers".into(), json!({"removed": removed, "added": added}));
     }
     if before.body != after.body {
+        // JSON bodies are compared with their keys sorted: a plugin that parses and writes the
+        // body back may reorder them, which changes no value a receiver reads.
         let lines = |body: &str| match serde_json::from_str::<Value>(body) {
-            Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_else(|_| body.to_owned()) + "\n",
+            Ok(value) => serde_json::to_string_pretty(&sorted(value)).unwrap_or_else(|_| body.to_owned()) + "\n",
             Err(_) => body.to_owned() + "\n",
         };
         let (la, lb) = (lines(&before.body), lines(&after.body));
-        let text = similar::TextDiff::from_lines(&la, &lb)
-            .unified_diff()
-            .context_radius(2)
-            .header("attached", "candidate")
-            .to_string();
+        let text = if la == lb {
+            "the same JSON: only the order of its keys or its spacing differs\n".to_owned()
+        } else {
+            similar::TextDiff::from_lines(&la, &lb)
+                .unified_diff()
+                .context_radius(2)
+                .header("attached", "candidate")
+                .to_string()
+        };
         diff.insert(
             "body".into(),
             json!({"attached": before.body, "candidate": after.body, "unified": text}),
         );
     }
     diff
+}
+
+/// `value` with the keys of every object in sorted order.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 async fn compare_classifiers(
