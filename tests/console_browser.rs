@@ -1,8 +1,11 @@
 //! The console in a real headless Chromium, driven through chromedriver (WebDriver): sign in, a
 //! bad URL shows its field error, fixed (a placeholder inserted by clicking it) and saved, a
 //! test postback shows the receiver's answer, an example plugin uploaded and attached
-//! transforms the next one, and a postback is found in the log. A
-//! screenshot of each page is saved under `<target>/console-screenshots/`.
+//! transforms the next one, and a postback is found in the log; another example plugin
+//! uploaded through the file input is dry-run on its page and attached with its button, and a
+//! postback of an event posted through the API reaches the receiver as it transforms it. A
+//! partner signed in cannot reach another partner's pages or data, by address or by a forged
+//! form. A screenshot of each page is saved under `<target>/console-screenshots/`.
 //!
 //! Without `chromium` and `chromedriver` on the PATH (Debian packages `chromium` and
 //! `chromium-driver`) these tests say that they were skipped; under CI (`CI` set) they must run.
@@ -13,7 +16,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Engine, Receiver, Reply, created};
+use axum::http::StatusCode;
+use common::{Engine, Receiver, Reply, created, simple_settings};
+use fantoccini::error::{CmdError, ErrorStatus};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -126,13 +131,24 @@ async fn shot(client: &Client, name: &str) {
 
 /// The text of the first element matching `css`, waited for.
 async fn text_of(client: &Client, css: &str) -> String {
-    let element = client
-        .wait()
-        .at_most(common::DEADLINE)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css} on the page: {e}"));
-    element.text().await.unwrap()
+    let start = Instant::now();
+    loop {
+        let element = client
+            .wait()
+            .at_most(common::DEADLINE)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} on the page: {e}"));
+        match element.text().await {
+            Ok(text) => return text,
+            // Found on the page a click was leaving: read it again on the page that replaced it.
+            Err(CmdError::Standard(e)) if e.error == ErrorStatus::StaleElementReference => {
+                assert!(start.elapsed() < common::DEADLINE, "{css} kept going stale");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the text of {css}: {e}"),
+        }
+    }
 }
 
 async fn click(client: &Client, css: &str) {
@@ -265,9 +281,296 @@ async fn a_partner_configures_tests_and_finds_a_postback_in_a_browser() {
     assert!(text_of(&client, ".attempt").await.contains("thanks from the receiver"));
     shot(&client, "postback").await;
 
+    // Another example plugin, uploaded through the file input, dry-run on its page, attached
+    // with its button; an event posted through the API reaches the receiver transformed.
+    click(&client, "nav a[href='/console/plugins']").await;
+    fill(&client, "#name", "soap").await;
+    let wasm = postwire_test_plugins::example_path("soap-envelope");
+    client
+        .find(Locator::Css("#wasm"))
+        .await
+        .unwrap()
+        .send_keys(&wasm.display().to_string())
+        .await
+        .unwrap();
+    click(&client, "form[enctype='multipart/form-data'] button").await;
+    let notice = text_of(&client, ".notice.ok").await;
+    let soap = notice
+        .strip_prefix("Uploaded ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("the new plugin's id in {notice}"))
+        .to_owned();
+    click(&client, &format!("a[href='/console/plugins/{soap}']")).await;
+    text_of(&client, "form.dry-run").await;
+    assert_eq!(text_of(&client, "h1").await, "Plugin soap");
+    // Pasted JSON that is not JSON: the error beside the field.
+    fill(&client, "#event", "{\"id\": ").await;
+    click(&client, "form.dry-run button[type='submit']").await;
+    let error = text_of(&client, "#event-error").await;
+    assert!(error.contains("is not JSON"), "{error}");
+    // A sample resolved event, on the request the saved settings render.
+    client
+        .find(Locator::Css("#event"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#event_type"))
+        .await
+        .unwrap()
+        .select_by_value("action_inquiry.resolved")
+        .await
+        .unwrap();
+    click(&client, "form.dry-run button[type='submit']").await;
+    let output = text_of(&client, "pre.request-out").await;
+    assert!(
+        output.contains("<soap:Envelope") && output.contains("action_inquiry.resolved"),
+        "{output}"
+    );
+    let input = text_of(&client, "pre.request-in").await;
+    assert!(input.contains(&format!("POST {}", receiver.url("/pb"))), "{input}");
+    let fuel: u64 = text_of(&client, "dd.fuel").await.parse().unwrap();
+    assert!(fuel > 0);
+    shot(&client, "plugin-dry-run").await;
+    click(&client, "form.attach button[value='transform']").await;
+    let notice = text_of(&client, ".notice.ok").await;
+    assert!(notice.starts_with("Attached as the transform"), "{notice}");
+    assert_eq!(text_of(&client, "dd.attached").await, "transform");
+    assert_eq!(
+        engine.settings(&partner).await["settings"]["transform_plugin"],
+        soap.as_str()
+    );
+    shot(&client, "plugin").await;
+    let delivery = engine
+        .send_event(&created(&partner, "evt_browser_soap", "inq-browser-soap"))
+        .await;
+    engine.wait_status(&partner, &delivery, "delivered").await;
+    let hits = receiver.wait_hits(4).await;
+    let soap_hit = hits
+        .iter()
+        .find(|hit| hit.webhook_id() == delivery)
+        .expect("the receiver got the postback");
+    assert!(
+        soap_hit.body.starts_with("<?xml") && soap_hit.body.contains("<soap:Envelope"),
+        "{}",
+        soap_hit.body
+    );
+    assert!(
+        soap_hit
+            .body
+            .contains("<ActionInquiryId>inq-browser-soap</ActionInquiryId>"),
+        "{}",
+        soap_hit.body
+    );
+    assert_eq!(soap_hit.header("content-type"), Some("text/xml; charset=utf-8"));
+
     // Signing out.
     click(&client, "form[action='/console/sign-out'] button").await;
     assert!(text_of(&client, ".notice.ok").await.contains("signed out"));
+    client.close().await.unwrap();
+    drop(driver);
+    engine.stop().await;
+}
+
+/// The page's source, once its `<h1>` is there.
+async fn source(client: &Client) -> String {
+    text_of(client, "h1").await;
+    client.source().await.unwrap()
+}
+
+/// Asserts that none of `secrets` is anywhere in the page's source.
+async fn assert_hidden(client: &Client, secrets: &[&str], page: &str) -> String {
+    let source = source(client).await;
+    for secret in secrets {
+        assert!(!source.contains(secret), "{secret} shown on {page}: {source}");
+    }
+    source
+}
+
+/// Submits a form built in the page (as another site's script or a tampered page would): the
+/// page's own CSRF token and `fields`, posted to `action`; waits for the answer's page.
+async fn forge(client: &Client, action: &str, fields: &[(&str, &str)]) {
+    let before = client.find(Locator::Css("html")).await.unwrap();
+    client
+        .execute(
+            "const [action, fields] = arguments; \
+             const token = document.querySelector(\"input[name='csrf']\").value; \
+             const form = document.createElement('form'); form.method = 'post'; form.action = action; \
+             for (const [name, value] of [['csrf', token], ...fields]) { \
+               const input = document.createElement('input'); input.type = 'hidden'; \
+               input.name = name; input.value = value; form.appendChild(input); } \
+             document.body.appendChild(form); form.submit();",
+            vec![json!(action), json!(fields)],
+        )
+        .await
+        .unwrap();
+    // The old page goes stale once the answer's page replaces it.
+    let start = Instant::now();
+    while before.tag_name().await.is_ok() {
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "no answer to the form posted to {action}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with(action.split('?').next().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_in_a_browser_cannot_reach_another_partners_pages_or_data() {
+    let Some((driver_path, binary)) = tools() else { return };
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let alpha_url = receiver.url("/alpha-receiver");
+    let bravo_url = receiver.url("/bravo-private-receiver");
+    let alpha = engine
+        .partner_with("Alpha Outfitters", &simple_settings(&alpha_url))
+        .await;
+    let bravo = engine.partner_with("Bravo Trading", &simple_settings(&bravo_url)).await;
+    let upload = async |partner: &common::Partner, name: &str| {
+        let answer = engine
+            .raw(
+                reqwest::Method::POST,
+                &format!("/v1/partners/{}/plugins?name={name}", partner.id),
+                Some(postwire_test_plugins::example_bytes("soap-envelope")),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        answer.json["id"].as_str().unwrap().to_owned()
+    };
+    upload(&alpha, "alpha-plugin").await;
+    let bravo_plugin = upload(&bravo, "bravo-secret-plugin").await;
+    let bravo_delivery = engine.send_event(&created(&bravo, "evt_bravo", "inq-bravo-4471")).await;
+    engine.wait_status(&bravo, &bravo_delivery, "delivered").await;
+    let bravo_settings = engine.settings(&bravo).await;
+    let bravo_before = engine.delivery(&bravo, &bravo_delivery).await;
+    let key = engine.partner_key(&alpha).await;
+    let driver = Driver::start(&driver_path).await;
+    let client = browser(&driver, binary.as_ref()).await;
+    let base = &engine.base;
+
+    client.goto(&format!("{base}/console/sign-in")).await.unwrap();
+    fill(&client, "#key", &key).await;
+    click(&client, "form[action='/console/sign-in'] button").await;
+    assert_eq!(text_of(&client, "h1").await, "Event notifications");
+    // Bravo's strings that no page of Alpha's may show.
+    let secrets = [
+        bravo_url.as_str(),
+        "bravo-secret-plugin",
+        bravo_plugin.as_str(),
+        bravo_delivery.as_str(),
+        "inq-bravo-4471",
+        "Bravo Trading",
+        bravo.id.as_str(),
+    ];
+    let own = assert_hidden(&client, &secrets, "the settings").await;
+    assert!(own.contains(&alpha_url), "Alpha sees its own settings");
+
+    // By address: Alpha's own pages list nothing of Bravo's; Bravo's ids are not found.
+    for path in ["/console/log", "/console/plugins", "/console/test"] {
+        client.goto(&format!("{base}{path}")).await.unwrap();
+        assert_hidden(&client, &secrets, path).await;
+    }
+    client
+        .goto(&format!("{base}/console/log/{bravo_delivery}"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&client, "h1").await, "Not Found");
+    assert_hidden(&client, &secrets, "Bravo's postback").await;
+    shot(&client, "isolation-not-found").await;
+    client
+        .goto(&format!("{base}/console/plugins/{bravo_plugin}"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&client, "h1").await, "Not Found");
+    assert_hidden(&client, &secrets, "Bravo's plugin").await;
+    // The log filtered by Bravo's ids: the filter shows what was typed, no postback of Bravo's.
+    client
+        .goto(&format!("{base}/console/log?inquiry_id=inq-bravo-4471"))
+        .await
+        .unwrap();
+    let filtered = assert_hidden(
+        &client,
+        &[bravo_url.as_str(), bravo_delivery.as_str(), "bravo-secret-plugin"],
+        "the log filtered by Bravo's inquiry",
+    )
+    .await;
+    assert!(
+        !filtered.contains("<table class=\"log\""),
+        "no postback listed: {filtered}"
+    );
+    client
+        .goto(&format!("{base}/console/log?order_id=ORD-99812"))
+        .await
+        .unwrap();
+    assert_hidden(
+        &client,
+        &[bravo_url.as_str(), bravo_delivery.as_str()],
+        "the log filtered by Bravo's order",
+    )
+    .await;
+    for path in [
+        "/console/operator".to_owned(),
+        format!("/console/operator/partners/{}/keys", bravo.id),
+    ] {
+        client.goto(&format!("{base}{path}")).await.unwrap();
+        assert_eq!(text_of(&client, "h1").await, "Forbidden", "{path}");
+        assert_hidden(&client, &secrets, &path).await;
+    }
+
+    // By forged forms carrying Alpha's own token: refused or not found, and nothing of Bravo's
+    // changes.
+    client.goto(&format!("{base}/console/plugins")).await.unwrap();
+    forge(
+        &client,
+        &format!("/console/plugins/{bravo_plugin}/attach"),
+        &[("as", "transform")],
+    )
+    .await;
+    assert_eq!(text_of(&client, "h1").await, "Not Found");
+    assert_hidden(&client, &secrets, "attaching Bravo's plugin").await;
+    client.goto(&format!("{base}/console/plugins")).await.unwrap();
+    forge(
+        &client,
+        &format!("/console/plugins/{bravo_plugin}/run"),
+        &[("event_type", "action_inquiry.created")],
+    )
+    .await;
+    assert_eq!(text_of(&client, "h1").await, "Not Found");
+    assert_hidden(&client, &secrets, "running Bravo's plugin").await;
+    client.goto(&format!("{base}/console/log")).await.unwrap();
+    forge(&client, &format!("/console/log/{bravo_delivery}/retry"), &[]).await;
+    assert_eq!(text_of(&client, "h1").await, "Not Found");
+    assert_hidden(&client, &secrets, "retrying Bravo's postback").await;
+    client.goto(&format!("{base}/console/settings")).await.unwrap();
+    forge(&client, "/console/operator/pick", &[("partner_id", &bravo.id)]).await;
+    assert_eq!(text_of(&client, "h1").await, "Forbidden");
+    assert_hidden(&client, &secrets, "picking Bravo").await;
+    client.goto(&format!("{base}/console/settings")).await.unwrap();
+    let still = assert_hidden(&client, &secrets, "the settings after the forged forms").await;
+    assert!(still.contains(&alpha_url), "still Alpha's session");
+
+    assert_eq!(
+        engine.settings(&bravo).await,
+        bravo_settings,
+        "Bravo's settings did not change"
+    );
+    assert_eq!(
+        engine.delivery(&bravo, &bravo_delivery).await,
+        bravo_before,
+        "Bravo's postback was not retried"
+    );
+    let plugins = engine.get(&format!("/v1/partners/{}/plugins", bravo.id)).await;
+    assert_eq!(plugins.json["data"].as_array().unwrap().len(), 1);
     client.close().await.unwrap();
     drop(driver);
     engine.stop().await;
