@@ -128,7 +128,8 @@ impl RunErrors {
                 "config" => "config",
                 _ => "",
             };
-            let shown = if error.field.is_empty() {
+            // The API names the run's own failure `response`; above the form, its words alone.
+            let shown = if field.is_empty() && matches!(error.field.as_str(), "" | "response") {
                 error.message.clone()
             } else {
                 error.to_string()
@@ -156,15 +157,12 @@ impl RunErrors {
         }
     }
 
-    fn marks(&self, field: &str) -> &'static str {
-        match (self.0.contains_key(field), field) {
-            (false, _) => "",
-            (true, "event_type") => " aria-invalid=\"true\" aria-describedby=\"event_type-error\"",
-            (true, "event") => " aria-invalid=\"true\" aria-describedby=\"event-error\"",
-            (true, "request") => " aria-invalid=\"true\" aria-describedby=\"request-error\"",
-            (true, "config") => " aria-invalid=\"true\" aria-describedby=\"config-error\"",
-            (true, "response_status") => " aria-invalid=\"true\" aria-describedby=\"response_status-error\"",
-            (true, _) => " aria-invalid=\"true\"",
+    /// The attributes that mark an input invalid and point at its errors.
+    fn marks(&self, field: &str) -> String {
+        if self.0.contains_key(field) {
+            format!(" aria-invalid=\"true\" aria-describedby=\"{field}-error\"")
+        } else {
+            String::new()
         }
     }
 }
@@ -384,6 +382,25 @@ mod tests {
         let errors = RunErrors::of(&problems, false);
         assert!(errors.beside("event").contains("id=\"event-error\""));
         assert!(errors.general().is_empty());
+    }
+
+    #[test]
+    fn the_runs_own_failure_is_above_the_form_unless_a_classifier_answer_fixes_it() {
+        let failure = [FieldError::new("response", None, "the plugin trapped")];
+        let transform = RunErrors::of(&failure, false);
+        assert_eq!(
+            transform.general(),
+            html::notice("error", "Not run: the plugin trapped")
+        );
+        let classifier = RunErrors::of(&failure, true);
+        assert!(classifier.general().is_empty());
+        assert!(
+            classifier
+                .beside("response_status")
+                .contains("response: the plugin trapped")
+        );
+        let settings = RunErrors::of(&[FieldError::new("settings.url", None, "is not a URL")], false);
+        assert!(settings.general().contains("settings.url: is not a URL"));
     }
 
     #[test]
