@@ -5,7 +5,8 @@
 //! uploaded through the file input is dry-run on its page and attached with its button, and a
 //! postback of an event posted through the API reaches the receiver as it transforms it. A
 //! partner signed in cannot reach another partner's pages or data, by address or by a forged
-//! form. A screenshot of each page is saved under `<target>/console-screenshots/`.
+//! form. The operator creates a partner and sees its signing secret once. A screenshot of each
+//! page is saved under `<target>/console-screenshots/`.
 //!
 //! Without `chromium` and `chromedriver` on the PATH (Debian packages `chromium` and
 //! `chromium-driver`) these tests say that they were skipped; under CI (`CI` set) they must run.
@@ -571,6 +572,34 @@ async fn a_partner_in_a_browser_cannot_reach_another_partners_pages_or_data() {
     );
     let plugins = engine.get(&format!("/v1/partners/{}/plugins", bravo.id)).await;
     assert_eq!(plugins.json["data"].as_array().unwrap().len(), 1);
+    client.close().await.unwrap();
+    drop(driver);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_creates_a_partner_in_a_browser() {
+    let Some((driver_path, binary)) = tools() else { return };
+    let engine = Engine::start().await;
+    let driver = Driver::start(&driver_path).await;
+    let client = browser(&driver, binary.as_ref()).await;
+    client.goto(&format!("{}/console/sign-in", engine.base)).await.unwrap();
+    fill(&client, "#key", common::TOKEN).await;
+    click(&client, "form[action='/console/sign-in'] button").await;
+    text_of(&client, "form[action='/console/operator/partners']").await;
+    assert_eq!(text_of(&client, "h1").await, "Operator");
+    fill(&client, "#partner_name", "Globex Retail").await;
+    click(&client, "form[action='/console/operator/partners'] button").await;
+    let secret = text_of(&client, "pre.secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert!(text_of(&client, "table tbody").await.contains("Globex Retail"));
+    shot(&client, "operator").await;
+    let listed = engine.get("/v1/partners").await;
+    assert_eq!(listed.json["data"][0]["name"], "Globex Retail");
+    // Shown once: the overview opened again has no secret.
+    client.goto(&format!("{}/console/operator", engine.base)).await.unwrap();
+    text_of(&client, "h1").await;
+    assert!(!client.source().await.unwrap().contains(&secret));
     client.close().await.unwrap();
     drop(driver);
     engine.stop().await;
