@@ -1,8 +1,9 @@
 //! The console at `/console`, over real HTTP: a real engine, a real receiver on 127.0.0.1, and a
 //! client that keeps the session cookie as a browser would. Signing in and out, the CSRF check,
 //! the security headers and the cookie's flags, settings with a field error then saved, a test
-//! postback showing the receiver's answer, the log listing it, and one partner kept out of
-//! another's pages and postbacks.
+//! postback showing the receiver's answer, the log listing it, one partner kept out of
+//! another's pages and postbacks, plugins dry-run and attached from their pages (their tries
+//! counted with the API's), and the operator creating a partner.
 
 mod common;
 
