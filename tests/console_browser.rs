@@ -1,12 +1,13 @@
-//! The console in a real headless Chromium, driven through chromedriver (WebDriver): sign in, a
-//! bad URL shows its field error, fixed (a placeholder inserted by clicking it) and saved, a
-//! test postback shows the receiver's answer, an example plugin uploaded and attached
-//! transforms the next one, and a postback is found in the log; another example plugin
-//! uploaded through the file input is dry-run on its page and attached with its button, and a
-//! postback of an event posted through the API reaches the receiver as it transforms it. A
-//! partner signed in cannot reach another partner's pages or data, by address or by a forged
-//! form. The operator creates a partner and sees its signing secret once. A screenshot of each
-//! page is saved under `<target>/console-screenshots/`.
+//! The console in a real headless Chromium, driven through chromedriver (WebDriver), of a real
+//! `postwire serve` process with a receiver on 127.0.0.1: sign in, a bad URL shows its field
+//! error, fixed (a placeholder inserted by clicking it) and saved, a test postback shows the
+//! receiver's answer, an example plugin uploaded and attached transforms the next one, and a
+//! postback is found in the log; another example plugin uploaded through the file input is
+//! dry-run on its page and attached with its button, and a postback of an event posted through
+//! the API reaches the receiver as it transforms it. A partner signed in cannot reach another
+//! partner's pages or data, by address or by a forged form. The operator creates a partner and
+//! sees its signing secret once. A screenshot of each page is saved under
+//! `<target>/console-screenshots/`.
 //!
 //! Without `chromium` and `chromedriver` on the PATH (Debian packages `chromium` and
 //! `chromium-driver`) these tests say that they were skipped; under CI (`CI` set) they must run.
@@ -18,10 +19,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{Engine, Receiver, Reply, created, simple_settings};
+use common::process::Process;
+use common::{Answer, Partner, Receiver, Reply, created, simple_settings};
 use fantoccini::error::{CmdError, ErrorStatus};
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// `chromedriver` and the browser it drives, if both are installed; under CI their absence
 /// fails the test.
@@ -89,6 +91,133 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real `postwire serve` process on 127.0.0.1 with a SQLite file of its own, and the API
+/// calls the tests make of it with the operator token.
+struct Served {
+    process: Process,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start() -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("sqlite://{}", dir.path().join("pw.db").display());
+        let process = Process::start(
+            &dir.path().join("engine.log"),
+            &["--database", &database, "--retry-schedule", common::SCHEDULE],
+        );
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Served {
+            base: process.base.clone(),
+            process,
+            http,
+            _dir: dir,
+        }
+    }
+
+    async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Answer {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(common::TOKEN);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the API answers: {e}\n{}", self.process.log_tail()));
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            content_type,
+            json,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.raw(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.raw(reqwest::Method::POST, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    async fn create_partner(&self, name: &str) -> Partner {
+        let answer = self.post("/v1/partners", &json!({"name": name})).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        Partner {
+            id: answer.json["id"].as_str().unwrap().to_owned(),
+            secret: answer.json["secret"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn partner_with(&self, name: &str, settings: &Value) -> Partner {
+        let partner = self.create_partner(name).await;
+        let answer = self
+            .raw(
+                reqwest::Method::PUT,
+                &common::settings_path(&partner),
+                Some(settings.to_string().into_bytes()),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        partner
+    }
+
+    async fn partner_key(&self, partner: &Partner) -> String {
+        let answer = self
+            .post(&format!("/v1/partners/{}/keys", partner.id), &json!({}))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        answer.json["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn settings(&self, partner: &Partner) -> Value {
+        let answer = self.get(&common::settings_path(partner)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        answer.json
+    }
+
+    /// Posts an event that makes one delivery; returns its id.
+    async fn send_event(&self, event: &Value) -> String {
+        let answer = self.post("/v1/events", event).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
+        answer.json["delivery_ids"][0].as_str().unwrap().to_owned()
+    }
+
+    async fn delivery(&self, partner: &Partner, delivery_id: &str) -> Value {
+        let answer = self
+            .get(&format!("/v1/partners/{}/deliveries/{delivery_id}", partner.id))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        answer.json
+    }
+
+    async fn wait_status(&self, partner: &Partner, delivery_id: &str, status: &str) -> Value {
+        common::eventually(&format!("delivery {delivery_id}: status {status}"), async || {
+            let delivery = self.delivery(partner, delivery_id).await;
+            (delivery["delivery"]["status"] == status).then_some(delivery)
+        })
+        .await
     }
 }
 
@@ -173,7 +302,7 @@ async fn fill(client: &Client, css: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_configures_tests_and_finds_a_postback_in_a_browser() {
     let Some((driver_path, binary)) = tools() else { return };
-    let engine = Engine::start().await;
+    let engine = Served::start();
     let receiver = Receiver::always(Reply::ok("thanks from the receiver")).await;
     let partner = engine.create_partner("Acme Shoes").await;
     let key = engine.partner_key(&partner).await;
@@ -372,7 +501,7 @@ async fn a_partner_configures_tests_and_finds_a_postback_in_a_browser() {
     assert!(text_of(&client, ".notice.ok").await.contains("signed out"));
     client.close().await.unwrap();
     drop(driver);
-    engine.stop().await;
+    drop(engine);
 }
 
 /// The page's source, once its `<h1>` is there.
@@ -429,7 +558,7 @@ async fn forge(client: &Client, action: &str, fields: &[(&str, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_in_a_browser_cannot_reach_another_partners_pages_or_data() {
     let Some((driver_path, binary)) = tools() else { return };
-    let engine = Engine::start().await;
+    let engine = Served::start();
     let receiver = Receiver::always(Reply::ok("ok")).await;
     let alpha_url = receiver.url("/alpha-receiver");
     let bravo_url = receiver.url("/bravo-private-receiver");
@@ -437,7 +566,7 @@ async fn a_partner_in_a_browser_cannot_reach_another_partners_pages_or_data() {
         .partner_with("Alpha Outfitters", &simple_settings(&alpha_url))
         .await;
     let bravo = engine.partner_with("Bravo Trading", &simple_settings(&bravo_url)).await;
-    let upload = async |partner: &common::Partner, name: &str| {
+    let upload = async |partner: &Partner, name: &str| {
         let answer = engine
             .raw(
                 reqwest::Method::POST,
@@ -574,13 +703,13 @@ async fn a_partner_in_a_browser_cannot_reach_another_partners_pages_or_data() {
     assert_eq!(plugins.json["data"].as_array().unwrap().len(), 1);
     client.close().await.unwrap();
     drop(driver);
-    engine.stop().await;
+    drop(engine);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_creates_a_partner_in_a_browser() {
     let Some((driver_path, binary)) = tools() else { return };
-    let engine = Engine::start().await;
+    let engine = Served::start();
     let driver = Driver::start(&driver_path).await;
     let client = browser(&driver, binary.as_ref()).await;
     client.goto(&format!("{}/console/sign-in", engine.base)).await.unwrap();
@@ -602,5 +731,5 @@ async fn the_operator_creates_a_partner_in_a_browser() {
     assert!(!client.source().await.unwrap().contains(&secret));
     client.close().await.unwrap();
     drop(driver);
-    engine.stop().await;
+    drop(engine);
 }
