@@ -1,13 +1,15 @@
 //! The console at `/console`, over real HTTP: a real engine, a real receiver on 127.0.0.1, and a
 //! client that keeps the session cookie as a browser would. Signing in and out, the CSRF check,
 //! the security headers and the cookie's flags, settings with a field error then saved, a test
-//! postback showing the receiver's answer, the log listing it, and one partner kept out of
-//! another's pages and postbacks.
+//! postback showing the receiver's answer, the log listing it, one partner kept out of
+//! another's pages and postbacks, plugins dry-run and attached from their pages (their tries
+//! counted with the API's), and the operator creating a partner.
 
 mod common;
 
 use axum::http::StatusCode;
 use common::{Engine, Receiver, Reply, TOKEN, created, simple_settings};
+use serde_json::json;
 
 /// A visitor of the console: one session cookie, no redirects followed, so that each answer can
 /// be checked as sent.
@@ -573,5 +575,349 @@ async fn the_operator_picks_a_partner_and_manages_its_keys() {
         engine.get_as(&token, &common::settings_path(&acme)).await.status,
         StatusCode::UNAUTHORIZED
     );
+    engine.stop().await;
+}
+
+/// The first `<{tag} class="{class}"…>…<` text of a page, unescaped of nothing: as sent.
+fn inner<'a>(text: &'a str, opening: &str) -> &'a str {
+    let at = text.find(opening).unwrap_or_else(|| panic!("{opening} in {text}"));
+    let rest = &text[at..];
+    let start = rest.find('>').unwrap() + 1;
+    let end = start + rest[start..].find("</").unwrap();
+    &rest[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_dry_runs_and_attaches_plugins_from_their_page() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let partner = engine.create_partner("acme").await;
+    let key = engine.partner_key(&partner).await;
+    let upload = |name: &str, example: &str| {
+        let path = format!("/v1/partners/{}/plugins?name={name}", partner.id);
+        let bytes = postwire_test_plugins::example_bytes(example);
+        let engine = &engine;
+        async move {
+            let answer = engine.raw(reqwest::Method::POST, &path, Some(bytes)).await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+            answer.json["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let soap = upload("soap", "soap-envelope").await;
+    let status = upload("json-status", "json-status").await;
+    let mut visitor = Visitor::new(&engine);
+    visitor.sign_in(&key).await;
+
+    // The list links each plugin's page and offers an attach button per export.
+    let list = visitor.get("/console/plugins").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_no_inline(&list);
+    assert!(
+        list.text.contains(&format!("href=\"/console/plugins/{soap}\"")),
+        "{}",
+        list.text
+    );
+    assert!(
+        list.text
+            .contains(&format!("action=\"/console/plugins/{soap}/attach\""))
+    );
+    assert!(list.text.contains("Attach as transform") && list.text.contains("Attach as classifier"));
+    let page = visitor.get(&format!("/console/plugins/{soap}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_secure_headers(&page);
+    assert_no_inline(&page);
+    assert!(page.text.contains("<h1>Plugin soap@1</h1>"), "{}", page.text);
+    assert!(
+        !page.text.contains("id=\"response_status\""),
+        "a transform is not asked for an answer"
+    );
+    let csrf = page.csrf();
+    let run_path = format!("/console/plugins/{soap}/run");
+    let attach_path = format!("/console/plugins/{soap}/attach");
+
+    // Without settings: nothing to attach to, and no request to run on unless one is pasted.
+    let attached = visitor
+        .post(&attach_path, &[("csrf", &csrf), ("as", "transform")])
+        .await;
+    assert_eq!(attached.status, StatusCode::CONFLICT, "{}", attached.text);
+    assert!(attached.text.contains("you have no settings yet"), "{}", attached.text);
+    let run = visitor
+        .post(&run_path, &[("csrf", &csrf), ("event_type", "action_inquiry.created")])
+        .await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", run.text);
+    assert!(
+        inner(&run.text, "id=\"request-error\"").contains("the partner has no settings to render a request from"),
+        "{}",
+        run.text
+    );
+    let request = json!({"method": "POST", "url": receiver.url("/soap"), "headers": {"Authorization": "Bearer s3cr3t-token"}, "body": "{}"});
+    let run = visitor
+        .post(
+            &run_path,
+            &[
+                ("csrf", &csrf),
+                ("event_type", "action_inquiry.resolved"),
+                ("request", &request.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.text);
+    assert_no_inline(&run);
+    let output = inner(&run.text, "<pre class=\"request request-out\"");
+    assert!(
+        output.contains("&lt;soap:Envelope") && output.contains("action_inquiry.resolved"),
+        "{output}"
+    );
+    let result = inner(&run.text, "<pre class=\"request request-in\"").to_owned() + output;
+    assert!(
+        !result.contains("s3cr3t-token") && result.contains("Authorization: [redacted]"),
+        "secrets are hidden as in the attempt log: {result}"
+    );
+    let fuel: u64 = inner(&run.text, "<dd class=\"fuel\"").parse().unwrap();
+    assert!(fuel > 0);
+    assert!(run.text.contains("Peak memory") && run.text.contains("Time"));
+
+    // Bad pasted JSON: the error beside its field; the form keeps what was sent, escaped.
+    let run = visitor
+        .post(
+            &run_path,
+            &[
+                ("csrf", &csrf),
+                ("event", "{\"id\": \"<script>alert(1)</script>\""),
+                ("config", "not json"),
+            ],
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", run.text);
+    assert!(
+        inner(&run.text, "id=\"event-error\"").contains("is not JSON"),
+        "{}",
+        run.text
+    );
+    assert!(
+        inner(&run.text, "id=\"config-error\"").contains("is not JSON"),
+        "{}",
+        run.text
+    );
+    assert!(run.text.contains("aria-describedby=\"event-error\""));
+    assert!(!run.text.contains("<script>alert(1)"), "{}", run.text);
+    // A pasted event the API refuses: the API's field error, beside the event.
+    let run = visitor
+        .post(
+            &run_path,
+            &[
+                ("csrf", &csrf),
+                ("event", "{\"id\": 5}"),
+                ("request", &request.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", run.text);
+    assert!(
+        inner(&run.text, "id=\"event-error\"").contains("event."),
+        "{}",
+        run.text
+    );
+
+    // Without the session's token nothing runs and nothing is attached.
+    let refused = visitor
+        .post(&run_path, &[("event_type", "action_inquiry.created")])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    engine
+        .put_settings(&partner, &common::sample_settings(&receiver.url("/pb")))
+        .await;
+    let refused = visitor.post(&attach_path, &[("as", "transform")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(engine.settings(&partner).await["settings"]["transform_plugin"].is_null());
+
+    // With settings: a sample event runs on the request they render; attaching saves them.
+    let run = visitor
+        .post(&run_path, &[("csrf", &csrf), ("event_type", "action_inquiry.created")])
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.text);
+    assert!(inner(&run.text, "<pre class=\"request request-in\"").contains(&receiver.url("/pb")));
+    let attached = visitor
+        .post(&attach_path, &[("csrf", &csrf), ("as", "transform")])
+        .await;
+    assert_eq!(
+        (attached.status, attached.location()),
+        (
+            StatusCode::SEE_OTHER,
+            format!("/console/plugins/{soap}?attached=transform").as_str()
+        )
+    );
+    assert_eq!(
+        engine.settings(&partner).await["settings"]["transform_plugin"],
+        soap.as_str()
+    );
+    let page = visitor.get(attached.location()).await;
+    assert!(page.text.contains("Attached as the transform"), "{}", page.text);
+    assert!(inner(&page.text, "<dd class=\"attached\"").contains("transform"));
+    // A role the plugin does not export: the settings' own check says so.
+    let wrong = visitor.post(&attach_path, &[("csrf", &csrf), ("as", "classify")]).await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", wrong.text);
+    assert!(wrong.text.contains("does not export classify"), "{}", wrong.text);
+
+    // A classifier: run on a pasted answer, its verdict shown escaped; without an answer the
+    // API's message beside the answer's fields.
+    let status_run = format!("/console/plugins/{status}/run");
+    let page = visitor.get(&format!("/console/plugins/{status}")).await;
+    assert!(page.text.contains("id=\"response_status\""), "{}", page.text);
+    let run = visitor.post(&status_run, &[("csrf", &csrf)]).await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", run.text);
+    assert!(
+        inner(&run.text, "id=\"response_status-error\"").contains("give a response to classify"),
+        "{}",
+        run.text
+    );
+    let run = visitor
+        .post(
+            &status_run,
+            &[
+                ("csrf", &csrf),
+                ("response_status", "200"),
+                (
+                    "response_body",
+                    "{\"status\": \"error\", \"retryable\": false, \"message\": \"<b>no such order</b>\"}",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.text);
+    assert!(run.text.contains("class=\"verdict fail\""), "{}", run.text);
+    assert!(run.text.contains("&lt;b&gt;no such order") && !run.text.contains("<b>no such order"));
+    let run = visitor
+        .post(&status_run, &[("csrf", &csrf), ("response_status", "two hundred")])
+        .await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", run.text);
+    assert!(inner(&run.text, "id=\"response_status-error\"").contains("response.status"));
+    let attached = visitor
+        .post(
+            &format!("/console/plugins/{status}/attach"),
+            &[("csrf", &csrf), ("as", "classify")],
+        )
+        .await;
+    assert_eq!(attached.status, StatusCode::SEE_OTHER, "{}", attached.text);
+    let saved = engine.settings(&partner).await;
+    assert_eq!(saved["settings"]["classify_plugin"], status.as_str());
+    assert_eq!(
+        saved["settings"]["transform_plugin"],
+        soap.as_str(),
+        "the other role stays"
+    );
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_dry_runs_count_as_tries_as_the_apis_do() {
+    let engine = Engine::start_with(|options| options.tries_per_minute = Some(2)).await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let partner = engine
+        .partner_with("acme", &common::sample_settings(&receiver.url("/pb")))
+        .await;
+    let key = engine.partner_key(&partner).await;
+    let upload = engine
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/partners/{}/plugins?name=nested", partner.id),
+            Some(postwire_test_plugins::example_bytes("nested-json")),
+        )
+        .await;
+    let plugin = upload.json["id"].as_str().unwrap().to_owned();
+    let mut visitor = Visitor::new(&engine);
+    let csrf = visitor.sign_in(&key).await.csrf();
+    let run_path = format!("/console/plugins/{plugin}/run");
+    // One try through the API, one through the page: the third, either way, is refused.
+    let api = engine
+        .post(&format!("/v1/partners/{}/plugins/{plugin}/run", partner.id), &json!({}))
+        .await;
+    assert_eq!(api.status, StatusCode::OK, "{api:?}");
+    let page = visitor.post(&run_path, &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let refused = visitor.post(&run_path, &[("csrf", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.text);
+    let api = engine
+        .post(&format!("/v1/partners/{}/plugins/{plugin}/run", partner.id), &json!({}))
+        .await;
+    assert_eq!(api.status, StatusCode::TOO_MANY_REQUESTS);
+    let detail = api.json["detail"].as_str().unwrap();
+    let shown = detail.split("; try again").next().unwrap();
+    assert!(
+        refused.text.contains(&format!("Not run: {shown}")),
+        "the API's message, {detail}, in {}",
+        refused.text
+    );
+    // Bad pasted JSON is the form's own problem: it costs no try and says so beside the field.
+    let bad = visitor.post(&run_path, &[("csrf", &csrf), ("event", "{")]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("id=\"event-error\""));
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_creates_a_partner_and_sees_its_secret_once() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok("ok")).await;
+    let mut visitor = Visitor::new(&engine);
+    let page = visitor.sign_in(TOKEN).await;
+    assert!(
+        page.text.contains("action=\"/console/operator/partners\""),
+        "{}",
+        page.text
+    );
+    let csrf = page.csrf();
+
+    let refused = visitor
+        .post("/console/operator/partners", &[("name", "no token")])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let long = "x".repeat(201);
+    let invalid = visitor
+        .post("/console/operator/partners", &[("csrf", &csrf), ("name", &long)])
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", invalid.text);
+    assert!(
+        inner(&invalid.text, "id=\"partner_name-error\"").contains("at most 200 bytes"),
+        "{}",
+        invalid.text
+    );
+    let listed = engine.get("/v1/partners").await;
+    assert_eq!(listed.json["data"].as_array().unwrap().len(), 0, "nothing created");
+
+    let answer = visitor
+        .post(
+            "/console/operator/partners",
+            &[("csrf", &csrf), ("name", "Globex <Corp>")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    assert_no_inline(&answer);
+    assert!(answer.text.contains("Globex &lt;Corp&gt;") && !answer.text.contains("Globex <Corp>"));
+    let secret = inner(&answer.text, "<pre class=\"secret\"").to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let listed = engine.get("/v1/partners").await;
+    let data = listed.json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["name"], "Globex <Corp>");
+    assert!(
+        !listed.json.to_string().contains(&secret),
+        "no listing shows the secret"
+    );
+    let again = visitor.get("/console/operator").await;
+    assert!(!again.text.contains(&secret), "the secret is shown once");
+
+    // The secret shown is the one postbacks are signed with.
+    let partner = common::Partner {
+        id: data[0]["id"].as_str().unwrap().to_owned(),
+        secret: secret.clone(),
+    };
+    engine
+        .put_settings(&partner, &simple_settings(&receiver.url("/pb")))
+        .await;
+    let delivery = engine.send_event(&created(&partner, "evt_globex", "inq-globex")).await;
+    engine.wait_status(&partner, &delivery, "delivered").await;
+    let hits = receiver.wait_hits(1).await;
+    common::assert_signed(&hits[0], &secret, &delivery);
     engine.stop().await;
 }

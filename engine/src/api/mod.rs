@@ -26,7 +26,8 @@ pub use auth::{Auth, Caller, Ingest, MetricsReader, Operator, Partner};
 pub(crate) use auth::{caller_by_hash, partner_for};
 pub(crate) use deliveries::retry_delivery;
 pub use error::ApiError;
-pub(crate) use plugins::upload_plugin;
+pub(crate) use partners::create_partner;
+pub(crate) use plugins::{run_plugin, upload_plugin};
 pub(crate) use settings::{preview_request, save_settings, test_postback};
 pub use tries::Tries;
 

@@ -287,7 +287,15 @@ async fn create(
     } else {
         parse_json(&body)?
     };
-    let name = match json.get("name") {
+    let (partner, secret) = create_partner(&state, &json).await?;
+    Ok((StatusCode::CREATED, Json(Created { partner, secret })))
+}
+
+/// Creates a partner from `input`, the JSON `create` reads (`{"name"?}`), and answers it with
+/// its signing secret, to show this once: what `create` and the console's operator page both
+/// do.
+pub(crate) async fn create_partner(state: &AppState, input: &Value) -> Result<(store::Partner, String), ApiError> {
+    let name = match input.get("name") {
         None | Some(serde_json::Value::Null) => "",
         Some(serde_json::Value::String(name)) if name.len() <= 200 => name.as_str(),
         Some(other) => {
@@ -305,7 +313,7 @@ async fn create(
     let key = &state.secret_key;
     let partner = state.store.create_partner(name, |secret| key.seal(secret)).await?;
     let secret = partner.secret.clone();
-    Ok((StatusCode::CREATED, Json(Created { partner, secret })))
+    Ok((partner, secret))
 }
 
 /// How long the previous secret still signs after a rotation unless the request says.

@@ -324,10 +324,25 @@ async fn run(
     Path(path): Path<PluginPath>,
     Body(body): Body<RUN_BYTES>,
 ) -> Result<Json<Value>, ApiError> {
-    let plugin = find(&state, &partner.id, &path.plugin_id).await?;
-    state.take_try(&partner.id)?;
-    let input = if body.is_empty() { json!({}) } else { parse_json(&body)? };
-    let saved = match state.store.settings(&partner.id).await? {
+    Ok(Json(run_plugin(&state, &partner.id, &path.plugin_id, &body).await?))
+}
+
+/// A dry run of the partner's plugin on `body`, the JSON the `run` route reads (empty for a
+/// sample event): what `run` and the console's plugin page both do, with the same checks, the
+/// same count against `--tries-per-minute` and the same messages.
+pub(crate) async fn run_plugin(
+    state: &AppState,
+    partner_id: &str,
+    plugin_id: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    if body.len() > RUN_BYTES {
+        return Err(ApiError::too_large(RUN_BYTES));
+    }
+    let plugin = find(state, partner_id, plugin_id).await?;
+    state.take_try(partner_id)?;
+    let input = if body.is_empty() { json!({}) } else { parse_json(body)? };
+    let saved = match state.store.settings(partner_id).await? {
         Some(record) => serde_json::from_str::<NotificationSettings>(&record.body).ok(),
         None => None,
     };
@@ -339,7 +354,7 @@ async fn run(
                 Some(name) => EventType::parse(name)
                     .ok_or_else(|| invalid("event_type", format!("{name:?} is not an event type")))?,
             };
-            Event::sample(ty, &partner.id)
+            Event::sample(ty, partner_id)
         }
     };
     let request = match input.get("request") {
@@ -362,9 +377,9 @@ async fn run(
         Some(config) => config.to_string(),
         None => crate::plugins::config_text(saved.as_ref().and_then(|s| s.plugin_config.as_ref())),
     };
-    let out = dry_run(
+    dry_run(
         &state.plugins,
-        &partner.id,
+        partner_id,
         &plugin.id,
         DryRun {
             event: &event,
@@ -374,8 +389,7 @@ async fn run(
         },
     )
     .await
-    .map_err(|e| invalid("response", e))?;
-    Ok(Json(out))
+    .map_err(|e| invalid("response", e))
 }
 
 pub(super) fn headers(value: Option<&Value>) -> Vec<(String, String)> {

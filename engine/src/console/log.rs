@@ -284,10 +284,7 @@ async fn show(
         .await
         .map_err(ApiError::from)?
     else {
-        return Err(Failure::page(
-            StatusCode::NOT_FOUND,
-            format!("There is no postback {id} of yours; pick one from the postback log."),
-        ));
+        return Err(no_postback());
     };
     let mut out = format!(
         "<p><a href=\"/console/log\">Back to the log</a></p><dl class=\"facts\">\
@@ -358,10 +355,24 @@ async fn retry(
     page_of: PartnerPage,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
-    retry_delivery(&console.app, &page_of.partner.id, &id).await?;
+    retry_delivery(&console.app, &page_of.partner.id, &id)
+        .await
+        .map_err(|e| match e.status() {
+            StatusCode::NOT_FOUND => no_postback(),
+            _ => e.into(),
+        })?;
     Ok(Failure::redirect(&format!(
         "/console/log/{}",
         percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
     ))
     .into_response())
+}
+
+/// 404 for a postback that is not the partner's: the id asked for is not repeated, so that a
+/// page never shows another partner's ids, not even those typed into its address.
+fn no_postback() -> Failure {
+    Failure::page(
+        StatusCode::NOT_FOUND,
+        "There is no such postback of yours; pick one from the postback log.",
+    )
 }

@@ -1,5 +1,7 @@
-//! *Operator*: the queue's depth, the partners (pick one to act for), and each partner's keys
-//! (create, revoke). Only the operator reaches these pages.
+//! *Operator*: the queue's depth, the partners (create one, pick one to act for), and each
+//! partner's keys (create, revoke). Only the operator reaches these pages. A partner is created
+//! as `POST /v1/partners` creates it ([`crate::api::create_partner`]), its signing secret shown
+//! this once.
 
 use std::fmt::Write as _;
 
@@ -13,13 +15,14 @@ use axum::routing::{get, post};
 use super::html::{self, Nav, Who, esc};
 use super::session::{self, SignedIn};
 use super::{Console, Failure, Fields, page};
-use crate::api::{ApiError, partner_for};
+use crate::api::{ApiError, create_partner, partner_for};
 use crate::store::{KeyKind, now_ms};
 
 pub(super) fn router() -> Router<Console> {
     Router::new()
         .route("/console/operator", get(overview))
         .route("/console/operator/pick", post(pick))
+        .route("/console/operator/partners", post(create))
         .route(
             "/console/operator/partners/{partner_id}/keys",
             get(keys).post(create_key),
@@ -54,17 +57,43 @@ fn who(signed: &SignedIn) -> Who<'_> {
 
 async fn overview(State(console): State<Console>, signed: SignedIn) -> Result<Response, Failure> {
     operator_only(&signed)?;
+    let body = overview_page(&console, &signed, "", "", "").await?;
+    Ok(page(html::page("Operator", Nav::Operator, Some(&who(&signed)), &body)).into_response())
+}
+
+/// The overview: `notice` above it, and the create-partner form with `name` and its `error`.
+async fn overview_page(
+    console: &Console,
+    signed: &SignedIn,
+    notice: &str,
+    name: &str,
+    error: &str,
+) -> Result<String, Failure> {
     let store = &console.app.store;
     let (due, oldest) = store.due(now_ms()).await.map_err(ApiError::from)?;
     let partners = store.partners(None, PARTNERS).await.map_err(ApiError::from)?;
+    let csrf = html::csrf_field(&signed.session.csrf);
+    let (marks, beside) = if error.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            " aria-invalid=\"true\" aria-describedby=\"partner_name-error\"".to_owned(),
+            format!("<p class=\"field-error\" id=\"partner_name-error\">{}</p>", esc(error)),
+        )
+    };
     let mut out = format!(
-        "<h2>Queue</h2><dl class=\"facts\"><dt>Postbacks due now</dt><dd class=\"queue-depth\">{due}</dd>\
-         <dt>Oldest due since</dt><dd>{}</dd><dt>In this process's memory</dt><dd>{}</dd></dl><h2>Partners</h2>",
+        "{notice}<h2>Queue</h2><dl class=\"facts\"><dt>Postbacks due now</dt><dd class=\"queue-depth\">{due}</dd>\
+         <dt>Oldest due since</dt><dd>{}</dd><dt>In this process's memory</dt><dd>{}</dd></dl>\
+         <form method=\"post\" action=\"/console/operator/partners\" class=\"narrow\">{csrf}<h2>Create a partner</h2>\
+         <div class=\"field\"><label for=\"partner_name\">Name</label><input id=\"partner_name\" name=\"name\" \
+         value=\"{}\"{marks}>{beside}<p class=\"help\">Up to 200 bytes; its signing secret is shown once, when it is \
+         created.</p></div><button type=\"submit\" class=\"primary\">Create partner</button></form><h2>Partners</h2>",
         oldest.map_or_else(|| "-".into(), html::time),
-        console.app.worker.queued()
+        console.app.worker.queued(),
+        esc(name)
     );
     if partners.is_empty() {
-        out.push_str("<p>No partners yet: create one with <code>POST /v1/partners</code>.</p>");
+        out.push_str("<p>No partners yet: create one above.</p>");
     } else {
         out.push_str(
             "<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Partner</th><th scope=\"col\">Id</th>\
@@ -84,12 +113,53 @@ async fn overview(State(console): State<Console>, signed: SignedIn) -> Result<Re
                 } else {
                     "enabled"
                 },
-                csrf = html::csrf_field(&signed.session.csrf)
             );
         }
         out.push_str("</tbody></table></div>");
     }
-    Ok(page(html::page("Operator", Nav::Operator, Some(&who(&signed)), &out)).into_response())
+    Ok(out)
+}
+
+/// Creates a partner (field `name`) and shows its signing secret, this once.
+async fn create(State(console): State<Console>, signed: SignedIn, body: Bytes) -> Result<Response, Failure> {
+    operator_only(&signed)?;
+    let fields = Fields::parse(&body);
+    let name = fields.text("name").trim();
+    let (status, body) = match create_partner(&console.app, &serde_json::json!({"name": name})).await {
+        Ok((partner, secret)) => {
+            let notice = format!(
+                "<div class=\"notice ok\" role=\"status\"><p>Partner {} <code>{}</code> created. Copy its \
+                 signing secret now: it is shown this once.</p><pre class=\"secret\">{}</pre>\
+                 <p><a href=\"/console/operator/partners/{1}/keys\">Create its first key</a></p></div>",
+                esc(&partner.name),
+                esc(&partner.id),
+                esc(&secret)
+            );
+            (
+                StatusCode::CREATED,
+                overview_page(&console, &signed, &notice, "", "").await?,
+            )
+        }
+        Err(e) if !e.errors().is_empty() => {
+            let error = e
+                .errors()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let notice = html::notice("error", "Not created: fix the name and create it again.");
+            (
+                e.status(),
+                overview_page(&console, &signed, &notice, name, &error).await?,
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((
+        status,
+        page(html::page("Operator", Nav::Operator, Some(&who(&signed)), &body)),
+    )
+        .into_response())
 }
 
 /// Acts for a partner from now on: the session keeps it.
