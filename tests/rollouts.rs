@@ -19,6 +19,7 @@ crate::on_both_backends!(
     a_replay_diff_reports_exactly_what_a_new_version_changes_and_sends_nothing,
     a_rollback_brings_the_earlier_version_back_for_the_next_postback,
     a_canary_that_fails_is_detached_and_its_postbacks_go_with_the_attached_version,
+    a_classifier_diff_replays_the_stored_answers_and_compares_verdicts,
 );
 
 /// Runs the `postwire` binary with `args`; its standard output, once it succeeded.
@@ -395,5 +396,80 @@ async fn a_canary_that_fails_is_detached_and_its_postbacks_go_with_the_attached_
     // The attached version itself is no candidate.
     let same = engine.put(&path, &json!({"candidate": "rollout@1"})).await;
     assert_eq!(same.status, StatusCode::UNPROCESSABLE_ENTITY, "{same:?}");
+    engine.assert_healthy().await;
+}
+
+async fn a_classifier_diff_replays_the_stored_answers_and_compares_verdicts(backend: Backend) {
+    let engine = Engine::start_on(backend).await;
+    // Every fourth postback is acknowledged with `"status": "success"`, the others with "ok".
+    let receiver = Receiver::start(|hit, _| {
+        let inquiry = hit.json()["inquiry_id"].as_str().unwrap_or_default().to_owned();
+        let n: usize = inquiry.trim_start_matches("inq-r").parse().unwrap_or(1);
+        Reply::ok(if n % 4 == 0 {
+            r#"{"status":"success"}"#
+        } else {
+            r#"{"status":"ok"}"#
+        })
+    })
+    .await;
+    let partner = engine.create_partner("Classified").await;
+    // Version 1 takes only "ok" for a success; version 2 takes "success" too.
+    for (plugin, version) in [
+        (postwire_test_plugins::bytes("json-ack"), 1),
+        (postwire_test_plugins::example_bytes("json-status"), 2),
+    ] {
+        let answer = engine
+            .raw(
+                reqwest::Method::POST,
+                &format!("/v1/partners/{}/plugins?name=acks", partner.id),
+                Some(plugin),
+            )
+            .await;
+        assert_eq!(answer.json["version"], version, "{answer:?}");
+    }
+    let mut settings = sample_settings(&receiver.url("/pb"));
+    settings["classify_plugin"] = json!("acks@1");
+    assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(engine.send_event(&event_in(&partner, n, "USD")).await);
+    }
+    for id in &ids {
+        engine.wait_attempts(&partner, id, 1).await;
+    }
+
+    let diff = engine
+        .post(
+            &format!("/v1/partners/{}/plugins/diff", partner.id),
+            &json!({"candidate": "acks", "last": 12}),
+        )
+        .await;
+    assert_eq!(diff.status, StatusCode::OK, "{diff:?}");
+    let diff = diff.json;
+    assert_eq!(
+        (&diff["slot"], &diff["candidate"], &diff["attached"]),
+        (&json!("classify"), &json!("acks@2"), &json!("acks@1"))
+    );
+    assert_eq!(
+        (&diff["identical"], &diff["changed"], &diff["failed"]),
+        (&json!(9), &json!(3), &json!(0)),
+        "{diff}"
+    );
+    for result in diff["results"].as_array().unwrap() {
+        let n = ids
+            .iter()
+            .position(|id| result["delivery_id"] == **id)
+            .expect("one of the deliveries");
+        assert_eq!(result["response_status"], 200, "{result}");
+        if n % 4 == 0 {
+            assert_eq!(result["outcome"], "changed", "{result}");
+            assert_eq!(result["attached"]["verdict"]["verdict"], "retry", "{result}");
+            assert_eq!(result["candidate"]["verdict"]["verdict"], "success", "{result}");
+        } else {
+            assert_eq!(result["outcome"], "identical", "{result}");
+            assert_eq!(result["candidate"]["verdict"]["verdict"], "success", "{result}");
+        }
+        assert!(result["candidate"]["fuel_used"].as_u64().unwrap() > 0, "{result}");
+    }
     engine.assert_healthy().await;
 }
