@@ -81,7 +81,7 @@ async fn a_replay_diff_reports_exactly_what_a_new_version_changes_and_sends_noth
     // 50 deliveries; every fifth event is in euros, and only those does v2 change.
     let (mut all, mut foreign) = (Vec::new(), BTreeSet::new());
     for n in 0..50 {
-        let currency = if n % 5 == 0 { "EUR" } else { "USD" };
+        let currency = if n.is_multiple_of(5) { "EUR" } else { "USD" };
         let delivery_id = engine.send_event(&event_in(&partner, n, currency)).await;
         if currency == "EUR" {
             foreign.insert(delivery_id.clone());
@@ -405,7 +405,7 @@ async fn a_classifier_diff_replays_the_stored_answers_and_compares_verdicts(back
     let receiver = Receiver::start(|hit, _| {
         let inquiry = hit.json()["inquiry_id"].as_str().unwrap_or_default().to_owned();
         let n: usize = inquiry.trim_start_matches("inq-r").parse().unwrap_or(1);
-        Reply::ok(if n % 4 == 0 {
+        Reply::ok(if n.is_multiple_of(4) {
             r#"{"status":"success"}"#
         } else {
             r#"{"status":"ok"}"#
@@ -461,7 +461,7 @@ async fn a_classifier_diff_replays_the_stored_answers_and_compares_verdicts(back
             .position(|id| result["delivery_id"] == **id)
             .expect("one of the deliveries");
         assert_eq!(result["response_status"], 200, "{result}");
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             assert_eq!(result["outcome"], "changed", "{result}");
             assert_eq!(result["attached"]["verdict"]["verdict"], "retry", "{result}");
             assert_eq!(result["candidate"]["verdict"]["verdict"], "success", "{result}");
