@@ -80,7 +80,7 @@ async fn a_replay_diff_reports_exactly_what_a_new_version_changes_and_sends_noth
 
     // 50 deliveries; every fifth event is in euros, and only those does v2 change.
     let (mut all, mut foreign) = (Vec::new(), BTreeSet::new());
-    for n in 0..50 {
+    for n in 0..50usize {
         let currency = if n.is_multiple_of(5) { "EUR" } else { "USD" };
         let delivery_id = engine.send_event(&event_in(&partner, n, currency)).await;
         if currency == "EUR" {
@@ -431,7 +431,7 @@ async fn a_classifier_diff_replays_the_stored_answers_and_compares_verdicts(back
     settings["classify_plugin"] = json!("acks@1");
     assert_eq!(engine.put_settings(&partner, &settings).await.status, StatusCode::OK);
     let mut ids = Vec::new();
-    for n in 0..12 {
+    for n in 0..12usize {
         ids.push(engine.send_event(&event_in(&partner, n, "USD")).await);
     }
     for id in &ids {
