@@ -5,6 +5,10 @@
 //! allocator, which is how Postwire runs plugins, against the same call with on-demand
 //! allocation (new memory mappings per instance) as the baseline, plus a realistic transform
 //! (`reshape`: parses and rewrites the JSON body).
+//!
+//! With `PW_BENCH_JS` set to a JavaScript component of `examples/plugins-ts/nested-json` (the
+//! TypeScript tests keep the ones they build in `$CARGO_TARGET_DIR/typescript-plugins/`), the
+//! same call of it against the Rust `nested-json` example, on the sample event.
 
 use std::hint::black_box;
 
@@ -71,7 +75,59 @@ fn calls(c: &mut Criterion) {
             )
         })
     });
+    if let Some(path) = std::env::var_os("PW_BENCH_JS") {
+        let js = std::fs::read(&path).expect("PW_BENCH_JS names a readable component");
+        let js = host.load(&js).expect("the JavaScript component loads");
+        let rust = host
+            .load(&postwire_test_plugins::example_bytes("nested-json"))
+            .expect("nested-json loads");
+        let (event, request) = (sample_event(), sample_request());
+        for (label, plugin) in [("rust", &rust), ("typescript", &js)] {
+            let first = host.transform(plugin, &event, &request, "{}");
+            assert!(first.result.is_ok(), "{label}: {:?}", first.result);
+            group.bench_function(format!("nested_json_{label}_pooling"), |b| {
+                b.iter(|| {
+                    black_box(
+                        host.transform(plugin, black_box(&event), black_box(&request), "{}")
+                            .result
+                            .is_ok(),
+                    )
+                })
+            });
+        }
+    } else {
+        eprintln!("PW_BENCH_JS is not set: the TypeScript nested-json call is not measured");
+    }
     group.finish();
+}
+
+/// The sample event of `examples/events/created.json`, every data field as text.
+fn sample_event() -> Event {
+    let sample: serde_json::Value =
+        serde_json::from_str(include_str!("../../examples/events/created.json")).expect("the sample parses");
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    Event {
+        id: text(&sample["id"]),
+        event_type: text(&sample["type"]),
+        partner_id: text(&sample["partner_id"]),
+        occurred_at: text(&sample["occurred_at"]),
+        data: sample["data"]
+            .as_object()
+            .expect("data is an object")
+            .iter()
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect(),
+    }
+}
+
+/// What the sample JSON settings render for the sample event: a flat JSON body.
+fn sample_request() -> Request {
+    Request {
+        method: "POST".into(),
+        url: "https://partner.example/postbacks".into(),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: r#"{"event":"action_inquiry.created","inquiry_id":"1000123","order_id":"ORD-99812","amount":149.9,"currency":"USD","status":"OPEN","payout":12.5,"sub_id":"spring"}"#.into(),
+    }
 }
 
 criterion_group!(benches, calls);

@@ -47,8 +47,12 @@ async fn partner(store: &PgStore, id: &str) {
         .expect("settings");
 }
 
-/// Waits until another backend waits for the transaction `holder`.
-async fn until_blocked_by(holder: &mut sqlx::Transaction<'_, sqlx::Postgres>) {
+/// Waits until another backend waits for the transaction `holder`: the one `waiting` runs on.
+/// Should `waiting` end first, says how it ended, since nothing will wait then.
+async fn until_blocked_by(
+    holder: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    waiting: &mut tokio::task::JoinHandle<Result<u64, crate::store::StoreError>>,
+) {
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut **holder)
         .await
@@ -63,6 +67,10 @@ async fn until_blocked_by(holder: &mut sqlx::Transaction<'_, sqlx::Postgres>) {
                 .expect("a count");
         if blocked > 0 {
             return;
+        }
+        if waiting.is_finished() {
+            let ended = waiting.await;
+            panic!("the recording that was to wait for the holder ended first: {ended:?}");
         }
         assert!(tokio::time::Instant::now() < deadline, "nothing waits for the holder");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -348,11 +356,11 @@ async fn a_resolved_event_accepted_while_its_created_postback_is_recorded_goes()
     .execute(&mut *holder)
     .await
     .expect("a row");
-    let recording = tokio::spawn({
+    let mut recording = tokio::spawn({
         let store = stores[0].clone();
         async move { store.record(vec![outcome].into(), now_ms()).await }
     });
-    until_blocked_by(&mut holder).await;
+    until_blocked_by(&mut holder, &mut recording).await;
     assert!(!recording.is_finished(), "the recording waits for the attempt's row");
     let accepting = tokio::spawn({
         let store = stores[1].clone();
@@ -479,11 +487,11 @@ async fn an_event_accepted_while_its_endpoint_is_disabled_is_held() {
     .execute(&mut *holder)
     .await
     .expect("a row");
-    let recording = tokio::spawn({
+    let mut recording = tokio::spawn({
         let store = stores[0].clone();
         async move { store.record(vec![outcome].into(), now_ms()).await }
     });
-    until_blocked_by(&mut holder).await;
+    until_blocked_by(&mut holder, &mut recording).await;
     assert!(!recording.is_finished(), "the recording waits for the attempt's row");
     let accepting = tokio::spawn({
         let store = stores[1].clone();
@@ -540,11 +548,11 @@ async fn a_retry_recorded_while_its_endpoint_is_disabled_is_held() {
         .execute(&mut *disabling)
         .await
         .expect("held");
-    let recording = tokio::spawn({
+    let mut recording = tokio::spawn({
         let store = stores[0].clone();
         async move { store.record(vec![outcome].into(), now_ms()).await }
     });
-    until_blocked_by(&mut disabling).await;
+    until_blocked_by(&mut disabling, &mut recording).await;
     disabling.commit().await.expect("committed");
     recording.await.expect("the recording ran").expect("recorded");
     assert_eq!(
