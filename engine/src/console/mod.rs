@@ -19,6 +19,7 @@ mod html;
 mod log;
 mod operator;
 mod plugins;
+mod rollout;
 mod session;
 mod settings;
 mod sign_in;
@@ -58,6 +59,7 @@ pub fn router(app: AppState) -> Router {
         .merge(log::router())
         .merge(operator::router())
         .merge(plugins::router())
+        .merge(rollout::router())
         .layer(axum::middleware::from_fn_with_state(console.clone(), guard::csrf))
         .layer(axum::middleware::map_response(secure))
         .with_state(console)
