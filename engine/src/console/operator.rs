@@ -111,7 +111,7 @@ async fn overview_page(
         out.push_str("<p>No partners yet: create one above.</p>");
     } else {
         out.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Partner</th><th scope=\"col\">Id</th>\
+            "<div class=\"scroll\"><table class=\"partners\"><thead><tr><th scope=\"col\">Partner</th><th scope=\"col\">Id</th>\
              <th scope=\"col\">State</th><th scope=\"col\">Act for</th><th scope=\"col\">Keys</th></tr></thead><tbody>",
         );
         for partner in &partners {
