@@ -4,6 +4,8 @@
 //! event (the API's own, [`crate::api::run_plugin`], in `dry_run`) and buttons that attach it
 //! as the transform or the classifier by saving the settings with it
 //! ([`crate::api::save_settings`], so that its checks are the settings page's and the API's).
+//! The list keeps the versions of one name together; a version's page ends with its rollout
+//! forms (`rollout`).
 
 use std::fmt::Write as _;
 
