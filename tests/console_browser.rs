@@ -106,12 +106,16 @@ struct Served {
 
 impl Served {
     fn start() -> Served {
+        Served::start_with(&[])
+    }
+
+    /// A `postwire serve` process with `more` arguments.
+    fn start_with(more: &[&str]) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let database = format!("sqlite://{}", dir.path().join("pw.db").display());
-        let process = Process::start(
-            &dir.path().join("engine.log"),
-            &["--database", &database, "--retry-schedule", common::SCHEDULE],
-        );
+        let mut args = vec!["--database", &database, "--retry-schedule", common::SCHEDULE];
+        args.extend_from_slice(more);
+        let process = Process::start(&dir.path().join("engine.log"), &args);
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60))
@@ -741,7 +745,9 @@ async fn the_operator_creates_a_partner_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_diffs_a_plugin_version_in_a_browser() {
     let Some((driver_path, binary)) = tools() else { return };
-    let engine = Served::start();
+    // The browsers of the other tests share the machine: the plugins' speed is not what this
+    // test is about, so a slow call must not fail the settings' save or the diff.
+    let engine = Served::start_with(&["--plugin-deadline", "5s"]);
     let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
     let partner = engine.create_partner("Acme Rollouts").await;
     let key = engine.partner_key(&partner).await;
