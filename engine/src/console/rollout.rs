@@ -379,24 +379,21 @@ fn start_form(csrf: &str, plugin: &PluginRecord, rollout: &Rollout, forms: &Roll
 }
 
 /// The diff page: the plugin, the form, and `result`.
-async fn diff_page(
-    console: &Console,
+fn diff_page(
     page_of: &PartnerPage,
     plugin: &PluginRecord,
     status: StatusCode,
     forms: &RolloutForms,
     result: &str,
-) -> Result<Response, Failure> {
-    let csrf = &page_of.signed.session.csrf;
+) -> Response {
     let body = format!(
         "<p><a href=\"/console/plugins/{}\">Back to {}</a></p>{}{result}",
         esc(&plugin.id),
         esc(&plugin.label()),
-        diff_form_html(csrf, plugin, forms)
+        diff_form_html(&page_of.signed.session.csrf, plugin, forms)
     );
-    let _ = console;
     let title = format!("Diff of {}", plugin.label());
-    Ok(plugins::titled_response(status, page_of, &title, &body))
+    plugins::titled_response(status, page_of, &title, &body)
 }
 
 async fn diff_form(
@@ -405,15 +402,13 @@ async fn diff_form(
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
     let plugin = own_plugin(&console, &page_of, &id).await?;
-    diff_page(
-        &console,
+    Ok(diff_page(
         &page_of,
         &plugin,
         StatusCode::OK,
         &RolloutForms::default(),
         "",
-    )
-    .await
+    ))
 }
 
 /// Runs the replay diff (field `last`) and shows it.
@@ -439,7 +434,7 @@ async fn diff(
         Err(e) => (e.status(), RolloutForms::failed("diff", &e), String::new()),
     };
     forms.last = Some(last_text);
-    diff_page(&console, &page_of, &plugin, status, &forms, &result).await
+    Ok(diff_page(&page_of, &plugin, status, &forms, &result))
 }
 
 /// A replay diff as [`crate::api::replay_diff`] answers it: the counts, then each delivery
