@@ -805,6 +805,14 @@ async fn a_partner_diffs_a_plugin_version_in_a_browser() {
     assert!(headers.contains("x-foreign-currency: EUR"), "{headers}");
     shot(&client, "plugin-diff").await;
     assert_eq!(receiver.hits().len(), 10, "a diff sends nothing");
+    // Back on the version's page: its canary form, with the API's defaults.
+    click(&client, &format!("a[href='/console/plugins/{}']", ids[1])).await;
+    assert_eq!(text_of(&client, "h1").await, "Plugin rollout@2");
+    click(&client, "a.to-rollout").await;
+    text_of(&client, "form.canary-form").await;
+    let share = client.find(Locator::Css("#share_percent")).await.unwrap();
+    assert_eq!(share.prop("value").await.unwrap().as_deref(), Some("5"));
+    shot(&client, "plugin-rollout").await;
     client.close().await.unwrap();
     drop(driver);
     drop(engine);

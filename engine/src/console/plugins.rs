@@ -329,6 +329,10 @@ async fn plugin_page(
     if !buttons.is_empty() {
         let _ = write!(out, "<div class=\"actions\">{buttons}</div>");
     }
+    out.push_str(
+        "<p><a class=\"to-rollout\" href=\"#rollout-title\">Ship this version safely: diff it against the \
+         attached version, run it as a canary, roll back</a></p>",
+    );
     out.push_str(result);
     out.push_str(&dry_run::form(csrf, &plugin.id, classifies(plugin), form, errors));
     let rollout = Rollout::of(console, &page_of.partner.id).await?;
