@@ -1212,6 +1212,25 @@ async fn a_partner_diffs_canaries_promotes_and_rolls_back_a_plugin_version() {
 
     // A canary that fails is detached by the workers, and the page says so first of all.
     let v3 = upload_version(&engine, &partner, "rollout", "panic").await;
+    // Its diff: every delivery failed, each with the candidate's error.
+    let failing = visitor
+        .post(
+            &format!("/console/plugins/{v3}/diff"),
+            &[("csrf", &csrf), ("last", "5")],
+        )
+        .await;
+    assert_eq!(failing.status, StatusCode::OK, "{}", failing.text);
+    assert_eq!(inner(&failing.text, "<dd class=\"diff-failed\""), "5");
+    assert_eq!(
+        failing.text.matches("<article class=\"diff-delivery failed\"").count(),
+        5
+    );
+    assert_eq!(failing.text.matches("<pre class=\"candidate-error\">").count(), 5);
+    assert!(
+        inner(&failing.text, "<pre class=\"candidate-error\"").contains("panicked"),
+        "{}",
+        failing.text
+    );
     let page = visitor.get(&format!("/console/plugins/{v3}")).await;
     let started = visitor
         .post(
