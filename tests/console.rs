@@ -3,13 +3,15 @@
 //! the security headers and the cookie's flags, settings with a field error then saved, a test
 //! postback showing the receiver's answer, the log listing it, one partner kept out of
 //! another's pages and postbacks, plugins dry-run and attached from their pages (their tries
-//! counted with the API's), and the operator creating a partner.
+//! counted with the API's), a plugin version shipped from its pages (a replay diff against the
+//! attached version, canaries started, stopped, promoted and detached, a rollback), the
+//! operator creating a partner, and the operator's delivery rates.
 
 mod common;
 
 use axum::http::StatusCode;
-use common::{Engine, Receiver, Reply, TOKEN, created, simple_settings};
-use serde_json::json;
+use common::{Engine, Receiver, Reply, TOKEN, created, eventually, sample_settings, settings_path, simple_settings};
+use serde_json::{Value, json};
 
 /// A visitor of the console: one session cookie, no redirects followed, so that each answer can
 /// be checked as sent.
@@ -919,5 +921,453 @@ async fn the_operator_creates_a_partner_and_sees_its_secret_once() {
     engine.wait_status(&partner, &delivery, "delivered").await;
     let hits = receiver.wait_hits(1).await;
     common::assert_signed(&hits[0], &secret, &delivery);
+    engine.stop().await;
+}
+
+/// Uploads guest `guest` of the test plugins as the next version of `name`; its id.
+async fn upload_version(engine: &Engine, partner: &common::Partner, name: &str, guest: &str) -> String {
+    let answer = engine
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/partners/{}/plugins?name={name}", partner.id),
+            Some(postwire_test_plugins::bytes(guest)),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    answer.json["id"].as_str().unwrap().to_owned()
+}
+
+/// The text of the table cell of class `class` after `from` in `text`.
+fn cell_after<'a>(text: &'a str, from: &str, class: &str) -> &'a str {
+    let at = text.find(from).unwrap_or_else(|| panic!("{from} in {text}"));
+    inner(&text[at..], &format!("<td class=\"{class}\""))
+}
+
+/// A plugin's versions shipped from the console: `rollout@1` (`trivial`, the request unchanged)
+/// attached, `rollout@2` (`foreign`, changes only events in a currency other than USD) diffed
+/// against it with nothing sent, run as a canary (stopped, then promoted), rolled back, and
+/// `rollout@3` (`panic`) detached as a canary. Every form is refused without the CSRF token,
+/// and what each did is what the API says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_diffs_canaries_promotes_and_rolls_back_a_plugin_version() {
+    let engine = Engine::start().await;
+    let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
+    let partner = engine.create_partner("Shipper").await;
+    let key = engine.partner_key(&partner).await;
+    let v1 = upload_version(&engine, &partner, "rollout", "trivial").await;
+    upload_version(&engine, &partner, "another", "trivial").await;
+    let v2 = upload_version(&engine, &partner, "rollout", "foreign").await;
+    let mut settings = sample_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = json!("rollout@1");
+    let saved = engine.put_settings(&partner, &settings).await;
+    assert_eq!(saved.status, StatusCode::OK, "{saved:?}");
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let mut event = created(&partner, &format!("evt_c{n}"), &format!("inq-c{n}"));
+        event["data"]["Currency"] = json!(if n % 5 == 0 { "EUR" } else { "USD" });
+        ids.push(engine.send_event(&event).await);
+    }
+    for id in &ids {
+        engine.wait_status(&partner, id, "delivered").await;
+    }
+    assert_eq!(receiver.wait_hits(10).await.len(), 10);
+
+    let mut visitor = Visitor::new(&engine);
+    visitor.sign_in(&key).await;
+    // The list keeps the versions of one name together, and says which one is attached.
+    let list = visitor.get("/console/plugins").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_no_inline(&list);
+    let (at1, at2, at_other) = (
+        list.text.find("<td>rollout@1</td>").unwrap(),
+        list.text.find("<td>rollout@2</td>").unwrap(),
+        list.text.find("<td>another@1</td>").unwrap(),
+    );
+    assert!(at_other < at1 && at1 < at2, "{}", list.text);
+    assert_eq!(inner(&list.text[at1..], "<td class=\"roles\""), "transform");
+    assert_eq!(inner(&list.text[at2..], "<td class=\"roles\""), "-");
+    assert!(list.text.contains(&format!("href=\"/console/plugins/{v2}/diff\"")));
+    assert!(
+        !list.text.contains("Roll back to the previous version"),
+        "v1 has no earlier version"
+    );
+
+    // The version's page: the diff form with the API's default, the canary form with the API's.
+    let page = visitor.get(&format!("/console/plugins/{v2}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_no_inline(&page);
+    assert!(page.text.contains(&format!("action=\"/console/plugins/{v2}/diff\"")));
+    assert!(
+        page.text
+            .contains("name=\"last\" type=\"number\" min=\"1\" max=\"500\" value=\"50\"")
+    );
+    for (field, default) in [
+        ("share_percent", "5"),
+        ("window_secs", "300"),
+        ("margin_percent", "10"),
+        ("min_calls", "10"),
+    ] {
+        assert!(
+            page.text
+                .contains(&format!("name=\"{field}\" inputmode=\"numeric\" value=\"{default}\"")),
+            "{field}: {}",
+            page.text
+        );
+    }
+    let csrf = page.csrf();
+    let diff_path = format!("/console/plugins/{v2}/diff");
+
+    // The diff: refused without the token; then exactly the two events in euros change.
+    let refused = visitor.post(&diff_path, &[("last", "10")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    let diff = visitor.post(&diff_path, &[("csrf", &csrf), ("last", "10")]).await;
+    assert_eq!(diff.status, StatusCode::OK, "{}", diff.text);
+    assert_secure_headers(&diff);
+    assert_no_inline(&diff);
+    assert!(diff.text.contains("<h1>Diff of rollout@2</h1>"), "{}", diff.text);
+    for (class, count) in [
+        ("diff-deliveries", "10"),
+        ("diff-identical", "8"),
+        ("diff-changed", "2"),
+        ("diff-failed", "0"),
+    ] {
+        assert_eq!(inner(&diff.text, &format!("<dd class=\"{class}\"")), count, "{class}");
+    }
+    let api = engine
+        .post(
+            &format!("/v1/partners/{}/plugins/diff", partner.id),
+            &json!({"candidate": v2, "last": 10}),
+        )
+        .await;
+    let changed: Vec<&Value> = api.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "changed")
+        .collect();
+    assert_eq!(changed.len(), 2);
+    assert_eq!(diff.text.matches("<article class=\"diff-delivery changed\"").count(), 2);
+    for result in changed {
+        assert!(diff.text.contains(result["delivery_id"].as_str().unwrap()));
+    }
+    assert_eq!(
+        diff.text
+            .matches("<li class=\"added\">+ added <code>x-foreign-currency: EUR</code></li>")
+            .count(),
+        2,
+        "{}",
+        diff.text
+    );
+    assert!(diff.text.contains("<pre class=\"unified-diff\"><span class=\"same\">--- attached</span>\n<span class=\"same\">+++ candidate</span>"), "{}", diff.text);
+    assert!(
+        diff.text
+            .contains("<span class=\"add\">+  &quot;foreign&quot;: true,</span>"),
+        "the body's diff, escaped: {}",
+        diff.text
+    );
+    assert!(diff.text.contains("<table class=\"cost\">") && diff.text.contains("attached rollout@1"));
+    assert_eq!(receiver.hits().len(), 10, "a diff sends nothing");
+    // Its field's error beside it, the number as sent kept.
+    let wrong = visitor.post(&diff_path, &[("csrf", &csrf), ("last", "100000")]).await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", wrong.text);
+    assert!(
+        inner(&wrong.text, "id=\"last-error\"").contains("give a whole number from 1 to 500"),
+        "{}",
+        wrong.text
+    );
+    assert!(
+        wrong
+            .text
+            .contains("value=\"100000\" aria-invalid=\"true\" aria-describedby=\"last-error\"")
+    );
+
+    // A canary: refused without the token; a field's error beside it; then started.
+    let canary_path = format!("/console/plugins/{v2}/canary");
+    let refused = visitor.post(&canary_path, &[("share_percent", "50")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let wrong = visitor
+        .post(&canary_path, &[("csrf", &csrf), ("share_percent", "<b>all</b>")])
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", wrong.text);
+    assert!(inner(&wrong.text, "id=\"share_percent-error\"").contains("give a whole number from 1 to 100"));
+    assert!(wrong.text.contains("value=\"&lt;b&gt;all&lt;/b&gt;\"") && !wrong.text.contains("<b>all</b>"));
+    let api_canary = format!("{}/canary", settings_path(&partner));
+    assert_eq!(
+        engine.get(&api_canary).await.status,
+        StatusCode::NOT_FOUND,
+        "nothing started"
+    );
+    let started = visitor
+        .post(
+            &canary_path,
+            &[
+                ("csrf", &csrf),
+                ("share_percent", "50"),
+                ("window_secs", ""),
+                ("margin_percent", "20"),
+                ("min_calls", ""),
+            ],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    assert!(
+        started
+            .text
+            .contains("Canary started: rollout@2 serves 50% of first attempts beside rollout@1.")
+    );
+    let running = engine.get(&api_canary).await.json;
+    assert_eq!(
+        (
+            &running["state"],
+            &running["share_percent"],
+            &running["window_ms"],
+            &running["margin_percent"],
+            &running["min_calls"]
+        ),
+        (&json!("running"), &json!(50), &json!(300_000), &json!(20), &json!(10)),
+        "the API's defaults for the fields left empty: {running}"
+    );
+    let list = visitor.get("/console/plugins").await;
+    assert_eq!(inner(&list.text, "<h2 id=\"canary-title\""), "Canary running");
+    assert_eq!(inner(&list.text, "<dd class=\"canary-candidate\""), "rollout@2");
+    assert!(inner(&list.text, "<dd class=\"canary-counts\"").starts_with("candidate 0 calls"));
+    let at2 = list.text.find("<td>rollout@2</td>").unwrap();
+    assert_eq!(inner(&list.text[at2..], "<td class=\"roles\""), "canary (transform)");
+
+    // Stopped: refused without the token, then stopped as the API stops it.
+    let stop_path = format!("/console/plugins/{v2}/canary/stop");
+    assert_eq!(visitor.post(&stop_path, &[]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(engine.get(&api_canary).await.json["state"], "running");
+    let stopped = visitor.post(&stop_path, &[("csrf", &csrf)]).await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.text);
+    assert!(
+        stopped
+            .text
+            .contains("Canary of rollout@2 stopped: every postback runs rollout@1 again.")
+    );
+    assert_eq!(engine.get(&api_canary).await.json["state"], "stopped");
+    assert!(inner(&stopped.text, "<p class=\"notice ok canary-ended\"").starts_with("Canary of rollout@2 stopped at "));
+    let again = visitor.post(&stop_path, &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.text.contains("has no canary running"), "{}", again.text);
+
+    // Started again and promoted: rollout@2 is attached.
+    let started = visitor
+        .post(&canary_path, &[("csrf", &csrf), ("share_percent", "10")])
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    let promote_path = format!("/console/plugins/{v2}/canary/promote");
+    assert_eq!(visitor.post(&promote_path, &[]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(engine.get(&api_canary).await.json["state"], "running");
+    let promoted = visitor.post(&promote_path, &[("csrf", &csrf)]).await;
+    assert_eq!(promoted.status, StatusCode::OK, "{}", promoted.text);
+    assert!(
+        promoted
+            .text
+            .contains("Promoted: rollout@2 was attached in transform_plugin."),
+        "{}",
+        promoted.text
+    );
+    assert_eq!(engine.get(&api_canary).await.json["state"], "promoted");
+    let attached = engine.get(&settings_path(&partner)).await.json;
+    assert_eq!(attached["settings"]["transform_plugin"], v2, "{attached}");
+
+    // The rollback button, where the attached version has an earlier one: from → to.
+    let list = visitor.get("/console/plugins").await;
+    assert_eq!(inner(&list.text, "<span class=\"from-to\""), "rollout@2 → rollout@1");
+    let rollback_path = format!("/console/plugins/{v2}/rollback");
+    assert!(list.text.contains(&format!("action=\"{rollback_path}\"")));
+    let refused = visitor.post(&rollback_path, &[("slot", "transform")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let rolled = visitor
+        .post(&rollback_path, &[("csrf", &csrf), ("slot", "transform")])
+        .await;
+    assert_eq!(rolled.status, StatusCode::OK, "{}", rolled.text);
+    assert!(
+        rolled
+            .text
+            .contains("Rolled back the transform: rollout@2 → rollout@1. The next postback runs rollout@1."),
+        "{}",
+        rolled.text
+    );
+    let attached = engine.get(&settings_path(&partner)).await.json;
+    assert_eq!(attached["settings"]["transform_plugin"], v1, "{attached}");
+    assert!(
+        !rolled.text.contains("<span class=\"from-to\""),
+        "no earlier version of rollout@1"
+    );
+    // Nothing earlier: the API's refusal above the form.
+    let none = visitor
+        .post(
+            &format!("/console/plugins/{v1}/rollback"),
+            &[("csrf", &csrf), ("slot", "transform")],
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::CONFLICT, "{}", none.text);
+    assert!(
+        none.text.contains("rollout@1 is the earliest version of rollout kept"),
+        "{}",
+        none.text
+    );
+
+    // A canary that fails is detached by the workers, and the page says so first of all.
+    let v3 = upload_version(&engine, &partner, "rollout", "panic").await;
+    // Its diff: every delivery failed, each with the candidate's error.
+    let failing = visitor
+        .post(
+            &format!("/console/plugins/{v3}/diff"),
+            &[("csrf", &csrf), ("last", "5")],
+        )
+        .await;
+    assert_eq!(failing.status, StatusCode::OK, "{}", failing.text);
+    assert_eq!(inner(&failing.text, "<dd class=\"diff-failed\""), "5");
+    assert_eq!(
+        failing.text.matches("<article class=\"diff-delivery failed\"").count(),
+        5
+    );
+    assert_eq!(failing.text.matches("<pre class=\"candidate-error\">").count(), 5);
+    assert!(
+        inner(&failing.text, "<pre class=\"candidate-error\"").contains("panicked"),
+        "{}",
+        failing.text
+    );
+    let page = visitor.get(&format!("/console/plugins/{v3}")).await;
+    let started = visitor
+        .post(
+            &format!("/console/plugins/{v3}/canary"),
+            &[
+                ("csrf", &page.csrf()),
+                ("share_percent", "100"),
+                ("window_secs", "1"),
+                ("min_calls", "3"),
+            ],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    let mut more = Vec::new();
+    for round in 0..2 {
+        for n in 0..3 {
+            let n = 10 + round * 3 + n;
+            more.push(
+                engine
+                    .send_event(&created(&partner, &format!("evt_c{n}"), &format!("inq-c{n}")))
+                    .await,
+            );
+        }
+        for id in &more {
+            engine.wait_status(&partner, id, "delivered").await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let reason = eventually("the canary to be detached", async || {
+        let canary = engine.get(&api_canary).await.json;
+        (canary["state"] == "detached").then(|| canary["reason"].as_str().unwrap().to_owned())
+    })
+    .await;
+    let list = visitor.get("/console/plugins").await;
+    assert!(
+        list.text.contains(
+            "<div class=\"notice error canary-ended\" role=\"alert\"><p><strong>Canary of rollout@3 detached</strong>"
+        ),
+        "{}",
+        list.text
+    );
+    assert!(list.text.contains(&html_escaped(&reason)), "the reason shown: {reason}");
+    engine.stop().await;
+}
+
+/// `text` as the console escapes it.
+fn html_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The operator's delivery rates: attempts per minute over the last 5 minutes and the last hour,
+/// across partners and for each busy partner, as delivered, failed and retried. `Fine`'s
+/// receiver accepts (6 delivered), `Flaky`'s answers 503 (each of its 6 postbacks tried, and
+/// retried 5 s later: 12 retried, the next retry minutes away), `Gone`'s answers 410 (its one
+/// postback failed, its endpoint disabled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sees_delivery_rates_across_and_per_partner() {
+    let engine = Engine::start().await;
+    let ok = Receiver::always(Reply::ok("ok")).await;
+    let busy = Receiver::always(Reply::status(503)).await;
+    let gone = Receiver::always(Reply::status(410)).await;
+    let fine = engine.create_partner("Fine <Co>").await;
+    let flaky = engine.create_partner("Flaky").await;
+    let ended = engine.create_partner("Gone").await;
+    engine.put_settings(&fine, &simple_settings(&ok.url("/pb"))).await;
+    engine.put_settings(&flaky, &simple_settings(&busy.url("/pb"))).await;
+    engine.put_settings(&ended, &simple_settings(&gone.url("/pb"))).await;
+    let mut visitor = Visitor::new(&engine);
+    let page = visitor.sign_in(TOKEN).await;
+    assert!(
+        page.text.contains("No postbacks were attempted in the last hour."),
+        "{}",
+        page.text
+    );
+
+    let mut delivered = Vec::new();
+    for n in 0..6 {
+        delivered.push(
+            engine
+                .send_event(&created(&fine, &format!("evt_f{n}"), &format!("inq-f{n}")))
+                .await,
+        );
+        engine
+            .send_event(&created(&flaky, &format!("evt_b{n}"), &format!("inq-b{n}")))
+            .await;
+    }
+    engine.send_event(&created(&ended, "evt_g0", "inq-g0")).await;
+    for id in &delivered {
+        engine.wait_status(&fine, id, "delivered").await;
+    }
+    busy.wait_hits(12).await;
+    gone.wait_hits(1).await;
+    let page = eventually("every attempt counted", async || {
+        let page = visitor.get("/console/operator").await;
+        let counted = page.text.find("Last 5 minutes</th>").is_some_and(|_| {
+            cell_after(&page.text, "Last 5 minutes</th>", "retried") == "2.4"
+                && cell_after(&page.text, "Last 5 minutes</th>", "failed") == "0.2"
+        });
+        counted.then_some(page)
+    })
+    .await;
+    assert_no_inline(&page);
+    assert!(page.text.contains("<h2>Delivery rates</h2>"));
+    // Across partners: 6 delivered, 1 failed and 12 retried, over 5 minutes and over the hour.
+    assert_eq!(cell_after(&page.text, "Last 5 minutes</th>", "delivered"), "1.2");
+    assert_eq!(cell_after(&page.text, "Last hour</th>", "delivered"), "0.1");
+    assert_eq!(cell_after(&page.text, "Last hour</th>", "failed"), "0.0");
+    assert_eq!(cell_after(&page.text, "Last hour</th>", "retried"), "0.2");
+    // Per partner, busiest first, named (escaped) with its id.
+    let rows: Vec<String> = [(&flaky, "Flaky"), (&fine, "Fine &lt;Co&gt;"), (&ended, "Gone")]
+        .iter()
+        .map(|(partner, name)| format!("{name} <code>{}</code></th>", partner.id))
+        .collect();
+    let at: Vec<usize> = rows
+        .iter()
+        .map(|row| {
+            page.text
+                .find(row.as_str())
+                .unwrap_or_else(|| panic!("{row} in {}", page.text))
+        })
+        .collect();
+    assert!(at[0] < at[1] && at[1] < at[2], "busiest first: {}", page.text);
+    let cells =
+        |row: &str| ["delivered", "failed", "retried"].map(|class| cell_after(&page.text, row, class).to_owned());
+    assert_eq!(cells(&rows[0]), ["0.0", "0.0", "0.2"], "Flaky over the hour");
+    assert_eq!(cells(&rows[1]), ["0.1", "0.0", "0.0"], "Fine over the hour");
+    assert_eq!(cells(&rows[2]), ["0.0", "0.0", "0.0"], "Gone over the hour");
+    let recent = |row: &str| {
+        let after = &page.text[page.text.find(row).unwrap()..];
+        ["delivered", "failed", "retried"].map(|class| cell_after(after, "last 5 minutes</td>", class).to_owned())
+    };
+    assert_eq!(recent(&rows[0]), ["0.0", "0.0", "2.4"], "Flaky, last 5 minutes");
+    assert_eq!(recent(&rows[2]), ["0.0", "0.2", "0.0"], "Gone, last 5 minutes");
+    assert!(!page.text.contains("Fine <Co>"));
     engine.stop().await;
 }

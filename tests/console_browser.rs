@@ -6,7 +6,8 @@
 //! dry-run on its page and attached with its button, and a postback of an event posted through
 //! the API reaches the receiver as it transforms it. A partner signed in cannot reach another
 //! partner's pages or data, by address or by a forged form. The operator creates a partner and
-//! sees its signing secret once. A screenshot of each page is saved under
+//! sees its signing secret once. A second version of a plugin is diffed against the attached
+//! one on its diff page, driven by the keyboard. A screenshot of each page is saved under
 //! `<target>/console-screenshots/`.
 //!
 //! Without `chromium` and `chromedriver` on the PATH (Debian packages `chromium` and
@@ -105,12 +106,16 @@ struct Served {
 
 impl Served {
     fn start() -> Served {
+        Served::start_with(&[])
+    }
+
+    /// A `postwire serve` process with `more` arguments.
+    fn start_with(more: &[&str]) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let database = format!("sqlite://{}", dir.path().join("pw.db").display());
-        let process = Process::start(
-            &dir.path().join("engine.log"),
-            &["--database", &database, "--retry-schedule", common::SCHEDULE],
-        );
+        let mut args = vec!["--database", &database, "--retry-schedule", common::SCHEDULE];
+        args.extend_from_slice(more);
+        let process = Process::start(&dir.path().join("engine.log"), &args);
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60))
@@ -721,7 +726,7 @@ async fn the_operator_creates_a_partner_in_a_browser() {
     click(&client, "form[action='/console/operator/partners'] button").await;
     let secret = text_of(&client, "pre.secret").await;
     assert!(secret.starts_with("whsec_"), "{secret}");
-    assert!(text_of(&client, "table tbody").await.contains("Globex Retail"));
+    assert!(text_of(&client, "table.partners tbody").await.contains("Globex Retail"));
     shot(&client, "operator").await;
     let listed = engine.get("/v1/partners").await;
     assert_eq!(listed.json["data"][0]["name"], "Globex Retail");
@@ -729,6 +734,85 @@ async fn the_operator_creates_a_partner_in_a_browser() {
     client.goto(&format!("{}/console/operator", engine.base)).await.unwrap();
     text_of(&client, "h1").await;
     assert!(!client.source().await.unwrap().contains(&secret));
+    client.close().await.unwrap();
+    drop(driver);
+    drop(engine);
+}
+
+/// A plugin's second version diffed against the attached first on its diff page, the form sent
+/// from the keyboard: `rollout@1` (`trivial`) is attached, `rollout@2` (`foreign`) changes only
+/// the postbacks of events in euros, and the page shows exactly those, with nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_diffs_a_plugin_version_in_a_browser() {
+    let Some((driver_path, binary)) = tools() else { return };
+    // The browsers of the other tests share the machine: the plugins' speed is not what this
+    // test is about, so a slow call must not fail the settings' save or the diff.
+    let engine = Served::start_with(&["--plugin-deadline", "5s"]);
+    let receiver = Receiver::always(Reply::ok(r#"{"ok":true}"#)).await;
+    let partner = engine.create_partner("Acme Rollouts").await;
+    let key = engine.partner_key(&partner).await;
+    let mut ids = Vec::new();
+    for guest in ["trivial", "foreign"] {
+        let answer = engine
+            .raw(
+                reqwest::Method::POST,
+                &format!("/v1/partners/{}/plugins?name=rollout", partner.id),
+                Some(postwire_test_plugins::bytes(guest)),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        ids.push(answer.json["id"].as_str().unwrap().to_owned());
+    }
+    let mut settings = common::sample_settings(&receiver.url("/pb"));
+    settings["transform_plugin"] = json!("rollout@1");
+    let saved = engine
+        .raw(
+            reqwest::Method::PUT,
+            &common::settings_path(&partner),
+            Some(settings.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{saved:?}");
+    for n in 0..10 {
+        let mut event = created(&partner, &format!("evt_diff{n}"), &format!("inq-diff{n}"));
+        event["data"]["Currency"] = json!(if n % 5 == 0 { "EUR" } else { "USD" });
+        let delivery = engine.send_event(&event).await;
+        engine.wait_status(&partner, &delivery, "delivered").await;
+    }
+    assert_eq!(receiver.wait_hits(10).await.len(), 10);
+
+    let driver = Driver::start(&driver_path).await;
+    let client = browser(&driver, binary.as_ref()).await;
+    let base = &engine.base;
+    client.goto(&format!("{base}/console/sign-in")).await.unwrap();
+    fill(&client, "#key", &key).await;
+    click(&client, "form[action='/console/sign-in'] button").await;
+    text_of(&client, "h1").await;
+    client.goto(&format!("{base}/console/plugins")).await.unwrap();
+    click(&client, &format!("a[href='/console/plugins/{}/diff']", ids[1])).await;
+    assert_eq!(text_of(&client, "h1").await, "Diff of rollout@2");
+    // The number of deliveries typed, and the form sent with Enter.
+    let last = client.find(Locator::Css("#last")).await.unwrap();
+    last.clear().await.unwrap();
+    last.send_keys("10\u{E007}").await.unwrap();
+    assert_eq!(text_of(&client, "dd.diff-changed").await, "2");
+    assert_eq!(text_of(&client, "dd.diff-identical").await, "8");
+    assert_eq!(text_of(&client, "dd.diff-deliveries").await, "10");
+    let unified = text_of(&client, "pre.unified-diff").await;
+    assert!(unified.starts_with("--- attached\n+++ candidate\n"), "{unified}");
+    assert!(unified.contains("+  \"foreign\": true,"), "{unified}");
+    let headers = text_of(&client, "ul.header-changes").await;
+    assert!(headers.contains("x-foreign-currency: EUR"), "{headers}");
+    shot(&client, "plugin-diff").await;
+    assert_eq!(receiver.hits().len(), 10, "a diff sends nothing");
+    // Back on the version's page: its canary form, with the API's defaults.
+    click(&client, &format!("a[href='/console/plugins/{}']", ids[1])).await;
+    assert_eq!(text_of(&client, "h1").await, "Plugin rollout@2");
+    click(&client, "a.to-rollout").await;
+    text_of(&client, "form.canary-form").await;
+    let share = client.find(Locator::Css("#share_percent")).await.unwrap();
+    assert_eq!(share.prop("value").await.unwrap().as_deref(), Some("5"));
+    shot(&client, "plugin-rollout").await;
     client.close().await.unwrap();
     drop(driver);
     drop(engine);

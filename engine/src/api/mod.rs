@@ -28,6 +28,9 @@ pub(crate) use deliveries::retry_delivery;
 pub use error::ApiError;
 pub(crate) use partners::create_partner;
 pub(crate) use plugins::{run_plugin, upload_plugin};
+pub(crate) use rollout::{
+    CANARY_DEFAULTS, canary_promote, canary_start, canary_status, canary_stop, replay_diff, roll_back,
+};
 pub(crate) use settings::{preview_request, save_settings, test_postback};
 pub use tries::Tries;
 

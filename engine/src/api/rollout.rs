@@ -183,8 +183,13 @@ async fn rollback(
     Body(body): Body<BODY_BYTES>,
 ) -> Result<Json<Value>, ApiError> {
     let input = body_json(&body)?;
-    let (mut settings, _) = saved(&state, &partner.id).await?;
-    let slot = match slot_of(&input)? {
+    Ok(Json(roll_back(&state, &partner.id, &input).await?))
+}
+
+/// What `rollback` does and answers; the console's plugins page rolls back with it.
+pub(crate) async fn roll_back(state: &AppState, partner_id: &str, input: &Value) -> Result<Value, ApiError> {
+    let (mut settings, _) = saved(state, partner_id).await?;
+    let slot = match slot_of(input)? {
         Some(slot) => slot,
         None => {
             let attached: Vec<PluginSlot> = [PluginSlot::Transform, PluginSlot::Classify]
@@ -196,7 +201,7 @@ async fn rollback(
                 [] => {
                     return Err(ApiError::conflict(format!(
                         "partner {} has no plugin attached; there is nothing to roll back",
-                        partner.id
+                        partner_id
                     )));
                 }
                 _ => {
@@ -215,10 +220,10 @@ async fn rollback(
             slot.field()
         ))
     })?;
-    let plugins = state.store.plugins(&partner.id).await?;
+    let plugins = state.store.plugins(partner_id).await?;
     let current = plugins.iter().find(|p| p.id.as_str() == current_id);
     let target = match input.get("to").and_then(Value::as_str) {
-        Some(_) => candidate(&state, &partner.id, &input, "to", Some(slot)).await?.0,
+        Some(_) => candidate(state, partner_id, input, "to", Some(slot)).await?.0,
         None => {
             let current = current.ok_or_else(|| {
                 ApiError::conflict(format!(
@@ -242,13 +247,13 @@ async fn rollback(
     };
     let from = current.map_or_else(|| current_id.clone(), PluginRecord::label);
     settings[slot.field()] = Value::String(target.id.to_string());
-    let record = super::save_settings(&state, &partner.id, &settings).await?;
-    Ok(Json(json!({
+    let record = super::save_settings(state, partner_id, &settings).await?;
+    Ok(json!({
         "slot": slot,
         "from": from,
         "to": target.label(),
         "settings": super::settings::view(&record),
-    })))
+    }))
 }
 
 /// The canary's view: the stored canary with its versions' names and when its window ends.
@@ -320,17 +325,44 @@ async fn start_canary(
     Body(body): Body<BODY_BYTES>,
 ) -> Result<Json<Value>, ApiError> {
     let input = body_json(&body)?;
-    let slot = slot_of(&input)?;
-    let (plugin, slot) = candidate(&state, &partner.id, &input, "candidate", slot).await?;
+    Ok(Json(canary_start(&state, &partner.id, &input).await?))
+}
+
+/// A canary's settings a start takes unless told otherwise: share (percent), window (seconds),
+/// margin (percentage points) and the calls a window needs before it is judged.
+pub(crate) const CANARY_DEFAULTS: CanaryDefaults = CanaryDefaults {
+    share_percent: 5,
+    window_secs: 300,
+    margin_percent: 10,
+    min_calls: 10,
+};
+
+/// See [`CANARY_DEFAULTS`].
+pub(crate) struct CanaryDefaults {
+    /// Of the postbacks' first attempts, the share the candidate serves.
+    pub share_percent: i64,
+    /// How long a window lasts.
+    pub window_secs: i64,
+    /// How far the candidate's failure rate may exceed the attached version's.
+    pub margin_percent: i64,
+    /// Calls the candidate makes in a window before the window is judged.
+    pub min_calls: i64,
+}
+
+/// What `start_canary` does and answers; the console's plugins page starts canaries with it.
+pub(crate) async fn canary_start(state: &AppState, partner_id: &str, input: &Value) -> Result<Value, ApiError> {
+    let slot = slot_of(input)?;
+    let (plugin, slot) = candidate(state, partner_id, input, "candidate", slot).await?;
+    let d = &CANARY_DEFAULTS;
     let spec = CanarySpec {
         slot,
         plugin_id: plugin.id.clone(),
-        share_percent: number(&input, "share_percent", 5, 1..=100)?,
-        window_ms: number(&input, "window_secs", 300, 1..=7 * 86_400)? * 1000,
-        margin_percent: number(&input, "margin_percent", 10, 0..=100)?,
-        min_calls: number(&input, "min_calls", 10, 1..=1_000_000)?,
+        share_percent: number(input, "share_percent", d.share_percent, 1..=100)?,
+        window_ms: number(input, "window_secs", d.window_secs, 1..=7 * 86_400)? * 1000,
+        margin_percent: number(input, "margin_percent", d.margin_percent, 0..=100)?,
+        min_calls: number(input, "min_calls", d.min_calls, 1..=1_000_000)?,
     };
-    let (settings, _) = saved(&state, &partner.id).await?;
+    let (settings, _) = saved(state, partner_id).await?;
     if attached_id(&settings, slot).as_deref() == Some(plugin.id.as_str()) {
         return Err(invalid(
             "candidate",
@@ -343,11 +375,11 @@ async fn start_canary(
     }
     let canary = state
         .store
-        .start_canary(&partner.id, &spec, now_ms())
+        .start_canary(partner_id, &spec, now_ms())
         .await?
-        .ok_or_else(|| ApiError::conflict(format!("partner {} has no action inquiry settings yet", partner.id)))?;
-    state.worker.forget_endpoint(&partner.id);
-    Ok(Json(canary_view(&state, &partner.id, &canary).await?))
+        .ok_or_else(|| ApiError::conflict(format!("partner {partner_id} has no action inquiry settings yet")))?;
+    state.worker.forget_endpoint(partner_id);
+    canary_view(state, partner_id, &canary).await
 }
 
 /// The partner's canary: the running one with its window's counts, or the last one with how
@@ -365,12 +397,19 @@ async fn start_canary(
     ),
 )]
 async fn show_canary(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
-    let canary = state
-        .store
-        .canary(&partner.id)
+    let canary = canary_status(&state, &partner.id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("partner {} has had no canary", partner.id)))?;
-    Ok(Json(canary_view(&state, &partner.id, &canary).await?))
+    Ok(Json(canary))
+}
+
+/// What `show_canary` answers, `None` when the partner has had no canary; the console's
+/// plugins page shows the same.
+pub(crate) async fn canary_status(state: &AppState, partner_id: &str) -> Result<Option<Value>, ApiError> {
+    match state.store.canary(partner_id).await? {
+        Some(canary) => Ok(Some(canary_view(state, partner_id, &canary).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Stops the running canary: every postback runs the attached version again.
@@ -388,18 +427,23 @@ async fn show_canary(State(state): State<AppState>, Partner(partner): Partner) -
     ),
 )]
 async fn stop_canary(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
+    Ok(Json(canary_stop(&state, &partner.id).await?))
+}
+
+/// What `stop_canary` does and answers; the console's stop button does the same.
+pub(crate) async fn canary_stop(state: &AppState, partner_id: &str) -> Result<Value, ApiError> {
     let canary = state
         .store
         .end_canary(
-            &partner.id,
+            partner_id,
             CanaryState::Stopped,
             Some("stopped by the partner"),
             now_ms(),
         )
         .await?
-        .ok_or_else(|| no_canary_running(&partner.id))?;
-    state.worker.forget_endpoint(&partner.id);
-    Ok(Json(canary_view(&state, &partner.id, &canary).await?))
+        .ok_or_else(|| no_canary_running(partner_id))?;
+    state.worker.forget_endpoint(partner_id);
+    canary_view(state, partner_id, &canary).await
 }
 
 /// Attaches the running canary's candidate in its slot (the settings saved as a `PUT` saves
@@ -418,28 +462,33 @@ async fn stop_canary(State(state): State<AppState>, Partner(partner): Partner) -
     ),
 )]
 async fn promote_canary(State(state): State<AppState>, Partner(partner): Partner) -> Result<Json<Value>, ApiError> {
+    Ok(Json(canary_promote(&state, &partner.id).await?))
+}
+
+/// What `promote_canary` does and answers; the console's promote button does the same.
+pub(crate) async fn canary_promote(state: &AppState, partner_id: &str) -> Result<Value, ApiError> {
     let running = state
         .store
-        .canary(&partner.id)
+        .canary(partner_id)
         .await?
         .filter(|c| c.state == CanaryState::Running)
-        .ok_or_else(|| no_canary_running(&partner.id))?;
-    let (mut settings, _) = saved(&state, &partner.id).await?;
+        .ok_or_else(|| no_canary_running(partner_id))?;
+    let (mut settings, _) = saved(state, partner_id).await?;
     settings[running.slot.field()] = Value::String(running.plugin_id.to_string());
-    super::save_settings(&state, &partner.id, &settings).await?;
-    let label = label_of(&state, &partner.id, running.plugin_id.as_str()).await?;
+    super::save_settings(state, partner_id, &settings).await?;
+    let label = label_of(state, partner_id, running.plugin_id.as_str()).await?;
     let canary = state
         .store
         .end_canary(
-            &partner.id,
+            partner_id,
             CanaryState::Promoted,
             Some(&format!("{label} was attached in {}", running.slot.field())),
             now_ms(),
         )
         .await?
         .unwrap_or(running);
-    state.worker.forget_endpoint(&partner.id);
-    Ok(Json(canary_view(&state, &partner.id, &canary).await?))
+    state.worker.forget_endpoint(partner_id);
+    canary_view(state, partner_id, &canary).await
 }
 
 /// A replay diff: `{"candidate", "last"? (50, at most 500), "slot"?}`. Runs the candidate on

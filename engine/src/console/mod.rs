@@ -1,12 +1,14 @@
 //! The partner console: web pages at `/console` for what partners otherwise do with the HTTP
 //! API — settings with their placeholders and a preview, test postbacks, the postback log,
-//! plugins with their dry runs — and the operator's partners and keys.
+//! plugins with their dry runs, versions' replay diffs, canaries and rollbacks (`rollout`) —
+//! and the operator's queue, delivery rates, partners and keys.
 //!
 //! The pages are another face of the API's operations: they call the same functions (settings'
-//! validation and save, preview, test postbacks, retries, plugin uploads and dry runs, creating
-//! partners) and act for a partner only once the API's own check (`api::partner_for`) allows
-//! it. Pages are rendered on the server and work without script; `console.js` adds placeholder
-//! insertion and a live preview. Every asset is inside the binary.
+//! validation and save, preview, test postbacks, retries, plugin uploads and dry runs, replay
+//! diffs, canaries and rollbacks, creating partners) and act for a partner only once the API's
+//! own check (`api::partner_for`) allows it. Pages are rendered on the server and work without
+//! script; `console.js` adds placeholder insertion and a live preview. Every asset is inside
+//! the binary.
 //!
 //! Safety: the session cookie is sealed (`session`); every POST must carry the session's CSRF
 //! token (`guard`); every response carries the security headers (`secure`), a
@@ -19,6 +21,7 @@ mod html;
 mod log;
 mod operator;
 mod plugins;
+mod rollout;
 mod session;
 mod settings;
 mod sign_in;
@@ -58,6 +61,7 @@ pub fn router(app: AppState) -> Router {
         .merge(log::router())
         .merge(operator::router())
         .merge(plugins::router())
+        .merge(rollout::router())
         .layer(axum::middleware::from_fn_with_state(console.clone(), guard::csrf))
         .layer(axum::middleware::map_response(secure))
         .with_state(console)

@@ -1,4 +1,6 @@
-//! *Operator*: the queue's depth, the partners (create one, pick one to act for), and each
+//! *Operator*: the queue's depth, the delivery rates (postbacks delivered, failed and retried
+//! per minute over the last 5 minutes and the last hour, across partners and for the busiest
+//! partners, from [`crate::store::Store::outcome_counts`]), the partners (create one, pick one to act for), and each
 //! partner's keys (create, revoke). Only the operator reaches these pages. A partner is created
 //! as `POST /v1/partners` creates it ([`crate::api::create_partner`]), its signing secret shown
 //! this once.
@@ -16,7 +18,7 @@ use super::html::{self, Nav, Who, esc};
 use super::session::{self, SignedIn};
 use super::{Console, Failure, Fields, page};
 use crate::api::{ApiError, create_partner, partner_for};
-use crate::store::{KeyKind, now_ms};
+use crate::store::{KeyKind, OutcomeCount, now_ms};
 
 pub(super) fn router() -> Router<Console> {
     Router::new()
@@ -35,6 +37,11 @@ pub(super) fn router() -> Router<Console> {
 
 /// Most partners the overview lists.
 const PARTNERS: i64 = 500;
+
+/// Partners the delivery rates name one by one: the busiest of the last hour.
+const TOP_PARTNERS: usize = 10;
+
+const MINUTE_MS: i64 = 60_000;
 
 fn operator_only(signed: &SignedIn) -> Result<(), Failure> {
     if signed.operator() {
@@ -72,6 +79,14 @@ async fn overview_page(
     let store = &console.app.store;
     let (due, oldest) = store.due(now_ms()).await.map_err(ApiError::from)?;
     let partners = store.partners(None, PARTNERS).await.map_err(ApiError::from)?;
+    let now = now_ms();
+    let counts = store
+        .outcome_counts(now - 60 * MINUTE_MS, MINUTE_MS)
+        .await
+        .map_err(ApiError::from)?;
+    let names: std::collections::HashMap<&str, &str> =
+        partners.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
+    let rates = rates(&counts, now, &names);
     let csrf = html::csrf_field(&signed.session.csrf);
     let (marks, beside) = if error.is_empty() {
         (String::new(), String::new())
@@ -83,7 +98,7 @@ async fn overview_page(
     };
     let mut out = format!(
         "{notice}<h2>Queue</h2><dl class=\"facts\"><dt>Postbacks due now</dt><dd class=\"queue-depth\">{due}</dd>\
-         <dt>Oldest due since</dt><dd>{}</dd><dt>In this process's memory</dt><dd>{}</dd></dl>\
+         <dt>Oldest due since</dt><dd>{}</dd><dt>In this process's memory</dt><dd>{}</dd></dl>{rates}\
          <form method=\"post\" action=\"/console/operator/partners\" class=\"narrow\">{csrf}<h2>Create a partner</h2>\
          <div class=\"field\"><label for=\"partner_name\">Name</label><input id=\"partner_name\" name=\"name\" \
          value=\"{}\"{marks}>{beside}<p class=\"help\">Up to 200 bytes; its signing secret is shown once, when it is \
@@ -96,7 +111,7 @@ async fn overview_page(
         out.push_str("<p>No partners yet: create one above.</p>");
     } else {
         out.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Partner</th><th scope=\"col\">Id</th>\
+            "<div class=\"scroll\"><table class=\"partners\"><thead><tr><th scope=\"col\">Partner</th><th scope=\"col\">Id</th>\
              <th scope=\"col\">State</th><th scope=\"col\">Act for</th><th scope=\"col\">Keys</th></tr></thead><tbody>",
         );
         for partner in &partners {
@@ -291,4 +306,125 @@ async fn revoke_key(
     };
     let body = keys_page(&console, &signed, &partner.id, notice).await?;
     Ok(page(html::page("Partner keys", Nav::Operator, Some(&who(&signed)), &body)).into_response())
+}
+
+/// Attempts' outcomes summed over some minutes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    delivered: i64,
+    failed: i64,
+    retried: i64,
+}
+
+impl Tally {
+    fn add(&mut self, count: &OutcomeCount) {
+        self.delivered += count.delivered;
+        self.failed += count.failed;
+        self.retried += count.retried;
+    }
+
+    fn total(&self) -> i64 {
+        self.delivered + self.failed + self.retried
+    }
+
+    /// The three rates per minute over `minutes`, as table cells.
+    fn cells(&self, minutes: i64) -> String {
+        let rate = |n: i64| format!("{:.1}", n as f64 / minutes as f64);
+        format!(
+            "<td class=\"delivered\">{}</td><td class=\"failed\">{}</td><td class=\"retried\">{}</td>",
+            rate(self.delivered),
+            rate(self.failed),
+            rate(self.retried)
+        )
+    }
+}
+
+/// The delivery rates' section from the last hour's counts per partner and minute (the store's
+/// spans start an hour before `now`, so the last five are the last five minutes): across
+/// partners, then the busiest partners, each per minute over the last 5 minutes and the hour.
+fn rates(counts: &[OutcomeCount], now: i64, names: &std::collections::HashMap<&str, &str>) -> String {
+    let recent_from = now - 5 * MINUTE_MS;
+    let (mut hour, mut recent) = (Tally::default(), Tally::default());
+    let mut by_partner: std::collections::BTreeMap<&str, (Tally, Tally)> = std::collections::BTreeMap::new();
+    for count in counts {
+        let partner = by_partner.entry(count.partner_id.as_str()).or_default();
+        hour.add(count);
+        partner.0.add(count);
+        if count.at >= recent_from {
+            recent.add(count);
+            partner.1.add(count);
+        }
+    }
+    let head = "<thead><tr><th scope=\"col\">{}</th><th scope=\"col\">Delivered / min</th>\
+                <th scope=\"col\">Failed / min</th><th scope=\"col\">Retried / min</th></tr></thead>";
+    let mut out = format!(
+        "<h2>Delivery rates</h2><p class=\"help\">Postback attempts per minute, by what they meant, across \
+         partners; updated when the page loads.</p><div class=\"scroll\"><table class=\"rates all-rates\">\
+         <caption>All partners</caption>{}<tbody><tr><th scope=\"row\">Last 5 minutes</th>{}</tr>\
+         <tr><th scope=\"row\">Last hour</th>{}</tr></tbody></table></div>",
+        head.replace("{}", "Over"),
+        recent.cells(5),
+        hour.cells(60)
+    );
+    let mut busiest: Vec<_> = by_partner.into_iter().filter(|(_, (h, _))| h.total() > 0).collect();
+    busiest.sort_by(|a, b| b.1.0.total().cmp(&a.1.0.total()).then(a.0.cmp(b.0)));
+    if busiest.is_empty() {
+        out.push_str("<p>No postbacks were attempted in the last hour.</p>");
+        return out;
+    }
+    let _ = write!(
+        out,
+        "<div class=\"scroll\"><table class=\"rates partner-rates\"><caption>Busiest partners, last hour \
+         (last 5 minutes below each)</caption>{}<tbody>",
+        head.replace("{}", "Partner")
+    );
+    for (id, (hour, recent)) in busiest.into_iter().take(TOP_PARTNERS) {
+        let name = names.get(id).copied().unwrap_or(id);
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\">{} <code>{}</code></th>{}</tr><tr class=\"recent\"><td>last 5 minutes</td>{}</tr>",
+            esc(name),
+            esc(id),
+            hour.cells(60),
+            recent.cells(5)
+        );
+    }
+    out.push_str("</tbody></table></div>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(partner: &str, at: i64, delivered: i64, failed: i64, retried: i64) -> OutcomeCount {
+        OutcomeCount {
+            partner_id: partner.into(),
+            at,
+            delivered,
+            failed,
+            retried,
+        }
+    }
+
+    #[test]
+    fn rates_are_per_minute_over_the_hour_and_the_last_five_minutes_busiest_first() {
+        let now = 10 * 3_600_000;
+        let since = now - 60 * MINUTE_MS;
+        let counts = [
+            count("ptn_a", since, 60, 0, 0),
+            count("ptn_b", now - MINUTE_MS - 1, 10, 5, 30),
+            count("ptn_a", now - MINUTE_MS - 1, 0, 0, 0),
+        ];
+        let names = std::collections::HashMap::from([("ptn_b", "<Bravo>")]);
+        let html = rates(&counts, now, &names);
+        // Across partners: the hour's 105 attempts over 60 minutes, the last 5 minutes' 45 over 5.
+        assert!(html.contains("Last 5 minutes</th><td class=\"delivered\">2.0</td><td class=\"failed\">1.0</td><td class=\"retried\">6.0</td>"), "{html}");
+        assert!(html.contains("Last hour</th><td class=\"delivered\">1.2</td><td class=\"failed\">0.1</td><td class=\"retried\">0.5</td>"), "{html}");
+        // Busiest first (b made 45 attempts, a 60: a first), names escaped, ids as given.
+        let (a, b) = (html.find("ptn_a").unwrap(), html.find("&lt;Bravo&gt;").unwrap());
+        assert!(a < b, "{html}");
+        assert!(!html.contains("<Bravo>"));
+        assert!(rates(&[], now, &names).contains("No postbacks were attempted"));
+    }
 }

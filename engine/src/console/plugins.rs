@@ -4,6 +4,8 @@
 //! event (the API's own, [`crate::api::run_plugin`], in `dry_run`) and buttons that attach it
 //! as the transform or the classifier by saving the settings with it
 //! ([`crate::api::save_settings`], so that its checks are the settings page's and the API's).
+//! The list keeps the versions of one name together; a version's page ends with its rollout
+//! forms (`rollout`).
 
 use std::fmt::Write as _;
 
@@ -18,6 +20,7 @@ use serde_json::Value;
 
 use super::dry_run::{self, RunErrors, RunForm};
 use super::html::{self, Nav, esc};
+use super::rollout::{self, Rollout, RolloutForms};
 use super::session::PartnerPage;
 use super::{Console, Failure, Fields, page};
 use crate::api::{ApiError, run_plugin, save_settings, upload_plugin};
@@ -49,8 +52,28 @@ async fn list(
         ),
         None => String::new(),
     };
-    let body = render(&console, &page_of, &notice).await?;
-    Ok(page(html::page("Plugins", Nav::Plugins, Some(&page_of.who()), &body)).into_response())
+    list_page(&console, &page_of, StatusCode::OK, &notice, &RolloutForms::default()).await
+}
+
+/// The plugins list with `notice` above it, answered with `status`.
+pub(super) async fn list_page(
+    console: &Console,
+    page_of: &PartnerPage,
+    status: StatusCode,
+    notice: &str,
+    forms: &RolloutForms,
+) -> Result<Response, Failure> {
+    let body = render(console, page_of, notice, forms).await?;
+    Ok(titled_response(status, page_of, "Plugins", &body))
+}
+
+/// A plugins page titled `title`, answered with `status`.
+pub(super) fn titled_response(status: StatusCode, page_of: &PartnerPage, title: &str, body: &str) -> Response {
+    (
+        status,
+        page(html::page(title, Nav::Plugins, Some(&page_of.who()), body)),
+    )
+        .into_response()
 }
 
 /// Uploads the form's component: fields `name` and `wasm` (the file).
@@ -101,6 +124,7 @@ async fn upload(
                 &console,
                 &page_of,
                 &html::notice("error", &format!("Not uploaded: {message}")),
+                &RolloutForms::default(),
             )
             .await?;
             Ok((
@@ -112,10 +136,15 @@ async fn upload(
     }
 }
 
-async fn render(console: &Console, page_of: &PartnerPage, notice: &str) -> Result<String, Failure> {
-    let store = &console.app.store;
+async fn render(
+    console: &Console,
+    page_of: &PartnerPage,
+    notice: &str,
+    forms: &RolloutForms,
+) -> Result<String, Failure> {
     let partner = &page_of.partner.id;
-    let plugins = store.plugins(partner).await.map_err(ApiError::from)?;
+    let rollout = Rollout::of(console, partner).await?;
+    let plugins = rollout.plugins();
     let attached = Attached::of(console, partner).await?;
     let csrf = percent_encoding::utf8_percent_encode(&page_of.signed.session.csrf, percent_encoding::NON_ALPHANUMERIC);
     let mut out = format!(
@@ -125,8 +154,10 @@ async fn render(console: &Console, page_of: &PartnerPage, notice: &str) -> Resul
          <label for=\"wasm\">Component (.wasm)</label><input id=\"wasm\" name=\"wasm\" type=\"file\" \
          accept=\".wasm,application/wasm\" required></div><button type=\"submit\" class=\"primary\">Upload</button></form>\
          <p class=\"help\">Open a plugin to dry-run it on an event. Attach one with its buttons here, or by \
-         picking it on the <a href=\"/console/settings\">settings page</a>.</p>",
+         picking it on the <a href=\"/console/settings\">settings page</a>. A version's page diffs it \
+         against the attached version and starts a canary of it.</p>{}",
         esc(&csrf.to_string()),
+        rollout::overview(&page_of.signed.session.csrf, &rollout, forms),
     );
     if plugins.is_empty() {
         out.push_str("<p>No plugins yet.</p>");
@@ -135,19 +166,28 @@ async fn render(console: &Console, page_of: &PartnerPage, notice: &str) -> Resul
             "<div class=\"scroll\"><table class=\"plugins\"><caption>Your plugins</caption><thead><tr>\
              <th scope=\"col\">Name</th><th scope=\"col\">Id</th><th scope=\"col\">Exports</th>\
              <th scope=\"col\">Size</th><th scope=\"col\">SHA-256</th><th scope=\"col\">Attached as</th>\
-             <th scope=\"col\">Uploaded</th><th scope=\"col\">Try or attach</th></tr></thead><tbody>",
+             <th scope=\"col\">Uploaded</th><th scope=\"col\">Try, diff or attach</th></tr></thead><tbody>",
         );
-        for plugin in &plugins {
+        for plugin in plugins {
+            let mut roles = attached.roles(&plugin.id);
+            if let Some(slot) = rollout.canary_of(&plugin.id) {
+                roles = if roles == "-" {
+                    format!("canary ({slot})")
+                } else {
+                    format!("{roles}, canary ({slot})")
+                };
+            }
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} KiB</td><td><code class=\"hash\">{}</code></td>\
-                 <td>{}</td><td>{}</td><td><a href=\"/console/plugins/{1}\">Dry run {0}</a>{}</td></tr>",
+                 <td class=\"roles\">{}</td><td>{}</td><td><a href=\"/console/plugins/{1}\">Dry run {0}</a> \
+                 <a href=\"/console/plugins/{1}/diff\">Diff {0}</a>{}</td></tr>",
                 esc(&plugin.label()),
                 esc(&plugin.id),
                 esc(&plugin.exports.join(", ")),
                 (plugin.size + 1023) / 1024,
                 esc(&plugin.sha256),
-                attached.roles(&plugin.id),
+                esc(&roles),
                 html::time(plugin.created_at),
                 attach_forms(&page_of.signed.session.csrf, plugin, &attached)
             );
@@ -214,7 +254,7 @@ fn attach_forms(csrf: &str, plugin: &PluginRecord, attached: &Attached) -> Strin
 }
 
 /// The partner's plugin `id`, or a 404 page that does not repeat the id asked for.
-async fn own_plugin(console: &Console, page_of: &PartnerPage, id: &str) -> Result<PluginRecord, Failure> {
+pub(super) async fn own_plugin(console: &Console, page_of: &PartnerPage, id: &str) -> Result<PluginRecord, Failure> {
     console
         .app
         .store
@@ -233,7 +273,32 @@ fn classifies(plugin: &PluginRecord) -> bool {
     plugin.exports.iter().any(|e| e == "classify")
 }
 
-/// A plugin's page: what it is, its attach buttons, a dry run's `result`, and the dry-run form.
+/// A plugin's page with `notice` and the rollout forms as sent, answered with `status`.
+pub(super) async fn show_page(
+    console: &Console,
+    page_of: &PartnerPage,
+    plugin: &PluginRecord,
+    status: StatusCode,
+    notice: &str,
+    forms: &RolloutForms,
+) -> Result<Response, Failure> {
+    let body = plugin_page(
+        console,
+        page_of,
+        plugin,
+        notice,
+        &RunForm::default(),
+        &RunErrors::none(),
+        "",
+        forms,
+    )
+    .await?;
+    Ok(plugin_response(status, page_of, plugin, &body))
+}
+
+/// A plugin's page: what it is, its attach buttons, a dry run's `result`, the dry-run form,
+/// and its rollout forms.
+#[allow(clippy::too_many_arguments)]
 async fn plugin_page(
     console: &Console,
     page_of: &PartnerPage,
@@ -242,6 +307,7 @@ async fn plugin_page(
     form: &RunForm,
     errors: &RunErrors,
     result: &str,
+    forms: &RolloutForms,
 ) -> Result<String, Failure> {
     let attached = Attached::of(console, &page_of.partner.id).await?;
     let csrf = &page_of.signed.session.csrf;
@@ -263,8 +329,14 @@ async fn plugin_page(
     if !buttons.is_empty() {
         let _ = write!(out, "<div class=\"actions\">{buttons}</div>");
     }
+    out.push_str(
+        "<p><a class=\"to-rollout\" href=\"#rollout-title\">Ship this version safely: diff it against the \
+         attached version, run it as a canary, roll back</a></p>",
+    );
     out.push_str(result);
     out.push_str(&dry_run::form(csrf, &plugin.id, classifies(plugin), form, errors));
+    let rollout = Rollout::of(console, &page_of.partner.id).await?;
+    out.push_str(&rollout::section(csrf, plugin, &rollout, forms));
     Ok(out)
 }
 
@@ -308,6 +380,7 @@ async fn show(
         &RunForm::default(),
         &RunErrors::none(),
         "",
+        &RolloutForms::default(),
     )
     .await?;
     Ok(plugin_response(StatusCode::OK, &page_of, &plugin, &body))
@@ -340,7 +413,17 @@ async fn run(
     } else {
         html::notice("error", "Not run: fix the fields marked below and run it again.")
     };
-    let body = plugin_page(&console, &page_of, &plugin, &notice, &form, &errors, &result).await?;
+    let body = plugin_page(
+        &console,
+        &page_of,
+        &plugin,
+        &notice,
+        &form,
+        &errors,
+        &result,
+        &RolloutForms::default(),
+    )
+    .await?;
     Ok(plugin_response(status, &page_of, &plugin, &body))
 }
 
@@ -406,6 +489,7 @@ async fn attach(
         &RunForm::default(),
         &RunErrors::none(),
         "",
+        &RolloutForms::default(),
     )
     .await?;
     Ok(plugin_response(status, &page_of, &plugin, &body))

@@ -544,6 +544,22 @@ pub struct Canary {
     pub ended_at: Option<i64>,
 }
 
+/// What the attempts of one partner made in one span of time, across partners (see
+/// [`Store::outcome_counts`]): the operator's delivery rates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCount {
+    /// The partner.
+    pub partner_id: PartnerId,
+    /// When the span began (Unix ms): `since` plus a whole number of spans.
+    pub at: i64,
+    /// Attempts the receiver accepted.
+    pub delivered: i64,
+    /// Attempts that gave their postback up (failed for good, or the endpoint disabled).
+    pub failed: i64,
+    /// Attempts to be tried again.
+    pub retried: i64,
+}
+
 /// An accepted event and what it became.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Accepted {

@@ -498,6 +498,21 @@ pub fn canary_step(canary: &Canary, now: i64) -> CanaryStep {
     }
 }
 
+// Delivery rates.
+
+/// How long before `since` an attempt's id may have been made and its attempt still have
+/// started at `since` or later: an id is made after its attempt starts, on the clock of the
+/// process that made it, and processes sharing a store may disagree by this much.
+pub const ATTEMPT_ID_SKEW_MS: i64 = 300_000;
+
+/// The smallest attempt id of an attempt started at `since` or later. Attempt ids sort by the
+/// time they were made, so a range of the attempts' primary key from it holds every attempt
+/// of the span: the rates are read along that index, without one on `started_at`.
+pub fn attempts_from(since: i64) -> String {
+    let at = u64::try_from(since - ATTEMPT_ID_SKEW_MS).unwrap_or(0);
+    format!("{}_{}", crate::id::AttemptId::PREFIX, ulid::Ulid::from_parts(at, 0))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

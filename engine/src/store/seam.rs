@@ -6,8 +6,8 @@ use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
     Accepted, ApiKey, Attempt, Canary, CanarySpec, CanaryState, Claimed, Deleted, Delivery, DeliveryFilter, Durability,
-    Endpoint, GiveBack, KeyKind, Lease, Leased, NewKey, Notice, Outcome, Partner, PluginQuota, PluginRecord,
-    PluginUsage, Pruned, RateSlot, SettingsRecord, Status, StoreError, rules,
+    Endpoint, GiveBack, KeyKind, Lease, Leased, NewKey, Notice, Outcome, OutcomeCount, Partner, PluginQuota,
+    PluginRecord, PluginUsage, Pruned, RateSlot, SettingsRecord, Status, StoreError, rules,
 };
 use crate::event::Event;
 use crate::id::{DeliveryId, PartnerId};
@@ -247,6 +247,14 @@ impl Store {
     /// earliest of them fell due; read on a read connection, off the writer.
     pub async fn due(&self, now: i64) -> Result<(i64, Option<i64>)> {
         dispatch!(self, store => store.due(now).await)
+    }
+
+    /// The attempts started from `since` (Unix ms) on, across partners, counted per partner and
+    /// per span of `span_ms` (the first span begins at `since`) as delivered, failed and
+    /// retried: the operator's delivery rates. Read along the attempts' primary key, whose ids
+    /// sort by time ([`rules::attempts_from`](super::rules::attempts_from)).
+    pub async fn outcome_counts(&self, since: i64, span_ms: i64) -> Result<Vec<OutcomeCount>> {
+        dispatch!(self, store => store.outcome_counts(since, span_ms).await)
     }
 
     /// Whether other processes may use the store at the same time (PostgreSQL), so that what

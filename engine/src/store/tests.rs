@@ -219,6 +219,7 @@ suite!(
     a_delivery_claimed_again_keeps_the_newer_outcome_in_either_order,
     a_partners_plugins_stay_within_its_quota_even_racing,
     plugin_versions_count_per_name_and_a_canary_is_judged_per_window,
+    delivery_rates_count_each_partners_attempts_by_outcome_and_minute,
 );
 
 /// An event of `partner` with an `OrderId` when `order` is given.
@@ -1384,4 +1385,81 @@ async fn a_store_of_one_process_shares_nothing() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     assert!(store.watch(|_| {}, shutdown).is_none());
     store.close().await;
+}
+
+/// The operator's delivery rates: every partner's attempts since a time, per partner and per
+/// span, as delivered, failed and retried; earlier attempts and superseded ones are left out.
+async fn delivery_rates_count_each_partners_attempts_by_outcome_and_minute(backend: Backend) {
+    let (_dir, store) = open(backend).await;
+    let (a, b) = (partner(&store).await, partner(&store).await);
+    let mut rows: Vec<Event> = events(
+        &a,
+        &[
+            ("a1", "created", "i1"),
+            ("a2", "created", "i2"),
+            ("a3", "created", "i3"),
+        ],
+    );
+    rows.extend(events(&b, &[("b1", "created", "i1"), ("b2", "created", "i2")]));
+    store.accept(&rows, now_ms()).await.expect("accepted");
+    let claimed = store.claim(now_ms(), 60_000, 10).await.expect("claimed");
+    assert_eq!(claimed.len(), 5);
+    let now = now_ms();
+    let since = now - 120_000;
+    let partner_of = |c: &Claimed| if c.partner_id == a { "a" } else { "b" };
+    let mut outcomes = Vec::new();
+    let (mut seen_a, mut seen_b) = (0, 0);
+    for c in &claimed {
+        let mut attempt = attempt(&c.delivery_id, None);
+        // `a`: one delivered this minute, one retried a minute earlier, one before `since`;
+        // `b`: one failed, one delivered, both this minute.
+        let next = match partner_of(c) {
+            "a" => {
+                seen_a += 1;
+                match seen_a {
+                    1 => Next::Delivered,
+                    2 => {
+                        attempt.started_at = since + 30_000;
+                        attempt.verdict = AttemptVerdict::Retry;
+                        Next::RetryAt(now + 600_000)
+                    }
+                    _ => {
+                        attempt.started_at = since - 1;
+                        attempt.verdict = AttemptVerdict::Fail;
+                        Next::Failed
+                    }
+                }
+            }
+            _ => {
+                seen_b += 1;
+                if seen_b == 1 {
+                    attempt.verdict = AttemptVerdict::Fail;
+                    Next::Failed
+                } else {
+                    Next::Delivered
+                }
+            }
+        };
+        outcomes.push(Outcome {
+            attempt,
+            next,
+            lease_seq: c.lease_seq,
+        });
+    }
+    store
+        .record(std::sync::Arc::new(outcomes), now)
+        .await
+        .expect("recorded");
+    let counts = store.outcome_counts(since, 60_000).await.expect("counts");
+    let of = |partner: &PartnerId| -> Vec<(i64, i64, i64, i64)> {
+        counts
+            .iter()
+            .filter(|c| &c.partner_id == partner)
+            .map(|c| (c.at, c.delivered, c.failed, c.retried))
+            .collect()
+    };
+    let this_minute = since + (now - since) / 60_000 * 60_000;
+    assert_eq!(of(&a), vec![(since, 0, 0, 1), (this_minute, 1, 0, 0)], "{counts:?}");
+    assert_eq!(of(&b), vec![(this_minute, 1, 1, 0)], "{counts:?}");
+    assert!(store.outcome_counts(now + 1, 60_000).await.expect("counts").is_empty());
 }

@@ -15,7 +15,8 @@ use super::{PgStore, Result};
 use crate::id::DeliveryId;
 use crate::store::rules::{self, ENDPOINT_DISABLED_SQL};
 use crate::store::{
-    ACTION_INQUIRY, Attempt, AttemptVerdict, Deleted, Delivery, DeliveryFilter, Partner, SettingsRecord, Status,
+    ACTION_INQUIRY, Attempt, AttemptVerdict, Deleted, Delivery, DeliveryFilter, OutcomeCount, Partner, SettingsRecord,
+    Status,
 };
 
 /// Binds `binds` to `query` in order.
@@ -33,6 +34,37 @@ macro_rules! bind_all {
 }
 
 impl PgStore {
+    /// The attempts started from `since` on, across partners, counted per partner and per span
+    /// of `span_ms` by what they meant; attempts superseded by a newer claim are left out.
+    /// Read along the attempts' primary key (see [`rules::attempts_from`]).
+    pub async fn outcome_counts(&self, since: i64, span_ms: i64) -> Result<Vec<OutcomeCount>> {
+        let rows = sqlx::query(
+            "SELECT d.partner_id, $1 + (a.started_at - $1) / $2 * $2 AS at,
+                    COUNT(*) FILTER (WHERE a.verdict = 'success'),
+                    COUNT(*) FILTER (WHERE a.verdict IN ('fail', 'disable')),
+                    COUNT(*) FILTER (WHERE a.verdict = 'retry')
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE a.id >= $3 AND a.started_at >= $1 AND a.superseded = 0
+             GROUP BY d.partner_id, at ORDER BY at, d.partner_id",
+        )
+        .bind(since)
+        .bind(span_ms.max(1))
+        .bind(rules::attempts_from(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(OutcomeCount {
+                    partner_id: row.try_get::<String, _>(0)?.into(),
+                    at: row.try_get(1)?,
+                    delivered: row.try_get(2)?,
+                    failed: row.try_get(3)?,
+                    retried: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
     /// Creates a partner (see [`rules::new_partner`]), its secret stored as `seal` makes it.
     pub async fn create_partner(&self, name: &str, seal: impl FnOnce(&str) -> String) -> Result<Partner> {
         let partner = rules::new_partner(name, crate::store::now_ms());

@@ -10,8 +10,8 @@ use super::{Result, SqliteStore};
 use crate::id::DeliveryId;
 use crate::store::rules;
 use crate::store::{
-    ACTION_INQUIRY, Attempt, AttemptVerdict, Deleted, Delivery, DeliveryFilter, Endpoint, Partner, SettingsRecord,
-    Status,
+    ACTION_INQUIRY, Attempt, AttemptVerdict, Deleted, Delivery, DeliveryFilter, Endpoint, OutcomeCount, Partner,
+    SettingsRecord, Status,
 };
 
 /// Binds `binds` to `query` in order.
@@ -75,7 +75,37 @@ pub(super) async fn endpoint(write: &SqlitePool, partner_id: &str) -> Result<Opt
     }))
 }
 
+/// The attempts started from `?1` on, counted per partner and span of `?2` ms; `?3` is
+/// [`rules::attempts_from`]`(?1)`, which bounds the attempts read along their primary key.
+pub(super) const OUTCOME_COUNTS: &str = "SELECT d.partner_id, ?1 + (a.started_at - ?1) / ?2 * ?2 AS at,
+        SUM(a.verdict = 'success'), SUM(a.verdict IN ('fail', 'disable')), SUM(a.verdict = 'retry')
+    FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+    WHERE a.id >= ?3 AND a.started_at >= ?1 AND a.superseded = 0
+    GROUP BY d.partner_id, at ORDER BY at, d.partner_id";
+
 impl SqliteStore {
+    /// The attempts started from `since` on, across partners, counted per partner and per span
+    /// of `span_ms` by what they meant; attempts superseded by a newer claim are left out.
+    /// Read along the attempts' primary key (see [`rules::attempts_from`]) on a read connection.
+    pub async fn outcome_counts(&self, since: i64, span_ms: i64) -> Result<Vec<OutcomeCount>> {
+        let rows = sqlx::query(OUTCOME_COUNTS)
+            .bind(since)
+            .bind(span_ms.max(1))
+            .bind(rules::attempts_from(since))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| OutcomeCount {
+                partner_id: row.get::<String, _>(0).into(),
+                at: row.get(1),
+                delivered: row.get(2),
+                failed: row.get(3),
+                retried: row.get(4),
+            })
+            .collect())
+    }
+
     /// Creates a partner (see [`rules::new_partner`]), its secret stored as `seal` makes it.
     pub async fn create_partner(&self, name: &str, seal: impl FnOnce(&str) -> String) -> Result<Partner> {
         let partner = rules::new_partner(name, crate::store::now_ms());

@@ -434,3 +434,32 @@ async fn retention_keeps_references_whole_and_the_checks_on() {
     }];
     assert!(store.record(ghost.into(), now).await.is_err());
 }
+
+/// The delivery rates read only the span's attempts, along the attempts' primary key, and each
+/// one's delivery by its own: no table is read whole, however long the attempts' log is.
+#[tokio::test]
+async fn delivery_rates_seek_the_spans_attempts_by_id() {
+    use sqlx::Row;
+    let (_dir, store) = store().await;
+    let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", super::queries::OUTCOME_COUNTS))
+        .bind(0_i64)
+        .bind(60_000_i64)
+        .bind(crate::store::rules::attempts_from(0))
+        .fetch_all(write(&store))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect();
+    assert_eq!(
+        plan.first().map(String::as_str),
+        Some("SEARCH a USING INDEX sqlite_autoindex_attempts_1 (id>?)"),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.iter()
+            .any(|step| step == "SEARCH d USING INDEX sqlite_autoindex_deliveries_1 (id=?)"),
+        "{plan:#?}"
+    );
+    assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{plan:#?}");
+}
