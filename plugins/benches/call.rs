@@ -85,6 +85,13 @@ fn calls(c: &mut Criterion) {
         for (label, plugin) in [("rust", &rust), ("typescript", &js)] {
             let first = host.transform(plugin, &event, &request, "{}");
             assert!(first.result.is_ok(), "{label}: {:?}", first.result);
+            let again = host.transform(plugin, &event, &request, "{}");
+            eprintln!(
+                "nested_json_{label}: {} fuel, peak memory {} KiB, {:?} a call",
+                again.fuel_used,
+                again.peak_memory >> 10,
+                again.duration
+            );
             group.bench_function(format!("nested_json_{label}_pooling"), |b| {
                 b.iter(|| {
                     black_box(
