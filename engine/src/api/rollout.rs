@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::body::Body;
-use super::openapi::{Conflict, NotFound, PartnerPath, Unprocessable};
+use super::openapi::{Conflict, NotFound, PartnerPath, TooManyRequests, Unprocessable};
 use super::plugins::resolve;
 use super::{ApiError, AppState, Partner, parse_json};
 use crate::error::FieldError;
@@ -498,7 +498,8 @@ pub(crate) async fn canary_promote(state: &AppState, partner_id: &str) -> Result
 ///   `changed` (with the differences of method, URL, headers and body), or `failed`;
 /// - a classifier on each delivery's last stored answer: the two verdicts, compared.
 ///
-/// Requests are shown redacted, as the attempt log shows them; fuel and time for both sides.
+/// Requests are shown redacted, as the attempt log shows them; fuel and time for both sides. A
+/// diff takes one of the partner's tries (`--tries-per-minute`), as a dry run does.
 #[utoipa::path(
     post,
     path = "/v1/partners/{partner_id}/plugins/diff",
@@ -512,6 +513,7 @@ pub(crate) async fn canary_promote(state: &AppState, partner_id: &str) -> Result
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 422, response = Unprocessable),
+        (status = 429, response = TooManyRequests),
     ),
 )]
 async fn diff(
@@ -539,6 +541,9 @@ pub(crate) async fn replay_diff(state: &AppState, partner_id: &str, input: &Valu
         Some(id) => state.store.plugin(partner_id, &id).await?,
         None => None,
     };
+    // A diff runs up to twice `last` plugin calls: it takes one of the partner's tries, as a
+    // dry run does, once the request is known to be valid.
+    state.take_try(partner_id)?;
     // Loaded before the loop, so that one that cannot be loaded says so once.
     state
         .plugins
