@@ -108,6 +108,28 @@ pub fn csrf_field(token: &str) -> String {
     format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(token))
 }
 
+/// The errors of form field `field`, as a paragraph its input points at
+/// (`aria-describedby`, see [`invalid_marks`]); nothing without errors.
+pub fn field_errors(field: &str, messages: Option<&Vec<String>>) -> String {
+    match messages {
+        None => String::new(),
+        Some(messages) => format!(
+            "<p class=\"field-error\" id=\"{field}-error\">{}</p>",
+            messages.iter().map(|m| esc(m)).collect::<Vec<_>>().join("<br>")
+        ),
+    }
+}
+
+/// The attributes that mark the input of `field` invalid and point at its errors, when it has
+/// some.
+pub fn invalid_marks(field: &str, invalid: bool) -> String {
+    if invalid {
+        format!(" aria-invalid=\"true\" aria-describedby=\"{field}-error\"")
+    } else {
+        String::new()
+    }
+}
+
 /// A notice above a page's content: `kind` is `ok` or `error`.
 pub fn notice(kind: &str, text: &str) -> String {
     let role = if kind == "error" { "alert" } else { "status" };

@@ -213,24 +213,14 @@ impl Errors {
         self.0.is_empty()
     }
 
-    /// The errors of `field`, as a paragraph the input points at (`aria-describedby`).
+    /// The errors of `field`, as a paragraph the input points at.
     fn beside(&self, field: &str) -> String {
-        match self.0.get(field) {
-            None => String::new(),
-            Some(messages) => format!(
-                "<p class=\"field-error\" id=\"{field}-error\">{}</p>",
-                messages.iter().map(|m| esc(m)).collect::<Vec<_>>().join("<br>")
-            ),
-        }
+        html::field_errors(field, self.0.get(field))
     }
 
     /// The attributes that mark an input invalid and point at its errors.
     fn marks(&self, field: &str) -> String {
-        if self.0.contains_key(field) {
-            format!(" aria-invalid=\"true\" aria-describedby=\"{field}-error\"")
-        } else {
-            String::new()
-        }
+        html::invalid_marks(field, self.0.contains_key(field))
     }
 }
 
