@@ -51,10 +51,13 @@ fn node_and_npm() -> bool {
     common::node_and_npm("the TypeScript and JavaScript scaffold tests")
 }
 
-/// Runs npm in `dir`, one npm at a time: the first install of the SDK's own packages (in the
-/// checkout's sdk/js) must not run twice at once.
+/// Held by every npm run and build of these tests, so that they take turns: each may install
+/// the SDK's own packages the first time (the SDK takes a lock for that too), and they compile
+/// large components.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs npm in `dir`, one npm or build at a time (see [`ONE_AT_A_TIME`]).
 fn npm(dir: &Path, args: &[&str]) -> String {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     ok(&Command::new("npm")
         .args(args)
@@ -63,9 +66,8 @@ fn npm(dir: &Path, args: &[&str]) -> String {
         .expect("npm runs"))
 }
 
-/// `postwire plugin build` of `project`, one at a time for the same reason as [`npm`].
+/// `postwire plugin build` of `project`, one npm or build at a time (see [`ONE_AT_A_TIME`]).
 fn build(work: &Path, project: &str, cache: &Path) -> String {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     ok(&postwire(
         &[
