@@ -170,8 +170,8 @@ fn nested_json_in_typescript_reshapes_as_the_rust_one_does() {
                 body: body.into(),
             };
             let (a, b) = (
-                host.transform(&rust, &event, &request, "{}"),
-                host.transform(&ts, &event, &request, "{}"),
+                host.transform(&rust, event.clone(), &request, "{}"),
+                host.transform(&ts, event.clone(), &request, "{}"),
             );
             let a = a.result.unwrap_or_else(|e| panic!("rust on {body}: {e}"));
             let b = b.result.unwrap_or_else(|e| panic!("typescript on {body}: {e}"));
@@ -187,7 +187,10 @@ fn nested_json_in_typescript_reshapes_as_the_rust_one_does() {
                 body: body.into(),
             };
             for plugin in [&rust, &ts] {
-                let error = host.transform(plugin, &event, &request, "{}").result.unwrap_err();
+                let error = host
+                    .transform(plugin, event.clone(), &request, "{}")
+                    .result
+                    .unwrap_err();
                 assert!(
                     error.to_string().contains("nested-json expects the flat JSON"),
                     "{body}: {error}"

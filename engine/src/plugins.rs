@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use postwire_plugins::types::{self as wit, LogLine, Run};
-use postwire_plugins::{Host, Origin, Plugin, PluginError};
+use postwire_plugins::{EventSource, Host, Origin, Plugin, PluginError};
 use serde_json::{Value, json};
 
 use crate::catalogue::{CATALOGUE, Source};
@@ -382,7 +382,7 @@ impl Plugins {
         let (event, input, config) = (plugin_event(event), plugin_request(request), config.to_owned());
         let run = match self
             .run(PluginFunction::Transform, partner_id, id, move |host, plugin| {
-                host.transform(plugin, &event, &input, &config)
+                host.transform(plugin, event, &input, &config)
             })
             .await
         {
@@ -484,24 +484,52 @@ pub fn verdict_json(verdict: &wit::Verdict) -> Value {
     }
 }
 
-/// The event as plugins see it: envelope fields and the data fields it carries, as text.
-pub fn plugin_event(event: &Event) -> wit::Event {
-    let data = CATALOGUE
-        .iter()
-        .filter(|p| p.source == Source::Data)
-        .filter_map(|p| {
-            let value = event.get(p.name)?;
-            let mut text = String::new();
-            value.write_text(&mut text);
-            Some((p.name.to_owned(), text))
-        })
-        .collect();
-    wit::Event {
-        id: event.id.as_str().to_owned(),
-        event_type: event.event_type.as_str().to_owned(),
-        partner_id: event.partner_id.as_str().to_owned(),
-        occurred_at: format_timestamp(&event.occurred_at),
-        data,
+/// The event as plugins read it: its envelope and the data fields it carries, each formatted as
+/// text when the plugin reads it, so a plugin that reads nothing costs nothing here.
+#[derive(Debug, Clone)]
+pub struct PluginEvent(Event);
+
+/// The event `event` as plugins read it.
+pub fn plugin_event(event: &Event) -> PluginEvent {
+    PluginEvent(event.clone())
+}
+
+impl PluginEvent {
+    fn text(value: &crate::event::Value) -> String {
+        let mut text = String::new();
+        value.write_text(&mut text);
+        text
+    }
+}
+
+impl EventSource for PluginEvent {
+    fn id(&self) -> String {
+        self.0.id.as_str().to_owned()
+    }
+
+    fn event_type(&self) -> String {
+        self.0.event_type.as_str().to_owned()
+    }
+
+    fn partner_id(&self) -> String {
+        self.0.partner_id.as_str().to_owned()
+    }
+
+    fn occurred_at(&self) -> String {
+        format_timestamp(&self.0.occurred_at)
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        let field = crate::catalogue::lookup(name).filter(|&field| CATALOGUE[field].source == Source::Data)?;
+        self.0.value(field).map(PluginEvent::text)
+    }
+
+    fn fields(&self) -> Vec<(String, String)> {
+        CATALOGUE
+            .iter()
+            .filter(|p| p.source == Source::Data)
+            .filter_map(|p| Some((p.name.to_owned(), PluginEvent::text(self.0.get(p.name)?))))
+            .collect()
     }
 }
 
@@ -675,7 +703,7 @@ mod tests {
         let dropped = plugins.get(&ids[4]).await.unwrap();
         let run = plugins.host().transform(
             &dropped,
-            &postwire_plugins::types::Event {
+            postwire_plugins::types::Event {
                 id: "evt_1".into(),
                 event_type: "action_inquiry.created".into(),
                 partner_id: partner.id.to_string(),

@@ -51,11 +51,11 @@ fn calls(c: &mut Criterion) {
         let plugin = host
             .load(&postwire_test_plugins::bytes("trivial"))
             .expect("trivial loads");
-        assert!(host.transform(&plugin, &event, &request, "{}").result.is_ok());
+        assert!(host.transform(&plugin, event.clone(), &request, "{}").result.is_ok());
         group.bench_function(format!("trivial_transform_{label}"), |b| {
             b.iter(|| {
                 black_box(
-                    host.transform(&plugin, black_box(&event), black_box(&request), "{}")
+                    host.transform(&plugin, black_box(event.clone()), black_box(&request), "{}")
                         .result
                         .is_ok(),
                 )
@@ -69,7 +69,7 @@ fn calls(c: &mut Criterion) {
     group.bench_function("reshape_transform_pooling", |b| {
         b.iter(|| {
             black_box(
-                host.transform(&reshape, black_box(&event), black_box(&request), "{}")
+                host.transform(&reshape, black_box(event.clone()), black_box(&request), "{}")
                     .result
                     .is_ok(),
             )
@@ -83,9 +83,9 @@ fn calls(c: &mut Criterion) {
             .expect("nested-json loads");
         let (event, request) = (sample_event(), sample_request());
         for (label, plugin) in [("rust", &rust), ("typescript", &js)] {
-            let first = host.transform(plugin, &event, &request, "{}");
+            let first = host.transform(plugin, event.clone(), &request, "{}");
             assert!(first.result.is_ok(), "{label}: {:?}", first.result);
-            let again = host.transform(plugin, &event, &request, "{}");
+            let again = host.transform(plugin, event.clone(), &request, "{}");
             eprintln!(
                 "nested_json_{label}: {} fuel, peak memory {} KiB, {:?} a call",
                 again.fuel_used,
@@ -95,7 +95,7 @@ fn calls(c: &mut Criterion) {
             group.bench_function(format!("nested_json_{label}_pooling"), |b| {
                 b.iter(|| {
                     black_box(
-                        host.transform(plugin, black_box(&event), black_box(&request), "{}")
+                        host.transform(plugin, black_box(event.clone()), black_box(&request), "{}")
                             .result
                             .is_ok(),
                     )

@@ -50,8 +50,15 @@ pub enum PluginError {
     )]
     ForbiddenImport(String),
     /// It exports neither function of the contract.
-    #[error("it exports neither postwire:plugin/transform nor postwire:plugin/classify (version 0.1.0)")]
+    #[error("it exports neither postwire:plugin/transform nor postwire:plugin/classify (version 0.2.0)")]
     NoExports,
+    /// It was built against another version of the contract (the one named).
+    #[error(
+        "it was built against postwire:plugin@{0}, and this host speaks postwire:plugin@0.2.0: rebuild it \
+         with postwire-sdk 0.2.0 (Rust) or @postwire/plugin-sdk 0.2.0 (TypeScript, JavaScript); the \
+         plugin's own code needs no change"
+    )]
+    OtherContract(String),
     /// Its export does not have the contract's shape.
     #[error("its export {0} does not match the contract in sdk/wit/postwire.wit")]
     BadExport(String),
@@ -62,6 +69,20 @@ pub enum PluginError {
     #[error("the input is {}, over the {} limit", bytes(*size), bytes(*limit))]
     InputTooLarge {
         /// Its size.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The plugin read more of the event than the input cap, counting every value each time it
+    /// was read.
+    #[error(
+        "it read {} of the event, over the {} input limit (every value counts each time it is read: \
+         read a field once and keep it)",
+        bytes(*size),
+        bytes(*limit)
+    )]
+    ReadTooMuch {
+        /// Bytes read so far, the one that crossed the cap included.
         size: usize,
         /// The cap.
         limit: usize,

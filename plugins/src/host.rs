@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{Component, InstancePre, Linker, Resource};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::bindings::exports::postwire::plugin::{classify, transform};
 use crate::bindings::postwire::plugin::types as wit;
-use crate::sandbox::{CallState, explain};
-use crate::types::{Event, Request, Response, Run, Verdict};
+use crate::sandbox::{CallState, EventHandle, explain};
+use crate::types::{EventSource, Request, Response, Run, Verdict};
 use crate::{Exports, Limits, PluginError, validate};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -453,12 +453,10 @@ impl Host {
         }
     }
 
-    /// Runs `transform`.
-    pub fn transform(&self, plugin: &Plugin, event: &Event, request: &Request, config: &str) -> Run<Request> {
-        let input = event.id.len()
-            + event.data.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
-            + request_size(request)
-            + config.len();
+    /// Runs `transform`. The plugin reads `event` value by value through its handle; what it
+    /// reads counts against the input cap, as the request and `config` do.
+    pub fn transform(&self, plugin: &Plugin, event: impl EventSource, request: &Request, config: &str) -> Run<Request> {
+        let input = request_size(request) + config.len();
         self.call(
             input,
             |store, instance| {
@@ -470,21 +468,17 @@ impl Host {
                 let guest = indices
                     .load(&mut *store, instance)
                     .map_err(|e| PluginError::BadExport(e.to_string()))?;
-                let event = wit::Event {
-                    id: event.id.clone(),
-                    event_type: event.event_type.clone(),
-                    partner_id: event.partner_id.clone(),
-                    occurred_at: event.occurred_at.clone(),
-                    data: event
-                        .data
-                        .iter()
-                        .map(|(name, value)| wit::Field {
-                            name: name.clone(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                };
-                match guest.call_transform(&mut *store, &event, &to_wit(request), config) {
+                let event = store
+                    .data_mut()
+                    .table
+                    .push(EventHandle(Box::new(event)))
+                    .map_err(|e| PluginError::Host(format!("cannot hand over the event: {e}")))?;
+                // The handle is only lent: the table keeps the event, and the call's store goes
+                // with the call.
+                let borrowed = Resource::new_borrow(event.rep());
+                // The rest of what it reads counts from here.
+                store.data_mut().read = input;
+                match guest.call_transform(&mut *store, borrowed, &to_wit(request), config) {
                     Ok(Ok(out)) => {
                         let out = Request {
                             method: out.method,

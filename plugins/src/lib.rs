@@ -39,7 +39,7 @@
 //!     partner_id: "ptn_1".into(), occurred_at: "2026-11-20T14:03:00Z".into(), data: vec![] };
 //! let request = Request { method: "POST".into(), url: "https://p.example/".into(),
 //!     headers: vec![], body: "{}".into() };
-//! let run = host.transform(&plugin, &event, &request, "{}");
+//! let run = host.transform(&plugin, event, &request, "{}");
 //! println!("{:?} fuel {} logs {:?}", run.result, run.fuel_used, run.logs);
 //! # Ok(()) }
 //! ```
@@ -54,11 +54,15 @@ pub mod validate;
 pub use error::PluginError;
 pub use host::{Allocator, CacheStats, DEFAULT_CACHE_BYTES, Host, Origin, Plugin};
 pub use limits::Limits;
-pub use types::{Exports, Run};
+pub use types::{EventSource, Exports, Run};
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
         world: "plugin",
+        // The event lives in the call's resource table as the value the host was given.
+        with: { "postwire:plugin/types.event": crate::sandbox::EventHandle },
+        // Reading the event may end the call: past the input cap, or with a stale handle.
+        imports: { "postwire:plugin/types": trappable },
     });
 }

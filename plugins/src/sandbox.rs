@@ -12,15 +12,24 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::postwire::plugin::log;
+use crate::bindings::postwire::plugin::{log, types};
 use crate::limits::{bytes, thousands};
+use crate::types::EventSource;
 use crate::types::LogLine;
 use crate::{Limits, PluginError};
+
+/// The event of a `transform` call, in the call's resource table.
+pub struct EventHandle(pub(crate) Box<dyn EventSource>);
 
 /// Everything a call's store holds.
 pub(crate) struct CallState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    /// Bytes of the event handed to the plugin so far, and the most it may be handed.
+    pub(crate) read: usize,
+    read_limit: usize,
+    /// Set when the plugin read past `read_limit`, to explain the trap that ended the call.
+    pub(crate) read_too_much: bool,
     pub(crate) memory: MemoryLimiter,
     logs: LogBook,
     stdout: MemoryOutputPipe,
@@ -46,6 +55,9 @@ impl CallState {
         CallState {
             wasi,
             table: ResourceTable::new(),
+            read: 0,
+            read_limit: limits.input,
+            read_too_much: false,
             memory: MemoryLimiter::new(limits),
             logs: LogBook {
                 lines: Vec::new(),
@@ -154,7 +166,77 @@ impl log::Host for CallState {
     }
 }
 
-impl crate::bindings::postwire::plugin::types::Host for CallState {}
+impl types::Host for CallState {}
+
+impl CallState {
+    /// Counts `bytes` of the event as handed over; past the cap, ends the call.
+    fn hand(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        self.read = self.read.saturating_add(bytes);
+        if self.read > self.read_limit {
+            self.read_too_much = true;
+            return Err(wasmtime::format_err!(
+                "the plugin read more of the event than the input limit"
+            ));
+        }
+        Ok(())
+    }
+
+    fn source(&self, event: &Resource<EventHandle>) -> wasmtime::Result<&dyn EventSource> {
+        Ok(&*self.table.get(event)?.0)
+    }
+
+    fn text(&mut self, event: Resource<EventHandle>, read: fn(&dyn EventSource) -> String) -> wasmtime::Result<String> {
+        let text = read(self.source(&event)?);
+        self.hand(text.len())?;
+        Ok(text)
+    }
+}
+
+impl types::HostEvent for CallState {
+    fn id(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<String> {
+        self.text(event, |source| source.id())
+    }
+
+    fn event_type(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<String> {
+        self.text(event, |source| source.event_type())
+    }
+
+    fn partner_id(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<String> {
+        self.text(event, |source| source.partner_id())
+    }
+
+    fn occurred_at(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<String> {
+        self.text(event, |source| source.occurred_at())
+    }
+
+    fn get(&mut self, event: Resource<EventHandle>, name: String) -> wasmtime::Result<Option<String>> {
+        let source = self.source(&event)?;
+        // The envelope's placeholders are answered here, so that every guest language reads
+        // them the same way.
+        let value = match name.as_str() {
+            "EventId" => Some(source.id()),
+            "EventType" => Some(source.event_type()),
+            "EventDate" => Some(source.occurred_at()),
+            _ => source.field(&name),
+        };
+        self.hand(value.as_ref().map_or(0, String::len))?;
+        Ok(value)
+    }
+
+    fn fields(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<Vec<types::Field>> {
+        let fields = self.source(&event)?.fields();
+        self.hand(fields.iter().map(|(name, value)| name.len() + value.len()).sum())?;
+        Ok(fields
+            .into_iter()
+            .map(|(name, value)| types::Field { name, value })
+            .collect())
+    }
+
+    fn drop(&mut self, event: Resource<EventHandle>) -> wasmtime::Result<()> {
+        self.table.delete(event)?;
+        Ok(())
+    }
+}
 
 /// Table elements a call may have, all tables together.
 const TABLE_ELEMENTS: usize = 100_000;
@@ -286,6 +368,12 @@ impl Pollable for ReadyNow {
 
 /// Turns what a failed call left behind into an error its author understands.
 pub(crate) fn explain(error: wasmtime::Error, state: &CallState, limits: &Limits) -> PluginError {
+    if state.read_too_much {
+        return PluginError::ReadTooMuch {
+            size: state.read,
+            limit: limits.input,
+        };
+    }
     if state.memory.exceeded {
         return PluginError::OutOfMemory { limit: limits.memory };
     }

@@ -19,6 +19,54 @@ pub struct Event {
     pub data: Vec<(String, String)>,
 }
 
+/// An event as the host hands it to a plugin, value by value, when the plugin asks: a plugin
+/// that reads two fields costs two values, whatever the event carries. [`Event`] is one; the
+/// engine's events are another, formatting a value only when it is read.
+pub trait EventSource: Send + 'static {
+    /// The platform's event id.
+    fn id(&self) -> String;
+    /// `action_inquiry.created` or `action_inquiry.resolved`.
+    fn event_type(&self) -> String;
+    /// The partner.
+    fn partner_id(&self) -> String;
+    /// When it happened, RFC 3339.
+    fn occurred_at(&self) -> String;
+    /// The data field `name` in text form, if the event carries it (envelope placeholders are
+    /// answered by the host, not here).
+    fn field(&self, name: &str) -> Option<String>;
+    /// Every data field the event carries, in text form, in order.
+    fn fields(&self) -> Vec<(String, String)>;
+}
+
+impl EventSource for Event {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn event_type(&self) -> String {
+        self.event_type.clone()
+    }
+
+    fn partner_id(&self) -> String {
+        self.partner_id.clone()
+    }
+
+    fn occurred_at(&self) -> String {
+        self.occurred_at.clone()
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        self.data
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn fields(&self) -> Vec<(String, String)> {
+        self.data.clone()
+    }
+}
+
 /// A postback request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {

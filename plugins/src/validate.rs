@@ -9,7 +9,14 @@ use crate::{Exports, Limits, PluginError};
 /// The contract's package, as export and import names carry it.
 pub const PACKAGE: &str = "postwire:plugin";
 /// The contract's version.
-pub const VERSION: &str = "0.1.0";
+pub const VERSION: &str = "0.2.0";
+
+/// The version of the contract a `postwire:plugin` import or export name carries, when it is
+/// not this host's.
+fn other_version(name: &str) -> Option<&str> {
+    let (interface, version) = name.split_once('@')?;
+    (interface.starts_with(PACKAGE) && version != VERSION).then_some(version)
+}
 
 /// Interfaces a plugin may import, without their `@version`. The WASI ones are those Rust's
 /// std links on wasm32-wasip2; each is served capability-free: no preopened directories (so no
@@ -257,15 +264,20 @@ fn shape(bytes: &[u8]) -> wasmparser::Result<Shape> {
 /// Checks a compiled component's imports and exports; returns what it exports.
 pub fn check_component(engine: &Engine, component: &Component) -> Result<Exports, PluginError> {
     let ty = component.component_type();
+    // A plugin built against another version of the contract is named as such, before its
+    // imports could be taken for forbidden ones or its exports for missing ones.
+    let names: Vec<&str> = ty
+        .imports(engine)
+        .chain(ty.exports(engine))
+        .map(|(name, _)| name)
+        .collect();
+    if let Some(version) = names.iter().find_map(|name| other_version(name)) {
+        return Err(PluginError::OtherContract(version.to_owned()));
+    }
     for (name, _) in ty.imports(engine) {
         let interface = name.split('@').next().unwrap_or(name);
         if !ALLOWED_IMPORTS.contains(&interface) {
             return Err(PluginError::ForbiddenImport(name.to_owned()));
-        }
-        if interface.starts_with(PACKAGE) && !name.ends_with(&format!("@{VERSION}")) {
-            return Err(PluginError::Invalid(format!(
-                "it imports {name}, but this host speaks {PACKAGE}@{VERSION}"
-            )));
         }
     }
     let mut exports = Exports::default();
@@ -296,5 +308,14 @@ mod tests {
         assert_eq!(check_binary(b"\x7fELF\x02\x01\x01\x00", 100), Err(PluginError::NotWasm));
         assert_eq!(check_binary(b"\0asm\x01\0\0\0", 100), Err(PluginError::CoreModule));
         assert_eq!(check_binary(b"\0asm\x0d\0\x01\0", 100), Ok(()));
+    }
+
+    #[test]
+    fn names_the_contract_version_of_another_build() {
+        assert_eq!(other_version("postwire:plugin/transform@0.1.0"), Some("0.1.0"));
+        assert_eq!(other_version("postwire:plugin/log@0.3.0-rc1"), Some("0.3.0-rc1"));
+        assert_eq!(other_version("postwire:plugin/transform@0.2.0"), None);
+        assert_eq!(other_version("wasi:io/streams@0.2.6"), None);
+        assert_eq!(other_version("postwire:plugin/transform"), None);
     }
 }

@@ -50,7 +50,7 @@ fn a_transform_reshapes_the_body() {
     let host = host();
     let plugin = host.load(&bytes("reshape")).unwrap();
     assert!(plugin.exports().transform && !plugin.exports().classify);
-    let run = host.transform(&plugin, &event(), &request(), "{}");
+    let run = host.transform(&plugin, event(), &request(), "{}");
     let out = run.result.unwrap();
     let body: serde_json::Value = serde_json::from_str(&out.body).unwrap();
     assert_eq!(
@@ -64,13 +64,13 @@ fn a_transform_reshapes_the_body() {
     assert_eq!(run.logs.len(), 1, "{:?}", run.logs);
     assert_eq!(run.logs[0].level, "info");
     let prefixed = host
-        .transform(&plugin, &event(), &request(), r#"{"key_prefix":"x_"}"#)
+        .transform(&plugin, event(), &request(), r#"{"key_prefix":"x_"}"#)
         .result
         .unwrap();
     assert!(prefixed.body.contains("\"x_inquiry\""), "{}", prefixed.body);
     let refused = host.transform(
         &plugin,
-        &event(),
+        event(),
         &Request {
             body: "not json".into(),
             ..request()
@@ -102,7 +102,7 @@ fn a_classifier_reads_a_json_acknowledgement() {
         Verdict::Fail(ref m) if m.contains("unknown order"))
     );
     assert!(matches!(classify(502, "<html>"), Verdict::Retry { .. }));
-    let missing = host.transform(&plugin, &event(), &request(), "{}");
+    let missing = host.transform(&plugin, event(), &request(), "{}");
     assert_eq!(missing.result.unwrap_err(), PluginError::MissingExport("transform"));
 }
 
@@ -111,7 +111,7 @@ fn a_plugin_may_export_both() {
     let host = host();
     let plugin = host.load(&bytes("both")).unwrap();
     assert!(plugin.exports().transform && plugin.exports().classify);
-    assert!(host.transform(&plugin, &event(), &request(), "{}").result.is_ok());
+    assert!(host.transform(&plugin, event(), &request(), "{}").result.is_ok());
     assert_eq!(
         host.classify(&plugin, &request(), &response(204, ""), "{}")
             .result
@@ -135,7 +135,7 @@ fn hostile_plugins_are_contained_with_a_reason() {
     .expect("the host starts");
     let run = |name: &str| {
         let plugin = host.load(&bytes(name)).unwrap();
-        let run = host.transform(&plugin, &event(), &request(), "{}");
+        let run = host.transform(&plugin, event(), &request(), "{}");
         let error = run.result.clone().expect_err(name);
         (error.to_string(), run)
     };
@@ -175,7 +175,7 @@ fn a_deadline_stops_a_plugin_with_fuel_to_spare() {
     )
     .unwrap();
     let plugin = host.load(&bytes("spin")).unwrap();
-    let run = host.transform(&plugin, &event(), &request(), "{}");
+    let run = host.transform(&plugin, event(), &request(), "{}");
     assert_eq!(run.result.unwrap_err().to_string(), "ran past its 50 ms deadline");
     assert!(run.duration < Duration::from_secs(5), "{:?}", run.duration);
 }
@@ -234,7 +234,7 @@ fn inputs_over_the_limit_are_refused_before_running() {
         body: "x".repeat(2048),
         ..request()
     };
-    let run = host.transform(&plugin, &event(), &big, "{}");
+    let run = host.transform(&plugin, event(), &big, "{}");
     assert!(matches!(
         run.result,
         Err(PluginError::InputTooLarge { limit: 1024, .. })
@@ -261,15 +261,15 @@ fn a_restart_loads_the_precompiled_artifact() {
         second.cache_stats().compiles.load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    assert!(second.transform(&plugin, &event(), &request(), "{}").result.is_ok());
+    assert!(second.transform(&plugin, event(), &request(), "{}").result.is_ok());
 }
 
 #[test]
 fn the_same_input_gives_the_same_output() {
     let host = host();
     let plugin = host.load(&bytes("reshape")).unwrap();
-    let a = host.transform(&plugin, &event(), &request(), "{}");
-    let b = host.transform(&plugin, &event(), &request(), "{}");
+    let a = host.transform(&plugin, event(), &request(), "{}");
+    let b = host.transform(&plugin, event(), &request(), "{}");
     assert_eq!(a.result.unwrap(), b.result.unwrap());
     assert_eq!(a.fuel_used, b.fuel_used);
 }
@@ -324,7 +324,7 @@ fn a_damaged_artifact_is_never_loaded_and_the_plugin_is_compiled_again() {
             (0, 1, 1),
             "refused, not loaded, and compiled again"
         );
-        let run = host.transform(&plugin, &event(), &request(), "{}");
+        let run = host.transform(&plugin, event(), &request(), "{}");
         assert!(run.result.is_ok(), "{:?}", run.result);
         // The artifact was rewritten, and passes its check again.
         assert_eq!(std::fs::read(&path).unwrap().len(), good.len());
@@ -379,4 +379,156 @@ fn the_artifact_cache_stays_within_its_size_dropping_the_least_recently_used() {
     assert_eq!(plugin.origin(), &postwire_plugins::Origin::Compiled);
     assert!(on_disk() <= bound, "{} bytes on disk, over {bound}", on_disk());
     assert!(artifact(dir.path(), &b).exists());
+}
+
+/// The event's side of a call, recording what the host asked it for.
+struct Recorded {
+    event: Event,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorded {
+    fn ask(&self, what: &str) {
+        self.asked.lock().unwrap().push(what.to_owned());
+    }
+}
+
+impl postwire_plugins::EventSource for Recorded {
+    fn id(&self) -> String {
+        self.ask("id");
+        self.event.id()
+    }
+
+    fn event_type(&self) -> String {
+        self.ask("event-type");
+        self.event.event_type()
+    }
+
+    fn partner_id(&self) -> String {
+        self.ask("partner-id");
+        self.event.partner_id()
+    }
+
+    fn occurred_at(&self) -> String {
+        self.ask("occurred-at");
+        self.event.occurred_at()
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        self.ask(name);
+        self.event.field(name)
+    }
+
+    fn fields(&self) -> Vec<(String, String)> {
+        self.ask("fields");
+        self.event.fields()
+    }
+}
+
+fn recorded() -> (Recorded, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let asked = std::sync::Arc::default();
+    (
+        Recorded {
+            event: event(),
+            asked: std::sync::Arc::clone(&asked),
+        },
+        asked,
+    )
+}
+
+/// A plugin is handed the values it reads and no others: nothing for one that reads nothing.
+#[test]
+fn a_call_hands_over_only_what_the_plugin_reads() {
+    use postwire_plugins::EventSource as _;
+    let host = host();
+    let trivial = host.load(&bytes("trivial")).unwrap();
+    let (source, asked) = recorded();
+    assert_eq!(
+        host.transform(&trivial, source, &request(), "{}").result.unwrap(),
+        request()
+    );
+    assert!(asked.lock().unwrap().is_empty(), "{:?}", asked.lock().unwrap());
+
+    let reshape = host.load(&bytes("reshape")).unwrap();
+    let (source, asked) = recorded();
+    let out = host.transform(&reshape, source, &request(), "{}").result.unwrap();
+    assert!(out.body.contains("\"amount_cents\":14990"), "{}", out.body);
+    let mut asked = asked.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "ActionInquiryId",
+            "Currency",
+            "OrderId",
+            "ResolutionStatus",
+            "TransactionAmount",
+            "id"
+        ]
+    );
+
+    let foreign = host.load(&bytes("foreign")).unwrap();
+    let euro = Event {
+        data: vec![("Currency".into(), "EUR".into())],
+        ..event()
+    };
+    assert_eq!(euro.field("Currency").as_deref(), Some("EUR"));
+    let out = host.transform(&foreign, euro, &request(), "{}").result.unwrap();
+    assert!(
+        out.headers.contains(&("X-Foreign-Currency".into(), "EUR".into())),
+        "{:?}",
+        out.headers
+    );
+}
+
+/// What a plugin reads counts against the input limit each time it reads it: a plugin cannot
+/// make the host copy the event a million times.
+#[test]
+fn reading_the_event_past_the_input_limit_ends_the_call() {
+    let host = Host::new(
+        Limits {
+            input: 64 << 10,
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
+    let reread = host.load(&bytes("reread")).unwrap();
+    let out = host.transform(&reread, event(), &request(), "3").result.unwrap();
+    assert!(
+        out.headers.contains(&("X-Read".into(), "5x3".into())),
+        "{:?}",
+        out.headers
+    );
+    let run = host.transform(&reread, event(), &request(), "1000000");
+    match run.result {
+        Err(PluginError::ReadTooMuch { size, limit }) => {
+            assert_eq!(limit, 64 << 10);
+            assert!(size > limit && size < limit + 1024, "{size}");
+        }
+        other => panic!("expected ReadTooMuch, got {other:?}"),
+    }
+    let message = host
+        .transform(&reread, event(), &request(), "1000000")
+        .result
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("of the event, over the 64 KiB input limit"),
+        "{message}"
+    );
+}
+
+/// A plugin built against version 0.1.0 of the contract is refused, naming the version to
+/// rebuild with.
+#[test]
+fn a_plugin_built_against_the_old_contract_is_refused_naming_the_version() {
+    let error = host().load(&bytes("contract-0-1")).err().expect("refused");
+    assert_eq!(error, PluginError::OtherContract("0.1.0".into()));
+    let message = error.to_string();
+    assert!(
+        message.contains("built against postwire:plugin@0.1.0")
+            && message.contains("rebuild it with postwire-sdk 0.2.0 (Rust) or @postwire/plugin-sdk 0.2.0"),
+        "{message}"
+    );
 }

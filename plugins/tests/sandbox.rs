@@ -63,14 +63,14 @@ fn a_calls_memories_count_together() {
     let host = host();
     let trivial = bytes("trivial");
     let plain = host.load(&trivial).unwrap();
-    let alone = host.transform(&plain, &event(), &request(), "{}");
+    let alone = host.transform(&plain, event(), &request(), "{}");
     assert!(alone.result.is_ok(), "{:?}", alone.result);
     assert!(alone.peak_memory > 0);
 
     // 4 MiB more in a memory of its own: the call's peak says so.
     let extra = 64;
     let plugin = host.load(&hostile::with_memories(&trivial, 1, extra)).unwrap();
-    let run = host.transform(&plugin, &event(), &request(), "{}");
+    let run = host.transform(&plugin, event(), &request(), "{}");
     assert!(run.result.is_ok(), "{:?}", run.result);
     assert_eq!(run.peak_memory as u64, alone.peak_memory as u64 + extra * PAGE);
 
@@ -166,7 +166,7 @@ fn past_the_line_cap_the_call_goes_on() {
     )
     .unwrap();
     let plugin = host.load(&bytes("reshape")).unwrap();
-    let run = host.transform(&plugin, &event(), &request(), "{}");
+    let run = host.transform(&plugin, event(), &request(), "{}");
     assert!(run.result.is_ok(), "the call goes on: {:?}", run.result);
     assert_eq!(run.logs.len(), 1, "{:?}", run.logs);
     assert_eq!(run.logs[0].level, "host");
@@ -215,7 +215,7 @@ fn hostile_plugins_leave_the_others_alone() {
                         assert!(host.load(&wasm).is_err());
                     }
                 } else {
-                    let run = host.transform(&wide, &event(), &request(), "{}");
+                    let run = host.transform(&wide, event(), &request(), "{}");
                     assert!(run.result.is_ok(), "{:?}", run.result);
                 }
                 rounds += 1;
@@ -225,7 +225,7 @@ fn hostile_plugins_leave_the_others_alone() {
     }
     let mut peak = before;
     for _ in 0..300 {
-        let run = host.transform(&reshape, &event(), &request(), "{}");
+        let run = host.transform(&reshape, event(), &request(), "{}");
         assert!(run.result.is_ok(), "{:?}", run.result);
         peak = peak.max(resident_bytes());
     }

@@ -13,14 +13,49 @@ export function install(hostLog) {
 
 const message = (error) => (error instanceof Error ? error.message : String(error));
 
+/** Makes `name` of `object` a value fetched by `fetch` when first read, then kept (or set). */
+function lazy(object, name, fetch) {
+  const settle = (value) =>
+    Object.defineProperty(object, name, { value, writable: true, enumerable: true, configurable: true });
+  Object.defineProperty(object, name, {
+    enumerable: true,
+    configurable: true,
+    get() {
+      const value = fetch();
+      settle(value);
+      return value;
+    },
+    set: settle,
+  });
+}
+
+/**
+ * The call's event over the host's handle: a value is fetched when the plugin first reads it
+ * and kept, so a plugin pays for the fields it reads, not for all the event carries. The handle
+ * is lent for the call only.
+ */
 function toEvent(raw) {
-  const event = new Event(raw.id, raw.eventType, { partnerId: raw.partnerId, occurredAt: raw.occurredAt });
-  // The host's fields have distinct names: taken as they are, in one plain loop, rather than one
-  // by one through `withField`, which looks each name up first.
-  const data = raw.data;
-  const fields = new Array(data.length);
-  for (let i = 0; i < data.length; i++) fields[i] = [data[i].name, data[i].value];
-  event.fields = fields;
+  const event = Object.create(Event.prototype);
+  lazy(event, 'id', () => raw.id());
+  lazy(event, 'type', () => raw.eventType());
+  lazy(event, 'partnerId', () => raw.partnerId());
+  lazy(event, 'occurredAt', () => raw.occurredAt());
+  lazy(event, 'fields', () => {
+    const data = raw.fields();
+    const fields = new Array(data.length);
+    for (let i = 0; i < data.length; i++) fields[i] = [data[i].name, data[i].value];
+    return fields;
+  });
+  const read = new Map();
+  event.get = function get(name) {
+    if (name === 'EventId') return this.id;
+    if (name === 'EventType') return this.type;
+    if (name === 'EventDate') return this.occurredAt;
+    // Once every field was fetched (or one was set), they answer; until then, one at a time.
+    if (Object.getOwnPropertyDescriptor(this, 'fields').get === undefined) return Event.prototype.get.call(this, name);
+    if (!read.has(name)) read.set(name, raw.get(name));
+    return read.get(name);
+  };
   return event;
 }
 

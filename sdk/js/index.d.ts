@@ -1,5 +1,5 @@
 // Types of the Postwire plugin SDK. The contract is sdk/wit/postwire.wit (package
-// postwire:plugin@0.1.0); these classes are its values with the helpers of the Rust SDK.
+// postwire:plugin@0.2.0); these classes are its values with the helpers of the Rust SDK.
 
 /** An HTTP header: name, value. */
 export type Header = [name: string, value: string];

@@ -7,8 +7,9 @@ use crate::__private::transformer::postwire::plugin::types as wit;
 use crate::{Classify, Config, Event, Request, Response, Transform, Verdict};
 
 impl<T: Transform> transform::Guest for T {
-    fn transform(event: wit::Event, request: wit::Request, config: String) -> Result<wit::Request, String> {
-        let event = Event::from(event);
+    fn transform(event: &wit::Event, request: wit::Request, config: String) -> Result<wit::Request, String> {
+        // SAFETY: the event is dropped at the end of this call, and the plugin is only lent it.
+        let event = unsafe { Event::lent(event) };
         let config = Config::new(config);
         T::transform(&event, request.into(), &config).map(Into::into)
     }
@@ -18,18 +19,6 @@ impl<T: Classify> classify::Guest for T {
     fn classify(request: wit::Request, response: wit::Response, config: String) -> wit::Verdict {
         let config = Config::new(config);
         T::classify(&request.into(), &response.into(), &config).into()
-    }
-}
-
-impl From<wit::Event> for Event {
-    fn from(event: wit::Event) -> Event {
-        Event::from_parts(
-            event.id,
-            event.event_type,
-            event.partner_id,
-            event.occurred_at,
-            event.data.into_iter().map(|field| (field.name, field.value)).collect(),
-        )
     }
 }
 
@@ -115,18 +104,10 @@ mod tests {
     }
 
     #[test]
-    fn transform_goes_through_the_generated_trait() {
-        let event = wit::Event {
-            id: "evt_1".into(),
-            event_type: "action_inquiry.created".into(),
-            partner_id: "ptn_1".into(),
-            occurred_at: "2026-11-20T14:03:00Z".into(),
-            data: vec![wit::Field {
-                name: "OrderId".into(),
-                value: "ORD-1".into(),
-            }],
-        };
-        let out = <Echo as transform::Guest>::transform(event.clone(), wit_request(), r#"{"tag":"t"}"#.into()).unwrap();
+    fn transform_converts_the_request_both_ways() {
+        let event = Event::new("evt_1", "action_inquiry.created").with_field("OrderId", "ORD-1");
+        let out = Echo::transform(&event, wit_request().into(), &Config::new(r#"{"tag":"t"}"#)).map(wit::Request::from);
+        let out = out.unwrap();
         assert_eq!(
             out.headers,
             [
@@ -139,7 +120,7 @@ mod tests {
             (out.method.as_str(), out.url.as_str(), out.body.as_str()),
             ("POST", "https://p.example/", "{}")
         );
-        let refused = <Echo as transform::Guest>::transform(event, wit_request(), "{}".into()).unwrap_err();
+        let refused = Echo::transform(&event, wit_request().into(), &Config::new("{}")).unwrap_err();
         assert_eq!(refused, "plugin_config has no \"tag\"");
     }
 

@@ -36,8 +36,8 @@
 //! # Exports
 //!
 //! [`export_transform!`], [`export_classify!`] and [`export_both!`] make the crate's component
-//! export exactly what it implements: `postwire:plugin/transform@0.1.0`,
-//! `postwire:plugin/classify@0.1.0`, or both. Use one of them once per plugin, at the top level
+//! export exactly what it implements: `postwire:plugin/transform@0.2.0`,
+//! `postwire:plugin/classify@0.2.0`, or both. Use one of them once per plugin, at the top level
 //! of the crate. On targets other than `wasm32` they only check that the type implements the
 //! trait, so a plugin's logic can be unit tested with `cargo test` on the host.
 //!
@@ -90,7 +90,7 @@ pub trait Classify {
 }
 
 /// Exports a type implementing [`Transform`]: the component exports
-/// `postwire:plugin/transform@0.1.0` only.
+/// `postwire:plugin/transform@0.2.0` only.
 ///
 /// Takes a type name in scope. Use it once, at the top level of the plugin crate:
 ///
@@ -120,7 +120,7 @@ macro_rules! export_transform {
 }
 
 /// Exports a type implementing [`Classify`]: the component exports
-/// `postwire:plugin/classify@0.1.0` only.
+/// `postwire:plugin/classify@0.2.0` only.
 ///
 /// ```no_run
 /// # use postwire_sdk::{Classify, Config, Request, Response, Verdict};
@@ -186,8 +186,8 @@ pub mod __private {
             export_macro_name: "__export_classifier",
             type_section_suffix: "postwire-sdk-classifier",
             with: {
-                "postwire:plugin/types@0.1.0": crate::__private::transformer::postwire::plugin::types,
-                "postwire:plugin/log@0.1.0": crate::__private::transformer::postwire::plugin::log,
+                "postwire:plugin/types@0.2.0": crate::__private::transformer::postwire::plugin::types,
+                "postwire:plugin/log@0.2.0": crate::__private::transformer::postwire::plugin::log,
             },
         });
     }

@@ -8,7 +8,8 @@
 //! let component: Vec<u8> = postwire_test_plugins::bytes("json-ack");
 //! ```
 //!
-//! Well behaved: `reshape`, `trivial`, `foreign` (transformers), `json-ack` (classifier), `both` (both).
+//! Well behaved: `reshape`, `trivial`, `foreign`, `reread` (transformers), `json-ack` (classifier),
+//! `both` (both); `contract-0-1` is built against version 0.1.0 of the contract, which the host refuses.
 //! Hostile: `spin`, `grow`, `recurse`, `bloat`, `panic` and `socket` (imports `wasi:sockets`).
 //!
 //! The example plugins of `examples/plugins`, written with the SDK, are built the same way (into
@@ -36,7 +37,19 @@ const EXAMPLES_DIR: &str = env!("POSTWIRE_EXAMPLE_PLUGINS_DIR");
 
 /// The crate names of every guest in `plugins/guests`.
 pub const GUESTS: &[&str] = &[
-    "bloat", "both", "foreign", "grow", "json-ack", "panic", "recurse", "reshape", "socket", "spin", "trivial",
+    "bloat",
+    "both",
+    "contract-0-1",
+    "foreign",
+    "grow",
+    "json-ack",
+    "panic",
+    "recurse",
+    "reread",
+    "reshape",
+    "socket",
+    "spin",
+    "trivial",
 ];
 
 /// The crate names of every example plugin in `examples/plugins`.

@@ -71,7 +71,7 @@ const world = transform && classify ? 'plugin' : transform ? 'transformer' : 'cl
 const bundle = out.replace(/\.wasm$/, '') + '.js';
 mkdirSync(dirname(out), { recursive: true });
 {
-  const entry = `import { log } from 'postwire:plugin/log@0.1.0';
+  const entry = `import { log } from 'postwire:plugin/log@0.2.0';
 import * as plugin from ${JSON.stringify(source)};
 import * as guest from ${JSON.stringify(join(sdk, 'guest.js'))};
 guest.install(log);

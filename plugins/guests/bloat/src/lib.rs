@@ -10,7 +10,7 @@ const BODY_BYTES: usize = 2 * 1024 * 1024;
 struct Bloat;
 
 impl Guest for Bloat {
-    fn transform(_event: Event, mut request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, mut request: Request, _config: String) -> Result<Request, String> {
         request.body = "x".repeat(BODY_BYTES);
         Ok(request)
     }

@@ -9,7 +9,7 @@ use postwire::plugin::types::{Event, Request, Response, Retry, Verdict};
 struct Both;
 
 impl transform::Guest for Both {
-    fn transform(_event: Event, mut request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, mut request: Request, _config: String) -> Result<Request, String> {
         request.headers.push(("X-Both".to_string(), "1".to_string()));
         Ok(request)
     }

@@ -10,14 +10,11 @@ use exports::postwire::plugin::transform::{Event, Guest, Request};
 struct Foreign;
 
 impl Guest for Foreign {
-    fn transform(event: Event, mut request: Request, _config: String) -> Result<Request, String> {
-        let currency = event.data.iter().find(|field| field.name == "Currency");
-        let Some(currency) = currency.filter(|field| field.value != "USD") else {
+    fn transform(event: &Event, mut request: Request, _config: String) -> Result<Request, String> {
+        let Some(currency) = event.get("Currency").filter(|code| code != "USD") else {
             return Ok(request);
         };
-        request
-            .headers
-            .push(("X-Foreign-Currency".to_string(), currency.value.clone()));
+        request.headers.push(("X-Foreign-Currency".to_string(), currency));
         if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_str(&request.body) {
             body.insert("foreign".to_string(), serde_json::Value::Bool(true));
             request.body = serde_json::Value::Object(body).to_string();

@@ -12,7 +12,7 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 struct Grow;
 
 impl Guest for Grow {
-    fn transform(_event: Event, _request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, _request: Request, _config: String) -> Result<Request, String> {
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         loop {
             // Filled with ones, not zeros, so every page is written to.

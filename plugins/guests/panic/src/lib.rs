@@ -7,7 +7,7 @@ use exports::postwire::plugin::transform::{Event, Guest, Request};
 struct Panic;
 
 impl Guest for Panic {
-    fn transform(_event: Event, _request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, _request: Request, _config: String) -> Result<Request, String> {
         panic!("plugin panicked on purpose")
     }
 }

@@ -23,7 +23,7 @@ fn dive(depth: u64) -> u64 {
 struct Recurse;
 
 impl Guest for Recurse {
-    fn transform(_event: Event, request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, request: Request, _config: String) -> Result<Request, String> {
         black_box(dive(0));
         Ok(request)
     }

@@ -17,14 +17,12 @@ use serde_json::{Map, Value, json};
 struct Reshape;
 
 impl Guest for Reshape {
-    fn transform(event: Event, mut request: Request, config: String) -> Result<Request, String> {
+    fn transform(event: &Event, mut request: Request, config: String) -> Result<Request, String> {
         let body: Value = serde_json::from_str(&request.body).map_err(|e| format!("body is not JSON: {e}"))?;
         let value = |name: &str| -> Value {
             event
-                .data
-                .iter()
-                .find(|field| field.name == name)
-                .map(|field| Value::String(field.value.clone()))
+                .get(name)
+                .map(Value::String)
                 .or_else(|| body.get(name).cloned())
                 .unwrap_or(Value::Null)
         };
@@ -41,7 +39,7 @@ impl Guest for Reshape {
         request.headers.extend(extra_headers(&config));
         log(
             Level::Info,
-            &format!("reshaped the body of event {} ({} bytes)", event.id, request.body.len()),
+            &format!("reshaped the body of event {} ({} bytes)", event.id(), request.body.len()),
         );
         Ok(request)
     }

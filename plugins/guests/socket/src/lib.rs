@@ -10,7 +10,7 @@ use exports::postwire::plugin::transform::{Event, Guest, Request};
 struct Socket;
 
 impl Guest for Socket {
-    fn transform(_event: Event, mut request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, mut request: Request, _config: String) -> Result<Request, String> {
         match TcpStream::connect("127.0.0.1:9") {
             Ok(_) => {
                 request.headers.push(("X-Connected".to_string(), "1".to_string()));

@@ -9,7 +9,7 @@ use exports::postwire::plugin::transform::{Event, Guest, Request};
 struct Spin;
 
 impl Guest for Spin {
-    fn transform(_event: Event, _request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, _request: Request, _config: String) -> Result<Request, String> {
         let mut counter = 0u64;
         loop {
             // black_box keeps the optimizer from proving the loop empty.

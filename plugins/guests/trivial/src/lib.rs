@@ -7,7 +7,7 @@ use exports::postwire::plugin::transform::{Event, Guest, Request};
 struct Trivial;
 
 impl Guest for Trivial {
-    fn transform(_event: Event, request: Request, _config: String) -> Result<Request, String> {
+    fn transform(_event: &Event, request: Request, _config: String) -> Result<Request, String> {
         Ok(request)
     }
 }
