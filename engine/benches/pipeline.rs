@@ -1433,8 +1433,11 @@ async fn bench(niceness: i32) {
             };
             let run = postwire_run(receiver, &count, n, concurrency, setup, ingest_concurrency).await;
             println!(
-                "  round {round}: postwire process + trivial transform plugin {:>9.0} postbacks/s end to end",
-                run.end_to_end
+                "  round {round}: postwire process + trivial transform plugin {:>9.0} postbacks/s end to end; \
+                 {:.2} cores busy, {:.0} us of CPU a postback",
+                run.end_to_end,
+                run.cores,
+                per(run.end_to_end, run.cores)
             );
             plugin.push(run);
         }

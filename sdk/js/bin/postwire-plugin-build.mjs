@@ -100,6 +100,6 @@ ${classify ? 'export const classify = { classify: (r, s, c) => guest.classify(pl
   await writeFile(out, component);
   const size = statSync(out).size;
   console.log(
-    `built ${out} (${(size / (1 << 20)).toFixed(1)} MiB, world ${world}, imports ${imports.map(([i]) => i).join(', ') || 'nothing'}) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    `built ${out} (${(size / (1 << 20)).toFixed(1)} MiB, world ${world}, imports ${[...new Set(imports.map(([i]) => i))].join(', ') || 'nothing'}) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
   );
 }
