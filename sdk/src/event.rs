@@ -43,9 +43,12 @@ pub struct Event {
 struct HostEvent {
     handle: std::mem::ManuallyDrop<wit::Event>,
     envelope: [OnceCell<String>; 4],
-    read: RefCell<Vec<(Box<str>, Option<Box<str>>)>>,
+    read: RefCell<Vec<Read>>,
     fields: OnceCell<Vec<(String, String)>>,
 }
+
+/// A field asked for by name, and its value if the event carries it.
+type Read = (Box<str>, Option<Box<str>>);
 
 const ID: usize = 0;
 const EVENT_TYPE: usize = 1;
