@@ -27,7 +27,7 @@ use std::hash::Hash;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
-use sqlx::Row;
+use sqlx::{Postgres, Row, Transaction};
 
 use super::{PgStore, Result};
 use crate::event::Event;
@@ -39,6 +39,26 @@ use crate::store::{
 /// The channel a commit that leaves new deliveries due for a claim notifies, so that workers
 /// waiting for work claim at once rather than at their next poll.
 pub(crate) const DUE_CHANNEL: &str = "postwire_due";
+
+/// Leaves the planner, for the rest of the transaction, no way to a row of the pipeline's
+/// statements but through an index: no scan of a whole table, no hash or merge join.
+///
+/// Every statement of the pipeline reaches the rows it reads or changes by key (a batch's ids,
+/// partners, inquiries), a few hundred or thousand at a time. While a table is small, or its
+/// statistics are from when it was (a new database, the first minutes of a bench), the planner
+/// may find reading the whole table cheaper, and a prepared statement keeps its generic plan for
+/// the connection's life: claims and recordings then read every delivery on every batch as the
+/// table grows (about 100 rows read a postback in the bench: docs/performance.md). Index lookups
+/// cost the same at any size. The settings last until the transaction ends, and a prepared
+/// statement is planned under them when every transaction that runs it begins with them.
+const INDEX_PLANS: &str = "SELECT set_config('enable_seqscan', 'off', true),
+     set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
+
+/// Applies [`INDEX_PLANS`] to the transaction `tx` (one round trip).
+async fn plan_by_index(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+    sqlx::query(INDEX_PLANS).execute(&mut **tx).await?;
+    Ok(())
+}
 
 /// `items` in layers in which no two share a key (each item has a few): an item goes one layer
 /// after the latest layer holding an earlier item that shares one of its keys, or in the first.

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::super::Result;
-use super::{DUE_CHANNEL, distinct_layers};
+use super::{DUE_CHANNEL, distinct_layers, plan_by_index};
 use crate::event::{Event, Value};
 use crate::id::DeliveryId;
 use crate::settings::NotificationSettings;
@@ -101,6 +101,7 @@ pub(super) async fn accept(
         return Ok((Vec::new(), Vec::new()));
     }
     let mut tx = pool.begin().await?;
+    plan_by_index(&mut tx).await?;
     let (partners, inquiries): (Vec<&str>, Vec<&str>) = events
         .iter()
         .map(|event| (event.partner_id.as_str(), event.action_inquiry_id()))

@@ -7,21 +7,22 @@
 //! fewer due leaves its share to the others. A round of shares is one statement for all
 //! partners, which locks the rows it reads with `FOR UPDATE SKIP LOCKED` (claimers in other
 //! processes never take the same delivery nor wait for each other), leases those the claim
-//! takes and reads their events: one round trip, and no other statement but the partners' heads.
+//! takes and reads their events, in a transaction of its own that first sets the planner to
+//! index lookups (see `plan_by_index`); no other statement but the partners' heads.
 //! The last partners of a round may be locked a share that the claim then leaves them (fewer
-//! than a partner each); those rows are free again when the statement ends.
+//! than a partner each); those rows are free again when the round commits.
 
 use std::sync::LazyLock;
 
 use sqlx::{PgPool, Row};
 
 use super::super::Result;
-use super::distinct_runs;
+use super::{distinct_runs, plan_by_index};
 use crate::id::PartnerId;
 use crate::store::{ACTION_INQUIRY, Claimed, ClaimedEvent, GiveBack, Status, rules};
 
-/// Each partner with pending deliveries no worker holds at `$1`, and when its earliest such
-/// one is due, one index seek each: the first entry of each partner in the
+/// Each partner with pending deliveries no worker holds at `$1`, when its earliest such one is
+/// due, and that one's `seq`, one index seek each: the first entry of each partner in the
 /// `deliveries_pending_by_partner` index (ordered as it is, so that no other index can serve it)
 /// past its leased rows names the partner and its earliest due time at once. A lease leaves
 /// `next_at` alone (see [`rules::due`]), so the leased rows sit at the front of their partner's
@@ -30,15 +31,15 @@ pub(super) static HEADS: LazyLock<String> = LazyLock::new(|| {
     let pending = Status::Pending.as_str();
     let free = rules::not_leased_sql("$1");
     format!(
-        "WITH RECURSIVE heads(partner_id, first) AS (
-             (SELECT partner_id, next_at FROM deliveries WHERE status = '{pending}' AND {free}
+        "WITH RECURSIVE heads(partner_id, first, first_seq) AS (
+             (SELECT partner_id, next_at, seq FROM deliveries WHERE status = '{pending}' AND {free}
               ORDER BY partner_id, next_at, seq LIMIT 1)
              UNION ALL
-             SELECT h.partner_id, h.next_at FROM heads CROSS JOIN LATERAL (
-                 SELECT d.partner_id, d.next_at FROM deliveries d
+             SELECT h.partner_id, h.next_at, h.seq FROM heads CROSS JOIN LATERAL (
+                 SELECT d.partner_id, d.next_at, d.seq FROM deliveries d
                  WHERE d.status = '{pending}' AND {free} AND d.partner_id > heads.partner_id
                  ORDER BY d.partner_id, d.next_at, d.seq LIMIT 1) AS h)
-         SELECT partner_id, first FROM heads"
+         SELECT partner_id, first, first_seq FROM heads"
     )
 });
 
@@ -49,9 +50,11 @@ pub(super) static HEADS: LazyLock<String> = LazyLock::new(|| {
 /// fencing token, see [`rules::holds_lease`]), and come back with what sending them needs.
 /// The lease writes no indexed column, so that it is a HOT update: no index entry, and the row's
 /// new version on its own page while there is room (the table's `fillfactor`).
-/// Rows locked beyond `$6` are free again when the statement ends. The picked rows are leased
+/// Rows locked beyond `$6` are free again when the round commits. The picked rows are leased
 /// through arrays of them, so that the planner, whatever it makes of the picking, looks each up
-/// by its key rather than scanning the table for them.
+/// by its key rather than scanning the table for them; the round's transaction leaves it no
+/// other way (`plan_by_index`), since on a small table it found hashing a scan of the whole table
+/// cheaper and kept that plan as the table grew.
 static ROUND: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH picked AS (
@@ -107,7 +110,7 @@ struct Turn {
 /// first; partners come in the order their earliest due deliveries fell due. The partners in
 /// `skip` take no turn.
 ///
-/// Each statement commits on its own: a round's leases hold whatever comes after, and a process
+/// Each round commits on its own: a round's leases hold whatever comes after, and a process
 /// that dies between rounds leaves them to end as any lease does.
 pub(super) async fn claim(
     pool: &PgPool,
@@ -120,23 +123,29 @@ pub(super) async fn claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut heads: Vec<(i64, String)> = sqlx::query_as::<_, (String, i64)>(&HEADS)
+    let mut tx = pool.begin().await?;
+    plan_by_index(&mut tx).await?;
+    let heads = sqlx::query_as::<_, (String, i64, i64)>(&HEADS)
         .bind(now)
-        .fetch_all(pool)
-        .await?
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let mut heads: Vec<(i64, i64, String)> = heads
         .into_iter()
-        .map(|(partner_id, first)| (first, partner_id))
+        .map(|(partner_id, first, first_seq)| (first, first_seq, partner_id))
         .collect();
-    heads.retain(|(first, partner_id)| *first <= now && !skip.iter().any(|s| s.as_str() == partner_id));
+    heads.retain(|(first, _, partner_id)| *first <= now && !skip.iter().any(|s| s.as_str() == partner_id));
     heads.sort_unstable();
-    // A partner's first share starts at its earliest due time: the index entries before it are
-    // of rows leased, or no longer pending and not yet removed by vacuum, and the heads walked
-    // them already. A row made due earlier since is left to the next claim.
+    // A partner's first share starts at its head, the earliest due delivery no worker held: the
+    // index entries before it are of rows leased, or no longer pending and not yet removed by
+    // vacuum, and the heads walked them already (deliveries accepted together share their due
+    // time, so starting at the due time alone would walk the leased ones among them again). A
+    // row made due before the head since is left to the next claim.
     let mut turns: Vec<Turn> = heads
         .into_iter()
-        .map(|(first, partner_id)| Turn {
+        .map(|(first, first_seq, partner_id)| Turn {
             partner_id,
-            after: (first, i64::MIN),
+            after: (first, first_seq - 1),
         })
         .collect();
     let mut claimed: Vec<Claimed> = Vec::with_capacity(limit);
@@ -147,6 +156,10 @@ pub(super) async fn claim(
     while claimed.len() < limit && !turns.is_empty() {
         let left = limit - claimed.len();
         let share = left.div_ceil(turns.len());
+        // A transaction of its own, for the planner's settings: the round's leases commit with
+        // it, before the next round.
+        let mut tx = pool.begin().await?;
+        plan_by_index(&mut tx).await?;
         let rows = sqlx::query(&ROUND)
             .bind(turns.iter().map(|t| t.partner_id.as_str()).collect::<Vec<_>>())
             .bind(turns.iter().map(|t| t.after.0).collect::<Vec<_>>())
@@ -156,8 +169,9 @@ pub(super) async fn claim(
             .bind(left as i64)
             .bind(now + lease_ms)
             .bind(ACTION_INQUIRY)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         let mut round = Vec::with_capacity(rows.len());
         for row in rows {
             let turn: i64 = row.try_get(0)?;
@@ -196,18 +210,8 @@ pub(super) async fn claim(
 /// given for a delivery wins.
 pub(super) async fn reschedule(pool: &PgPool, due: &[GiveBack]) -> Result<()> {
     let runs = distinct_runs(due, |back| [back.delivery_id.as_str()]);
-    if let [run] = runs.as_slice() {
-        // One statement: a transaction of its own.
-        let due = &due[run.clone()];
-        sqlx::query(&RESCHEDULE)
-            .bind(due.iter().map(|b| b.delivery_id.as_str()).collect::<Vec<_>>())
-            .bind(due.iter().map(|b| b.due).collect::<Vec<_>>())
-            .bind(due.iter().map(|b| b.lease_seq).collect::<Vec<_>>())
-            .execute(pool)
-            .await?;
-        return Ok(());
-    }
     let mut tx = pool.begin().await?;
+    plan_by_index(&mut tx).await?;
     for run in runs {
         let due = &due[run];
         sqlx::query(&RESCHEDULE)

@@ -18,7 +18,7 @@ use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::super::Result;
-use super::distinct_runs;
+use super::{distinct_runs, plan_by_index};
 use crate::store::rules::{self, Settle};
 use crate::store::{Outcome, Status};
 
@@ -72,8 +72,9 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
             rules::HELD_ON_DISABLE.as_str()
         ),
         // The parts see one snapshot and change disjoint rows: a moved delivery is not
-        // superseded. The attempts' foreign key is checked once the parts have run (each runs to
-        // its end, read or not). Releasing is left to a statement of its own, with a snapshot
+        // superseded, and only the deliveries left over (usually none) are looked up again. The
+        // attempts' foreign key is checked once the parts have run (each runs to its end, read
+        // or not). Releasing is left to a statement of its own, with a snapshot
         // taken after this one's moves: an accept that blocked a new delivery behind one of
         // them, and that this statement waited for, is seen there.
         at_once: format!(
@@ -88,7 +89,7 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
                  RETURNING deliveries.id, o.kind),
              superseded AS (
                  UPDATE deliveries SET attempts = attempts + 1
-                 WHERE id = ANY($1) AND id NOT IN (SELECT id FROM moved)),
+                 WHERE id = ANY(ARRAY(SELECT UNNEST($1::TEXT[]) COLLATE \"C\" EXCEPT SELECT id FROM moved))),
              inserted AS (
                  INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, request,
                      response_status, response_headers, response_body, verdict, error, plugins, superseded)
@@ -141,6 +142,7 @@ pub(super) async fn record(pool: &PgPool, outcomes: &[Outcome], now: i64) -> Res
         return Ok(0);
     }
     let mut tx = pool.begin().await?;
+    plan_by_index(&mut tx).await?;
     let all: Vec<&str> = outcomes.iter().map(|o| o.attempt.delivery_id.as_str()).collect();
     let partners: Vec<String> = sqlx::query_scalar(LOCK_PARTNERS).bind(&all).fetch_all(&mut *tx).await?;
     let disabling = outcomes

@@ -622,3 +622,78 @@ async fn a_lease_writes_no_index_entry_and_ends_on_time() {
     assert_eq!(again.len(), 3, "taken again once the lease ended");
     assert!(again.iter().all(|c| c.lease_seq == 2), "under a newer lease");
 }
+
+/// On a new database, whose few rows the planner would rather read whole than look up, the
+/// pipeline's statements (accept, claim, record, give back, an endpoint disabled by an outcome)
+/// still reach deliveries through their indexes only, so that what a postback costs does not
+/// grow with the table (see `plan_by_index`).
+#[tokio::test]
+async fn the_pipeline_reads_deliveries_through_indexes_only() {
+    let Some(stores) = stores(2).await else { return };
+    let (watching, working) = (&stores[0], &stores[1]);
+    partner(watching, "ptn_scan").await;
+    let now = now_ms();
+    let created: Vec<_> = (0..3)
+        .map(|i| event("ptn_scan", &format!("c{i}"), "created", &format!("i{i}")))
+        .collect();
+    working
+        .accept_leasing(created.into(), now, crate::store::Lease::NONE)
+        .await
+        .expect("accepted");
+    let resolved = vec![event("ptn_scan", "r0", "resolved", "i0")];
+    working
+        .accept_leasing(resolved.into(), now, crate::store::Lease::NONE)
+        .await
+        .expect("accepted");
+    let claimed = working.claim(now, 60_000, 10, &[]).await.expect("claimed");
+    assert_eq!(claimed.len(), 3, "the resolved one waits for its created one");
+    let outcome = |i: usize, next: Next| Outcome {
+        attempt: attempt(&claimed[i].delivery_id, None),
+        next,
+        lease_seq: claimed[i].lease_seq,
+    };
+    let released = working
+        .record(
+            vec![outcome(0, Next::Delivered), outcome(1, Next::RetryAt(now))].into(),
+            now,
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(released, 1);
+    working
+        .reschedule(&[crate::store::GiveBack {
+            delivery_id: claimed[2].delivery_id.clone(),
+            lease_seq: claimed[2].lease_seq,
+            due: now,
+        }])
+        .await
+        .expect("given back");
+    let again = working.claim(now, 60_000, 10, &[]).await.expect("claimed");
+    assert_eq!(again.len(), 3, "the retry, the one given back and the released one");
+    let outcomes: Vec<Outcome> = again
+        .iter()
+        .map(|c| Outcome {
+            attempt: attempt(&c.delivery_id, None),
+            next: Next::Disable("gone".into()),
+            lease_seq: c.lease_seq,
+        })
+        .collect();
+    working.record(outcomes.into(), now).await.expect("recorded");
+    // Its backends exit, which publishes their statistics.
+    working.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let read_whole = loop {
+        let (inserted, updated, read_whole): (i64, i64, i64) = sqlx::query_as(
+            "SELECT n_tup_ins, n_tup_upd, seq_tup_read FROM pg_stat_user_tables
+             WHERE relname = 'deliveries' AND schemaname = current_schema()",
+        )
+        .fetch_one(&watching.pool)
+        .await
+        .expect("statistics");
+        if (inserted >= 4 && updated >= 12) || tokio::time::Instant::now() > deadline {
+            break read_whole;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(read_whole, 0, "no delivery read by a scan of the whole table");
+}
