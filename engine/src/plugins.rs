@@ -334,12 +334,11 @@ impl Plugins {
     }
 
     fn lane(&self, partner_id: &str) -> Arc<Lane> {
-        self.lanes
-            .lock()
-            .expect("never poisoned")
-            .entry(partner_id.to_owned())
-            .or_default()
-            .clone()
+        let mut lanes = self.lanes.lock().expect("never poisoned");
+        if let Some(lane) = lanes.get(partner_id) {
+            return lane.clone();
+        }
+        lanes.entry(partner_id.to_owned()).or_default().clone()
     }
 
     /// Runs `call` with plugin `id` on a blocking thread of `partner_id`'s lane.
