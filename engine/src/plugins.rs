@@ -326,7 +326,10 @@ impl Plugins {
             .map_err(|e| host(e.to_string()))?
             .ok_or_else(|| host(format!("plugin {id} does not exist (was it deleted?)")))?;
         let plugin = self.compile(wasm).await.map_err(|e| Unloaded {
-            host: e.is_host_failure(),
+            // A stored build of another contract version is the upgrade's doing, not the
+            // plugin's: its postbacks wait on the retry schedule for the partner's rebuilt
+            // one (or for a process of the version it was built for).
+            host: e.is_host_failure() || matches!(e, PluginError::OtherContract(_)),
             reason: e.to_string(),
         })?;
         self.remember(id, plugin.clone());
@@ -651,6 +654,52 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("the lane's threads did not stop");
+    }
+
+    /// A stored plugin built against the contract before this one fails as the host, so its
+    /// postbacks are retried (and the partner told what to rebuild with), not failed for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_build_of_the_old_contract_is_retried_not_failed() {
+        use crate::store::{Durability, PluginQuota, now_ms};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("pw.db").display());
+        let store = Store::open(&url, Durability::Process).await.unwrap();
+        let partner = store.create_partner("upgraded", str::to_owned).await.unwrap();
+        // Stored as an earlier version would have stored it; uploads refuse it now.
+        let wasm = postwire_test_plugins::bytes("contract-0-1");
+        let record = store
+            .create_plugin(
+                &partner.id,
+                "old",
+                &Host::sha256(&wasm),
+                &["transform"],
+                &wasm,
+                now_ms(),
+                PluginQuota::default(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let host = Host::new(postwire_plugins::Limits::default(), None).unwrap();
+        let plugins = Plugins::new(host, store.clone());
+        let event = Event::sample(crate::event::EventType::ActionInquiryCreated, partner.id.as_str());
+        let request = Request {
+            method: Method::Post,
+            url: "https://partner.example/pb".into(),
+            headers: Vec::new(),
+            body: "{}".into(),
+        };
+        let call = plugins
+            .transform(partner.id.as_str(), &record.id.to_string(), &event, &request, "{}")
+            .await;
+        assert!(call.host_failure, "{call:?}");
+        let reason = call.result.unwrap_err();
+        assert!(
+            reason.contains("built against postwire:plugin@0.1.0") && reason.contains("postwire-sdk 0.2.0"),
+            "{reason}"
+        );
+        store.close().await;
     }
 
     /// Plugins stay loaded up to the capacity, the least recently used dropped first; a
