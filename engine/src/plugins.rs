@@ -691,7 +691,7 @@ mod tests {
             body: "{}".into(),
         };
         let call = plugins
-            .transform(partner.id.as_str(), &record.id.to_string(), &event, &request, "{}")
+            .transform(partner.id.as_str(), record.id.as_ref(), &event, &request, "{}")
             .await;
         assert!(call.host_failure, "{call:?}");
         let reason = call.result.unwrap_err();
