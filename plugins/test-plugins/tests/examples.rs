@@ -7,8 +7,8 @@ use std::path::Path;
 /// `\0asm`, then the component-model layer's version (a core module has `01 00 00 00`).
 const COMPONENT_HEADER: [u8; 8] = [0x00, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00];
 
-const TRANSFORM: &str = "postwire:plugin/transform@0.1.0";
-const CLASSIFY: &str = "postwire:plugin/classify@0.1.0";
+const TRANSFORM: &str = "postwire:plugin/transform@0.2.0";
+const CLASSIFY: &str = "postwire:plugin/classify@0.2.0";
 
 /// What each example exports.
 const KINDS: &[(&str, &[&str])] = &[
@@ -49,7 +49,7 @@ fn every_example_is_a_component_exporting_what_its_kind_says() {
         expected.sort();
         assert_eq!(exports, expected, "the exports of {name}");
         assert!(
-            imports.iter().any(|i| i.starts_with("postwire:plugin/types@0.1.0")),
+            imports.iter().any(|i| i.starts_with("postwire:plugin/types@0.2.0")),
             "{name} imports {imports:?}"
         );
         for import in &imports {
