@@ -1411,6 +1411,9 @@ async fn delivery_rates_count_each_partners_attempts_by_outcome_and_minute(backe
     let (mut seen_a, mut seen_b) = (0, 0);
     for c in &claimed {
         let mut attempt = attempt(&c.delivery_id, None);
+        // At `now`, not at the clock's time when the attempt is made, which may be later: the
+        // counts from `now + 1` on must find none.
+        attempt.started_at = now;
         // `a`: one delivered this minute, one retried a minute earlier, one before `since`;
         // `b`: one failed, one delivered, both this minute.
         let next = match partner_of(c) {
