@@ -656,31 +656,41 @@ mod tests {
         panic!("the lane's threads did not stop");
     }
 
-    /// A stored plugin built against the contract before this one fails as the host, so its
-    /// postbacks are retried (and the partner told what to rebuild with), not failed for good.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stored_build_of_the_old_contract_is_retried_not_failed() {
-        use crate::store::{Durability, PluginQuota, now_ms};
+    /// A store in `dir` with one partner named `partner`.
+    async fn store_with_partner(dir: &std::path::Path, partner: &str) -> (Store, crate::store::Partner) {
+        let url = format!("sqlite://{}", dir.join("pw.db").display());
+        let store = Store::open(&url, crate::store::Durability::Process).await.unwrap();
+        let partner = store.create_partner(partner, str::to_owned).await.unwrap();
+        (store, partner)
+    }
 
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("pw.db").display());
-        let store = Store::open(&url, Durability::Process).await.unwrap();
-        let partner = store.create_partner("upgraded", str::to_owned).await.unwrap();
-        // Stored as an earlier version would have stored it; uploads refuse it now.
-        let wasm = postwire_test_plugins::bytes("contract-0-1");
+    /// Stores `wasm` as the partner's transform plugin `name`, as an upload does once checked;
+    /// its id.
+    async fn store_plugin(store: &Store, partner: &crate::store::Partner, name: &str, wasm: &[u8]) -> String {
         let record = store
             .create_plugin(
                 &partner.id,
-                "old",
-                &Host::sha256(&wasm),
+                name,
+                &Host::sha256(wasm),
                 &["transform"],
-                &wasm,
-                now_ms(),
-                PluginQuota::default(),
+                wasm,
+                crate::store::now_ms(),
+                crate::store::PluginQuota::default(),
             )
             .await
             .unwrap()
             .unwrap();
+        record.id.to_string()
+    }
+
+    /// A stored plugin built against the contract before this one fails as the host, so its
+    /// postbacks are retried (and the partner told what to rebuild with), not failed for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_build_of_the_old_contract_is_retried_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, partner) = store_with_partner(dir.path(), "upgraded").await;
+        // Stored as an earlier version would have stored it; uploads refuse it now.
+        let id = store_plugin(&store, &partner, "old", &postwire_test_plugins::bytes("contract-0-1")).await;
         let host = Host::new(postwire_plugins::Limits::default(), None).unwrap();
         let plugins = Plugins::new(host, store.clone());
         let event = Event::sample(crate::event::EventType::ActionInquiryCreated, partner.id.as_str());
@@ -691,7 +701,7 @@ mod tests {
             body: "{}".into(),
         };
         let call = plugins
-            .transform(partner.id.as_str(), record.id.as_ref(), &event, &request, "{}")
+            .transform(partner.id.as_str(), &id, &event, &request, "{}")
             .await;
         assert!(call.host_failure, "{call:?}");
         let reason = call.result.unwrap_err();
@@ -708,29 +718,12 @@ mod tests {
     async fn loaded_plugins_stay_within_the_capacity_dropping_the_least_recently_used() {
         use std::sync::atomic::Ordering::Relaxed;
 
-        use crate::store::{Durability, PluginQuota, now_ms};
-
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("pw.db").display());
-        let store = Store::open(&url, Durability::Process).await.unwrap();
-        let partner = store.create_partner("loaded", str::to_owned).await.unwrap();
+        let (store, partner) = store_with_partner(dir.path(), "loaded").await;
         let wasm = postwire_test_plugins::bytes("trivial");
         let mut ids = Vec::new();
         for i in 0..5 {
-            let record = store
-                .create_plugin(
-                    &partner.id,
-                    &format!("p{i}"),
-                    &Host::sha256(&wasm),
-                    &["transform"],
-                    &wasm,
-                    now_ms(),
-                    PluginQuota::default(),
-                )
-                .await
-                .unwrap()
-                .unwrap();
-            ids.push(record.id.to_string());
+            ids.push(store_plugin(&store, &partner, &format!("p{i}"), &wasm).await);
         }
         let host = Host::new(postwire_plugins::Limits::default(), Some(dir.path().join("artifacts"))).unwrap();
         let plugins = Plugins::new(host, store.clone()).with_loaded_capacity(2);
