@@ -93,7 +93,7 @@ pub struct Host {
     cache_bytes: u64,
     stats: CacheStats,
     ticking: Arc<AtomicBool>,
-    slots: std::sync::Mutex<u32>,
+    slots: std::sync::Mutex<Slots>,
     slot_freed: std::sync::Condvar,
     compiles: Arc<Gate>,
 }
@@ -247,7 +247,10 @@ impl Host {
             cache_bytes: DEFAULT_CACHE_BYTES,
             stats: CacheStats::default(),
             ticking,
-            slots: std::sync::Mutex::new(POOL_INSTANCES),
+            slots: std::sync::Mutex::new(Slots {
+                free: POOL_INSTANCES,
+                waiting: 0,
+            }),
             slot_freed: std::sync::Condvar::new(),
             compiles: Arc::new(Gate {
                 free: std::sync::Mutex::new(limits.compiles.max(1)),
@@ -605,11 +608,13 @@ impl Host {
     }
 
     fn take_slot(&self) -> SlotGuard<'_> {
-        let mut free = self.slots.lock().expect("never poisoned");
-        while *free == 0 {
-            free = self.slot_freed.wait(free).expect("never poisoned");
+        let mut slots = self.slots.lock().expect("never poisoned");
+        while slots.free == 0 {
+            slots.waiting += 1;
+            slots = self.slot_freed.wait(slots).expect("never poisoned");
+            slots.waiting -= 1;
         }
-        *free -= 1;
+        slots.free -= 1;
         SlotGuard { host: self }
     }
 }
@@ -632,6 +637,14 @@ fn instantiation_failed(error: &wasmtime::Error) -> PluginError {
     }
 }
 
+/// The pool's instances not in use by a call, and the calls waiting for one.
+struct Slots {
+    free: u32,
+    /// Counted so that a call gives its slot back without waking anyone (a system call) when
+    /// nobody waits, as is usual.
+    waiting: u32,
+}
+
 /// Keeps calls within the pool's instance count, so a burst waits instead of failing.
 struct SlotGuard<'a> {
     host: &'a Host,
@@ -639,8 +652,11 @@ struct SlotGuard<'a> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        *self.host.slots.lock().expect("never poisoned") += 1;
-        self.host.slot_freed.notify_one();
+        let mut slots = self.host.slots.lock().expect("never poisoned");
+        slots.free += 1;
+        if slots.waiting > 0 {
+            self.host.slot_freed.notify_one();
+        }
     }
 }
 
