@@ -392,7 +392,7 @@ impl Plugins {
             Err(e) => return unavailable(id, e),
         };
         let checked = match &run.result {
-            Ok(out) => engine_request(out).map_err(|e| match e {
+            Ok(out) => checked_request(out, Some(request)).map_err(|e| match e {
                 RequestError::Reserved(name) => {
                     format!("it set the header {name}, which Postwire writes itself; remove it")
                 }
@@ -572,17 +572,30 @@ pub enum RequestError {
 /// host, valid header names and single-line values, no body on GET, no header Postwire writes
 /// itself.
 pub fn engine_request(request: &wit::Request) -> Result<Request, RequestError> {
+    checked_request(request, None)
+}
+
+/// [`engine_request`] for what a transform returned for `given`: a URL or a header (name and
+/// value, at the same place) it left as they were is what the engine would have sent without a
+/// plugin, so only what the plugin changed is checked again. Most transforms rewrite the body
+/// and keep the rest, and parsing the URL was a good part of what a call cost besides the call.
+fn checked_request(request: &wit::Request, given: Option<&Request>) -> Result<Request, RequestError> {
     let method = match request.method.to_ascii_uppercase().as_str() {
         "GET" => Method::Get,
         "POST" => Method::Post,
         "PUT" => Method::Put,
         other => return Err(RequestError::Method(other.to_owned())),
     };
-    match url::Url::parse(&request.url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
-        _ => return Err(RequestError::Url(request.url.clone())),
+    if given.is_none_or(|given| given.url != request.url) {
+        match url::Url::parse(&request.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+            _ => return Err(RequestError::Url(request.url.clone())),
+        }
     }
-    for (name, value) in &request.headers {
+    for (at, (name, value)) in request.headers.iter().enumerate() {
+        if given.is_some_and(|given| given.headers.get(at).is_some_and(|(n, v)| n == name && v == value)) {
+            continue;
+        }
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(RequestError::HeaderName(name.clone()));
         }
@@ -654,6 +667,50 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("the lane's threads did not stop");
+    }
+
+    /// What a transform changed is checked as a plugin's request always is; what it left as
+    /// given is not checked again, and comes through as it was.
+    #[test]
+    fn a_transformed_request_is_checked_where_the_plugin_changed_it() {
+        let given = Request {
+            method: Method::Post,
+            url: "https://partner.example/pb?id=1".to_owned(),
+            headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+            body: "{}".to_owned(),
+        };
+        let out = |edit: fn(&mut wit::Request)| {
+            let mut out = plugin_request(&given);
+            edit(&mut out);
+            checked_request(&out, Some(&given))
+        };
+        assert_eq!(out(|_| {}), Ok(given.clone()));
+        let body = out(|r| r.body = "{\"a\":1}".to_owned()).expect("a new body is fine");
+        assert_eq!(
+            (body.url.as_str(), body.body.as_str()),
+            (given.url.as_str(), "{\"a\":1}")
+        );
+        assert_eq!(
+            out(|r| r.url = "ftp://partner.example/".to_owned()),
+            Err(RequestError::Url("ftp://partner.example/".to_owned()))
+        );
+        assert_eq!(
+            out(|r| r.headers[0].1 = "a\r\nX-Injected: 1".to_owned()),
+            Err(RequestError::HeaderValue("Content-Type".to_owned()))
+        );
+        assert_eq!(
+            out(|r| r.headers.push(("Webhook-Signature".to_owned(), "v1,x".to_owned()))),
+            Err(RequestError::Reserved("Webhook-Signature".to_owned()))
+        );
+        // A header removed moves the ones after it: each is checked where it now stands.
+        assert_eq!(
+            out(|r| r.headers = vec![("Bad Name".to_owned(), "x".to_owned())]),
+            Err(RequestError::HeaderName("Bad Name".to_owned()))
+        );
+        assert_eq!(
+            out(|r| r.method = "DELETE".to_owned()),
+            Err(RequestError::Method("DELETE".to_owned()))
+        );
     }
 
     /// A store in `dir` with one partner named `partner`.
