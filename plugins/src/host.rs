@@ -93,25 +93,45 @@ pub struct Host {
     cache_bytes: u64,
     stats: CacheStats,
     ticking: Arc<AtomicBool>,
-    slots: std::sync::Mutex<Slots>,
-    slot_freed: std::sync::Condvar,
+    /// The pool's instances: every call holds one, so a burst waits instead of failing.
+    slots: Arc<Gate>,
     compiles: Arc<Gate>,
 }
 
-/// A counting semaphore for compiles: a compile's thread holds its permit until it ends, even
-/// when the upload that started it stopped waiting at the compile deadline.
+/// A counting semaphore for blocking threads: calls' instance slots, compiles (a compile's
+/// thread holds its permit until it ends, even when the upload that started it stopped waiting
+/// at the compile deadline).
 struct Gate {
-    free: std::sync::Mutex<usize>,
+    state: std::sync::Mutex<GateState>,
     freed: std::sync::Condvar,
 }
 
+struct GateState {
+    free: usize,
+    /// Counted so that a permit goes back without waking anyone (a system call) when nobody
+    /// waits, as is usual for calls.
+    waiting: usize,
+}
+
 impl Gate {
+    fn new(permits: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            state: std::sync::Mutex::new(GateState {
+                free: permits,
+                waiting: 0,
+            }),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
     fn enter(self: &Arc<Self>) -> Permit {
-        let mut free = self.free.lock().expect("never poisoned");
-        while *free == 0 {
-            free = self.freed.wait(free).expect("never poisoned");
+        let mut state = self.state.lock().expect("never poisoned");
+        while state.free == 0 {
+            state.waiting += 1;
+            state = self.freed.wait(state).expect("never poisoned");
+            state.waiting -= 1;
         }
-        *free -= 1;
+        state.free -= 1;
         Permit { gate: self.clone() }
     }
 }
@@ -122,8 +142,11 @@ struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        *self.gate.free.lock().expect("never poisoned") += 1;
-        self.gate.freed.notify_one();
+        let mut state = self.gate.state.lock().expect("never poisoned");
+        state.free += 1;
+        if state.waiting > 0 {
+            self.gate.freed.notify_one();
+        }
     }
 }
 
@@ -187,7 +210,7 @@ impl Host {
         let strategy = match allocator {
             Allocator::Pooling => {
                 let mut pool = PoolingAllocationConfig::new();
-                // Every call holds a slot (`take_slot`), and no component may have more than the
+                // Every call holds a slot (`slots`), and no component may have more than the
                 // per-component maxima: so the pool holds enough core instances, memories and
                 // tables for every slot at its maximum, and one partner's plugin cannot take
                 // what another's call needs.
@@ -247,15 +270,8 @@ impl Host {
             cache_bytes: DEFAULT_CACHE_BYTES,
             stats: CacheStats::default(),
             ticking,
-            slots: std::sync::Mutex::new(Slots {
-                free: POOL_INSTANCES,
-                waiting: 0,
-            }),
-            slot_freed: std::sync::Condvar::new(),
-            compiles: Arc::new(Gate {
-                free: std::sync::Mutex::new(limits.compiles.max(1)),
-                freed: std::sync::Condvar::new(),
-            }),
+            slots: Gate::new(POOL_INSTANCES as usize),
+            compiles: Gate::new(limits.compiles.max(1)),
             limits,
         })
     }
@@ -577,7 +593,7 @@ impl Host {
                 logs: Vec::new(),
             };
         }
-        let _slot = self.take_slot();
+        let _slot = self.slots.enter();
         let mut store = Store::new(&self.engine, CallState::new(&self.limits));
         store.limiter(|state| &mut state.memory);
         let fuel = self.limits.fuel;
@@ -606,17 +622,6 @@ impl Host {
             logs: state.into_logs(),
         }
     }
-
-    fn take_slot(&self) -> SlotGuard<'_> {
-        let mut slots = self.slots.lock().expect("never poisoned");
-        while slots.free == 0 {
-            slots.waiting += 1;
-            slots = self.slot_freed.wait(slots).expect("never poisoned");
-            slots.waiting -= 1;
-        }
-        slots.free -= 1;
-        SlotGuard { host: self }
-    }
 }
 
 /// Why an instance could not be made. The pool is sized so that every call slot fits the
@@ -634,29 +639,6 @@ fn instantiation_failed(error: &wasmtime::Error) -> PluginError {
         PluginError::Host(format!("instantiation failed: {text}"))
     } else {
         PluginError::Instantiate(text)
-    }
-}
-
-/// The pool's instances not in use by a call, and the calls waiting for one.
-struct Slots {
-    free: u32,
-    /// Counted so that a call gives its slot back without waking anyone (a system call) when
-    /// nobody waits, as is usual.
-    waiting: u32,
-}
-
-/// Keeps calls within the pool's instance count, so a burst waits instead of failing.
-struct SlotGuard<'a> {
-    host: &'a Host,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        let mut slots = self.host.slots.lock().expect("never poisoned");
-        slots.free += 1;
-        if slots.waiting > 0 {
-            self.host.slot_freed.notify_one();
-        }
     }
 }
 
