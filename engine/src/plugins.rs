@@ -2,10 +2,11 @@
 //!
 //! Loads a partner's plugins from the store once (the host keeps compiled artifacts by sha256,
 //! checked before they are loaded) and keeps at most [`LOADED`] of them loaded, the least
-//! recently used dropped first; runs calls on blocking threads so a slow plugin never stalls the
-//! async workers, lets each partner run at most [`PER_PARTNER`] calls at once (its lane) so one
-//! partner's hostile plugin cannot take every core from the others, and turns each call into a
-//! report for the attempt log.
+//! recently used dropped first; runs calls in the postback's own task, where a call gives its
+//! thread back at every epoch tick so a slow plugin delays the other tasks by a tick at most,
+//! lets each partner run at most [`PER_PARTNER`] calls at once (its lane) so one partner's
+//! hostile plugin cannot take every core from the others, and turns each call into a report for
+//! the attempt log.
 //!
 //! Failure semantics:
 //! - a transform that fails (traps, runs out of fuel, refuses, returns a malformed request or
@@ -102,9 +103,6 @@ pub struct Plugins {
     metrics: Arc<Metrics>,
 }
 
-/// A call waiting for its partner's lane.
-type Job = Box<dyn FnOnce() + Send>;
-
 tokio::task_local! {
     /// The send slot of the postback whose plugins run in this task, when the worker runs it:
     /// given back while a call waits for its partner's lane and runs in it.
@@ -148,47 +146,8 @@ impl SendSlot {
     }
 }
 
-/// One partner's plugin calls: queued, and run back to back by at most [`PER_PARTNER`] blocking
-/// threads. A thread that finishes a call takes the next one at once, so a busy partner's
-/// calls do not each wait for their task's turn on the async runtime to reach a thread.
-#[derive(Default)]
-struct Lane {
-    state: Mutex<LaneState>,
-}
-
-#[derive(Default)]
-struct LaneState {
-    queue: std::collections::VecDeque<Job>,
-    threads: usize,
-}
-
-impl Lane {
-    fn submit(self: &Arc<Self>, job: Job) {
-        let mut state = self.state.lock().expect("never poisoned");
-        state.queue.push_back(job);
-        if state.threads == PER_PARTNER {
-            return;
-        }
-        state.threads += 1;
-        drop(state);
-        let lane = self.clone();
-        tokio::task::spawn_blocking(move || {
-            loop {
-                let job = {
-                    let mut state = lane.state.lock().expect("never poisoned");
-                    match state.queue.pop_front() {
-                        Some(job) => job,
-                        None => {
-                            state.threads -= 1;
-                            return;
-                        }
-                    }
-                };
-                job();
-            }
-        });
-    }
-}
+/// One partner's plugin calls: at most [`PER_PARTNER`] run at once, the others wait their turn.
+type Lane = tokio::sync::Semaphore;
 
 /// One plugin call as the pipeline sees it.
 #[derive(Debug, Clone)]
@@ -341,32 +300,32 @@ impl Plugins {
         if let Some(lane) = lanes.get(partner_id) {
             return lane.clone();
         }
-        lanes.entry(partner_id.to_owned()).or_default().clone()
+        lanes
+            .entry(partner_id.to_owned())
+            .or_insert_with(|| Arc::new(Lane::new(PER_PARTNER)))
+            .clone()
     }
 
-    /// Runs `call` with plugin `id` on a blocking thread of `partner_id`'s lane.
-    async fn run<T: Send + 'static>(
+    /// Runs `call` with plugin `id` in `partner_id`'s lane, giving the postback's send slot
+    /// back while it waits for its turn and runs.
+    async fn run<T>(
         &self,
         function: PluginFunction,
         partner_id: &str,
         id: &str,
-        call: impl FnOnce(&Host, &Plugin) -> Run<T> + Send + 'static,
+        call: impl AsyncFnOnce(&Host, &Plugin) -> Run<T>,
     ) -> Result<Run<T>, Unloaded> {
         let plugin = self.load(id).await?;
-        let host = self.host.clone();
-        let (done, result) = tokio::sync::oneshot::channel();
         let slots = SendSlot::give_back();
-        self.lane(partner_id).submit(Box::new(move || {
-            let _ = done.send(call(&host, &plugin));
-        }));
-        let run = result.await;
+        let lane = self.lane(partner_id);
+        let run = {
+            // The semaphore is never closed.
+            let _turn = lane.acquire().await.ok();
+            call(&self.host, &plugin).await
+        };
         if let Some(slots) = slots {
             SendSlot::take_again(slots).await;
         }
-        let run = run.map_err(|_| Unloaded {
-            reason: "the plugin call was cancelled".to_owned(),
-            host: true,
-        })?;
         self.metrics
             .plugin_call(function, run.result.is_ok(), run.fuel_used, run.duration);
         Ok(run)
@@ -381,10 +340,10 @@ impl Plugins {
         request: &Request,
         config: &str,
     ) -> Call<Request> {
-        let (event, input, config) = (plugin_event(event), plugin_request(request), config.to_owned());
+        let (event, input) = (plugin_event(event), plugin_request(request));
         let run = match self
-            .run(PluginFunction::Transform, partner_id, id, move |host, plugin| {
-                host.transform(plugin, event, &input, &config)
+            .run(PluginFunction::Transform, partner_id, id, async |host, plugin| {
+                host.transform_async(plugin, event, &input, config).await
             })
             .await
         {
@@ -414,10 +373,10 @@ impl Plugins {
         response: wit::Response,
         config: &str,
     ) -> Call<wit::Verdict> {
-        let (input, config) = (plugin_request(request), config.to_owned());
+        let input = plugin_request(request);
         let run = match self
-            .run(PluginFunction::Classify, partner_id, id, move |host, plugin| {
-                host.classify(plugin, &input, &response, &config)
+            .run(PluginFunction::Classify, partner_id, id, async |host, plugin| {
+                host.classify_async(plugin, &input, &response, config).await
             })
             .await
         {
@@ -625,48 +584,127 @@ pub fn config_text(config: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     use super::*;
 
-    /// A lane runs every call, never more than `PER_PARTNER` at once, and lets its threads go
-    /// when it is empty.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lane_runs_every_call_at_most_per_partner_at_once() {
-        let lane = Arc::new(Lane::default());
-        let running = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        let mut results = Vec::new();
-        for i in 0..100 {
-            let (running, most) = (running.clone(), most.clone());
-            let (done, result) = tokio::sync::oneshot::channel();
-            lane.submit(Box::new(move || {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(2));
-                running.fetch_sub(1, Ordering::SeqCst);
-                let _ = done.send(i);
+    /// An event that counts the calls reading it at once: a call counts from its first read
+    /// until its store, which holds the event, is dropped at the call's end.
+    struct Counted {
+        running: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        read: std::sync::atomic::AtomicBool,
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            if *self.read.get_mut() {
+                self.running.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl EventSource for Counted {
+        fn id(&self) -> String {
+            "evt_1".into()
+        }
+        fn event_type(&self) -> String {
+            "action_inquiry.created".into()
+        }
+        fn partner_id(&self) -> String {
+            "ptn_1".into()
+        }
+        fn occurred_at(&self) -> String {
+            "2026-11-20T14:03:00Z".into()
+        }
+        fn field(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn fields(&self) -> Vec<(String, String)> {
+            if !self.read.swap(true, Ordering::SeqCst) {
+                let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+            }
+            Vec::new()
+        }
+    }
+
+    /// A partner's calls run in its lane, never more than `PER_PARTNER` at once, and give their
+    /// thread back at each epoch tick: on a runtime of one thread, another partner's call goes
+    /// through while the first partner's calls run (each reads the event until it runs out of
+    /// fuel or time), which a call holding the thread to its end would not let happen.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_partner_runs_at_most_per_partner_calls_at_once_and_others_go_beside() {
+        let plugins = Arc::new(Plugins::local(
+            Host::new(postwire_plugins::Limits::default(), None).unwrap(),
+        ));
+        for name in ["reread", "trivial"] {
+            let plugin = plugins.compile(postwire_test_plugins::bytes(name)).await.unwrap();
+            plugins.remember(name, plugin);
+        }
+        let request = wit::Request {
+            method: "POST".into(),
+            url: "https://partner.example/pb".into(),
+            headers: Vec::new(),
+            body: "{}".into(),
+        };
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let mut calls = Vec::new();
+        for _ in 0..6 {
+            let (plugins, request, ended) = (plugins.clone(), request.clone(), ended.clone());
+            let event = Counted {
+                running: running.clone(),
+                most: most.clone(),
+                read: false.into(),
+            };
+            calls.push(tokio::spawn(async move {
+                let run = plugins
+                    .run(PluginFunction::Transform, "busy", "reread", async |host, plugin| {
+                        host.transform_async(plugin, event, &request, "1000000000").await
+                    })
+                    .await;
+                ended.fetch_add(1, Ordering::SeqCst);
+                run.ok().expect("the plugin is loaded")
             }));
-            results.push(result);
         }
-        let mut finished = Vec::new();
-        for result in results {
-            finished.push(result.await.expect("every call runs"));
+        while running.load(Ordering::SeqCst) < PER_PARTNER {
+            tokio::task::yield_now().await;
         }
-        assert_eq!(finished, (0..100).collect::<Vec<_>>());
+        let beside = plugins
+            .run(PluginFunction::Transform, "calm", "trivial", async |host, plugin| {
+                let event = Counted {
+                    running: Arc::default(),
+                    most: Arc::default(),
+                    read: false.into(),
+                };
+                host.transform_async(plugin, event, &request, "{}").await
+            })
+            .await
+            .ok()
+            .expect("the plugin is loaded");
+        assert!(beside.result.is_ok(), "{:?}", beside.result);
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            0,
+            "the other partner's call waited for the busy partner's"
+        );
+        for call in calls {
+            let run = call.await.unwrap();
+            assert!(
+                matches!(
+                    run.result,
+                    Err(PluginError::OutOfFuel { .. } | PluginError::Deadline(_))
+                ),
+                "{:?}",
+                run.result
+            );
+        }
         assert_eq!(
             most.load(Ordering::SeqCst),
             PER_PARTNER,
             "calls ran side by side, up to the limit"
         );
-        // The threads leave once the queue is empty.
-        for _ in 0..200 {
-            if lane.state.lock().expect("never poisoned").threads == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("the lane's threads did not stop");
+        assert_eq!(running.load(Ordering::SeqCst), 0);
     }
 
     /// What a transform changed is checked as a plugin's request always is; what it left as

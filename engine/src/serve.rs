@@ -510,11 +510,34 @@ impl ServeOptions {
 /// from the thread that calls `block_on` (as `postwire serve` does), not from a task on the
 /// runtime. Raising one's own priority takes privileges; lowering it does not, which is why
 /// the runtime is lowered rather than the writer raised.
+///
+/// It also turns transparent huge pages off for the process (see [`without_huge_pages`]).
 pub fn runtime(niceness: i32) -> std::io::Result<tokio::runtime::Runtime> {
+    without_huge_pages();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(move || crate::priority::lower(niceness))
         .build()
+}
+
+/// Turns transparent huge pages off for this process.
+///
+/// mimalloc asks for huge pages on the regions it maps, and hands memory it has stopped using
+/// back to the system; the next allocation there then faults in a whole 2 MiB page, zeroed by
+/// the kernel, for a few bytes. Postbacks allocate and free small buffers at a high rate, so
+/// with a plugin on every postback (a few more kilobytes each) the kernel spent about 3 % of
+/// all CPU zeroing such pages (`clear_page_erms` under `do_huge_pmd_anonymous_page` in `perf`),
+/// and the pipeline with a trivial transform ran at 68 % of the run without one instead of
+/// 74 % (docs/performance.md). Small pages cost nothing measurable without a plugin.
+fn without_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE sets a flag of the calling process and touches no memory.
+        let failed = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;
+        if failed {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "transparent huge pages stay as the system sets them");
+        }
+    }
 }
 
 /// Where the operator token comes from.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker, Resource};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 use crate::bindings::exports::postwire::plugin::{classify, transform};
 use crate::bindings::postwire::plugin::types as wit;
@@ -17,6 +17,10 @@ use crate::{Exports, Limits, PluginError, validate};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const TICK: Duration = Duration::from_millis(2);
+
+/// Fuel (about as many instructions, some tens of microseconds) a call runs before it gives its
+/// thread back to the runtime's other tasks; a call of a few thousand never does.
+const YIELD_FUEL: u64 = 100_000;
 
 /// Plugin instances that may exist at once; a call beyond that waits for a slot.
 const POOL_INSTANCES: u32 = 128;
@@ -94,13 +98,12 @@ pub struct Host {
     stats: CacheStats,
     ticking: Arc<AtomicBool>,
     /// The pool's instances: every call holds one, so a burst waits instead of failing.
-    slots: Arc<Gate>,
+    slots: tokio::sync::Semaphore,
     compiles: Arc<Gate>,
 }
 
-/// A counting semaphore for blocking threads: calls' instance slots, compiles (a compile's
-/// thread holds its permit until it ends, even when the upload that started it stopped waiting
-/// at the compile deadline).
+/// A counting semaphore for blocking threads, for compiles: a compile's thread holds its permit
+/// until it ends, even when the upload that started it stopped waiting at the compile deadline.
 struct Gate {
     state: std::sync::Mutex<GateState>,
     freed: std::sync::Condvar,
@@ -109,7 +112,7 @@ struct Gate {
 struct GateState {
     free: usize,
     /// Counted so that a permit goes back without waking anyone (a system call) when nobody
-    /// waits, as is usual for calls.
+    /// waits, as is usual.
     waiting: usize,
 }
 
@@ -221,6 +224,7 @@ impl Host {
                     .total_core_instances(POOL_INSTANCES * limits.core_instances)
                     .total_memories(POOL_INSTANCES * limits.memories)
                     .total_tables(POOL_INSTANCES * limits.tables)
+                    .total_stacks(POOL_INSTANCES)
                     .max_memory_size(limits.memory)
                     // Reset a slot by rewriting only the pages the last call touched (found with
                     // Linux's PAGEMAP_SCAN) instead of unmapping them: the next call then takes
@@ -270,7 +274,7 @@ impl Host {
             cache_bytes: DEFAULT_CACHE_BYTES,
             stats: CacheStats::default(),
             ticking,
-            slots: Gate::new(POOL_INSTANCES as usize),
+            slots: tokio::sync::Semaphore::new(POOL_INSTANCES as usize),
             compiles: Gate::new(limits.compiles.max(1)),
             limits,
         })
@@ -332,7 +336,7 @@ impl Host {
                 classify,
             }),
         };
-        match self.call(0, |_, _| Ok(()), &plugin).result {
+        match block_on(self.instantiate_once(&plugin)).result {
             Ok(()) => Ok(plugin),
             Err(PluginError::Instantiate(reason)) => Err(PluginError::NeverFits(reason)),
             Err(PluginError::OutOfMemory { limit }) => Err(PluginError::NeverFits(format!(
@@ -472,94 +476,161 @@ impl Host {
         }
     }
 
-    /// Runs `transform`. The plugin reads `event` value by value through its handle; what it
-    /// reads counts against the input cap, as the request and `config` do.
+    /// Runs `transform`, blocking the thread until the call ends; on an async runtime use
+    /// [`Host::transform_async`]. The plugin reads `event` value by value through its handle;
+    /// what it reads counts against the input cap, as the request and `config` do.
     pub fn transform(&self, plugin: &Plugin, event: impl EventSource, request: &Request, config: &str) -> Run<Request> {
-        let input = request_size(request) + config.len();
-        self.call(
-            input,
-            |store, instance| {
-                let indices = plugin
-                    .inner
-                    .transform
-                    .as_ref()
-                    .ok_or(PluginError::MissingExport("transform"))?;
-                let guest = indices
-                    .load(&mut *store, instance)
-                    .map_err(|e| PluginError::BadExport(e.to_string()))?;
-                let event = store
-                    .data_mut()
-                    .table
-                    .push(EventHandle(Box::new(event)))
-                    .map_err(|e| PluginError::Host(format!("cannot hand over the event: {e}")))?;
-                // The handle is only lent: the table keeps the event, and the call's store goes
-                // with the call.
-                let borrowed = Resource::new_borrow(event.rep());
-                // The rest of what it reads counts from here.
-                store.data_mut().read = input;
-                match guest.call_transform(&mut *store, borrowed, &to_wit(request), config) {
-                    Ok(Ok(out)) => {
-                        let out = Request {
-                            method: out.method,
-                            url: out.url,
-                            headers: out.headers,
-                            body: out.body,
-                        };
-                        self.check_output(request_size(&out))?;
-                        Ok(out)
-                    }
-                    Ok(Err(message)) => {
-                        self.check_output(message.len())?;
-                        Err(PluginError::Refused(message).into())
-                    }
-                    Err(e) => Err(CallError::Wasm(e)),
-                }
-            },
-            plugin,
-        )
+        block_on(self.transform_async(plugin, event, request, config))
     }
 
-    /// Runs `classify`.
+    /// [`Host::transform`] as a future: the call runs on the thread that polls it, giving the
+    /// thread back at each epoch tick, so a slow plugin delays the others' tasks by a tick at most.
+    pub async fn transform_async(
+        &self,
+        plugin: &Plugin,
+        event: impl EventSource,
+        request: &Request,
+        config: &str,
+    ) -> Run<Request> {
+        let input = request_size(request) + config.len();
+        let (mut sandbox, instance) = match self.sandbox(input, plugin).await {
+            Ok(opened) => opened,
+            Err(refused) => return refused,
+        };
+        let result = match instance {
+            Ok(instance) => {
+                self.call_transform(&mut sandbox.store, &instance, plugin, event, request, config, input)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.finish(sandbox, result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_transform(
+        &self,
+        store: &mut Store<CallState>,
+        instance: &wasmtime::component::Instance,
+        plugin: &Plugin,
+        event: impl EventSource,
+        request: &Request,
+        config: &str,
+        input: usize,
+    ) -> Result<Request, CallError> {
+        let indices = plugin
+            .inner
+            .transform
+            .as_ref()
+            .ok_or(PluginError::MissingExport("transform"))?;
+        let guest = indices
+            .load(&mut *store, instance)
+            .map_err(|e| PluginError::BadExport(e.to_string()))?;
+        let event = store
+            .data_mut()
+            .table
+            .push(EventHandle(Box::new(event)))
+            .map_err(|e| PluginError::Host(format!("cannot hand over the event: {e}")))?;
+        // The handle is only lent: the table keeps the event, and the call's store goes with the
+        // call.
+        let borrowed = Resource::new_borrow(event.rep());
+        // The rest of what it reads counts from here.
+        store.data_mut().read = input;
+        match guest
+            .call_transform(&mut *store, borrowed, &to_wit(request), config)
+            .await
+        {
+            Ok(Ok(out)) => {
+                let out = Request {
+                    method: out.method,
+                    url: out.url,
+                    headers: out.headers,
+                    body: out.body,
+                };
+                self.check_output(request_size(&out))?;
+                Ok(out)
+            }
+            Ok(Err(message)) => {
+                self.check_output(message.len())?;
+                Err(PluginError::Refused(message).into())
+            }
+            Err(e) => Err(CallError::Wasm(e)),
+        }
+    }
+
+    /// Runs `classify`, blocking the thread until the call ends; on an async runtime use
+    /// [`Host::classify_async`].
     pub fn classify(&self, plugin: &Plugin, request: &Request, response: &Response, config: &str) -> Run<Verdict> {
+        block_on(self.classify_async(plugin, request, response, config))
+    }
+
+    /// [`Host::classify`] as a future, run as [`Host::transform_async`] is.
+    pub async fn classify_async(
+        &self,
+        plugin: &Plugin,
+        request: &Request,
+        response: &Response,
+        config: &str,
+    ) -> Run<Verdict> {
         let input = request_size(request)
             + response.body.len()
             + response.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
             + config.len();
-        self.call(
-            input,
-            |store, instance| {
-                let indices = plugin
-                    .inner
-                    .classify
-                    .as_ref()
-                    .ok_or(PluginError::MissingExport("classify"))?;
-                let guest = indices
-                    .load(&mut *store, instance)
-                    .map_err(|e| PluginError::BadExport(e.to_string()))?;
-                let response = wit::Response {
-                    status: response.status,
-                    headers: response.headers.clone(),
-                    body: response.body.clone(),
-                    duration_ms: response.duration_ms,
-                };
-                match guest.call_classify(&mut *store, &to_wit(request), &response, config) {
-                    Ok(wit::Verdict::Success) => Ok(Verdict::Success),
-                    Ok(wit::Verdict::Retry(retry)) => {
-                        self.check_output(retry.reason.len())?;
-                        Ok(Verdict::Retry {
-                            after_secs: retry.after_secs,
-                            reason: retry.reason,
-                        })
-                    }
-                    Ok(wit::Verdict::Fail(reason)) => {
-                        self.check_output(reason.len())?;
-                        Ok(Verdict::Fail(reason))
-                    }
-                    Err(e) => Err(CallError::Wasm(e)),
-                }
-            },
-            plugin,
-        )
+        let (mut sandbox, instance) = match self.sandbox(input, plugin).await {
+            Ok(opened) => opened,
+            Err(refused) => return refused,
+        };
+        let result = match instance {
+            Ok(instance) => {
+                self.call_classify(&mut sandbox.store, &instance, plugin, request, response, config)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.finish(sandbox, result)
+    }
+
+    async fn call_classify(
+        &self,
+        store: &mut Store<CallState>,
+        instance: &wasmtime::component::Instance,
+        plugin: &Plugin,
+        request: &Request,
+        response: &Response,
+        config: &str,
+    ) -> Result<Verdict, CallError> {
+        let indices = plugin
+            .inner
+            .classify
+            .as_ref()
+            .ok_or(PluginError::MissingExport("classify"))?;
+        let guest = indices
+            .load(&mut *store, instance)
+            .map_err(|e| PluginError::BadExport(e.to_string()))?;
+        let response = wit::Response {
+            status: response.status,
+            headers: response.headers.clone(),
+            body: response.body.clone(),
+            duration_ms: response.duration_ms,
+        };
+        match guest
+            .call_classify(&mut *store, &to_wit(request), &response, config)
+            .await
+        {
+            Ok(wit::Verdict::Success) => Ok(Verdict::Success),
+            Ok(wit::Verdict::Retry(retry)) => {
+                self.check_output(retry.reason.len())?;
+                Ok(Verdict::Retry {
+                    after_secs: retry.after_secs,
+                    reason: retry.reason,
+                })
+            }
+            Ok(wit::Verdict::Fail(reason)) => {
+                self.check_output(reason.len())?;
+                Ok(Verdict::Fail(reason))
+            }
+            Err(e) => Err(CallError::Wasm(e)),
+        }
     }
 
     fn check_output(&self, size: usize) -> Result<(), PluginError> {
@@ -572,17 +643,25 @@ impl Host {
         Ok(())
     }
 
-    /// A fresh store from the pool, limits set, the plugin instantiated, `body` called; traps
-    /// explained with what the store saw.
-    fn call<T>(
+    /// Instantiates `plugin` under a call's limits, calling nothing.
+    async fn instantiate_once(&self, plugin: &Plugin) -> Run<()> {
+        let (sandbox, instance) = match self.sandbox(0, plugin).await {
+            Ok(opened) => opened,
+            Err(refused) => return refused,
+        };
+        self.finish(sandbox, instance.map(|_| ()))
+    }
+
+    /// A fresh store from the pool with the call's limits set, and the plugin instantiated in
+    /// it (or why it could not be); a [`Run`] with the error when the input is over its cap.
+    async fn sandbox<T>(
         &self,
         input: usize,
-        body: impl FnOnce(&mut Store<CallState>, &wasmtime::component::Instance) -> Result<T, CallError>,
         plugin: &Plugin,
-    ) -> Run<T> {
+    ) -> Result<(Sandbox<'_>, Result<wasmtime::component::Instance, CallError>), Run<T>> {
         let started = Instant::now();
         if input > self.limits.input {
-            return Run {
+            return Err(Run {
                 result: Err(PluginError::InputTooLarge {
                     size: input,
                     limit: self.limits.input,
@@ -591,28 +670,52 @@ impl Host {
                 peak_memory: 0,
                 duration: started.elapsed(),
                 logs: Vec::new(),
-            };
+            });
         }
-        let _slot = self.slots.enter();
+        // The semaphore is never closed.
+        let slot = self.slots.acquire().await.ok();
         let mut store = Store::new(&self.engine, CallState::new(&self.limits));
         store.limiter(|state| &mut state.memory);
-        let fuel = self.limits.fuel;
-        let _ = store.set_fuel(fuel);
-        let ticks = self.limits.deadline.as_nanos().div_ceil(TICK.as_nanos()) as u64;
-        store.set_epoch_deadline(ticks.max(1));
-        store.epoch_deadline_trap();
-        let result = match plugin.inner.pre.instantiate(&mut store) {
-            Ok(instance) => body(&mut store, &instance),
+        let _ = store.set_fuel(self.limits.fuel);
+        // A long call gives its thread back every slice of instructions as well as at each tick:
+        // a task polled for a whole tick at a time would keep the runtime from looking at the
+        // network for dozens of ticks, as its other tasks wait their turns behind it.
+        let _ = store.fuel_async_yield_interval(Some(YIELD_FUEL));
+        // At each tick the call gives its thread back to the other tasks, until its deadline.
+        let deadline = started + self.limits.deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        let instance = match plugin.inner.pre.instantiate_async(&mut store).await {
+            Ok(instance) => Ok(instance),
             Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() || store.data().memory.exceeded => {
                 Err(CallError::Wasm(e))
             }
             Err(e) => Err(CallError::Plugin(instantiation_failed(&e))),
         };
+        Ok((
+            Sandbox {
+                store,
+                started,
+                _slot: slot,
+            },
+            instance,
+        ))
+    }
+
+    /// The call's [`Run`]: its result, traps explained with what the store saw.
+    fn finish<T>(&self, sandbox: Sandbox<'_>, result: Result<T, CallError>) -> Run<T> {
+        let Sandbox { store, started, _slot } = sandbox;
         let result = result.map_err(|error| match error {
             CallError::Wasm(e) => explain(e, store.data(), &self.limits),
             CallError::Plugin(e) => e,
         });
-        let fuel_used = fuel - store.get_fuel().unwrap_or(0);
+        let fuel_used = self.limits.fuel - store.get_fuel().unwrap_or(0);
         let state = store.into_data();
         Run {
             result,
@@ -621,6 +724,33 @@ impl Host {
             duration: started.elapsed(),
             logs: state.into_logs(),
         }
+    }
+}
+
+/// One call's store, and the pool slot it holds until the call's end.
+struct Sandbox<'a> {
+    store: Store<CallState>,
+    started: Instant,
+    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+/// Polls `future` to its end on this thread, parking it while the future waits. Plugin calls
+/// wait only for a pool slot; they yield at epoch ticks too, waking themselves at once.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 

@@ -24,7 +24,10 @@
 //!   filesystem, network or environment, fixed clocks and seeded randomness, logs capped by
 //!   lines and bytes.
 //! - [`Host::transform`] and [`Host::classify`]: one call each, returning the output with the
-//!   fuel used, peak memory, time and logs, or a [`PluginError`] a partner understands.
+//!   fuel used, peak memory, time and logs, or a [`PluginError`] a partner understands. Their
+//!   `_async` forms run the call on a fiber in the caller's task, which gives its thread back
+//!   every 100,000 instructions and at each epoch tick, so a server runs calls among its other
+//!   tasks without handing them to another thread.
 //!
 //! This crate knows nothing of postbacks' storage or HTTP; the engine talks to it only through
 //! the plain types in [`types`].
@@ -64,5 +67,7 @@ mod bindings {
         with: { "postwire:plugin/types.event": crate::sandbox::EventHandle },
         // Reading the event may end the call: past the input cap, or with a stale handle.
         imports: { "postwire:plugin/types": trappable },
+        // Calls run on a fiber, so that a call yields its thread at each epoch tick.
+        exports: { default: async },
     });
 }

@@ -337,7 +337,7 @@ const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 /// by ones that are ready at once: the clock is frozen anyway, and a real timer would let a
 /// plugin block its thread in the host, where neither fuel nor the epoch deadline reach it.
 pub(crate) fn link(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
     crate::bindings::Plugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
