@@ -525,10 +525,9 @@ pub fn runtime(niceness: i32) -> std::io::Result<tokio::runtime::Runtime> {
 /// mimalloc asks for huge pages on the regions it maps, and hands memory it has stopped using
 /// back to the system; the next allocation there then faults in a whole 2 MiB page, zeroed by
 /// the kernel, for a few bytes. Postbacks allocate and free small buffers at a high rate, so
-/// with a plugin on every postback (a few more kilobytes each) the kernel spent about 3 % of
-/// all CPU zeroing such pages (`clear_page_erms` under `do_huge_pmd_anonymous_page` in `perf`),
-/// and the pipeline with a trivial transform ran at 68 % of the run without one instead of
-/// 74 % (docs/performance.md). Small pages cost nothing measurable without a plugin.
+/// with a plugin on every postback (a few more kilobytes each) the kernel spent about 3.5 % of
+/// all CPU zeroing such pages (`clear_page_erms` under `do_huge_pmd_anonymous_page` in `perf`;
+/// docs/performance.md, "Calls in the postback's own task, and small pages").
 fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     {
@@ -897,6 +896,15 @@ pub fn cancel_on_signal(token: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server's runtime comes with transparent huge pages off for the process.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_runtime_turns_transparent_huge_pages_off() {
+        let _runtime = runtime(0).unwrap();
+        // SAFETY: PR_GET_THP_DISABLE reads a flag of the calling process.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }, 1);
+    }
 
     fn example() -> ServeOptions {
         ServeOptions {

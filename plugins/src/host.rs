@@ -681,8 +681,9 @@ impl Host {
         // a task polled for a whole tick at a time would keep the runtime from looking at the
         // network for dozens of ticks, as its other tasks wait their turns behind it.
         let _ = store.fuel_async_yield_interval(Some(YIELD_FUEL));
-        // At each tick the call gives its thread back to the other tasks, until its deadline.
-        let deadline = started + self.limits.deadline;
+        // At each tick the call gives its thread back to the other tasks, until its deadline,
+        // counted from here: a wait for a pool slot is not the plugin's time.
+        let deadline = Instant::now() + self.limits.deadline;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {
