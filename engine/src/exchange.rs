@@ -14,6 +14,7 @@
 //! and classify stages without sending, so all of them behave the same.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -166,7 +167,11 @@ impl TransformError {
 }
 
 /// The transform stage: `rendered` through the transform plugin, if there is one.
-pub async fn transform(stages: &Stages<'_>, event: &Event, rendered: Request) -> Result<Transformed, TransformError> {
+pub async fn transform(
+    stages: &Stages<'_>,
+    event: &Arc<Event>,
+    rendered: Request,
+) -> Result<Transformed, TransformError> {
     let Some(id) = stages.transform_plugin else {
         return Ok(Transformed {
             request: rendered,
@@ -295,7 +300,7 @@ pub struct Exchanged {
 
 /// The whole exchange for `event`: transform, then [`send`] (sign, send, classify).
 /// `Err` when the transform produced no request; nothing was sent then.
-pub async fn run(ctx: &Context<'_>, event: &Event, rendered: Request) -> Result<Exchanged, TransformError> {
+pub async fn run(ctx: &Context<'_>, event: &Arc<Event>, rendered: Request) -> Result<Exchanged, TransformError> {
     if rendered.body.len() > MAX_RENDERED_LEN {
         // Rendering stopped part way: not even a transform may see a cut body.
         return Ok(too_long(ctx));
@@ -413,7 +418,7 @@ pub fn unsent_attempt(delivery_id: &DeliveryId, number: i64, reason: &str, plugi
 /// What a dry run is given.
 pub struct DryRun<'a> {
     /// The event.
-    pub event: &'a Event,
+    pub event: &'a Arc<Event>,
     /// The request before the transform (normally the template's rendering).
     pub request: Request,
     /// A receiver's answer to classify, if any.

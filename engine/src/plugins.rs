@@ -336,7 +336,7 @@ impl Plugins {
         &self,
         partner_id: &str,
         id: &str,
-        event: &Event,
+        event: &Arc<Event>,
         request: &Request,
         config: &str,
     ) -> Call<Request> {
@@ -446,12 +446,13 @@ pub fn verdict_json(verdict: &wit::Verdict) -> Value {
 }
 
 /// The event as plugins read it: its envelope and the data fields it carries, each formatted as
-/// text when the plugin reads it, so a plugin that reads nothing costs nothing here.
+/// text when the plugin reads it, so a plugin that reads nothing costs nothing here. It shares
+/// the postback's event rather than copying it.
 #[derive(Debug, Clone)]
-pub struct PluginEvent(Event);
+pub struct PluginEvent(Arc<Event>);
 
 /// The event `event` as plugins read it.
-pub fn plugin_event(event: &Event) -> PluginEvent {
+pub fn plugin_event(event: &Arc<Event>) -> PluginEvent {
     PluginEvent(event.clone())
 }
 
@@ -788,7 +789,10 @@ mod tests {
         let id = store_plugin(&store, &partner, "old", &postwire_test_plugins::bytes("contract-0-1")).await;
         let host = Host::new(postwire_plugins::Limits::default(), None).unwrap();
         let plugins = Plugins::new(host, store.clone());
-        let event = Event::sample(crate::event::EventType::ActionInquiryCreated, partner.id.as_str());
+        let event = Arc::new(Event::sample(
+            crate::event::EventType::ActionInquiryCreated,
+            partner.id.as_str(),
+        ));
         let request = Request {
             method: Method::Post,
             url: "https://partner.example/pb".into(),

@@ -64,6 +64,7 @@ pub async fn run_cached(input: Input, limits: Limits, cache: Option<PathBuf>) ->
         Some(path) => Event::from_json(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?,
         None => Event::sample(crate::event::EventType::ActionInquiryCreated, "ptn_local"),
     };
+    let event = std::sync::Arc::new(event);
     let config = match &input.config {
         Some(path) => {
             let text = read(path)?;

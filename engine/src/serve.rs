@@ -511,7 +511,7 @@ impl ServeOptions {
 /// runtime. Raising one's own priority takes privileges; lowering it does not, which is why
 /// the runtime is lowered rather than the writer raised.
 ///
-/// It also turns transparent huge pages off for the process (see [`without_huge_pages`]).
+/// It also turns transparent huge pages off for the process: see `without_huge_pages` for why.
 pub fn runtime(niceness: i32) -> std::io::Result<tokio::runtime::Runtime> {
     without_huge_pages();
     tokio::runtime::Builder::new_multi_thread()

@@ -357,6 +357,7 @@ pub(crate) async fn run_plugin(
             Event::sample(ty, partner_id)
         }
     };
+    let event = std::sync::Arc::new(event);
     let request = match input.get("request") {
         Some(request) => parse_request(request)?,
         None => {

@@ -568,7 +568,7 @@ pub(crate) async fn replay_diff(state: &AppState, partner_id: &str, input: &Valu
                     continue;
                 };
                 let event = match Event::from_json(&text) {
-                    Ok(event) => event,
+                    Ok(event) => std::sync::Arc::new(event),
                     Err(e) => {
                         result["outcome"] = json!("skipped");
                         result["reason"] = json!(format!("its stored event cannot be read: {e}"));
@@ -661,7 +661,7 @@ async fn compare_transforms(
     config: &str,
     attached: Option<&PluginRecord>,
     candidate: &PluginRecord,
-    event: &Event,
+    event: &std::sync::Arc<Event>,
 ) -> Value {
     let rendered = compiled.render(event);
     let run = async |id: Option<&str>| {

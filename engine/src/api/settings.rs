@@ -564,7 +564,7 @@ pub(crate) async fn test_postback(
     let settings: NotificationSettings = serde_json::from_str(&record.body)
         .map_err(|e| ApiError::conflict(format!("the saved settings are unreadable: {e}")))?;
     let compiled = settings.compile().map_err(|e| ApiError::invalid(e, ""))?;
-    let event = Event::sample(event_type, &partner.id);
+    let event = std::sync::Arc::new(Event::sample(event_type, &partner.id));
     let test_id = DeliveryId::for_test();
     let secret = state
         .secret_key

@@ -968,9 +968,10 @@ impl Worker {
         partner_id: &PartnerId,
         settings_version: i64,
         event: ClaimedEvent,
-    ) -> Result<(Arc<Compiled>, Event), Unsendable> {
+    ) -> Result<(Arc<Compiled>, Arc<Event>), Unsendable> {
         let compiled = self.compiled(partner_id, settings_version).await?;
-        Ok((compiled, event.read().map_err(Unsendable::Event)?))
+        // Shared, so that a plugin reading it needs no copy of its own.
+        Ok((compiled, Arc::new(event.read().map_err(Unsendable::Event)?)))
     }
 
     async fn compiled(&self, partner_id: &PartnerId, version: i64) -> Result<Arc<Compiled>, Unsendable> {
