@@ -3,8 +3,8 @@
 //! Loads a partner's plugins from the store once (the host keeps compiled artifacts by sha256,
 //! checked before they are loaded) and keeps at most [`LOADED`] of them loaded, the least
 //! recently used dropped first; runs calls in the postback's own task, where a call gives its
-//! thread back at every epoch tick so a slow plugin delays the other tasks by a tick at most,
-//! lets each partner run at most [`PER_PARTNER`] calls at once (its lane) so one partner's
+//! thread back every 100,000 instructions and at every epoch tick, so a slow plugin delays the
+//! other tasks a slice at a time; lets each partner run at most [`PER_PARTNER`] calls at once (its lane) so one partner's
 //! hostile plugin cannot take every core from the others, and turns each call into a report for
 //! the attempt log.
 //!
