@@ -15,7 +15,8 @@ use crate::sandbox::{CallState, EventHandle, explain};
 use crate::types::{EventSource, Request, Response, Run, Verdict};
 use crate::{Exports, Limits, PluginError, validate};
 
-/// How often the epoch advances; deadlines are counted in these ticks.
+/// How often the epoch advances: at each tick a call's deadline is checked, and a running call
+/// gives its thread back.
 const TICK: Duration = Duration::from_millis(2);
 
 /// Fuel (about as many instructions, some tens of microseconds) a call runs before it gives its
@@ -102,39 +103,27 @@ pub struct Host {
     compiles: Arc<Gate>,
 }
 
-/// A counting semaphore for blocking threads, for compiles: a compile's thread holds its permit
-/// until it ends, even when the upload that started it stopped waiting at the compile deadline.
+/// A counting semaphore for compiles: a compile's thread holds its permit until it ends, even
+/// when the upload that started it stopped waiting at the compile deadline.
 struct Gate {
-    state: std::sync::Mutex<GateState>,
+    free: std::sync::Mutex<usize>,
     freed: std::sync::Condvar,
-}
-
-struct GateState {
-    free: usize,
-    /// Counted so that a permit goes back without waking anyone (a system call) when nobody
-    /// waits, as is usual.
-    waiting: usize,
 }
 
 impl Gate {
     fn new(permits: usize) -> Arc<Gate> {
         Arc::new(Gate {
-            state: std::sync::Mutex::new(GateState {
-                free: permits,
-                waiting: 0,
-            }),
+            free: std::sync::Mutex::new(permits),
             freed: std::sync::Condvar::new(),
         })
     }
 
     fn enter(self: &Arc<Self>) -> Permit {
-        let mut state = self.state.lock().expect("never poisoned");
-        while state.free == 0 {
-            state.waiting += 1;
-            state = self.freed.wait(state).expect("never poisoned");
-            state.waiting -= 1;
+        let mut free = self.free.lock().expect("never poisoned");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("never poisoned");
         }
-        state.free -= 1;
+        *free -= 1;
         Permit { gate: self.clone() }
     }
 }
@@ -145,11 +134,8 @@ struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut state = self.gate.state.lock().expect("never poisoned");
-        state.free += 1;
-        if state.waiting > 0 {
-            self.gate.freed.notify_one();
-        }
+        *self.gate.free.lock().expect("never poisoned") += 1;
+        self.gate.freed.notify_one();
     }
 }
 
@@ -336,7 +322,7 @@ impl Host {
                 classify,
             }),
         };
-        match block_on(self.instantiate_once(&plugin)).result {
+        match block_on(self.call(0, &plugin, async |_, _| Ok(()))).result {
             Ok(()) => Ok(plugin),
             Err(PluginError::Instantiate(reason)) => Err(PluginError::NeverFits(reason)),
             Err(PluginError::OutOfMemory { limit }) => Err(PluginError::NeverFits(format!(
@@ -484,7 +470,8 @@ impl Host {
     }
 
     /// [`Host::transform`] as a future: the call runs on the thread that polls it, giving the
-    /// thread back at each epoch tick, so a slow plugin delays the others' tasks by a tick at most.
+    /// thread back every 100,000 instructions and at each epoch tick, so a slow plugin delays
+    /// the others' tasks a slice at a time.
     pub async fn transform_async(
         &self,
         plugin: &Plugin,
@@ -493,69 +480,47 @@ impl Host {
         config: &str,
     ) -> Run<Request> {
         let input = request_size(request) + config.len();
-        let (mut sandbox, instance) = match self.sandbox(input, plugin).await {
-            Ok(opened) => opened,
-            Err(refused) => return refused,
-        };
-        let result = match instance {
-            Ok(instance) => {
-                self.call_transform(&mut sandbox.store, &instance, plugin, event, request, config, input)
-                    .await
+        self.call(input, plugin, async |store, instance| {
+            let indices = plugin
+                .inner
+                .transform
+                .as_ref()
+                .ok_or(PluginError::MissingExport("transform"))?;
+            let guest = indices
+                .load(&mut *store, instance)
+                .map_err(|e| PluginError::BadExport(e.to_string()))?;
+            let event = store
+                .data_mut()
+                .table
+                .push(EventHandle(Box::new(event)))
+                .map_err(|e| PluginError::Host(format!("cannot hand over the event: {e}")))?;
+            // The handle is only lent: the table keeps the event, and the call's store goes with
+            // the call.
+            let borrowed = Resource::new_borrow(event.rep());
+            // The rest of what it reads counts from here.
+            store.data_mut().read = input;
+            match guest
+                .call_transform(&mut *store, borrowed, &to_wit(request), config)
+                .await
+            {
+                Ok(Ok(out)) => {
+                    let out = Request {
+                        method: out.method,
+                        url: out.url,
+                        headers: out.headers,
+                        body: out.body,
+                    };
+                    self.check_output(request_size(&out))?;
+                    Ok(out)
+                }
+                Ok(Err(message)) => {
+                    self.check_output(message.len())?;
+                    Err(PluginError::Refused(message).into())
+                }
+                Err(e) => Err(CallError::Wasm(e)),
             }
-            Err(e) => Err(e),
-        };
-        self.finish(sandbox, result)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn call_transform(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &wasmtime::component::Instance,
-        plugin: &Plugin,
-        event: impl EventSource,
-        request: &Request,
-        config: &str,
-        input: usize,
-    ) -> Result<Request, CallError> {
-        let indices = plugin
-            .inner
-            .transform
-            .as_ref()
-            .ok_or(PluginError::MissingExport("transform"))?;
-        let guest = indices
-            .load(&mut *store, instance)
-            .map_err(|e| PluginError::BadExport(e.to_string()))?;
-        let event = store
-            .data_mut()
-            .table
-            .push(EventHandle(Box::new(event)))
-            .map_err(|e| PluginError::Host(format!("cannot hand over the event: {e}")))?;
-        // The handle is only lent: the table keeps the event, and the call's store goes with the
-        // call.
-        let borrowed = Resource::new_borrow(event.rep());
-        // The rest of what it reads counts from here.
-        store.data_mut().read = input;
-        match guest
-            .call_transform(&mut *store, borrowed, &to_wit(request), config)
-            .await
-        {
-            Ok(Ok(out)) => {
-                let out = Request {
-                    method: out.method,
-                    url: out.url,
-                    headers: out.headers,
-                    body: out.body,
-                };
-                self.check_output(request_size(&out))?;
-                Ok(out)
-            }
-            Ok(Err(message)) => {
-                self.check_output(message.len())?;
-                Err(PluginError::Refused(message).into())
-            }
-            Err(e) => Err(CallError::Wasm(e)),
-        }
+        })
+        .await
     }
 
     /// Runs `classify`, blocking the thread until the call ends; on an async runtime use
@@ -576,61 +541,41 @@ impl Host {
             + response.body.len()
             + response.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
             + config.len();
-        let (mut sandbox, instance) = match self.sandbox(input, plugin).await {
-            Ok(opened) => opened,
-            Err(refused) => return refused,
-        };
-        let result = match instance {
-            Ok(instance) => {
-                self.call_classify(&mut sandbox.store, &instance, plugin, request, response, config)
-                    .await
+        self.call(input, plugin, async |store, instance| {
+            let indices = plugin
+                .inner
+                .classify
+                .as_ref()
+                .ok_or(PluginError::MissingExport("classify"))?;
+            let guest = indices
+                .load(&mut *store, instance)
+                .map_err(|e| PluginError::BadExport(e.to_string()))?;
+            let response = wit::Response {
+                status: response.status,
+                headers: response.headers.clone(),
+                body: response.body.clone(),
+                duration_ms: response.duration_ms,
+            };
+            match guest
+                .call_classify(&mut *store, &to_wit(request), &response, config)
+                .await
+            {
+                Ok(wit::Verdict::Success) => Ok(Verdict::Success),
+                Ok(wit::Verdict::Retry(retry)) => {
+                    self.check_output(retry.reason.len())?;
+                    Ok(Verdict::Retry {
+                        after_secs: retry.after_secs,
+                        reason: retry.reason,
+                    })
+                }
+                Ok(wit::Verdict::Fail(reason)) => {
+                    self.check_output(reason.len())?;
+                    Ok(Verdict::Fail(reason))
+                }
+                Err(e) => Err(CallError::Wasm(e)),
             }
-            Err(e) => Err(e),
-        };
-        self.finish(sandbox, result)
-    }
-
-    async fn call_classify(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &wasmtime::component::Instance,
-        plugin: &Plugin,
-        request: &Request,
-        response: &Response,
-        config: &str,
-    ) -> Result<Verdict, CallError> {
-        let indices = plugin
-            .inner
-            .classify
-            .as_ref()
-            .ok_or(PluginError::MissingExport("classify"))?;
-        let guest = indices
-            .load(&mut *store, instance)
-            .map_err(|e| PluginError::BadExport(e.to_string()))?;
-        let response = wit::Response {
-            status: response.status,
-            headers: response.headers.clone(),
-            body: response.body.clone(),
-            duration_ms: response.duration_ms,
-        };
-        match guest
-            .call_classify(&mut *store, &to_wit(request), &response, config)
-            .await
-        {
-            Ok(wit::Verdict::Success) => Ok(Verdict::Success),
-            Ok(wit::Verdict::Retry(retry)) => {
-                self.check_output(retry.reason.len())?;
-                Ok(Verdict::Retry {
-                    after_secs: retry.after_secs,
-                    reason: retry.reason,
-                })
-            }
-            Ok(wit::Verdict::Fail(reason)) => {
-                self.check_output(reason.len())?;
-                Ok(Verdict::Fail(reason))
-            }
-            Err(e) => Err(CallError::Wasm(e)),
-        }
+        })
+        .await
     }
 
     fn check_output(&self, size: usize) -> Result<(), PluginError> {
@@ -643,25 +588,17 @@ impl Host {
         Ok(())
     }
 
-    /// Instantiates `plugin` under a call's limits, calling nothing.
-    async fn instantiate_once(&self, plugin: &Plugin) -> Run<()> {
-        let (sandbox, instance) = match self.sandbox(0, plugin).await {
-            Ok(opened) => opened,
-            Err(refused) => return refused,
-        };
-        self.finish(sandbox, instance.map(|_| ()))
-    }
-
-    /// A fresh store from the pool with the call's limits set, and the plugin instantiated in
-    /// it (or why it could not be); a [`Run`] with the error when the input is over its cap.
-    async fn sandbox<T>(
+    /// A fresh store from the pool, limits set, the plugin instantiated, `body` called; traps
+    /// explained with what the store saw.
+    async fn call<T>(
         &self,
         input: usize,
         plugin: &Plugin,
-    ) -> Result<(Sandbox<'_>, Result<wasmtime::component::Instance, CallError>), Run<T>> {
+        body: impl AsyncFnOnce(&mut Store<CallState>, &wasmtime::component::Instance) -> Result<T, CallError>,
+    ) -> Run<T> {
         let started = Instant::now();
         if input > self.limits.input {
-            return Err(Run {
+            return Run {
                 result: Err(PluginError::InputTooLarge {
                     size: input,
                     limit: self.limits.input,
@@ -670,13 +607,14 @@ impl Host {
                 peak_memory: 0,
                 duration: started.elapsed(),
                 logs: Vec::new(),
-            });
+            };
         }
         // The semaphore is never closed.
-        let slot = self.slots.acquire().await.ok();
+        let _slot = self.slots.acquire().await.ok();
         let mut store = Store::new(&self.engine, CallState::new(&self.limits));
         store.limiter(|state| &mut state.memory);
-        let _ = store.set_fuel(self.limits.fuel);
+        let fuel = self.limits.fuel;
+        let _ = store.set_fuel(fuel);
         // A long call gives its thread back every slice of instructions as well as at each tick:
         // a task polled for a whole tick at a time would keep the runtime from looking at the
         // network for dozens of ticks, as its other tasks wait their turns behind it.
@@ -692,31 +630,18 @@ impl Host {
                 UpdateDeadline::Yield(1)
             })
         });
-        let instance = match plugin.inner.pre.instantiate_async(&mut store).await {
-            Ok(instance) => Ok(instance),
+        let result = match plugin.inner.pre.instantiate_async(&mut store).await {
+            Ok(instance) => body(&mut store, &instance).await,
             Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() || store.data().memory.exceeded => {
                 Err(CallError::Wasm(e))
             }
             Err(e) => Err(CallError::Plugin(instantiation_failed(&e))),
         };
-        Ok((
-            Sandbox {
-                store,
-                started,
-                _slot: slot,
-            },
-            instance,
-        ))
-    }
-
-    /// The call's [`Run`]: its result, traps explained with what the store saw.
-    fn finish<T>(&self, sandbox: Sandbox<'_>, result: Result<T, CallError>) -> Run<T> {
-        let Sandbox { store, started, _slot } = sandbox;
         let result = result.map_err(|error| match error {
             CallError::Wasm(e) => explain(e, store.data(), &self.limits),
             CallError::Plugin(e) => e,
         });
-        let fuel_used = self.limits.fuel - store.get_fuel().unwrap_or(0);
+        let fuel_used = fuel - store.get_fuel().unwrap_or(0);
         let state = store.into_data();
         Run {
             result,
@@ -728,15 +653,9 @@ impl Host {
     }
 }
 
-/// One call's store, and the pool slot it holds until the call's end.
-struct Sandbox<'a> {
-    store: Store<CallState>,
-    started: Instant,
-    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
-}
-
 /// Polls `future` to its end on this thread, parking it while the future waits. Plugin calls
-/// wait only for a pool slot; they yield at epoch ticks too, waking themselves at once.
+/// wait only for a pool slot; they yield at epoch ticks and fuel slices too, waking themselves
+/// at once.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
