@@ -23,7 +23,9 @@ pub struct EventHandle(pub(crate) Box<dyn EventSource>);
 
 /// Everything a call's store holds.
 pub(crate) struct CallState {
-    wasi: WasiCtx,
+    /// Made at the plugin's first WASI call: most plugins make none, and a context costs as
+    /// much to build as a small plugin's whole call.
+    wasi: Option<Box<Wasi>>,
     pub(crate) table: ResourceTable,
     /// Bytes of the event handed to the plugin so far, and the most it may be handed.
     pub(crate) read: usize,
@@ -32,15 +34,22 @@ pub(crate) struct CallState {
     pub(crate) read_too_much: bool,
     pub(crate) memory: MemoryLimiter,
     logs: LogBook,
+}
+
+/// A call's WASI context and the pipes that catch its stdout and stderr.
+struct Wasi {
+    ctx: WasiCtx,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 }
 
-impl CallState {
-    pub(crate) fn new(limits: &Limits) -> CallState {
-        let stdout = MemoryOutputPipe::new(limits.logs);
-        let stderr = MemoryOutputPipe::new(limits.logs);
-        let wasi = WasiCtxBuilder::new()
+impl Wasi {
+    /// No filesystem, network or environment; fixed clocks and seeded randomness; stdout and
+    /// stderr kept, each up to `capacity` bytes.
+    fn new(capacity: usize) -> Wasi {
+        let stdout = MemoryOutputPipe::new(capacity);
+        let stderr = MemoryOutputPipe::new(capacity);
+        let ctx = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .wall_clock(FixedClock)
@@ -52,8 +61,14 @@ impl CallState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        Wasi { ctx, stdout, stderr }
+    }
+}
+
+impl CallState {
+    pub(crate) fn new(limits: &Limits) -> CallState {
         CallState {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             read: 0,
             read_limit: limits.input,
@@ -66,18 +81,18 @@ impl CallState {
                 max_bytes: limits.logs,
                 max_lines: limits.log_lines,
             },
-            stdout,
-            stderr,
         }
     }
 
     /// The logs, with what the plugin wrote to stdout and stderr as lines of their own, and a
     /// last line saying how many were dropped, if any were.
     pub(crate) fn into_logs(mut self) -> Vec<LogLine> {
-        for (level, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                self.logs.push(level, line);
+        if let Some(wasi) = self.wasi.take() {
+            for (level, pipe) in [("stdout", &wasi.stdout), ("stderr", &wasi.stderr)] {
+                let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    self.logs.push(level, line);
+                }
             }
         }
         self.logs.finish()
@@ -85,7 +100,10 @@ impl CallState {
 
     /// What the plugin wrote to stderr (where Rust prints panic messages).
     pub(crate) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).into_owned()
+        self.wasi
+            .as_ref()
+            .map(|wasi| String::from_utf8_lossy(&wasi.stderr.contents()).into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -147,8 +165,9 @@ impl LogBook {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let capacity = self.logs.max_bytes;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut self.wasi.get_or_insert_with(|| Box::new(Wasi::new(capacity))).ctx,
             table: &mut self.table,
         }
     }
