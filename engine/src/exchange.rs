@@ -180,7 +180,7 @@ pub async fn transform(
     };
     let call = stages
         .plugins
-        .transform(stages.partner_id, id, event, &rendered, &stages.config)
+        .transform(stages.partner_id, id, event, rendered, &stages.config)
         .await;
     match call.result {
         Ok(request) => Ok(Transformed {

@@ -105,15 +105,16 @@ pub struct Plugins {
 
 tokio::task_local! {
     /// The send slot of the postback whose plugins run in this task, when the worker runs it:
-    /// given back while a call waits for its partner's lane and runs in it.
+    /// given back once a call waits for its partner's lane or runs on past its first poll.
     pub(crate) static SEND_SLOT: SendSlot;
 }
 
-/// A postback's place among the postbacks in flight at once. A plugin call gives it back while
-/// it waits for its partner's lane and runs, and so does a wait for the endpoint's rate limit
-/// slot; each takes one again before the postback goes on,
-/// so that postbacks queued behind a partner's slow plugin hold none of the places the others
-/// send in (what they hold is their partner's own count of postbacks in flight).
+/// A postback's place among the postbacks in flight at once. A plugin call gives it back once it
+/// waits for its partner's lane or runs on past its first poll (a slice of at most 100,000
+/// instructions), and so does a wait for the endpoint's rate limit slot; each takes one again
+/// before the postback goes on, so that postbacks queued behind a partner's slow plugin hold
+/// none of the places the others send in (what they hold is their partner's own count of
+/// postbacks in flight).
 pub(crate) struct SendSlot {
     slots: Arc<tokio::sync::Semaphore>,
     held: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
@@ -307,7 +308,7 @@ impl Plugins {
     }
 
     /// Runs `call` with plugin `id` in `partner_id`'s lane, giving the postback's send slot
-    /// back while it waits for its turn and runs.
+    /// back once it waits for its turn or runs past its first slice.
     async fn run<T>(
         &self,
         function: PluginFunction,
@@ -316,14 +317,25 @@ impl Plugins {
         call: impl AsyncFnOnce(&Host, &Plugin) -> Run<T>,
     ) -> Result<Run<T>, Unloaded> {
         let plugin = self.load(id).await?;
-        let slots = SendSlot::give_back();
         let lane = self.lane(partner_id);
-        let run = {
+        let mut turn = std::pin::pin!(async {
             // The semaphore is never closed.
             let _turn = lane.acquire().await.ok();
             call(&self.host, &plugin).await
-        };
-        if let Some(slots) = slots {
+        });
+        // The slot is given back the first time the call waits (for its lane, a pool slot, or
+        // after a slice of instructions): most calls end in their first poll, and giving the
+        // slot back and taking it again costs about as much as a small call.
+        let mut given_back = None;
+        let run = std::future::poll_fn(|cx| {
+            let polled = turn.as_mut().poll(cx);
+            if polled.is_pending() && given_back.is_none() {
+                given_back = Some(SendSlot::give_back());
+            }
+            polled
+        })
+        .await;
+        if let Some(Some(slots)) = given_back {
             SendSlot::take_again(slots).await;
         }
         self.metrics
@@ -337,21 +349,29 @@ impl Plugins {
         partner_id: &str,
         id: &str,
         event: &Arc<Event>,
-        request: &Request,
+        mut request: Request,
         config: &str,
     ) -> Call<Request> {
-        let (event, input) = (plugin_event(event), plugin_request(request));
-        let run = match self
+        // The body goes to the plugin rather than a copy of it: what comes back is checked
+        // against the given URL and headers only.
+        let input = wit::Request {
+            method: request.method.as_str().to_owned(),
+            url: request.url.clone(),
+            headers: request.headers.clone(),
+            body: std::mem::take(&mut request.body),
+        };
+        let event = plugin_event(event);
+        let mut run = match self
             .run(PluginFunction::Transform, partner_id, id, async |host, plugin| {
-                host.transform_async(plugin, event, &input, config).await
+                host.transform_async(plugin, event, input, config).await
             })
             .await
         {
             Ok(run) => run,
             Err(e) => return unavailable(id, e),
         };
-        let checked = match &run.result {
-            Ok(out) => checked_request(out, Some(request)).map_err(|e| match e {
+        let checked = match &mut run.result {
+            Ok(out) => checked_request(std::mem::take(out), Some(&request)).map_err(|e| match e {
                 RequestError::Reserved(name) => {
                     format!("it set the header {name}, which Postwire writes itself; remove it")
                 }
@@ -531,7 +551,7 @@ pub enum RequestError {
 /// A plugin's request checked the way settings are: a known method, an http(s) URL with a
 /// host, valid header names and single-line values, no body on GET, no header Postwire writes
 /// itself.
-pub fn engine_request(request: &wit::Request) -> Result<Request, RequestError> {
+pub fn engine_request(request: wit::Request) -> Result<Request, RequestError> {
     checked_request(request, None)
 }
 
@@ -539,12 +559,12 @@ pub fn engine_request(request: &wit::Request) -> Result<Request, RequestError> {
 /// value, at the same place) it left as they were is what the engine would have sent without a
 /// plugin, so only what the plugin changed is checked again. Most transforms rewrite the body
 /// and keep the rest, and parsing the URL was a good part of what a call cost besides the call.
-fn checked_request(request: &wit::Request, given: Option<&Request>) -> Result<Request, RequestError> {
-    let method = match request.method.to_ascii_uppercase().as_str() {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        other => return Err(RequestError::Method(other.to_owned())),
+fn checked_request(request: wit::Request, given: Option<&Request>) -> Result<Request, RequestError> {
+    let method = match request.method.as_str() {
+        m if m.eq_ignore_ascii_case("GET") => Method::Get,
+        m if m.eq_ignore_ascii_case("POST") => Method::Post,
+        m if m.eq_ignore_ascii_case("PUT") => Method::Put,
+        other => return Err(RequestError::Method(other.to_ascii_uppercase())),
     };
     if given.is_none_or(|given| given.url != request.url) {
         match url::Url::parse(&request.url) {
@@ -571,9 +591,9 @@ fn checked_request(request: &wit::Request, given: Option<&Request>) -> Result<Re
     }
     Ok(Request {
         method,
-        url: request.url.clone(),
-        headers: request.headers.clone(),
-        body: request.body.clone(),
+        url: request.url,
+        headers: request.headers,
+        body: request.body,
     })
 }
 
@@ -667,7 +687,7 @@ mod tests {
             calls.push(tokio::spawn(async move {
                 let run = plugins
                     .run(PluginFunction::Transform, "busy", "reread", async |host, plugin| {
-                        host.transform_async(plugin, event, &request, "1000000000").await
+                        host.transform_async(plugin, event, request, "1000000000").await
                     })
                     .await;
                 ended.fetch_add(1, Ordering::SeqCst);
@@ -688,7 +708,7 @@ mod tests {
                 };
                 let run = plugins
                     .run(PluginFunction::Transform, "calm", "trivial", async |host, plugin| {
-                        host.transform_async(plugin, event, &request, "{}").await
+                        host.transform_async(plugin, event, request, "{}").await
                     })
                     .await
                     .ok()
@@ -731,7 +751,7 @@ mod tests {
         let out = |edit: fn(&mut wit::Request)| {
             let mut out = plugin_request(&given);
             edit(&mut out);
-            checked_request(&out, Some(&given))
+            checked_request(out, Some(&given))
         };
         assert_eq!(out(|_| {}), Ok(given.clone()));
         let body = out(|r| r.body = "{\"a\":1}".to_owned()).expect("a new body is fine");
@@ -809,9 +829,7 @@ mod tests {
             headers: Vec::new(),
             body: "{}".into(),
         };
-        let call = plugins
-            .transform(partner.id.as_str(), &id, &event, &request, "{}")
-            .await;
+        let call = plugins.transform(partner.id.as_str(), &id, &event, request, "{}").await;
         assert!(call.host_failure, "{call:?}");
         let reason = call.result.unwrap_err();
         assert!(

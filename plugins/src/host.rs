@@ -466,20 +466,21 @@ impl Host {
     /// [`Host::transform_async`]. The plugin reads `event` value by value through its handle;
     /// what it reads counts against the input cap, as the request and `config` do.
     pub fn transform(&self, plugin: &Plugin, event: impl EventSource, request: &Request, config: &str) -> Run<Request> {
-        block_on(self.transform_async(plugin, event, request, config))
+        block_on(self.transform_async(plugin, event, request.clone(), config))
     }
 
     /// [`Host::transform`] as a future: the call runs on the thread that polls it, giving the
     /// thread back every 100,000 instructions and at each epoch tick, so a slow plugin delays
-    /// the others' tasks a slice at a time.
+    /// the others' tasks a slice at a time. It takes the request, which goes into the plugin's
+    /// memory as it is.
     pub async fn transform_async(
         &self,
         plugin: &Plugin,
         event: impl EventSource,
-        request: &Request,
+        request: Request,
         config: &str,
     ) -> Run<Request> {
-        let input = request_size(request) + config.len();
+        let input = request_size(&request) + config.len();
         self.call(input, plugin, async |store, instance| {
             let indices = plugin
                 .inner
@@ -500,7 +501,7 @@ impl Host {
             // The rest of what it reads counts from here.
             store.data_mut().read = input;
             match guest
-                .call_transform(&mut *store, borrowed, &to_wit(request), config)
+                .call_transform(&mut *store, borrowed, &into_wit(request), config)
                 .await
             {
                 Ok(Ok(out)) => {
@@ -710,6 +711,15 @@ fn request_size(request: &Request) -> usize {
         + request.url.len()
         + request.body.len()
         + request.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+}
+
+fn into_wit(request: Request) -> wit::Request {
+    wit::Request {
+        method: request.method,
+        url: request.url,
+        headers: request.headers,
+        body: request.body,
+    }
 }
 
 fn to_wit(request: &Request) -> wit::Request {

@@ -68,7 +68,7 @@ impl EventSource for Event {
 }
 
 /// A postback request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// `GET`, `POST` or `PUT`.
     pub method: String,

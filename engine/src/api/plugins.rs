@@ -414,7 +414,7 @@ pub(super) fn parse_request(value: &Value) -> Result<crate::request::Request, Ap
         headers: headers(value.get("headers")),
         body: value.get("body").and_then(Value::as_str).unwrap_or_default().to_owned(),
     };
-    crate::plugins::engine_request(&plugin_request).map_err(|e| invalid("request", e.to_string()))
+    crate::plugins::engine_request(plugin_request).map_err(|e| invalid("request", e.to_string()))
 }
 
 fn parse_response(value: &Value) -> Result<postwire_plugins::types::Response, ApiError> {
