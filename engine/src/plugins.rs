@@ -396,7 +396,7 @@ impl Plugins {
         let input = plugin_request(request);
         let run = match self
             .run(PluginFunction::Classify, partner_id, id, async |host, plugin| {
-                host.classify_async(plugin, &input, &response, config).await
+                host.classify_async(plugin, input, response, config).await
             })
             .await
         {

@@ -527,18 +527,19 @@ impl Host {
     /// Runs `classify`, blocking the thread until the call ends; on an async runtime use
     /// [`Host::classify_async`].
     pub fn classify(&self, plugin: &Plugin, request: &Request, response: &Response, config: &str) -> Run<Verdict> {
-        block_on(self.classify_async(plugin, request, response, config))
+        block_on(self.classify_async(plugin, request.clone(), response.clone(), config))
     }
 
-    /// [`Host::classify`] as a future, run as [`Host::transform_async`] is.
+    /// [`Host::classify`] as a future, run as [`Host::transform_async`] is. It takes the request
+    /// and the response, which go into the plugin's memory as they are.
     pub async fn classify_async(
         &self,
         plugin: &Plugin,
-        request: &Request,
-        response: &Response,
+        request: Request,
+        response: Response,
         config: &str,
     ) -> Run<Verdict> {
-        let input = request_size(request)
+        let input = request_size(&request)
             + response.body.len()
             + response.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
             + config.len();
@@ -553,12 +554,12 @@ impl Host {
                 .map_err(|e| PluginError::BadExport(e.to_string()))?;
             let response = wit::Response {
                 status: response.status,
-                headers: response.headers.clone(),
-                body: response.body.clone(),
+                headers: response.headers,
+                body: response.body,
                 duration_ms: response.duration_ms,
             };
             match guest
-                .call_classify(&mut *store, &to_wit(request), &response, config)
+                .call_classify(&mut *store, &into_wit(request), &response, config)
                 .await
             {
                 Ok(wit::Verdict::Success) => Ok(Verdict::Success),
@@ -719,14 +720,5 @@ fn into_wit(request: Request) -> wit::Request {
         url: request.url,
         headers: request.headers,
         body: request.body,
-    }
-}
-
-fn to_wit(request: &Request) -> wit::Request {
-    wit::Request {
-        method: request.method.clone(),
-        url: request.url.clone(),
-        headers: request.headers.clone(),
-        body: request.body.clone(),
     }
 }
