@@ -198,6 +198,23 @@ fn body_problem(format: BodyFormat, body: &str) -> Option<String> {
     }
 }
 
+/// Why `&name;` is not a reference XML allows, if it is not: the reader takes whatever stands
+/// between `&` and the next `;` as a name, so a template's stray `&` would pass as long as the
+/// sample's values put a `;` after it, and break on the first value that does not.
+fn reference_problem(reference: &quick_xml::events::BytesRef<'_>) -> Option<String> {
+    let name = String::from_utf8_lossy(reference);
+    let valid = if reference.is_char_ref() {
+        matches!(reference.resolve_char_ref(), Ok(Some(_)))
+    } else {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|first| first.is_alphabetic() || first == '_' || first == ':')
+            && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+    };
+    (!valid).then(|| format!("`&{name};` is not an entity or character reference; write &amp; for a literal '&'"))
+}
+
 /// Why a tag's attributes are not well formed, if they are not: XML forbids `<` in an attribute
 /// value, which the reader lets through, and a template that holds one there has no one reading
 /// of where its placeholders stand.
@@ -242,6 +259,11 @@ pub fn xml_problem(body: &str) -> Option<String> {
                 depth += 1;
             }
             Ok(Xml::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Xml::GeneralRef(reference)) => {
+                if let Some(problem) = reference_problem(&reference) {
+                    return Some(format!("{problem} at byte {}", reader.buffer_position()));
+                }
+            }
             Ok(Xml::Empty(tag)) => {
                 if let Some(problem) = attribute_problem(&tag) {
                     return Some(problem);

@@ -92,6 +92,33 @@ fn xml_attribute_values_hold_no_lt() {
     .expect("an escaped '<' is fine");
 }
 
+/// Found by the `render` fuzz target: a stray '&' in the template (here before a CDATA opener
+/// missing its '<') read as a reference up to the first ';' the sample's values put after it,
+/// so the settings were saved, and broke the document for a value with an '&' before its ';'.
+#[test]
+fn xml_references_are_real_references() {
+    for template in [
+        "<a>&![CDATA[{InquiryNotes}]]></a>",
+        "<a>&a b;{InquiryNotes}</a>",
+        "<a>&#xZZ;{OrderId}</a>",
+    ] {
+        let all = errors(json!({"url": "https://p.example/", "body_format": "xml", "body_template": template}));
+        assert!(
+            all.starts_with("body_template: renders an invalid XML body"),
+            "{template}: {all}"
+        );
+    }
+    for template in [
+        "<a>&amp;&lt;&#233;&#x1F600;&custom-name.x;{InquiryNotes}</a>",
+        "<a><![CDATA[a & b]]></a>",
+    ] {
+        NotificationSettings::validate(
+            &json!({"url": "https://p.example/", "body_format": "xml", "body_template": template}),
+        )
+        .unwrap_or_else(|e| panic!("{template}: {e:?}"));
+    }
+}
+
 /// Found by the `settings` and `render` fuzz targets (fuzz/): a NUL or a DEL in a header value
 /// was saved, and every postback then failed to be sent.
 #[test]
