@@ -169,8 +169,40 @@ impl CompiledSettings {
                 break;
             }
         }
+        if problems.is_empty()
+            && self.settings.body_format == BodyFormat::Xml
+            && let Some(message) = xml_problem_with_ampersands(&self.render(&ampersand_event()).body)
+        {
+            problems.push(FieldError::new(
+                "body_template",
+                None,
+                format!(
+                    "renders an invalid XML body when a value holds '&': {message}; a '&' in the template must begin a whole reference such as &amp;"
+                ),
+            ));
+        }
         problems.finish(())
     }
+}
+
+/// [`xml_problem`] of a body rendered from [`ampersand_event`], empty bodies aside.
+fn xml_problem_with_ampersands(body: &str) -> Option<String> {
+    (!body.is_empty()).then(|| xml_problem(body)).flatten()
+}
+
+/// The sample event with an '&' in every text and id field: escaped, it is `&amp;`, so a
+/// reference in the template that runs across a placeholder (`&{OrderId};`) stops being one,
+/// whatever name the sample's own value made of it.
+fn ampersand_event() -> Event {
+    use crate::catalogue::{CATALOGUE, FieldType, Source};
+    let sample = Event::sample(EventType::ActionInquiryResolved, "ptn_sample");
+    let mut envelope = sample.to_json();
+    for placeholder in CATALOGUE.iter().filter(|p| p.source == Source::Data) {
+        if matches!(placeholder.ty, FieldType::Text | FieldType::Id) {
+            envelope["data"][placeholder.name] = serde_json::Value::String(format!("{}&", placeholder.example));
+        }
+    }
+    Event::from_value(&envelope).unwrap_or(sample)
 }
 
 fn format_name(format: BodyFormat) -> &'static str {

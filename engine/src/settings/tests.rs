@@ -101,6 +101,7 @@ fn xml_references_are_real_references() {
         "<a>&![CDATA[{InquiryNotes}]]></a>",
         "<a>&a b;{InquiryNotes}</a>",
         "<a>&#xZZ;{OrderId}</a>",
+        "<a>&{OrderId};</a>",
     ] {
         let all = errors(json!({"url": "https://p.example/", "body_format": "xml", "body_template": template}));
         assert!(
