@@ -171,7 +171,7 @@ impl CompiledSettings {
         }
         if problems.is_empty()
             && self.settings.body_format == BodyFormat::Xml
-            && let Some(message) = xml_problem_with_ampersands(&self.render(&ampersand_event()).body)
+            && let Some(message) = body_problem(BodyFormat::Xml, &self.render(&ampersand_event()).body)
         {
             problems.push(FieldError::new(
                 "body_template",
@@ -183,11 +183,6 @@ impl CompiledSettings {
         }
         problems.finish(())
     }
-}
-
-/// [`xml_problem`] of a body rendered from [`ampersand_event`], empty bodies aside.
-fn xml_problem_with_ampersands(body: &str) -> Option<String> {
-    (!body.is_empty()).then(|| xml_problem(body)).flatten()
 }
 
 /// The sample event with an '&' in every text and id field: escaped, it is `&amp;`, so a
