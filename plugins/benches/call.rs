@@ -4,7 +4,8 @@
 //! Measured in the same run: the trivial transform (returns its input) with the pooling
 //! allocator, which is how Postwire runs plugins, against the same call with on-demand
 //! allocation (new memory mappings per instance) as the baseline, plus a realistic transform
-//! (`reshape`: parses and rewrites the JSON body).
+//! (`reshape`: parses and rewrites the JSON body), and the trivial transform called by two
+//! threads at once (each call's time while another runs beside it, as in a server).
 //!
 //! With `PW_BENCH_JS` set to a JavaScript component of `examples/plugins-ts/nested-json` (the
 //! TypeScript tests keep the ones they build in `$CARGO_TARGET_DIR/typescript-plugins/`), the
@@ -63,6 +64,31 @@ fn calls(c: &mut Criterion) {
         });
     }
     let host = Host::new(Limits::default(), None).expect("the host starts");
+    let trivial = host
+        .load(&postwire_test_plugins::bytes("trivial"))
+        .expect("trivial loads");
+    // Two threads calling at once, as an engine's two runtime threads do: the time is that of
+    // `iters` calls on each, so against `trivial_transform_pooling` it shows what a call costs
+    // while another runs beside it.
+    group.bench_function("trivial_transform_pooling_two_threads", |b| {
+        b.iter_custom(|iters| {
+            let started = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for _ in 0..iters {
+                            black_box(
+                                host.transform(&trivial, black_box(event.clone()), black_box(&request), "{}")
+                                    .result
+                                    .is_ok(),
+                            );
+                        }
+                    });
+                }
+            });
+            started.elapsed()
+        })
+    });
     let reshape = host
         .load(&postwire_test_plugins::bytes("reshape"))
         .expect("reshape loads");
